@@ -1,1 +1,433 @@
-//! TODO
+//! The stage runner: one pipeline per build, run in parallel up to
+//! `-parallel-builds`, each with an undo stack that runs on failure or
+//! Ctrl-C.
+
+mod disk;
+mod machine;
+mod post;
+pub mod report;
+mod undo;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::template::model::{BuildSpec, Communicator, Plan, PostProcessorSpec, QemuConfig};
+use report::{Artifact, Reporter, Stage};
+use undo::{Created, UndoStack};
+
+pub use machine::MachineError;
+
+/// `-on-error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnError {
+    /// Remove everything the build made (the default).
+    Cleanup,
+    /// Stop and leave everything as it is, for inspection.
+    Abort,
+}
+
+/// `-only` / `-except`.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    only: Vec<String>,
+    except: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{flag} names {name:?}, but the template's builds are: {known}")]
+pub struct UnknownBuild {
+    flag: &'static str,
+    name: String,
+    known: String,
+}
+
+impl Selection {
+    pub fn new(only: &[String], except: &[String]) -> Self {
+        Selection {
+            only: only.to_vec(),
+            except: except.to_vec(),
+        }
+    }
+
+    /// A name in `-only`/`-except` that matches no build is a typo.
+    pub fn check(&self, plan: &Plan) -> Result<(), UnknownBuild> {
+        let names: Vec<&str> = plan.builds.iter().map(|b| b.name.as_str()).collect();
+        for (flag, list) in [("-only", &self.only), ("-except", &self.except)] {
+            if let Some(name) = list.iter().find(|n| !names.contains(&n.as_str())) {
+                return Err(UnknownBuild {
+                    flag,
+                    name: name.clone(),
+                    known: names.join(", "),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn includes(&self, name: &str) -> bool {
+        (self.only.is_empty() || self.only.iter().any(|n| n == name))
+            && !self.except.iter().any(|n| n == name)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub force: bool,
+    pub on_error: OnError,
+    /// 0: no limit.
+    pub parallel: usize,
+    pub selection: Selection,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(
+        "output directory {} already exists: remove it or build with -force",
+        .0.display()
+    )]
+    OutputExists(PathBuf),
+    #[error("cannot prepare {}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("source image")]
+    Source(#[source] crate::source::SourceError),
+    #[error("disk")]
+    Disk(#[from] disk::DiskError),
+    #[error(transparent)]
+    Machine(#[from] MachineError),
+    #[error("provisioner {index} ({kind})")]
+    Provision {
+        index: usize,
+        kind: String,
+        #[source]
+        source: crate::provision::ProvisionError,
+    },
+    #[error("post-processor")]
+    Post(#[from] post::PostError),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// How one build ended.
+#[derive(Debug)]
+pub struct Outcome {
+    pub name: String,
+    pub elapsed: Duration,
+    pub result: Result<Artifact, BuildError>,
+}
+
+/// Runs every selected build; never fails as a whole, each build reports
+/// its own outcome.
+pub async fn run_all(
+    plan: &Plan,
+    options: &BuildOptions,
+    reporter: Arc<dyn Reporter>,
+    cancel: CancellationToken,
+) -> Vec<Outcome> {
+    let builds: Vec<BuildSpec> = plan
+        .builds
+        .iter()
+        .filter(|b| options.selection.includes(&b.name))
+        .cloned()
+        .collect();
+    let permits = if options.parallel == 0 {
+        builds.len().max(1)
+    } else {
+        options.parallel
+    };
+    let limit = Arc::new(tokio::sync::Semaphore::new(permits));
+    let run_uuid = uuid::Uuid::new_v4().to_string();
+    let mut tasks = Vec::new();
+    for spec in builds {
+        let limit = limit.clone();
+        let reporter = reporter.clone();
+        let cancel = cancel.clone();
+        let options = options.clone();
+        let run_uuid = run_uuid.clone();
+        tasks.push(tokio::spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            run_one(spec, &options, reporter, cancel, &run_uuid).await
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        match task.await {
+            Ok(outcome) => outcomes.push(outcome),
+            Err(err) => outcomes.push(Outcome {
+                name: "<unknown>".to_string(),
+                elapsed: Duration::ZERO,
+                result: Err(BuildError::Io {
+                    path: PathBuf::new(),
+                    source: std::io::Error::other(err.to_string()),
+                }),
+            }),
+        }
+    }
+    outcomes
+}
+
+/// What one build's stages share.
+pub(crate) struct BuildContext {
+    pub name: String,
+    pub builder_type: String,
+    pub reporter: Arc<dyn Reporter>,
+    pub cancel: CancellationToken,
+}
+
+impl BuildContext {
+    pub fn stage(&self, stage: Stage) {
+        self.reporter.stage(&self.name, stage);
+    }
+
+    pub fn say(&self, message: &str) {
+        self.reporter.say(&self.name, message);
+    }
+}
+
+async fn run_one(
+    spec: BuildSpec,
+    options: &BuildOptions,
+    reporter: Arc<dyn Reporter>,
+    cancel: CancellationToken,
+    run_uuid: &str,
+) -> Outcome {
+    let started = Instant::now();
+    let ctx = BuildContext {
+        name: spec.name.clone(),
+        builder_type: spec.builder_type.clone(),
+        reporter: reporter.clone(),
+        cancel: cancel.clone(),
+    };
+    let mut undo = UndoStack::default();
+    let result = tokio::select! {
+        result = pipeline(&spec, options, &ctx, &mut undo, run_uuid) => result,
+        () = cancel.cancelled() => Err(BuildError::Cancelled),
+    };
+    // The pipeline future is gone by now, and with it the QEMU process.
+    ctx.stage(Stage::Cleanup);
+    match &result {
+        Ok(artifact) => {
+            for (path, err) in undo.succeed() {
+                ctx.reporter
+                    .error(&ctx.name, &format!("could not remove {}: {err}", path.display()));
+            }
+            reporter.artifact(&ctx.name, artifact);
+        }
+        Err(err) => {
+            reporter.error(&ctx.name, &crate::error_chain(err));
+            match options.on_error {
+                OnError::Cleanup => {
+                    for (path, err) in undo.unwind() {
+                        ctx.reporter.error(
+                            &ctx.name,
+                            &format!("could not remove {}: {err}", path.display()),
+                        );
+                    }
+                }
+                OnError::Abort => {
+                    for path in undo.abandon() {
+                        ctx.say(&format!("-on-error=abort: left {} in place", path.display()));
+                    }
+                }
+            }
+        }
+    }
+    Outcome {
+        name: spec.name,
+        elapsed: started.elapsed(),
+        result,
+    }
+}
+
+async fn pipeline(
+    spec: &BuildSpec,
+    options: &BuildOptions,
+    ctx: &BuildContext,
+    undo: &mut UndoStack,
+    run_uuid: &str,
+) -> Result<Artifact, BuildError> {
+    let config = &spec.qemu;
+
+    ctx.stage(Stage::Source);
+    let source = resolve_source(config).await?;
+
+    ctx.stage(Stage::Disk);
+    let disk_path = prepare_output(config, options.force, undo)?;
+    make_disk(config, &source, &disk_path).await?;
+
+    let scratch = tempfile::Builder::new()
+        .prefix("kiln-")
+        .tempdir()
+        .map_err(|source| BuildError::Io {
+            path: std::env::temp_dir(),
+            source,
+        })?
+        .keep();
+    undo.push(Created::TempDir(scratch.clone()));
+
+    let serial_log = serial_log_path(config);
+    let mut vm = machine::Machine::prepare(ctx, config, &source, &disk_path, &scratch, &serial_log).await?;
+    ctx.stage(Stage::Launch);
+    vm.launch(ctx).await?;
+
+    let mut guest = match &config.communicator {
+        Communicator::Ssh(_) => {
+            ctx.stage(Stage::Connect);
+            Some(vm.connect(ctx).await?)
+        }
+        Communicator::None => None,
+    };
+
+    ctx.stage(Stage::Provision);
+    for provisioner in &spec.provisioners {
+        let output = |line: &str| ctx.reporter.output(&ctx.name, line);
+        let say = |line: &str| ctx.reporter.say(&ctx.name, line);
+        let mut pctx = crate::provision::Context {
+            build_name: &ctx.name,
+            builder_type: &ctx.builder_type,
+            guest: guest.as_mut(),
+            output: &output,
+            say: &say,
+            cancel: ctx.cancel.clone(),
+        };
+        crate::provision::run(provisioner, &mut pctx)
+            .await
+            .map_err(|source| BuildError::Provision {
+                index: provisioner.index,
+                kind: provisioner.type_name.clone(),
+                source,
+            })?;
+    }
+
+    ctx.stage(Stage::Shutdown);
+    vm.shutdown(ctx, guest).await?;
+
+    ctx.stage(Stage::Finalize);
+    if config.skip_compaction || config.use_backing_file {
+        if config.disk_compression && !config.use_backing_file {
+            disk::compact(&disk_path, config.format, true).await?;
+        }
+    } else {
+        ctx.say("Compacting the disk...");
+        disk::compact(&disk_path, config.format, config.disk_compression).await?;
+    }
+
+    let artifact = Artifact {
+        build_name: spec.name.clone(),
+        builder_type: spec.builder_type.clone(),
+        builder_id: "transcend.qemu".to_string(),
+        description: format!(
+            "VM files in directory: {}",
+            config.output_directory.display()
+        ),
+        files: vec![disk_path.clone()],
+    };
+
+    if !spec.post_processors.is_empty() {
+        ctx.stage(Stage::Post);
+        run_post_processors(spec, &artifact, ctx, undo, run_uuid)?;
+    }
+    Ok(artifact)
+}
+
+async fn resolve_source(config: &QemuConfig) -> Result<PathBuf, BuildError> {
+    let urls = config.iso_urls.clone();
+    let digest = machine::source_digest(&config.iso_checksum);
+    tokio::task::spawn_blocking(move || crate::source::resolve(&urls, &digest))
+        .await
+        .map_err(|err| BuildError::Io {
+            path: PathBuf::new(),
+            source: std::io::Error::other(err.to_string()),
+        })?
+        .map_err(BuildError::Source)
+}
+
+/// Creates the output directory (or replaces it with `-force`) and returns
+/// where the disk goes.
+fn prepare_output(
+    config: &QemuConfig,
+    force: bool,
+    undo: &mut UndoStack,
+) -> Result<PathBuf, BuildError> {
+    let dir = &config.output_directory;
+    let io = |source| BuildError::Io {
+        path: dir.clone(),
+        source,
+    };
+    if dir.exists() {
+        if !force {
+            return Err(BuildError::OutputExists(dir.clone()));
+        }
+        std::fs::remove_dir_all(dir).map_err(io)?;
+    }
+    std::fs::create_dir_all(dir).map_err(io)?;
+    undo.push(Created::OutputDir(dir.clone()));
+    Ok(dir.join(&config.vm_name))
+}
+
+async fn make_disk(config: &QemuConfig, source: &Path, disk_path: &Path) -> Result<(), BuildError> {
+    if config.disk_image {
+        disk::from_image(&disk::DiskPlan {
+            source,
+            target: disk_path,
+            format: config.format,
+            size_mib: config.disk_size_mib,
+            use_backing_file: config.use_backing_file,
+            skip_resize: config.skip_resize_disk,
+        })
+        .await?;
+    } else {
+        disk::blank(disk_path, config.format, config.disk_size_mib).await?;
+    }
+    Ok(())
+}
+
+/// The serial console log lives beside the output directory, so it outlives
+/// a failed build whose output is removed.
+fn serial_log_path(config: &QemuConfig) -> PathBuf {
+    let mut name = config
+        .output_directory
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "output".into());
+    name.push(".serial.log");
+    config.output_directory.with_file_name(name)
+}
+
+fn run_post_processors(
+    spec: &BuildSpec,
+    artifact: &Artifact,
+    ctx: &BuildContext,
+    undo: &mut UndoStack,
+    run_uuid: &str,
+) -> Result<(), BuildError> {
+    for chain in &spec.post_processors {
+        let mut current = artifact.clone();
+        for post in chain {
+            current = match post {
+                PostProcessorSpec::Checksum(config) => {
+                    ctx.say("Running post-processor: checksum");
+                    let out = post::checksum(config, &current)?;
+                    for file in &out.files {
+                        undo.push(Created::File(file.clone()));
+                    }
+                    out
+                }
+                PostProcessorSpec::Manifest(config) => {
+                    ctx.say(&format!(
+                        "Running post-processor: manifest ({})",
+                        config.output.display()
+                    ));
+                    post::manifest(config, &current, run_uuid)?
+                }
+            };
+        }
+    }
+    Ok(())
+}

@@ -1,5 +1,227 @@
 //! Command line: argument parsing, exit codes, output mode.
 
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+mod args;
+mod inspect;
+pub mod redact;
+pub mod ui;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use crate::build::{self, BuildOptions, OnError};
+use crate::template::{self, Overrides};
+use args::{BuildArgs, Cli, Command, TemplateArgs};
+use redact::Redactor;
+use ui::{Mode, Ui};
+
+pub fn main() -> ExitCode {
+    let argv = args::normalize(std::env::args_os());
+    let cli = match Cli::try_parse_from(argv) {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return if err.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = runtime.block_on(run(cli));
+    // Builds kill their QEMU and clean up before returning; anything still
+    // running in the background (a ticker) can go.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    code
 }
+
+async fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Validate(args) => validate(args),
+        Command::Inspect(args) => inspect::run(&args),
+        Command::Build(args) => return build(args).await,
+        Command::Version => {
+            println!("kiln {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("Error: {}", format_anyhow(&err));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn format_anyhow(err: &anyhow::Error) -> String {
+    crate::error_chain(err.as_ref())
+}
+
+fn overrides(args: &TemplateArgs) -> anyhow::Result<Overrides> {
+    let mut vars = Vec::new();
+    for assignment in &args.var {
+        let (name, value) = assignment
+            .split_once('=')
+            .with_context(|| format!("-var {assignment:?}: expected NAME=VALUE"))?;
+        vars.push((name.to_string(), value.to_string()));
+    }
+    Ok(Overrides {
+        vars,
+        var_files: args.var_file.clone(),
+    })
+}
+
+fn validate(args: TemplateArgs) -> anyhow::Result<()> {
+    let overrides = overrides(&args)?;
+    let plan = template::load(&args.template, &overrides)?;
+    let selection = build::Selection::new(&args.only, &args.except);
+    selection.check(&plan)?;
+    println!("The configuration is valid.");
+    Ok(())
+}
+
+async fn build(args: BuildArgs) -> ExitCode {
+    let mode = if args.machine_readable {
+        Mode::Machine
+    } else if std::io::stdout().is_terminal() {
+        Mode::Tty
+    } else {
+        Mode::Plain
+    };
+    let mut ui = Ui::new(mode, args.timestamp_ui, Box::new(std::io::stdout()));
+
+    let prepared = (|| {
+        let overrides = overrides(&args.template)?;
+        let plan = template::load(&args.template.template, &overrides)?;
+        let selection = build::Selection::new(&args.template.only, &args.template.except);
+        selection.check(&plan)?;
+        anyhow::Ok((plan, selection))
+    })();
+    let (plan, selection) = match prepared {
+        Ok(ready) => ready,
+        Err(err) => {
+            ui.error_global(&format!("Error: {}", format_anyhow(&err)));
+            ui.machine("", &["error-count", "1"]);
+            return ExitCode::from(1);
+        }
+    };
+    ui.set_redactor(Redactor::new(&plan.sensitive_values));
+    crate::cli::set_log_secrets(&plan.sensitive_values);
+
+    let options = BuildOptions {
+        force: args.force,
+        on_error: args.on_error,
+        parallel: args.parallel_builds,
+        selection,
+    };
+    let cancel = CancellationToken::new();
+    spawn_interrupt_handler(cancel.clone(), ui.clone());
+    let ticker = ui.start_ticker();
+    let reporter: Arc<dyn build::report::Reporter> = Arc::new(ui.clone());
+    let outcomes = build::run_all(&plan, &options, reporter, cancel).await;
+    if let Some(ticker) = ticker {
+        ticker.abort();
+    }
+    ui.stop_live();
+    summarize(&ui, &outcomes)
+}
+
+fn summarize(ui: &Ui, outcomes: &[build::Outcome]) -> ExitCode {
+    let failed: Vec<&build::Outcome> = outcomes.iter().filter(|o| o.result.is_err()).collect();
+    for outcome in &failed {
+        if let Err(err) = &outcome.result {
+            ui.error_global(&format!(
+                "Build '{}' errored after {}: {}",
+                outcome.name,
+                humanize(outcome.elapsed),
+                crate::error_chain(err)
+            ));
+        }
+    }
+    if !failed.is_empty() {
+        ui.machine("", &["error-count", &failed.len().to_string()]);
+        ui.error_global("==> Some builds didn't complete successfully and had errors:");
+        for outcome in &failed {
+            if let Err(err) = &outcome.result {
+                ui.error_global(&format!("--> {}: {}", outcome.name, crate::error_chain(err)));
+            }
+        }
+    }
+    let artifacts: Vec<_> = outcomes
+        .iter()
+        .filter_map(|o| o.result.as_ref().ok().map(|a| (o, a)))
+        .collect();
+    if !artifacts.is_empty() {
+        ui.say_global("==> Builds finished. The artifacts of successful builds are:");
+        for (outcome, artifact) in artifacts {
+            ui.say_global(&format!(
+                "--> {}: {} (in {})",
+                outcome.name,
+                artifact.description,
+                humanize(outcome.elapsed)
+            ));
+        }
+    } else if outcomes.is_empty() {
+        ui.say_global("==> No builds to run.");
+    }
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn humanize(elapsed: std::time::Duration) -> String {
+    let secs = elapsed.as_secs_f64();
+    if secs < 60.0 {
+        format!("{secs:.1}s")
+    } else {
+        format!("{}m{:02}s", elapsed.as_secs() / 60, elapsed.as_secs() % 60)
+    }
+}
+
+/// First Ctrl-C: cancel every build and let them clean up. A second one
+/// while that runs leaves at once (QEMU dies with kiln regardless).
+fn spawn_interrupt_handler(cancel: CancellationToken, ui: Ui) {
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let terminated = async {
+            match term.as_mut() {
+                Some(term) => {
+                    term.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = terminated => {}
+        }
+        ui.error_global("Interrupted: cancelling builds and cleaning up...");
+        cancel.cancel();
+        if tokio::signal::ctrl_c().await.is_ok() {
+            std::process::exit(130);
+        }
+    });
+}
+
+pub use logging::{init as init_logging, set_secrets as set_log_secrets};
+
+mod logging;
+

@@ -1,1 +1,148 @@
-//! TODO
+//! Provisioners: `shell` and `file` over the SSH communicator, and
+//! `shell-local` on the host.
+
+mod env;
+mod file;
+mod guest;
+mod shell;
+mod shell_local;
+
+pub use env::flatten_env;
+pub use guest::Guest;
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::ssh::SshError;
+use crate::template::model::{ProvisionerKind, ProvisionerSpec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error("script exited with code {code} (valid: {valid})")]
+    ExitCode { code: i64, valid: String },
+    #[error("script was killed by signal {0}")]
+    Signal(String),
+    #[error("the guest closed the connection while the script ran (set expect_disconnect if that is intended)")]
+    Disconnected,
+    #[error("ssh")]
+    Ssh(#[from] SshError),
+    #[error("{what}")]
+    Local {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("this provisioner needs a communicator, but the build has `communicator: none`")]
+    NoCommunicator,
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// What a provisioner needs from the build around it.
+pub struct Context<'a> {
+    pub build_name: &'a str,
+    pub builder_type: &'a str,
+    /// `None` with `communicator: none`.
+    pub guest: Option<&'a mut Guest>,
+    /// Receives each line of output (guest or local command).
+    pub output: &'a (dyn Fn(&str) + Send + Sync),
+    /// Receives kiln's own messages about what the provisioner does.
+    pub say: &'a (dyn Fn(&str) + Send + Sync),
+    pub cancel: CancellationToken,
+}
+
+impl Context<'_> {
+    /// The variables Packer gives every script.
+    fn builtin_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("PACKER_BUILD_NAME".to_string(), self.build_name.to_string()),
+            (
+                "PACKER_BUILDER_TYPE".to_string(),
+                self.builder_type.to_string(),
+            ),
+        ]
+    }
+
+    fn guest(&mut self) -> Result<&mut Guest, ProvisionError> {
+        self.guest.as_deref_mut().ok_or(ProvisionError::NoCommunicator)
+    }
+}
+
+/// Runs one provisioner with its `pause_before`, `timeout` and
+/// `max_retries`.
+pub async fn run(spec: &ProvisionerSpec, ctx: &mut Context<'_>) -> Result<(), ProvisionError> {
+    let common = &spec.common;
+    if !common.pause_before.is_zero() {
+        (ctx.say)(&format!("Pausing {:?} before the next provisioner...", common.pause_before));
+        cancellable_sleep(common.pause_before, &ctx.cancel).await?;
+    }
+    let mut attempt = 0;
+    loop {
+        let result = run_once(spec, ctx).await;
+        match result {
+            Ok(()) => return Ok(()),
+            Err(ProvisionError::Cancelled) => return Err(ProvisionError::Cancelled),
+            Err(err) if attempt < common.max_retries => {
+                attempt += 1;
+                (ctx.say)(&format!(
+                    "{} failed ({}); retrying ({attempt}/{})",
+                    spec.type_name,
+                    crate::error_chain(&err),
+                    common.max_retries
+                ));
+                // Packer waits between retries so a guest that is mid-reboot
+                // can come back.
+                cancellable_sleep(Duration::from_secs(2), &ctx.cancel).await?;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+async fn run_once(spec: &ProvisionerSpec, ctx: &mut Context<'_>) -> Result<(), ProvisionError> {
+    let timeout = spec.common.timeout;
+    let cancel = ctx.cancel.clone();
+    let work = async {
+        match &spec.kind {
+            ProvisionerKind::Shell(config) => shell::run(config, ctx).await,
+            ProvisionerKind::File(config) => file::run(config, ctx).await,
+            ProvisionerKind::ShellLocal(config) => shell_local::run(config, ctx).await,
+        }
+    };
+    tokio::select! {
+        result = async {
+            if timeout.is_zero() {
+                work.await
+            } else {
+                tokio::time::timeout(timeout, work)
+                    .await
+                    .unwrap_or(Err(ProvisionError::Timeout(timeout)))
+            }
+        } => result,
+        () = cancel.cancelled() => Err(ProvisionError::Cancelled),
+    }
+}
+
+async fn cancellable_sleep(
+    duration: Duration,
+    cancel: &CancellationToken,
+) -> Result<(), ProvisionError> {
+    tokio::select! {
+        () = tokio::time::sleep(duration) => Ok(()),
+        () = cancel.cancelled() => Err(ProvisionError::Cancelled),
+    }
+}
+
+/// `valid_exit_codes` as people write them.
+fn describe_codes(codes: &[i64]) -> String {
+    codes
+        .iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,431 @@
+//! The build's virtual machine: credentials and seed, launch, SSH, and a
+//! clean shutdown.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::BuildContext;
+use crate::provision::Guest;
+use crate::qemu::{self, Accel, LaunchSpec, QemuProcess, Qmp};
+use crate::ssh::{Auth, Session, SshConfig, SshError};
+use crate::template::model::{Accelerator, Checksum, Communicator, KeyPairType, QemuConfig};
+use crate::template::render_late;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MachineError {
+    #[error("cannot write {}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("ssh key")]
+    Key(#[source] SshError),
+    #[error("seed image")]
+    Seed(#[source] crate::seed::SeedError),
+    #[error("no free port between {min} and {max} on 127.0.0.1 for SSH")]
+    NoPort { min: u16, max: u16 },
+    #[error("QEMU")]
+    Qemu(#[source] qemu::QemuError),
+    #[error("QEMU exited before SSH answered ({status}){}", tail_suffix(.serial_tail))]
+    ExitedEarly { status: String, serial_tail: String },
+    #[error(
+        "timed out after {timeout:?} waiting for SSH{}{}",
+        .last_error.as_ref().map(|e| format!(" (last error: {e})")).unwrap_or_default(),
+        tail_suffix(.serial_tail)
+    )]
+    SshTimeout {
+        timeout: Duration,
+        last_error: Option<String>,
+        serial_tail: String,
+    },
+    #[error("ssh")]
+    Ssh(#[source] SshError),
+    #[error("the guest did not power off within shutdown_timeout ({0:?}); QEMU was killed")]
+    ShutdownTimeout(Duration),
+    #[error("the guest failed{}", tail_suffix(.serial_tail))]
+    GuestFailed {
+        #[source]
+        source: qemu::QemuError,
+        serial_tail: String,
+    },
+}
+
+fn tail_suffix(tail: &str) -> String {
+    if tail.trim().is_empty() {
+        "; the serial console printed nothing".to_string()
+    } else {
+        format!("; last lines of the serial console:\n{tail}")
+    }
+}
+
+/// The last `lines` lines of the serial log, with terminal control
+/// sequences removed.
+pub fn serial_tail(path: &Path, lines: usize) -> String {
+    let Ok(bytes) = std::fs::read(path) else {
+        return String::new();
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let clean: String = text
+        .chars()
+        .filter(|c| *c == '\n' || *c == '\t' || !c.is_control())
+        .collect();
+    let all: Vec<&str> = clean.lines().filter(|l| !l.trim().is_empty()).collect();
+    let start = all.len().saturating_sub(lines);
+    all[start..]
+        .iter()
+        .map(|l| format!("    | {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub fn source_digest(checksum: &Checksum) -> crate::source::Digest {
+    use crate::source::Digest;
+    match checksum {
+        Checksum::None => Digest::None,
+        Checksum::Sha256(hex) => Digest::Sha256(hex.clone()),
+        Checksum::Sha512(hex) => Digest::Sha512(hex.clone()),
+        Checksum::Sha1(hex) => Digest::Sha1(hex.clone()),
+        Checksum::Md5(hex) => Digest::Md5(hex.clone()),
+    }
+}
+
+pub struct Machine {
+    config: QemuConfig,
+    spec: LaunchSpec,
+    ssh: Option<SshConfig>,
+    process: Option<QemuProcess>,
+    qmp: Option<Qmp>,
+    serial_log: PathBuf,
+}
+
+impl Machine {
+    /// Picks the accelerator and the credentials, and writes the seed and CD
+    /// images into `scratch`.
+    pub async fn prepare(
+        ctx: &BuildContext,
+        config: &QemuConfig,
+        source: &Path,
+        disk: &Path,
+        scratch: &Path,
+        serial_log: &Path,
+    ) -> Result<Machine, MachineError> {
+        let accel = match config.accelerator {
+            Some(Accelerator::Kvm) => Accel::Kvm,
+            Some(Accelerator::Tcg) => Accel::Tcg,
+            Some(Accelerator::None) => Accel::Default,
+            None => {
+                let (accel, reason) = qemu::detect_accel();
+                tracing::info!(build = %ctx.name, ?accel, %reason, "accelerator chosen");
+                ctx.say(&format!("Accelerator: {} ({reason})", accel_name(accel)));
+                accel
+            }
+        };
+        ctx.stage(super::report::Stage::Seed);
+        let mut cdroms = Vec::new();
+        if !config.disk_image {
+            cdroms.push(source.to_path_buf());
+        }
+        let user_cd_is_seed = config
+            .cd_label
+            .as_deref()
+            .is_some_and(|l| l.eq_ignore_ascii_case("cidata"))
+            && (!config.cd_files.is_empty() || !config.cd_content.is_empty());
+
+        let ssh = match &config.communicator {
+            Communicator::None => None,
+            Communicator::Ssh(options) => {
+                let auth = if let Some(password) = &options.password {
+                    Auth::Password(password.clone())
+                } else if let Some(key) = &options.private_key_file {
+                    Auth::KeyFile(key.clone())
+                } else {
+                    let key = crate::ssh::generate_key(
+                        scratch,
+                        options.temporary_key_pair_type == KeyPairType::Rsa,
+                    )
+                    .map_err(MachineError::Key)?;
+                    if user_cd_is_seed {
+                        ctx.say("cd_label is cidata: the template's own seed is used, without kiln's generated key");
+                    } else {
+                        let seed_path = scratch.join("seed.iso");
+                        let instance_id = format!("kiln-{}", uuid::Uuid::new_v4());
+                        crate::seed::nocloud_seed(
+                            &seed_path,
+                            &crate::seed::NoCloud {
+                                instance_id: &instance_id,
+                                hostname: &config.vm_name,
+                                username: &options.username,
+                                public_key: &key.public_key_openssh,
+                            },
+                        )
+                        .map_err(MachineError::Seed)?;
+                        cdroms.push(seed_path);
+                    }
+                    Auth::KeyFile(key.private_key_path)
+                };
+                Some(SshConfig {
+                    host: "127.0.0.1".to_string(),
+                    port: 0,
+                    username: options.username.clone(),
+                    auth,
+                    timeout: options.timeout,
+                    handshake_attempts: options.handshake_attempts,
+                    pty: options.pty,
+                })
+            }
+        };
+        if !config.cd_files.is_empty() || !config.cd_content.is_empty() {
+            let cd_path = scratch.join("cd.iso");
+            crate::seed::cd_image(
+                &config.cd_files,
+                &config.cd_content,
+                config.cd_label.as_deref(),
+                &cd_path,
+            )
+            .map_err(MachineError::Seed)?;
+            cdroms.push(cd_path);
+        }
+
+        let spec = LaunchSpec {
+            binary: config.qemu_binary.clone(),
+            vm_name: config.vm_name.clone(),
+            accel,
+            machine_type: config.machine_type.clone(),
+            cpus: config.cpus,
+            memory_mib: config.memory_mib,
+            disks: vec![qemu::Disk {
+                path: disk.to_path_buf(),
+                format: config.format.as_str().to_string(),
+                interface: config.disk_interface.clone(),
+                cache: config.disk_cache.clone(),
+                discard: config.disk_discard.clone(),
+                detect_zeroes: config.disk_detect_zeroes.clone(),
+                read_only: false,
+            }],
+            cdroms,
+            net_device: config.net_device.clone(),
+            ssh_forward: None,
+            firmware: config.firmware.clone(),
+            efi_boot: config.efi_boot,
+            headless: config.headless,
+            qmp_socket: scratch.join("qmp.sock"),
+            serial_log: serial_log.to_path_buf(),
+            extra_args: Vec::new(),
+        };
+        Ok(Machine {
+            config: config.clone(),
+            spec,
+            ssh,
+            process: None,
+            qmp: None,
+            serial_log: serial_log.to_path_buf(),
+        })
+    }
+
+    /// Starts QEMU with the SSH port forwarded from a free host port, and
+    /// connects to its QMP socket.
+    pub async fn launch(&mut self, ctx: &BuildContext) -> Result<(), MachineError> {
+        let guest_port = match &self.config.communicator {
+            Communicator::Ssh(options) => Some(options.port),
+            Communicator::None => None,
+        };
+        // Another process can take the port between our probe and QEMU's
+        // bind: try a few.
+        let mut last_error = None;
+        for _ in 0..5 {
+            let host_port = match guest_port {
+                Some(_) => Some(free_port(self.config.host_port_min, self.config.host_port_max)?),
+                None => None,
+            };
+            let mut spec = self.spec.clone();
+            spec.ssh_forward = host_port.zip(guest_port);
+            let port_text = host_port.map(|p| p.to_string()).unwrap_or_default();
+            let output_dir = self.config.output_directory.display().to_string();
+            let late = [
+                ("SSHHostPort", port_text.as_str()),
+                ("Name", self.config.vm_name.as_str()),
+                ("OutputDir", output_dir.as_str()),
+                ("HTTPIP", "10.0.2.2"),
+            ];
+            spec.extra_args = self
+                .config
+                .qemuargs
+                .iter()
+                .map(|group| group.iter().map(|arg| render_late(arg, &late)).collect())
+                .collect();
+            let argv = qemu::argv(&spec);
+            tracing::debug!(build = %ctx.name, ?argv, "launching QEMU");
+            ctx.say(&format!(
+                "Starting QEMU ({}, {} MiB, {} CPU){}",
+                accel_name(spec.accel),
+                spec.memory_mib,
+                spec.cpus,
+                host_port
+                    .map(|p| format!("; SSH on 127.0.0.1:{p}"))
+                    .unwrap_or_default()
+            ));
+            match QemuProcess::spawn(&spec.binary, &argv).await {
+                Ok(process) => {
+                    let qmp = Qmp::connect(&spec.qmp_socket, Duration::from_secs(30))
+                        .await
+                        .map_err(MachineError::Qemu)?;
+                    if let (Some(ssh), Some(port)) = (self.ssh.as_mut(), host_port) {
+                        ssh.port = port;
+                    }
+                    self.process = Some(process);
+                    self.qmp = Some(qmp);
+                    self.spec = spec;
+                    return Ok(());
+                }
+                Err(err) if err.is_port_in_use() => last_error = Some(err),
+                Err(err) => return Err(MachineError::Qemu(err)),
+            }
+        }
+        Err(MachineError::Qemu(last_error.unwrap_or_else(|| {
+            qemu::QemuError::other("could not start QEMU")
+        })))
+    }
+
+    /// Waits for SSH, while watching QEMU: a guest that dies or a QEMU that
+    /// exits ends the wait at once.
+    pub async fn connect(&mut self, ctx: &BuildContext) -> Result<Guest, MachineError> {
+        let Some(ssh) = self.ssh.clone() else {
+            return Err(MachineError::Ssh(SshError::Protocol("no communicator".into())));
+        };
+        let (Some(process), Some(qmp)) = (self.process.as_mut(), self.qmp.as_ref()) else {
+            return Err(MachineError::Qemu(qemu::QemuError::other("QEMU is not running")));
+        };
+        ctx.say(&format!("Waiting for SSH on 127.0.0.1:{}...", ssh.port));
+        let started = Instant::now();
+        let accel = self.spec.accel;
+        let result = tokio::select! {
+            session = Session::connect(&ssh) => session,
+            status = process.exited() => {
+                return Err(MachineError::ExitedEarly {
+                    status: status,
+                    serial_tail: serial_tail(&self.serial_log, 20),
+                });
+            }
+            failure = qemu::watch_guest(qmp, accel, &self.serial_log) => {
+                return Err(MachineError::GuestFailed {
+                    source: failure,
+                    serial_tail: serial_tail(&self.serial_log, 20),
+                });
+            }
+        };
+        match result {
+            Ok(session) => {
+                ctx.say(&format!(
+                    "Connected to SSH in {:.1}s",
+                    started.elapsed().as_secs_f64()
+                ));
+                Ok(Guest::new(ssh, session))
+            }
+            Err(SshError::Timeout { last_error, .. }) => Err(MachineError::SshTimeout {
+                timeout: ssh.timeout,
+                last_error,
+                serial_tail: serial_tail(&self.serial_log, 20),
+            }),
+            Err(err) => Err(MachineError::Ssh(err)),
+        }
+    }
+
+    /// Powers the guest off (shutdown_command, or the ACPI power button) and
+    /// waits for QEMU to exit.
+    pub async fn shutdown(
+        &mut self,
+        ctx: &BuildContext,
+        guest: Option<Guest>,
+    ) -> Result<(), MachineError> {
+        let timeout = self.config.shutdown_timeout;
+        match (&self.config.shutdown_command, guest) {
+            (Some(command), Some(mut guest)) => {
+                ctx.say(&format!("Gracefully halting the virtual machine: {command}"));
+                let output = |line: &str| ctx.reporter.output(&ctx.name, line);
+                if let Ok(session) = guest.session().await {
+                    // The guest going away mid-command is the point.
+                    let _ = session.exec(command, &mut |_, line| output(line)).await;
+                }
+                guest.close().await;
+            }
+            (None, guest) if !matches!(self.config.communicator, Communicator::None) => {
+                if let Some(guest) = guest {
+                    guest.close().await;
+                }
+                ctx.say("Pressing the ACPI power button...");
+                if let Some(qmp) = &self.qmp {
+                    qmp.system_powerdown().await.map_err(MachineError::Qemu)?;
+                }
+            }
+            _ => ctx.say("Waiting for the guest to power off by itself..."),
+        }
+        let Some(process) = self.process.as_mut() else {
+            return Ok(());
+        };
+        if process.wait_timeout(timeout).await.is_some() {
+            ctx.say("The virtual machine is off.");
+            self.process = None;
+            Ok(())
+        } else {
+            process.kill();
+            Err(MachineError::ShutdownTimeout(timeout))
+        }
+    }
+}
+
+fn accel_name(accel: Accel) -> &'static str {
+    match accel {
+        Accel::Kvm => "KVM",
+        Accel::Tcg => "TCG",
+        Accel::Default => "QEMU's default accelerator",
+    }
+}
+
+/// A port in `[min, max]` that is free on 127.0.0.1 right now, starting at a
+/// random place so parallel builds don't race for the same one.
+fn free_port(min: u16, max: u16) -> Result<u16, MachineError> {
+    let (min, max) = (min.min(max), min.max(max));
+    let span = u32::from(max - min) + 1;
+    let start = rand::random_range(0..span);
+    for offset in 0..span {
+        let port = min + ((start + offset) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(MachineError::NoPort { min, max })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_port_stays_in_range() {
+        for _ in 0..20 {
+            let port = free_port(40000, 40010).unwrap();
+            assert!((40000..=40010).contains(&port));
+        }
+    }
+
+    #[test]
+    fn no_free_port_is_an_error() {
+        let taken = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = taken.local_addr().unwrap().port();
+        assert!(matches!(
+            free_port(port, port),
+            Err(MachineError::NoPort { .. })
+        ));
+    }
+
+    #[test]
+    fn serial_tail_keeps_last_lines_without_control_characters() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("serial.log");
+        std::fs::write(&log, "one\n\x1b[0mtwo\r\nthree\n\nfour\n").unwrap();
+        let tail = serial_tail(&log, 2);
+        assert_eq!(tail, "    | three\n    | four");
+    }
+}

@@ -1,0 +1,274 @@
+//! Post-processors that work on local files: `checksum` and `manifest`.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use sha2::Digest as _;
+
+use super::report::Artifact;
+use crate::template::model::{ChecksumPostConfig, ChecksumType, ManifestConfig};
+use crate::template::render_late;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PostError {
+    #[error("cannot read {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} exists but is not a manifest", path.display())]
+    BadManifest {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+fn type_name(kind: ChecksumType) -> &'static str {
+    match kind {
+        ChecksumType::Md5 => "md5",
+        ChecksumType::Sha1 => "sha1",
+        ChecksumType::Sha224 => "sha224",
+        ChecksumType::Sha256 => "sha256",
+        ChecksumType::Sha384 => "sha384",
+        ChecksumType::Sha512 => "sha512",
+    }
+}
+
+fn hash_file(path: &Path, kind: ChecksumType) -> Result<String, PostError> {
+    fn run<D: sha2::Digest>(mut file: std::fs::File, path: &Path) -> Result<String, PostError> {
+        let mut hasher = D::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file.read(&mut buf).map_err(|source| PostError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        Ok(hex::encode(hasher.finalize()))
+    }
+    let file = std::fs::File::open(path).map_err(|source| PostError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    match kind {
+        ChecksumType::Md5 => run::<md5::Md5>(file, path),
+        ChecksumType::Sha1 => run::<sha1::Sha1>(file, path),
+        ChecksumType::Sha224 => run::<sha2::Sha224>(file, path),
+        ChecksumType::Sha256 => run::<sha2::Sha256>(file, path),
+        ChecksumType::Sha384 => run::<sha2::Sha384>(file, path),
+        ChecksumType::Sha512 => run::<sha2::Sha512>(file, path),
+    }
+}
+
+/// Writes one checksum file per type (`<digest>\t<file name>` lines, as
+/// Packer does, appended when the file exists) and returns an artifact made
+/// of those files.
+pub fn checksum(config: &ChecksumPostConfig, input: &Artifact) -> Result<Artifact, PostError> {
+    let mut outputs = Vec::new();
+    for &kind in &config.checksum_types {
+        let output = PathBuf::from(render_late(
+            &config.output,
+            &[
+                ("BuildName", &input.build_name),
+                ("BuilderType", &input.builder_type),
+                ("ChecksumType", type_name(kind)),
+            ],
+        ));
+        let write_err = |source| PostError::Write {
+            path: output.clone(),
+            source,
+        };
+        if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(write_err)?;
+        }
+        let mut lines = String::new();
+        for file in &input.files {
+            let digest = hash_file(file, kind)?;
+            let name = file.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+            lines.push_str(&format!("{digest}\t{name}\n"));
+        }
+        let mut out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&output)
+            .map_err(write_err)?;
+        out.write_all(lines.as_bytes()).map_err(write_err)?;
+        outputs.push(output);
+    }
+    Ok(Artifact {
+        build_name: input.build_name.clone(),
+        builder_type: input.builder_type.clone(),
+        builder_id: "packer.post-processor.checksum".to_string(),
+        description: format!(
+            "Checksums: {}",
+            outputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        ),
+        files: outputs,
+    })
+}
+
+/// Parallel builds append to the same manifest: one at a time.
+static MANIFEST_LOCK: Mutex<()> = Mutex::new(());
+
+/// Appends this build to the manifest file (Packer's layout), returning the
+/// input artifact unchanged.
+pub fn manifest(
+    config: &ManifestConfig,
+    input: &Artifact,
+    run_uuid: &str,
+) -> Result<Artifact, PostError> {
+    let _guard = MANIFEST_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let path = &config.output;
+    let mut document = match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|source| {
+            PostError::BadManifest {
+                path: path.clone(),
+                source,
+            }
+        })?,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => serde_json::json!({"builds": []}),
+        Err(source) => {
+            return Err(PostError::Read {
+                path: path.clone(),
+                source,
+            });
+        }
+    };
+    let files: Vec<serde_json::Value> = input
+        .files
+        .iter()
+        .map(|file| {
+            let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+            let name = if config.strip_path {
+                file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+            } else {
+                file.display().to_string()
+            };
+            serde_json::json!({"name": name, "size": size})
+        })
+        .collect();
+    let build_time = if config.strip_time {
+        0
+    } else {
+        chrono::Utc::now().timestamp()
+    };
+    let mut entry = serde_json::json!({
+        "name": input.build_name,
+        "builder_type": input.builder_type,
+        "build_time": build_time,
+        "files": files,
+        "artifact_id": "VM",
+        "packer_run_uuid": run_uuid,
+    });
+    if !config.custom_data.is_empty() {
+        entry["custom_data"] = serde_json::to_value(&config.custom_data).unwrap_or_default();
+    }
+    if !document.get("builds").is_some_and(|b| b.is_array()) {
+        document["builds"] = serde_json::json!([]);
+    }
+    if let Some(builds) = document["builds"].as_array_mut() {
+        builds.push(entry);
+    }
+    document["last_run_uuid"] = serde_json::Value::String(run_uuid.to_string());
+    let text = serde_json::to_string_pretty(&document).unwrap_or_default();
+    let write_err = |source| PostError::Write {
+        path: path.clone(),
+        source,
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(write_err)?;
+    }
+    std::fs::write(path, text).map_err(write_err)?;
+    Ok(input.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn artifact(files: Vec<PathBuf>) -> Artifact {
+        Artifact {
+            build_name: "demo".into(),
+            builder_type: "qemu".into(),
+            builder_id: "transcend.qemu".into(),
+            files,
+            description: String::new(),
+        }
+    }
+
+    #[test]
+    fn checksum_files_match_known_digests() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("disk.img");
+        std::fs::write(&disk, b"abc").unwrap();
+        let config = ChecksumPostConfig {
+            checksum_types: vec![ChecksumType::Md5, ChecksumType::Sha256],
+            output: format!(
+                "{}/{{{{.BuildName}}}}_{{{{.ChecksumType}}}}.sum",
+                dir.path().display()
+            ),
+            keep_input_artifact: true,
+        };
+        let out = checksum(&config, &artifact(vec![disk])).unwrap();
+        assert_eq!(out.files.len(), 2);
+        let md5 = std::fs::read_to_string(dir.path().join("demo_md5.sum")).unwrap();
+        assert_eq!(md5, "900150983cd24fb0d6963f7d28e17f72\tdisk.img\n");
+        let sha = std::fs::read_to_string(dir.path().join("demo_sha256.sum")).unwrap();
+        assert!(sha.starts_with("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\t"));
+    }
+
+    #[test]
+    fn manifest_appends_builds() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("disk.img");
+        std::fs::write(&disk, b"12345").unwrap();
+        let config = ManifestConfig {
+            output: dir.path().join("manifest.json"),
+            strip_path: true,
+            strip_time: false,
+            custom_data: [("team".to_string(), "infra".to_string())].into(),
+            keep_input_artifact: true,
+        };
+        manifest(&config, &artifact(vec![disk.clone()]), "run-1").unwrap();
+        manifest(&config, &artifact(vec![disk]), "run-2").unwrap();
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&config.output).unwrap()).unwrap();
+        assert_eq!(doc["builds"].as_array().unwrap().len(), 2);
+        assert_eq!(doc["last_run_uuid"], "run-2");
+        assert_eq!(doc["builds"][0]["files"][0]["name"], "disk.img");
+        assert_eq!(doc["builds"][0]["files"][0]["size"], 5);
+        assert_eq!(doc["builds"][1]["custom_data"]["team"], "infra");
+    }
+
+    #[test]
+    fn a_broken_manifest_is_not_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("manifest.json");
+        std::fs::write(&path, "not json").unwrap();
+        let config = ManifestConfig {
+            output: path.clone(),
+            strip_path: false,
+            strip_time: false,
+            custom_data: Default::default(),
+            keep_input_artifact: true,
+        };
+        assert!(matches!(
+            manifest(&config, &artifact(vec![]), "r"),
+            Err(PostError::BadManifest { .. })
+        ));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "not json");
+    }
+}

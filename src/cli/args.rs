@@ -1,0 +1,166 @@
+//! The command-line grammar. Packer spells long flags with one dash
+//! (`-var`, `-only`); [`normalize`] turns those into clap's `--` form so
+//! both spellings work.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::build::OnError;
+
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, about = "Build, test and publish machine images locally from Packer templates")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check that a template is valid.
+    Validate(TemplateArgs),
+    /// Show the variables, builders, provisioners and post-processors of a template.
+    Inspect(TemplateArgs),
+    /// Build the images a template describes.
+    Build(BuildArgs),
+    /// Print the version.
+    Version,
+}
+
+#[derive(Debug, Args)]
+pub struct TemplateArgs {
+    /// Set a template variable (NAME=VALUE); may be repeated.
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    pub var: Vec<String>,
+    /// Read variables from a JSON file; may be repeated.
+    #[arg(long = "var-file", value_name = "FILE")]
+    pub var_file: Vec<PathBuf>,
+    /// Only the builds with these names (comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub only: Vec<String>,
+    /// Every build except these (comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub except: Vec<String>,
+    /// The template (Packer's JSON format).
+    pub template: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub template: TemplateArgs,
+    /// Replace existing output directories.
+    #[arg(long)]
+    pub force: bool,
+    /// What to do when a build fails: clean up everything, or leave it as it is.
+    #[arg(long = "on-error", value_enum, default_value = "cleanup")]
+    pub on_error: OnError,
+    /// Prefix each line of output with a timestamp.
+    #[arg(long = "timestamp-ui")]
+    pub timestamp_ui: bool,
+    /// Print Packer's machine-readable format.
+    #[arg(long = "machine-readable")]
+    pub machine_readable: bool,
+    /// How many builds run at once (0: all).
+    #[arg(long = "parallel-builds", default_value_t = 0, value_name = "N")]
+    pub parallel_builds: usize,
+}
+
+/// Flags that Packer writes with a single dash.
+const LONG_FLAGS: &[&str] = &[
+    "var",
+    "var-file",
+    "only",
+    "except",
+    "force",
+    "on-error",
+    "timestamp-ui",
+    "machine-readable",
+    "parallel-builds",
+    "help",
+    "version",
+];
+
+/// Rewrites `-flag` and `-flag=value` to `--flag...` for the flags above;
+/// everything else (values, `--` and after) is left alone.
+pub fn normalize(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut out = Vec::new();
+    let mut rest_literal = false;
+    for arg in args {
+        if rest_literal {
+            out.push(arg);
+            continue;
+        }
+        let Some(text) = arg.to_str() else {
+            out.push(arg);
+            continue;
+        };
+        if text == "--" {
+            rest_literal = true;
+            out.push(arg);
+            continue;
+        }
+        let single_dash = text.starts_with('-') && !text.starts_with("--");
+        let name = text.trim_start_matches('-').split('=').next().unwrap_or_default();
+        if single_dash && LONG_FLAGS.contains(&name) {
+            out.push(OsString::from(format!("-{text}")));
+        } else {
+            out.push(arg);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        let argv = normalize(args.iter().map(OsString::from));
+        Cli::try_parse_from(argv).expect("parses")
+    }
+
+    #[test]
+    fn packer_single_dash_flags() {
+        let cli = parse(&[
+            "kiln", "build", "-var", "a=1", "-var=b=2", "-var-file", "v.json", "-only", "x,y",
+            "-except=z", "-force", "-on-error=abort", "-timestamp-ui", "-machine-readable",
+            "-parallel-builds", "3", "t.json",
+        ]);
+        let Command::Build(b) = cli.command else {
+            panic!("not a build")
+        };
+        assert_eq!(b.template.var, vec!["a=1", "b=2"]);
+        assert_eq!(b.template.var_file, vec![PathBuf::from("v.json")]);
+        assert_eq!(b.template.only, vec!["x", "y"]);
+        assert_eq!(b.template.except, vec!["z"]);
+        assert!(b.force && b.timestamp_ui && b.machine_readable);
+        assert_eq!(b.on_error, OnError::Abort);
+        assert_eq!(b.parallel_builds, 3);
+        assert_eq!(b.template.template, PathBuf::from("t.json"));
+    }
+
+    #[test]
+    fn gnu_spellings_work_too() {
+        let cli = parse(&["kiln", "build", "--var", "a=1", "--force", "t.json"]);
+        let Command::Build(b) = cli.command else {
+            panic!("not a build")
+        };
+        assert_eq!(b.template.var, vec!["a=1"]);
+        assert!(b.force);
+        assert_eq!(b.on_error, OnError::Cleanup);
+    }
+
+    #[test]
+    fn values_that_look_like_flags_are_kept() {
+        let argv = normalize(["kiln", "build", "-var", "x=-force", "t.json"].map(OsString::from));
+        assert_eq!(argv[3], OsString::from("x=-force"));
+    }
+
+    #[test]
+    fn unknown_on_error_value_is_rejected() {
+        let argv = normalize(["kiln", "build", "-on-error=ask", "t.json"].map(OsString::from));
+        assert!(Cli::try_parse_from(argv).is_err());
+    }
+}

@@ -1,0 +1,40 @@
+//! A handle on the guest's SSH session that reconnects after the guest
+//! dropped the connection (a reboot in a provisioner with
+//! `expect_disconnect`, for one).
+
+use crate::ssh::{Session, SshConfig, SshError};
+
+pub struct Guest {
+    config: SshConfig,
+    session: Option<Session>,
+}
+
+impl Guest {
+    /// Wraps an already established session.
+    pub fn new(config: SshConfig, session: Session) -> Self {
+        Guest {
+            config,
+            session: Some(session),
+        }
+    }
+
+    /// The live session, reconnecting first when the last one was lost.
+    pub async fn session(&mut self) -> Result<&Session, SshError> {
+        let session = match self.session.take() {
+            Some(session) => session,
+            None => Session::connect(&self.config).await?,
+        };
+        Ok(self.session.insert(session))
+    }
+
+    /// Forgets the current session: the next use reconnects.
+    pub async fn disconnected(&mut self) {
+        if let Some(session) = self.session.take() {
+            session.close().await;
+        }
+    }
+
+    pub async fn close(mut self) {
+        self.disconnected().await;
+    }
+}

@@ -1,0 +1,127 @@
+//! The `shell` provisioner: upload a script to the guest, run it through
+//! `execute_command`, check its exit code, remove it.
+
+use std::time::Instant;
+
+use super::{Context, ProvisionError, describe_codes, env::flatten_env};
+use crate::ssh::{ExitStatus, SshError};
+use crate::template::model::{ShellConfig, ShellSource};
+use crate::template::render_late;
+
+pub async fn run(config: &ShellConfig, ctx: &mut Context<'_>) -> Result<(), ProvisionError> {
+    let mut env = ctx.builtin_env();
+    env.extend(config.environment.iter().cloned());
+    let vars = flatten_env(&env);
+
+    match &config.source {
+        ShellSource::Inline(lines) => {
+            let mut script = format!("#!{}\n", config.inline_shebang);
+            for line in lines {
+                script.push_str(line);
+                script.push('\n');
+            }
+            (ctx.say)("Provisioning with shell script: <inline>");
+            run_script(config, ctx, script.as_bytes(), &vars).await
+        }
+        ShellSource::Scripts(paths) => {
+            for path in paths {
+                (ctx.say)(&format!("Provisioning with shell script: {}", path.display()));
+                let script = tokio::fs::read(path)
+                    .await
+                    .map_err(|source| ProvisionError::Local {
+                        what: format!("cannot read script {}", path.display()),
+                        source,
+                    })?;
+                run_script(config, ctx, &script, &vars).await?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn remote_path(config: &ShellConfig) -> String {
+    let file = match &config.remote_file {
+        Some(name) => name.clone(),
+        None => format!("script_{}.sh", rand::random_range(0..10_000u32)),
+    };
+    format!("{}/{}", config.remote_folder.trim_end_matches('/'), file)
+}
+
+async fn run_script(
+    config: &ShellConfig,
+    ctx: &mut Context<'_>,
+    script: &[u8],
+    vars: &str,
+) -> Result<(), ProvisionError> {
+    let path = remote_path(config);
+    upload_with_retry(config, ctx, script, &path).await?;
+
+    let command = render_late(&config.execute_command, &[("Vars", vars), ("Path", &path)]);
+    let output = ctx.output;
+    let say = ctx.say;
+    let guest = ctx.guest()?;
+    let status = guest
+        .session()
+        .await?
+        .exec(&command, &mut |_, line| output(line))
+        .await;
+
+    let outcome = match status {
+        Ok(ExitStatus::Code(code)) if config.valid_exit_codes.contains(&i64::from(code)) => Ok(()),
+        Ok(ExitStatus::Code(code)) => Err(ProvisionError::ExitCode {
+            code: i64::from(code),
+            valid: describe_codes(&config.valid_exit_codes),
+        }),
+        Ok(ExitStatus::Signal(signal)) => Err(ProvisionError::Signal(signal)),
+        Ok(ExitStatus::Disconnected) | Err(SshError::Protocol(_)) if config.expect_disconnect => {
+            say("The guest disconnected, as expected; reconnecting for what follows.");
+            guest.disconnected().await;
+            // The script may have removed itself with the guest; a reboot
+            // also empties most /tmp folders.
+            return Ok(());
+        }
+        Ok(ExitStatus::Disconnected) => {
+            guest.disconnected().await;
+            Err(ProvisionError::Disconnected)
+        }
+        Err(err) => Err(err.into()),
+    };
+
+    if !config.skip_clean {
+        let cleanup = format!("rm -f {}", super::env::shell_quote(&path));
+        let session = guest.session().await?;
+        let _ = session.exec(&cleanup, &mut |_, line| output(line)).await;
+    }
+    outcome
+}
+
+/// Uploads the script, reconnecting and trying again until
+/// `start_retry_timeout` when the guest is not reachable yet (after a reboot
+/// in an earlier provisioner, for one).
+async fn upload_with_retry(
+    config: &ShellConfig,
+    ctx: &mut Context<'_>,
+    script: &[u8],
+    path: &str,
+) -> Result<(), ProvisionError> {
+    let started = Instant::now();
+    let guest = ctx.guest()?;
+    loop {
+        let attempt = match guest.session().await {
+            Ok(session) => session.upload_bytes(script, path, 0o755).await,
+            Err(err) => Err(err),
+        };
+        match attempt {
+            Ok(()) => return Ok(()),
+            Err(err) if started.elapsed() < config.start_retry_timeout && is_connection(&err) => {
+                guest.disconnected().await;
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+}
+
+fn is_connection(err: &SshError) -> bool {
+    matches!(err, SshError::Protocol(_) | SshError::Timeout { .. })
+}

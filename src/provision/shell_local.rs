@@ -1,0 +1,125 @@
+//! The `shell-local` provisioner: run commands on the host.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Stdio;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+
+use super::{Context, ProvisionError, describe_codes, env::flatten_env};
+use crate::template::model::{ShellLocalConfig, ShellLocalSource};
+use crate::template::render_late;
+
+pub async fn run(config: &ShellLocalConfig, ctx: &mut Context<'_>) -> Result<(), ProvisionError> {
+    let mut env = ctx.builtin_env();
+    env.extend(config.environment.iter().cloned());
+    let vars = flatten_env(&env);
+
+    let inline = |lines: &[String]| -> Result<tempfile::TempPath, ProvisionError> {
+        let mut script = format!("#!{}\n", config.inline_shebang);
+        for line in lines {
+            script.push_str(line);
+            script.push('\n');
+        }
+        write_temp_script(&script)
+    };
+    match &config.source {
+        ShellLocalSource::Inline(lines) => {
+            let script = inline(lines)?;
+            (ctx.say)("Running local shell script: <inline>");
+            run_script(config, ctx, &script, &env, &vars).await
+        }
+        ShellLocalSource::Command(command) => {
+            let script = inline(std::slice::from_ref(command))?;
+            (ctx.say)(&format!("Running local command: {command}"));
+            run_script(config, ctx, &script, &env, &vars).await
+        }
+        ShellLocalSource::Scripts(paths) => {
+            for path in paths {
+                (ctx.say)(&format!("Running local shell script: {}", path.display()));
+                run_script(config, ctx, path, &env, &vars).await?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn write_temp_script(script: &str) -> Result<tempfile::TempPath, ProvisionError> {
+    let local = |source| ProvisionError::Local {
+        what: "cannot write a temporary script".to_string(),
+        source,
+    };
+    let mut file = tempfile::Builder::new()
+        .prefix("kiln-shell-local-")
+        .suffix(".sh")
+        .tempfile()
+        .map_err(local)?;
+    file.write_all(script.as_bytes()).map_err(local)?;
+    file.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o700))
+        .map_err(local)?;
+    Ok(file.into_temp_path())
+}
+
+async fn run_script(
+    config: &ShellLocalConfig,
+    ctx: &Context<'_>,
+    script: &Path,
+    env: &[(String, String)],
+    vars: &str,
+) -> Result<(), ProvisionError> {
+    let script_text = script.display().to_string();
+    let argv: Vec<String> = config
+        .execute_command
+        .iter()
+        .map(|arg| render_late(arg, &[("Vars", vars), ("Script", &script_text)]))
+        .collect();
+    let Some((program, args)) = argv.split_first() else {
+        return Err(ProvisionError::Invalid(
+            "execute_command is empty".to_string(),
+        ));
+    };
+    let spawn_error = |source| ProvisionError::Local {
+        what: format!("cannot run {program}"),
+        source,
+    };
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(spawn_error)?;
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let output = ctx.output;
+    let (status, (), ()) = tokio::join!(
+        child.wait(),
+        forward_lines(stdout, output),
+        forward_lines(stderr, output)
+    );
+    let status = status.map_err(spawn_error)?;
+    match status.code() {
+        Some(code) if config.valid_exit_codes.contains(&i64::from(code)) => Ok(()),
+        Some(code) => Err(ProvisionError::ExitCode {
+            code: i64::from(code),
+            valid: describe_codes(&config.valid_exit_codes),
+        }),
+        None => Err(ProvisionError::Signal(format!("{status}"))),
+    }
+}
+
+async fn forward_lines<R: AsyncRead + Unpin>(
+    stream: Option<R>,
+    output: &(dyn Fn(&str) + Send + Sync),
+) {
+    let Some(stream) = stream else { return };
+    let mut lines = BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        output(&line);
+    }
+}
+

@@ -1,0 +1,205 @@
+//! Support for the integration tests: the fixture image, a scratch
+//! directory per test, running `kiln`, and reading files back out of a
+//! built disk without booting it.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+/// The fixture image, built once (and cached outside the repository) by
+/// `vm-fixtures/build.sh`, which prints its path last.
+pub fn fixture() -> &'static Path {
+    static FIXTURE: OnceLock<PathBuf> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("vm-fixtures/build.sh");
+        let output = Command::new("bash")
+            .arg(&script)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run vm-fixtures/build.sh");
+        assert!(output.status.success(), "vm-fixtures/build.sh failed");
+        let stdout = String::from_utf8(output.stdout).expect("utf-8 path");
+        let path = PathBuf::from(stdout.lines().last().expect("a path").trim());
+        assert!(path.is_absolute() && path.exists(), "bad fixture path {path:?}");
+        path
+    })
+}
+
+/// A directory of its own for one test, with its own TMPDIR inside so the
+/// test can check that kiln left no temporary files behind.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("kiln-test-")
+            .tempdir()
+            .expect("scratch dir");
+        std::fs::create_dir(dir.path().join("tmp")).expect("tmp dir");
+        Scratch { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn tmp(&self) -> PathBuf {
+        self.dir.path().join("tmp")
+    }
+
+    pub fn write(&self, name: &str, content: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&path, content).expect("write");
+        path
+    }
+
+    pub fn write_json(&self, name: &str, value: &serde_json::Value) -> PathBuf {
+        self.write(name, &serde_json::to_string_pretty(value).expect("json"))
+    }
+
+    /// A `kiln` command run from this directory with TMPDIR inside it.
+    pub fn kiln(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        command
+            .args(args)
+            .current_dir(self.path())
+            .env("TMPDIR", self.tmp())
+            .stdin(Stdio::null());
+        command
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run::from(self.kiln(args).output().expect("run kiln"))
+    }
+
+    /// What kiln left in its TMPDIR.
+    pub fn leftover_temp_files(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.tmp())
+            .expect("read tmp")
+            .map(|e| e.expect("entry").path())
+            .collect()
+    }
+}
+
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(output: Output) -> Self {
+        Run {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+
+    #[track_caller]
+    pub fn assert_success(&self) -> &Self {
+        assert_eq!(self.code, Some(0), "kiln failed:\n{}", self.all());
+        self
+    }
+
+    #[track_caller]
+    pub fn assert_failure(&self) -> &Self {
+        assert_eq!(self.code, Some(1), "kiln did not fail as expected:\n{}", self.all());
+        self
+    }
+}
+
+/// A qemu builder on the fixture with the given extra keys.
+pub fn fixture_builder(extra: serde_json::Value) -> serde_json::Value {
+    let mut builder = serde_json::json!({
+        "type": "qemu",
+        "iso_url": fixture().display().to_string(),
+        "iso_checksum": "none",
+        "disk_image": true,
+        "disk_size": "1G",
+        "accelerator": "tcg",
+        "ssh_username": "root",
+        "ssh_timeout": "3m",
+        "shutdown_command": "poweroff",
+        "shutdown_timeout": "1m",
+    });
+    if let (Some(builder), Some(extra)) = (builder.as_object_mut(), extra.as_object()) {
+        for (key, value) in extra {
+            builder.insert(key.clone(), value.clone());
+        }
+    }
+    builder
+}
+
+/// QEMU processes still running whose command line mentions `marker`.
+pub fn qemu_processes_with(marker: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains("qemu-system") && cmdline.contains(marker) {
+            found.push(cmdline);
+        }
+    }
+    found
+}
+
+/// Reads a file from the root filesystem (the ext4 partition) of a built
+/// disk, without booting it: qemu-img to raw, the partition table from
+/// sfdisk, the file from debugfs.
+pub fn read_guest_file(disk: &Path, guest_path: &str) -> Option<String> {
+    let dir = tempfile::tempdir().expect("tmp");
+    let raw = dir.path().join("disk.raw");
+    let status = Command::new("qemu-img")
+        .args(["convert", "-O", "raw"])
+        .arg(disk)
+        .arg(&raw)
+        .status()
+        .expect("qemu-img");
+    assert!(status.success(), "qemu-img convert failed");
+    let table = Command::new("sfdisk").arg("-J").arg(&raw).output().expect("sfdisk");
+    let table: serde_json::Value = serde_json::from_slice(&table.stdout).expect("sfdisk json");
+    let partitions = table["partitiontable"]["partitions"].as_array().expect("partitions");
+    for partition in partitions {
+        let start = partition["start"].as_u64().expect("start") * 512;
+        let size = partition["size"].as_u64().expect("size") * 512;
+        let part = dir.path().join("part.img");
+        let status = Command::new("dd")
+            .arg(format!("if={}", raw.display()))
+            .arg(format!("of={}", part.display()))
+            .args(["bs=1M", "iflag=skip_bytes,count_bytes", "status=none"])
+            .arg(format!("skip={start}"))
+            .arg(format!("count={size}"))
+            .status()
+            .expect("dd");
+        assert!(status.success());
+        let out = Command::new("debugfs")
+            .args(["-R", &format!("cat {guest_path}")])
+            .arg(&part)
+            .output()
+            .expect("debugfs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() && !stderr.contains("File not found") && !stderr.contains("Bad magic") {
+            return Some(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+    }
+    None
+}
