@@ -22,7 +22,10 @@ pub fn fixture() -> &'static Path {
         assert!(output.status.success(), "vm-fixtures/build.sh failed");
         let stdout = String::from_utf8(output.stdout).expect("utf-8 path");
         let path = PathBuf::from(stdout.lines().last().expect("a path").trim());
-        assert!(path.is_absolute() && path.exists(), "bad fixture path {path:?}");
+        assert!(
+            path.is_absolute() && path.exists(),
+            "bad fixture path {path:?}"
+        );
         path
     })
 }
@@ -117,7 +120,12 @@ impl Run {
 
     #[track_caller]
     pub fn assert_failure(&self) -> &Self {
-        assert_eq!(self.code, Some(1), "kiln did not fail as expected:\n{}", self.all());
+        assert_eq!(
+            self.code,
+            Some(1),
+            "kiln did not fail as expected:\n{}",
+            self.all()
+        );
         self
     }
 }
@@ -175,9 +183,15 @@ pub fn read_guest_file(disk: &Path, guest_path: &str) -> Option<String> {
         .status()
         .expect("qemu-img");
     assert!(status.success(), "qemu-img convert failed");
-    let table = Command::new("sfdisk").arg("-J").arg(&raw).output().expect("sfdisk");
+    let table = Command::new("sfdisk")
+        .arg("-J")
+        .arg(&raw)
+        .output()
+        .expect("sfdisk");
     let table: serde_json::Value = serde_json::from_slice(&table.stdout).expect("sfdisk json");
-    let partitions = table["partitiontable"]["partitions"].as_array().expect("partitions");
+    let partitions = table["partitiontable"]["partitions"]
+        .as_array()
+        .expect("partitions");
     for partition in partitions {
         let start = partition["start"].as_u64().expect("start") * 512;
         let size = partition["size"].as_u64().expect("size") * 512;
@@ -197,7 +211,10 @@ pub fn read_guest_file(disk: &Path, guest_path: &str) -> Option<String> {
             .output()
             .expect("debugfs");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        if out.status.success() && !stderr.contains("File not found") && !stderr.contains("Bad magic") {
+        if out.status.success()
+            && !stderr.contains("File not found")
+            && !stderr.contains("Bad magic")
+        {
             return Some(String::from_utf8_lossy(&out.stdout).into_owned());
         }
     }

@@ -80,7 +80,15 @@ pub async fn from_image(plan: &DiskPlan<'_>) -> Result<(), DiskError> {
     let target = plan.target.to_string_lossy();
     if plan.use_backing_file {
         qemu_img(&[
-            "create", "-q", "-f", "qcow2", "-F", &source.format, "-b", &source_path, &target,
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-F",
+            &source.format,
+            "-b",
+            &source_path,
+            &target,
         ])
         .await?;
     } else if source.format == plan.format.as_str() {
@@ -96,7 +104,13 @@ pub async fn from_image(plan: &DiskPlan<'_>) -> Result<(), DiskError> {
             })??;
     } else {
         qemu_img(&[
-            "convert", "-q", "-f", &source.format, "-O", plan.format.as_str(), &source_path,
+            "convert",
+            "-q",
+            "-f",
+            &source.format,
+            "-O",
+            plan.format.as_str(),
+            &source_path,
             &target,
         ])
         .await?;
@@ -127,7 +141,12 @@ pub async fn from_image(plan: &DiskPlan<'_>) -> Result<(), DiskError> {
 pub async fn blank(target: &Path, format: DiskFormat, size_mib: u64) -> Result<(), DiskError> {
     let size = format!("{size_mib}M");
     qemu_img(&[
-        "create", "-q", "-f", format.as_str(), &target.to_string_lossy(), &size,
+        "create",
+        "-q",
+        "-f",
+        format.as_str(),
+        &target.to_string_lossy(),
+        &size,
     ])
     .await?;
     Ok(())
@@ -138,7 +157,14 @@ pub async fn blank(target: &Path, format: DiskFormat, size_mib: u64) -> Result<(
 pub async fn compact(path: &Path, format: DiskFormat, compress: bool) -> Result<(), DiskError> {
     let scratch = path.with_extension("compacting");
     let (source, target) = (path.to_string_lossy(), scratch.to_string_lossy());
-    let mut args = vec!["convert", "-q", "-f", format.as_str(), "-O", format.as_str()];
+    let mut args = vec![
+        "convert",
+        "-q",
+        "-f",
+        format.as_str(),
+        "-O",
+        format.as_str(),
+    ];
     if compress && format == DiskFormat::Qcow2 {
         args.push("-c");
     }
@@ -220,7 +246,10 @@ mod tests {
         assert_eq!(std::fs::read(&from).unwrap(), std::fs::read(&to).unwrap());
         use std::os::unix::fs::MetadataExt;
         let blocks = std::fs::metadata(&to).unwrap().blocks();
-        assert!(blocks * 512 < 8 << 20, "copy is not sparse: {blocks} blocks");
+        assert!(
+            blocks * 512 < 8 << 20,
+            "copy is not sparse: {blocks} blocks"
+        );
     }
 
     #[tokio::test]
@@ -267,6 +296,9 @@ mod tests {
             skip_resize: false,
         };
         let err = from_image(&plan).await.unwrap_err();
-        assert!(err.to_string().contains("smaller than the source image"), "{err}");
+        assert!(
+            err.to_string().contains("smaller than the source image"),
+            "{err}"
+        );
     }
 }

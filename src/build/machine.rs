@@ -236,7 +236,10 @@ impl Machine {
         let mut last_error = None;
         for _ in 0..5 {
             let host_port = match guest_port {
-                Some(_) => Some(free_port(self.config.host_port_min, self.config.host_port_max)?),
+                Some(_) => Some(free_port(
+                    self.config.host_port_min,
+                    self.config.host_port_max,
+                )?),
                 None => None,
             };
             let mut spec = self.spec.clone();
@@ -292,10 +295,14 @@ impl Machine {
     /// exits ends the wait at once.
     pub async fn connect(&mut self, ctx: &BuildContext) -> Result<Guest, MachineError> {
         let Some(ssh) = self.ssh.clone() else {
-            return Err(MachineError::Ssh(SshError::Protocol("no communicator".into())));
+            return Err(MachineError::Ssh(SshError::Protocol(
+                "no communicator".into(),
+            )));
         };
         let (Some(process), Some(qmp)) = (self.process.as_mut(), self.qmp.as_ref()) else {
-            return Err(MachineError::Qemu(qemu::QemuError::other("QEMU is not running")));
+            return Err(MachineError::Qemu(qemu::QemuError::other(
+                "QEMU is not running",
+            )));
         };
         ctx.say(&format!("Waiting for SSH on 127.0.0.1:{}...", ssh.port));
         let started = Instant::now();
@@ -342,7 +349,9 @@ impl Machine {
         let timeout = self.config.shutdown_timeout;
         match (&self.config.shutdown_command, guest) {
             (Some(command), Some(mut guest)) => {
-                ctx.say(&format!("Gracefully halting the virtual machine: {command}"));
+                ctx.say(&format!(
+                    "Gracefully halting the virtual machine: {command}"
+                ));
                 let output = |line: &str| ctx.reporter.output(&ctx.name, line);
                 if let Ok(session) = guest.session().await {
                     // The guest going away mid-command is the point.

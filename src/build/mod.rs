@@ -214,8 +214,10 @@ async fn run_one(
     match &result {
         Ok(artifact) => {
             for (path, err) in undo.succeed() {
-                ctx.reporter
-                    .error(&ctx.name, &format!("could not remove {}: {err}", path.display()));
+                ctx.reporter.error(
+                    &ctx.name,
+                    &format!("could not remove {}: {err}", path.display()),
+                );
             }
             reporter.artifact(&ctx.name, artifact);
         }
@@ -232,7 +234,10 @@ async fn run_one(
                 }
                 OnError::Abort => {
                     for path in undo.abandon() {
-                        ctx.say(&format!("-on-error=abort: left {} in place", path.display()));
+                        ctx.say(&format!(
+                            "-on-error=abort: left {} in place",
+                            path.display()
+                        ));
                     }
                 }
             }
@@ -272,7 +277,8 @@ async fn pipeline(
     undo.push(Created::TempDir(scratch.clone()));
 
     let serial_log = serial_log_path(config);
-    let mut vm = machine::Machine::prepare(ctx, config, &source, &disk_path, &scratch, &serial_log).await?;
+    let mut vm =
+        machine::Machine::prepare(ctx, config, &source, &disk_path, &scratch, &serial_log).await?;
     ctx.stage(Stage::Launch);
     vm.launch(ctx).await?;
 

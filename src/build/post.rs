@@ -4,8 +4,6 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use sha2::Digest as _;
-
 use super::report::Artifact;
 use crate::template::model::{ChecksumPostConfig, ChecksumType, ManifestConfig};
 use crate::template::render_late;
@@ -97,7 +95,10 @@ pub fn checksum(config: &ChecksumPostConfig, input: &Artifact) -> Result<Artifac
         let mut lines = String::new();
         for file in &input.files {
             let digest = hash_file(file, kind)?;
-            let name = file.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+            let name = file
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default();
             lines.push_str(&format!("{digest}\t{name}\n"));
         }
         let mut out = std::fs::OpenOptions::new()
@@ -114,7 +115,11 @@ pub fn checksum(config: &ChecksumPostConfig, input: &Artifact) -> Result<Artifac
         builder_id: "packer.post-processor.checksum".to_string(),
         description: format!(
             "Checksums: {}",
-            outputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            outputs
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         files: outputs,
     })
@@ -153,7 +158,9 @@ pub fn manifest(
         .map(|file| {
             let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
             let name = if config.strip_path {
-                file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+                file.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
             } else {
                 file.display().to_string()
             };
@@ -227,7 +234,9 @@ mod tests {
         let md5 = std::fs::read_to_string(dir.path().join("demo_md5.sum")).unwrap();
         assert_eq!(md5, "900150983cd24fb0d6963f7d28e17f72\tdisk.img\n");
         let sha = std::fs::read_to_string(dir.path().join("demo_sha256.sum")).unwrap();
-        assert!(sha.starts_with("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\t"));
+        assert!(
+            sha.starts_with("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\t")
+        );
     }
 
     #[test]

@@ -10,7 +10,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::build::OnError;
 
 #[derive(Debug, Parser)]
-#[command(name = "kiln", version, about = "Build, test and publish machine images locally from Packer templates")]
+#[command(
+    name = "kiln",
+    version,
+    about = "Build, test and publish machine images locally from Packer templates"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -102,7 +106,11 @@ pub fn normalize(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
             continue;
         }
         let single_dash = text.starts_with('-') && !text.starts_with("--");
-        let name = text.trim_start_matches('-').split('=').next().unwrap_or_default();
+        let name = text
+            .trim_start_matches('-')
+            .split('=')
+            .next()
+            .unwrap_or_default();
         if single_dash && LONG_FLAGS.contains(&name) {
             out.push(OsString::from(format!("-{text}")));
         } else {
@@ -124,9 +132,23 @@ mod tests {
     #[test]
     fn packer_single_dash_flags() {
         let cli = parse(&[
-            "kiln", "build", "-var", "a=1", "-var=b=2", "-var-file", "v.json", "-only", "x,y",
-            "-except=z", "-force", "-on-error=abort", "-timestamp-ui", "-machine-readable",
-            "-parallel-builds", "3", "t.json",
+            "kiln",
+            "build",
+            "-var",
+            "a=1",
+            "-var=b=2",
+            "-var-file",
+            "v.json",
+            "-only",
+            "x,y",
+            "-except=z",
+            "-force",
+            "-on-error=abort",
+            "-timestamp-ui",
+            "-machine-readable",
+            "-parallel-builds",
+            "3",
+            "t.json",
         ]);
         let Command::Build(b) = cli.command else {
             panic!("not a build")

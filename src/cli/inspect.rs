@@ -42,7 +42,11 @@ fn render(plan: &template::Plan) -> String {
     }
     out.push_str("\nProvisioners:\n\n");
     for build in &plan.builds {
-        let names: Vec<&str> = build.provisioners.iter().map(|p| p.type_name.as_str()).collect();
+        let names: Vec<&str> = build
+            .provisioners
+            .iter()
+            .map(|p| p.type_name.as_str())
+            .collect();
         out.push_str(&format!("  {:<20} {}\n", build.name, join_or_none(&names)));
     }
     out.push_str("\nPost-processors:\n\n");

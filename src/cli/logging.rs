@@ -51,7 +51,11 @@ pub fn init() {
     let path = std::env::var_os("KILN_LOG_PATH");
     let make_writer = move || -> RedactingWriter {
         let inner: Box<dyn Write + Send> = match &path {
-            Some(path) => match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            Some(path) => match std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+            {
                 Ok(file) => Box::new(file),
                 Err(_) => Box::new(std::io::stderr()),
             },

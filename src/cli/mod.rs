@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use crate::build::{self, BuildOptions, OnError};
+use crate::build::{self, BuildOptions};
 use crate::template::{self, Overrides};
 use args::{BuildArgs, Cli, Command, TemplateArgs};
 use redact::Redactor;
@@ -159,7 +159,11 @@ fn summarize(ui: &Ui, outcomes: &[build::Outcome]) -> ExitCode {
         ui.error_global("==> Some builds didn't complete successfully and had errors:");
         for outcome in &failed {
             if let Err(err) = &outcome.result {
-                ui.error_global(&format!("--> {}: {}", outcome.name, crate::error_chain(err)));
+                ui.error_global(&format!(
+                    "--> {}: {}",
+                    outcome.name,
+                    crate::error_chain(err)
+                ));
             }
         }
     }
@@ -200,7 +204,8 @@ fn humanize(elapsed: std::time::Duration) -> String {
 /// while that runs leaves at once (QEMU dies with kiln regardless).
 fn spawn_interrupt_handler(cancel: CancellationToken, ui: Ui) {
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         let terminated = async {
             match term.as_mut() {
                 Some(term) => {
@@ -224,4 +229,3 @@ fn spawn_interrupt_handler(cancel: CancellationToken, ui: Ui) {
 pub use logging::{init as init_logging, set_secrets as set_log_secrets};
 
 mod logging;
-

@@ -39,7 +39,10 @@ mod tests {
     #[test]
     fn replaces_every_occurrence() {
         let r = Redactor::new(&["hunter2".into()]);
-        assert_eq!(r.redact("a hunter2 b hunter2"), "a <sensitive> b <sensitive>");
+        assert_eq!(
+            r.redact("a hunter2 b hunter2"),
+            "a <sensitive> b <sensitive>"
+        );
     }
 
     #[test]

@@ -201,7 +201,10 @@ impl Reporter for Ui {
     fn artifact(&self, build: &str, artifact: &Artifact) {
         let count = artifact.files.len().to_string();
         self.machine(build, &["artifact-count", "1"]);
-        self.machine(build, &["artifact", "0", "builder-id", &artifact.builder_id]);
+        self.machine(
+            build,
+            &["artifact", "0", "builder-id", &artifact.builder_id],
+        );
         self.machine(build, &["artifact", "0", "id", "VM"]);
         self.machine(build, &["artifact", "0", "string", &artifact.description]);
         self.machine(build, &["artifact", "0", "files-count", &count]);
@@ -308,8 +311,14 @@ mod tests {
         ui.machine("demo", &["artifact", "0", "string", "s3cret"]);
         let text = sink.text();
         assert!(!text.contains("s3cret"), "{text}");
-        assert!(text.contains(",,ui,message,    demo: password is <sensitive>"), "{text}");
-        assert!(text.contains(",demo,artifact,0,string,<sensitive>"), "{text}");
+        assert!(
+            text.contains(",,ui,message,    demo: password is <sensitive>"),
+            "{text}"
+        );
+        assert!(
+            text.contains(",demo,artifact,0,string,<sensitive>"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -68,7 +68,11 @@ pub(crate) fn target_path(source: &str, source_is_dir: bool, destination: &str) 
     }
 }
 
-async fn upload(source: &str, destination: &str, ctx: &mut Context<'_>) -> Result<(), ProvisionError> {
+async fn upload(
+    source: &str,
+    destination: &str,
+    ctx: &mut Context<'_>,
+) -> Result<(), ProvisionError> {
     let local = PathBuf::from(source);
     let metadata = tokio::fs::metadata(&local)
         .await
@@ -111,7 +115,9 @@ async fn download(
                 source: err,
             })?;
     }
-    session.download(source.trim_end_matches('/'), local).await?;
+    session
+        .download(source.trim_end_matches('/'), local)
+        .await?;
     Ok(())
 }
 

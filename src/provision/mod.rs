@@ -23,7 +23,9 @@ pub enum ProvisionError {
     ExitCode { code: i64, valid: String },
     #[error("script was killed by signal {0}")]
     Signal(String),
-    #[error("the guest closed the connection while the script ran (set expect_disconnect if that is intended)")]
+    #[error(
+        "the guest closed the connection while the script ran (set expect_disconnect if that is intended)"
+    )]
     Disconnected,
     #[error("ssh")]
     Ssh(#[from] SshError),
@@ -69,7 +71,9 @@ impl Context<'_> {
     }
 
     fn guest(&mut self) -> Result<&mut Guest, ProvisionError> {
-        self.guest.as_deref_mut().ok_or(ProvisionError::NoCommunicator)
+        self.guest
+            .as_deref_mut()
+            .ok_or(ProvisionError::NoCommunicator)
     }
 }
 
@@ -78,7 +82,10 @@ impl Context<'_> {
 pub async fn run(spec: &ProvisionerSpec, ctx: &mut Context<'_>) -> Result<(), ProvisionError> {
     let common = &spec.common;
     if !common.pause_before.is_zero() {
-        (ctx.say)(&format!("Pausing {:?} before the next provisioner...", common.pause_before));
+        (ctx.say)(&format!(
+            "Pausing {:?} before the next provisioner...",
+            common.pause_before
+        ));
         cancellable_sleep(common.pause_before, &ctx.cancel).await?;
     }
     let mut attempt = 0;

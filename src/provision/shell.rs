@@ -25,13 +25,17 @@ pub async fn run(config: &ShellConfig, ctx: &mut Context<'_>) -> Result<(), Prov
         }
         ShellSource::Scripts(paths) => {
             for path in paths {
-                (ctx.say)(&format!("Provisioning with shell script: {}", path.display()));
-                let script = tokio::fs::read(path)
-                    .await
-                    .map_err(|source| ProvisionError::Local {
-                        what: format!("cannot read script {}", path.display()),
-                        source,
-                    })?;
+                (ctx.say)(&format!(
+                    "Provisioning with shell script: {}",
+                    path.display()
+                ));
+                let script =
+                    tokio::fs::read(path)
+                        .await
+                        .map_err(|source| ProvisionError::Local {
+                            what: format!("cannot read script {}", path.display()),
+                            source,
+                        })?;
                 run_script(config, ctx, &script, &vars).await?;
             }
             Ok(())

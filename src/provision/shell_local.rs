@@ -122,4 +122,3 @@ async fn forward_lines<R: AsyncRead + Unpin>(
         output(&line);
     }
 }
-

@@ -55,3 +55,94 @@ pub fn argv(spec: &LaunchSpec) -> Vec<String> {
     let _ = spec;
     todo!("qemu::argv")
 }
+
+/// Why QEMU could not be started, talked to, or kept running.
+#[derive(Debug, thiserror::Error)]
+pub enum QemuError {
+    #[error("{0}")]
+    Other(String),
+}
+
+impl QemuError {
+    pub fn other(message: impl Into<String>) -> QemuError {
+        QemuError::Other(message.into())
+    }
+
+    /// QEMU refused to start because the forwarded host port was taken
+    /// (another process bound it after kiln probed it): worth a retry on
+    /// another port.
+    pub fn is_port_in_use(&self) -> bool {
+        todo!("qemu::QemuError::is_port_in_use")
+    }
+}
+
+/// The accelerator to use when the template leaves it open, and why
+/// (for the log): KVM when `/dev/kvm` opens read-write and the CPU
+/// advertises `vmx` or `svm`, TCG otherwise.
+pub fn detect_accel() -> (Accel, String) {
+    todo!("qemu::detect_accel")
+}
+
+/// A running QEMU: its own process group, killed (the whole group) when this
+/// is dropped or kiln dies; stderr captured for error messages.
+pub struct QemuProcess {}
+
+impl QemuProcess {
+    /// Starts `binary argv...`. Fails if QEMU exits at once (bad arguments,
+    /// port in use, ...), with its stderr in the error.
+    pub async fn spawn(binary: &str, argv: &[String]) -> Result<QemuProcess, QemuError> {
+        let _ = (binary, argv);
+        todo!("qemu::QemuProcess::spawn")
+    }
+
+    /// Resolves when QEMU has exited; describes how (exit code or signal, and
+    /// the last lines of its stderr). Cancel-safe.
+    pub async fn exited(&mut self) -> String {
+        todo!("qemu::QemuProcess::exited")
+    }
+
+    /// Waits up to `timeout` for QEMU to exit; `None` if it is still running.
+    pub async fn wait_timeout(&mut self, timeout: std::time::Duration) -> Option<String> {
+        let _ = timeout;
+        todo!("qemu::QemuProcess::wait_timeout")
+    }
+
+    /// Kills the whole process group now (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        todo!("qemu::QemuProcess::kill")
+    }
+}
+
+/// A QMP connection over a unix socket (kiln's own small transport: events are
+/// kept as JSON, never a reason to drop the connection).
+pub struct Qmp {}
+
+impl Qmp {
+    /// Connects to QEMU's QMP socket, retrying until it appears or `timeout`
+    /// passes, and negotiates capabilities.
+    pub async fn connect(
+        path: &std::path::Path,
+        timeout: std::time::Duration,
+    ) -> Result<Qmp, QemuError> {
+        let _ = (path, timeout);
+        todo!("qemu::Qmp::connect")
+    }
+
+    /// Presses the ACPI power button.
+    pub async fn system_powerdown(&self) -> Result<(), QemuError> {
+        todo!("qemu::Qmp::system_powerdown")
+    }
+
+    /// The run state (`running`, `internal-error`, `shutdown`, ...).
+    pub async fn run_state(&self) -> Result<String, QemuError> {
+        todo!("qemu::Qmp::run_state")
+    }
+}
+
+/// Resolves only if the guest fails: a run state such as `internal-error`
+/// or `guest-panicked`, or (with KVM) a guest that makes no progress after
+/// the firmware. Never resolves while the guest is healthy.
+pub async fn watch_guest(qmp: &Qmp, accel: Accel, serial_log: &std::path::Path) -> QemuError {
+    let _ = (qmp, accel, serial_log);
+    todo!("qemu::watch_guest")
+}

@@ -40,7 +40,10 @@ pub enum TemplateError {
     },
     /// Every problem found, all at once.
     #[error("{} has {} error(s):\n{}", path.display(), problems.len(), format_problems(problems))]
-    Invalid { path: PathBuf, problems: Vec<Problem> },
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
 }
 
 fn format_problems(problems: &[Problem]) -> String {
