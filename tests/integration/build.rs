@@ -1,0 +1,361 @@
+//! Builds that boot the fixture image under QEMU.
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::util::{Scratch, fixture_builder, qemu_processes_with, read_guest_file};
+
+fn path_str(path: &std::path::Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+/// Nothing of a finished build may stay behind: no QEMU started from this
+/// test's directory, no temporary files.
+#[track_caller]
+fn assert_nothing_left(scratch: &Scratch) {
+    let marker = scratch.path().display().to_string();
+    assert!(
+        qemu_processes_with(&marker).is_empty(),
+        "QEMU still running: {:?}",
+        qemu_processes_with(&marker)
+    );
+    assert!(
+        scratch.leftover_temp_files().is_empty(),
+        "temporary files left: {:?}",
+        scratch.leftover_temp_files()
+    );
+}
+
+#[test]
+fn shell_and_file_provisioners_change_the_output_disk() {
+    let scratch = Scratch::new();
+    scratch.write("files/app.conf", "listen = 8080\n");
+    scratch.write("files/nested/data.txt", "nested data\n");
+    scratch.write("single.txt", "one file\n");
+    let template = scratch.write_json(
+        "t.json",
+        &json!({
+            "variables": {"greeting": "hello", "token": "s3cr3t-t0ken"},
+            "sensitive-variables": ["token"],
+            "builders": [fixture_builder(json!({
+                "name": "fixture",
+                "output_directory": "out",
+                "vm_name": "disk.qcow2",
+            }))],
+            "provisioners": [
+                {
+                    "type": "shell",
+                    "environment_vars": ["GREETING={{user `greeting`}}", "TOKEN={{user `token`}}"],
+                    "inline": [
+                        "echo \"$GREETING from $PACKER_BUILD_NAME\" > /root/greeting.txt",
+                        "echo \"using $TOKEN\"",
+                        "echo to-stderr >&2"
+                    ]
+                },
+                {"type": "file", "source": "files/", "destination": "/etc/app"},
+                {"type": "file", "source": "single.txt", "destination": "/root/"},
+                {"type": "file", "content": "generated {{build_name}}\n", "destination": "/root/content.txt"},
+                {"type": "shell", "inline": ["cat /etc/app/nested/data.txt > /root/copied.txt"]},
+                {"type": "file", "direction": "download", "source": "/root/greeting.txt", "destination": "fetched.txt"},
+                {"type": "shell-local", "inline": ["echo local \"$PACKER_BUILD_NAME\" > local.txt"]}
+            ],
+            "post-processors": [
+                {"type": "checksum", "checksum_types": ["sha256"], "output": "out/{{.BuildName}}.{{.ChecksumType}}"},
+                {"type": "manifest", "output": "manifest.json"}
+            ]
+        }),
+    );
+    let run = scratch.run(&["build", "-machine-readable", path_str(&template)]);
+    run.assert_success();
+    let disk = scratch.path().join("out/disk.qcow2");
+    assert!(
+        disk.exists(),
+        "no disk at {}:\n{}",
+        disk.display(),
+        run.all()
+    );
+
+    // What the provisioners did is on the disk, read without booting it.
+    assert_eq!(
+        read_guest_file(&disk, "/root/greeting.txt").as_deref(),
+        Some("hello from fixture\n")
+    );
+    assert_eq!(
+        read_guest_file(&disk, "/etc/app/app.conf").as_deref(),
+        Some("listen = 8080\n")
+    );
+    assert_eq!(
+        read_guest_file(&disk, "/root/single.txt").as_deref(),
+        Some("one file\n")
+    );
+    assert_eq!(
+        read_guest_file(&disk, "/root/content.txt").as_deref(),
+        Some("generated fixture\n")
+    );
+    assert_eq!(
+        read_guest_file(&disk, "/root/copied.txt").as_deref(),
+        Some("nested data\n")
+    );
+    assert_eq!(
+        std::fs::read_to_string(scratch.path().join("fetched.txt")).expect("downloaded"),
+        "hello from fixture\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(scratch.path().join("local.txt")).expect("shell-local ran"),
+        "local fixture\n"
+    );
+
+    // Guest output is streamed, prefixed by the build, with the secret masked.
+    assert!(run.stdout.contains("to-stderr"), "{}", run.stdout);
+    assert!(run.stdout.contains("using <sensitive>"), "{}", run.stdout);
+    assert!(
+        !run.all().contains("s3cr3t-t0ken"),
+        "secret leaked:\n{}",
+        run.all()
+    );
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.contains(",fixture,artifact,0,builder-id,")),
+        "{}",
+        run.stdout
+    );
+
+    // Post-processors.
+    let sums =
+        std::fs::read_to_string(scratch.path().join("out/fixture.sha256")).expect("checksum");
+    let digest = sha256_hex(&disk);
+    assert_eq!(sums.trim_end(), format!("{digest}\tdisk.qcow2"));
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(scratch.path().join("manifest.json")).expect("manifest"),
+    )
+    .expect("manifest json");
+    assert_eq!(manifest["builds"][0]["name"], "fixture");
+    assert_eq!(manifest["builds"][0]["builder_type"], "qemu");
+
+    // The serial console was logged beside the output.
+    let serial =
+        std::fs::read_to_string(scratch.path().join("out.serial.log")).expect("serial log");
+    assert!(!serial.trim().is_empty());
+    assert_nothing_left(&scratch);
+}
+
+fn sha256_hex(path: &std::path::Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("digest")
+        .to_string()
+}
+
+#[test]
+fn the_acpi_power_button_shuts_down_when_there_is_no_shutdown_command() {
+    let scratch = Scratch::new();
+    let mut builder =
+        fixture_builder(json!({"output_directory": "out", "vm_name": "raw.img", "format": "raw"}));
+    builder
+        .as_object_mut()
+        .expect("object")
+        .remove("shutdown_command");
+    let template = scratch.write_json(
+        "t.json",
+        &json!({
+            "builders": [builder],
+            "provisioners": [{"type": "shell", "inline": ["echo kept > /root/kept.txt"]}]
+        }),
+    );
+    let run = scratch.run(&["build", path_str(&template)]);
+    run.assert_success();
+    assert!(run.stdout.contains("ACPI"), "{}", run.stdout);
+    let disk = scratch.path().join("out/raw.img");
+    let head = std::fs::read(&disk).expect("disk");
+    assert!(
+        !head.starts_with(b"QFI\xfb"),
+        "format raw asked, qcow2 written"
+    );
+    assert_eq!(
+        read_guest_file(&disk, "/root/kept.txt").as_deref(),
+        Some("kept\n")
+    );
+    assert_nothing_left(&scratch);
+}
+
+#[test]
+fn a_failing_provisioner_fails_the_build_and_cleans_up() {
+    let scratch = Scratch::new();
+    let template = scratch.write_json(
+        "t.json",
+        &json!({
+            "builders": [fixture_builder(json!({"output_directory": "out"}))],
+            "provisioners": [
+                {"type": "shell", "inline": ["echo about-to-fail", "exit 1"]},
+                {"type": "shell", "inline": ["echo never-runs"]}
+            ]
+        }),
+    );
+    let run = scratch.run(&["build", path_str(&template)]);
+    run.assert_failure();
+    let all = run.all();
+    assert!(
+        all.contains("about-to-fail"),
+        "guest output not shown:\n{all}"
+    );
+    assert!(!all.contains("never-runs"), "{all}");
+    assert!(all.contains("exit"), "exit status not named:\n{all}");
+    assert!(all.contains("1"), "{all}");
+    assert!(
+        !scratch.path().join("out").exists(),
+        "half-written output left"
+    );
+    assert_nothing_left(&scratch);
+}
+
+#[test]
+fn on_error_abort_leaves_the_output_for_inspection() {
+    let scratch = Scratch::new();
+    let template = scratch.write_json(
+        "t.json",
+        &json!({
+            "builders": [fixture_builder(json!({"output_directory": "out", "vm_name": "disk.qcow2"}))],
+            "provisioners": [{"type": "shell", "inline": ["exit 3"]}]
+        }),
+    );
+    let run = scratch.run(&["build", "-on-error=abort", path_str(&template)]);
+    run.assert_failure();
+    assert!(
+        scratch.path().join("out/disk.qcow2").exists(),
+        "{}",
+        run.all()
+    );
+    assert!(run.all().contains("left"), "{}", run.all());
+    let marker = scratch.path().display().to_string();
+    assert!(qemu_processes_with(&marker).is_empty(), "QEMU left running");
+}
+
+#[test]
+fn a_guest_that_never_answers_ssh_fails_at_ssh_timeout_showing_the_console() {
+    let scratch = Scratch::new();
+    // Nothing listens on this port inside the guest: QEMU accepts the
+    // forwarded connection and drops it, again and again.
+    let template = scratch.write_json(
+        "t.json",
+        &json!({
+            "builders": [fixture_builder(json!({
+                "output_directory": "out",
+                "ssh_port": 2200,
+                "ssh_timeout": "25s",
+            }))]
+        }),
+    );
+    let run = scratch.run(&["build", path_str(&template)]);
+    run.assert_failure();
+    let all = run.all();
+    assert!(all.contains("timed out after 25s waiting for SSH"), "{all}");
+    assert!(
+        all.contains("last lines of the serial console"),
+        "no serial console tail:\n{all}"
+    );
+    assert!(!scratch.path().join("out").exists());
+    assert_nothing_left(&scratch);
+}
+
+fn cpu_has_virtualization() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .map(|info| {
+            info.lines()
+                .filter(|l| l.starts_with("flags"))
+                .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn an_explicit_kvm_that_cannot_work_fails_fast_with_a_clear_error() {
+    if cpu_has_virtualization() || !std::path::Path::new("/dev/kvm").exists() {
+        eprintln!(
+            "skipped: this machine's KVM may work (or is absent); the test is for broken KVM"
+        );
+        return;
+    }
+    let scratch = Scratch::new();
+    let template = scratch.write_json(
+        "t.json",
+        &json!({
+            "builders": [fixture_builder(json!({
+                "output_directory": "out",
+                "accelerator": "kvm",
+                "ssh_timeout": "10m",
+            }))]
+        }),
+    );
+    let run = scratch.run(&["build", path_str(&template)]);
+    run.assert_failure();
+    let all = run.all();
+    assert!(all.contains("KVM"), "{all}");
+    assert!(
+        all.contains("tcg"),
+        "the error should point to accelerator tcg:\n{all}"
+    );
+    assert!(
+        !all.contains("waiting for SSH"),
+        "waited for SSH instead:\n{all}"
+    );
+    assert_nothing_left(&scratch);
+}
+
+#[test]
+fn ctrl_c_stops_the_build_and_removes_everything() {
+    let scratch = Scratch::new();
+    let template = scratch.write_json(
+        "t.json",
+        &json!({
+            "builders": [fixture_builder(json!({"output_directory": "out"}))],
+            "provisioners": [{"type": "shell", "inline": ["sleep 600"]}]
+        }),
+    );
+    let mut child = scratch
+        .kiln(&["build", path_str(&template)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kiln");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("line");
+        seen.push_str(&line);
+        seen.push('\n');
+        // The shell provisioner started: QEMU runs and the guest is busy.
+        if line.contains("Provisioning with shell script") || Instant::now() > deadline {
+            break;
+        }
+    }
+    assert!(
+        seen.contains("Provisioning with shell script"),
+        "never got to provisioning:\n{seen}"
+    );
+    let marker = scratch.path().display().to_string();
+    assert!(
+        !qemu_processes_with(&marker).is_empty(),
+        "QEMU should be running now"
+    );
+    // SAFETY: sending a signal to our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let status = child.wait().expect("wait");
+    assert!(!status.success());
+    assert!(
+        !scratch.path().join("out").exists(),
+        "output left after Ctrl-C"
+    );
+    assert_nothing_left(&scratch);
+}

@@ -1,0 +1,240 @@
+//! The command line without booting anything: validation errors, flags,
+//! refusals that must happen before QEMU starts.
+
+use serde_json::json;
+
+use crate::util::Scratch;
+
+/// A minimal valid qemu builder on a local (empty) image file.
+fn builder(scratch: &Scratch, extra: serde_json::Value) -> serde_json::Value {
+    let image = scratch.write("base.qcow2", "");
+    let mut builder = json!({
+        "type": "qemu",
+        "iso_url": image.display().to_string(),
+        "iso_checksum": "none",
+        "disk_image": true,
+        "ssh_username": "root",
+    });
+    for (key, value) in extra.as_object().expect("object") {
+        builder[key] = value.clone();
+    }
+    builder
+}
+
+#[test]
+fn validate_accepts_the_demo_template() {
+    let scratch = Scratch::new();
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/demo.json");
+    let image = scratch.write("fixture.qcow2", "");
+    let run = scratch.run(&[
+        "validate",
+        "-var",
+        &format!("fixture_image={}", image.display()),
+        demo.to_str().expect("utf-8"),
+    ]);
+    run.assert_success();
+    assert!(
+        run.stdout.contains("The configuration is valid."),
+        "{}",
+        run.all()
+    );
+}
+
+#[test]
+fn validate_reports_every_problem_with_its_path() {
+    let scratch = Scratch::new();
+    let template = scratch.write_json(
+        "t.json",
+        &json!({
+            "builders": [builder(&scratch, json!({
+                "disk_size": "ten gigabytes",
+                "memroy": 1024,
+                "cpus": "two",
+                "ssh_timeout": "5 minutes",
+            }))],
+            "provisioners": [
+                {"type": "shell", "inline": "echo not-a-list"},
+                {"type": "file", "source": "missing.txt", "destination": "/tmp/x"}
+            ]
+        }),
+    );
+    let run = scratch.run(&["validate", template.to_str().expect("utf-8")]);
+    run.assert_failure();
+    let err = &run.stderr;
+    for path in [
+        "builders[0].disk_size",
+        "builders[0].memroy",
+        "builders[0].cpus",
+        "builders[0].ssh_timeout",
+        "provisioners[0].inline",
+        "provisioners[1].source",
+    ] {
+        assert!(err.contains(path), "no error names {path}:\n{err}");
+    }
+    assert!(err.contains("memory"), "no suggestion for memroy:\n{err}");
+    assert!(err.contains("missing.txt"), "{err}");
+}
+
+#[test]
+fn validate_rejects_what_is_not_supported_yet_by_name() {
+    let scratch = Scratch::new();
+    let template = scratch.write_json(
+        "t.json",
+        &json!({
+            "builders": [
+                builder(&scratch, json!({"name": "remote", "iso_url": "https://example.com/ubuntu.img"})),
+                builder(&scratch, json!({"name": "typing", "boot_command": ["<enter>"]})),
+            ],
+            "post-processors": [{"type": "vagrant"}]
+        }),
+    );
+    let run = scratch.run(&["validate", template.to_str().expect("utf-8")]);
+    run.assert_failure();
+    let err = &run.stderr;
+    assert!(err.contains("builders[0].iso_url"), "{err}");
+    assert!(err.contains("builders[1].boot_command"), "{err}");
+    assert!(err.contains("post-processors[0]"), "{err}");
+    assert!(err.contains("vagrant"), "{err}");
+}
+
+#[test]
+fn validate_names_a_required_variable_that_is_not_set() {
+    let scratch = Scratch::new();
+    let template = scratch.write_json(
+        "t.json",
+        &json!({
+            "variables": {"image": null},
+            "builders": [builder(&scratch, json!({"iso_url": "{{user `image`}}"}))]
+        }),
+    );
+    let run = scratch.run(&["validate", template.to_str().expect("utf-8")]);
+    run.assert_failure();
+    assert!(run.stderr.contains("image"), "{}", run.all());
+}
+
+#[test]
+fn bad_json_names_line_and_column() {
+    let scratch = Scratch::new();
+    let template = scratch.write(
+        "t.json",
+        "{\n  \"builders\": [\n    {\"type\": \"qemu\",}\n  ]\n}\n",
+    );
+    let run = scratch.run(&["validate", template.to_str().expect("utf-8")]);
+    run.assert_failure();
+    assert!(run.stderr.contains("line 3"), "{}", run.all());
+}
+
+#[test]
+fn single_and_double_dash_flags_both_work() {
+    let scratch = Scratch::new();
+    let template = scratch.write_json(
+        "t.json",
+        &json!({
+            "variables": {"size": "1G"},
+            "builders": [builder(&scratch, json!({"name": "a", "disk_size": "{{user `size`}}"}))]
+        }),
+    );
+    let path = template.to_str().expect("utf-8");
+    scratch
+        .run(&["validate", "-var", "size=2G", "-only=a", path])
+        .assert_success();
+    scratch
+        .run(&["validate", "--var", "size=2G", "--only", "a", path])
+        .assert_success();
+    let run = scratch.run(&["validate", "-var", "size=huge", path]);
+    run.assert_failure();
+    assert!(
+        run.stderr.contains("builders[0].disk_size"),
+        "{}",
+        run.all()
+    );
+}
+
+#[test]
+fn only_naming_an_unknown_build_is_an_error() {
+    let scratch = Scratch::new();
+    let template = scratch.write_json(
+        "t.json",
+        &json!({"builders": [builder(&scratch, json!({"name": "base"}))]}),
+    );
+    let run = scratch.run(&["build", "-only=bsae", template.to_str().expect("utf-8")]);
+    run.assert_failure();
+    assert!(run.all().contains("bsae"), "{}", run.all());
+    assert!(run.all().contains("base"), "{}", run.all());
+}
+
+#[test]
+fn existing_output_directory_needs_force() {
+    let scratch = Scratch::new();
+    std::fs::create_dir(scratch.path().join("out")).expect("mkdir");
+    scratch.write("out/keep.txt", "precious");
+    let template = scratch.write_json(
+        "t.json",
+        &json!({"builders": [builder(&scratch, json!({"output_directory": "out"}))]}),
+    );
+    let run = scratch.run(&["build", template.to_str().expect("utf-8")]);
+    run.assert_failure();
+    assert!(run.all().contains("-force"), "{}", run.all());
+    assert_eq!(
+        std::fs::read_to_string(scratch.path().join("out/keep.txt")).expect("kept"),
+        "precious",
+        "a refused build must not touch the existing output"
+    );
+    assert!(scratch.leftover_temp_files().is_empty());
+}
+
+#[test]
+fn a_missing_source_image_is_named() {
+    let scratch = Scratch::new();
+    let template = scratch.write_json(
+        "t.json",
+        &json!({"builders": [builder(&scratch, json!({"iso_url": "nowhere/base.qcow2"}))]}),
+    );
+    let run = scratch.run(&["build", template.to_str().expect("utf-8")]);
+    run.assert_failure();
+    assert!(run.all().contains("nowhere/base.qcow2"), "{}", run.all());
+    assert!(!scratch.path().join("output-qemu").exists());
+    assert!(scratch.leftover_temp_files().is_empty());
+}
+
+#[test]
+fn a_wrong_checksum_stops_the_build_before_qemu() {
+    let scratch = Scratch::new();
+    let template = scratch.write_json(
+        "t.json",
+        &json!({"builders": [builder(&scratch, json!({
+            "iso_checksum": "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+        }))]}),
+    );
+    let run = scratch.run(&["build", template.to_str().expect("utf-8")]);
+    run.assert_failure();
+    let all = run.all();
+    assert!(all.contains("checksum"), "{all}");
+    // The empty file's sha256, as computed.
+    assert!(
+        all.contains("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
+        "{all}"
+    );
+    assert!(!scratch.path().join("output-qemu").exists());
+}
+
+#[test]
+fn inspect_lists_variables_with_sensitive_ones_masked() {
+    let scratch = Scratch::new();
+    let template = scratch.write_json(
+        "t.json",
+        &json!({
+            "variables": {"region": "eu", "token": "hunter2"},
+            "sensitive-variables": ["token"],
+            "builders": [builder(&scratch, json!({"name": "base"}))],
+            "provisioners": [{"type": "shell", "inline": ["true"]}]
+        }),
+    );
+    let run = scratch.run(&["inspect", template.to_str().expect("utf-8")]);
+    run.assert_success();
+    assert!(run.stdout.contains("region"), "{}", run.stdout);
+    assert!(run.stdout.contains("base"), "{}", run.stdout);
+    assert!(run.stdout.contains("shell"), "{}", run.stdout);
+    assert!(!run.stdout.contains("hunter2"), "{}", run.stdout);
+    assert!(run.stdout.contains("<sensitive>"), "{}", run.stdout);
+}

@@ -1,0 +1,6 @@
+//! Integration tests: the `kiln` binary against real templates, and builds
+//! that boot the fixture image under QEMU.
+
+mod build;
+mod cli;
+mod util;
