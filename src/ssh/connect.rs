@@ -99,7 +99,11 @@ impl Session {
                     RETRY_DELAY
                 }
                 Err(_) => {
-                    last_error = Some("the connection attempt hung".to_string());
+                    // Cut short by the deadline, an attempt says less than
+                    // the failure before it.
+                    if last_error.is_none() || remaining >= ATTEMPT_LIMIT {
+                        last_error = Some("no answer from the server".to_string());
+                    }
                     rejected_last = false;
                     RETRY_DELAY
                 }

@@ -30,7 +30,10 @@ pub struct SshConfig {
     pub auth: Auth,
     /// Give up connecting after this long.
     pub timeout: Duration,
-    /// How many times to retry a handshake that reached the server but failed.
+    /// How many times to try credentials the server rejected (Packer's
+    /// `ssh_handshake_attempts`: cloud-init may install the key only after
+    /// sshd is up); 0 tries until `timeout`. Connections that fail before
+    /// authentication (the guest still booting) do not count.
     pub handshake_attempts: u32,
     /// Request a PTY for exec channels.
     pub pty: bool,

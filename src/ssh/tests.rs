@@ -144,6 +144,22 @@ async fn run(session: &Session, command: &str) -> (ExitStatus, Vec<(Stream, Stri
     (status, lines)
 }
 
+/// Provisioners hold sessions across awaits in spawned tasks.
+#[test]
+fn sessions_and_their_futures_are_send() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: &T) {}
+    fn check(session: &Session, local: &Path) {
+        send(&session.exec("true", &mut |_, _| {}));
+        send(&session.upload(local, "/x"));
+        send(&session.download("/x", local));
+        send(&session.upload_bytes(b"", "/x", 0o644));
+        send(&session.is_dir("/x"));
+    }
+    let _ = check;
+    let _ = send_sync::<Session>;
+}
+
 #[test]
 fn generated_key_is_private_and_one_line() {
     let dir = tempfile::tempdir().expect("tempdir");
