@@ -2,8 +2,18 @@
 //! upload and download (SFTP, with a fallback through an exec channel for
 //! guests without an SFTP server).
 
-use std::path::{Path, PathBuf};
+mod connect;
+mod exec;
+mod keys;
+mod transfer;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
 use std::time::Duration;
+
+pub use keys::{GeneratedKey, generate_key};
 
 #[derive(Debug, Clone)]
 pub enum Auth {
@@ -20,7 +30,10 @@ pub struct SshConfig {
     pub auth: Auth,
     /// Give up connecting after this long.
     pub timeout: Duration,
-    /// How many times to retry a handshake that reached the server but failed.
+    /// How many times to try credentials the server rejected (Packer's
+    /// `ssh_handshake_attempts`: cloud-init may install the key only after
+    /// sshd is up); 0 tries until `timeout`. Connections that fail before
+    /// authentication (the guest still booting) do not count.
     pub handshake_attempts: u32,
     /// Request a PTY for exec channels.
     pub pty: bool,
@@ -44,7 +57,11 @@ pub enum ExitStatus {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SshError {
-    #[error("timed out after {elapsed:?} waiting for SSH on {host}:{port}")]
+    #[error(
+        "timed out after {:.1}s waiting for SSH on {host}:{port}{}",
+        elapsed.as_secs_f64(),
+        last_error.as_deref().map(|e| format!(" (last error: {e})")).unwrap_or_default()
+    )]
     Timeout {
         host: String,
         port: u16,
@@ -76,67 +93,30 @@ pub enum SshError {
     },
 }
 
-/// A temporary key pair written for one build.
-pub struct GeneratedKey {
-    /// OpenSSH private key, mode 0600.
-    pub private_key_path: PathBuf,
-    /// `ssh-ed25519 AAAA... kiln` (one line, no newline).
-    pub public_key_openssh: String,
-}
-
-/// Generates a key pair (ed25519 or rsa) and writes the private key, mode
-/// 0600, into `dir`.
-pub fn generate_key(dir: &Path, rsa: bool) -> Result<GeneratedKey, SshError> {
-    let _ = (dir, rsa);
-    todo!("ssh::generate_key")
-}
-
 /// A connected, authenticated session.
-pub struct Session {}
+pub struct Session {
+    handle: russh::client::Handle<connect::Client>,
+    pty: bool,
+    /// How files move on this guest, found out on the first transfer.
+    transport: tokio::sync::OnceCell<transfer::Transport>,
+}
 
-impl Session {
-    /// Connects, retrying every 250 ms at most, until `config.timeout`.
-    pub async fn connect(config: &SshConfig) -> Result<Session, SshError> {
-        let _ = config;
-        todo!("ssh::Session::connect")
+impl SshError {
+    fn protocol(err: impl std::error::Error + Send + Sync + 'static) -> SshError {
+        SshError::Protocol(Box::new(err))
     }
 
-    /// Runs `command`, calling `on_line` for each complete line of output
-    /// (a trailing partial line is flushed at the end).
-    pub async fn exec(
-        &self,
-        command: &str,
-        on_line: &mut (dyn FnMut(Stream, &str) + Send),
-    ) -> Result<ExitStatus, SshError> {
-        let _ = (command, on_line);
-        todo!("ssh::Session::exec")
+    fn transfer(path: &str, err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> SshError {
+        SshError::Transfer {
+            path: path.to_string(),
+            source: err.into(),
+        }
     }
 
-    /// Writes `data` to the remote file `remote` (created or truncated).
-    pub async fn upload_bytes(&self, data: &[u8], remote: &str, mode: u32) -> Result<(), SshError> {
-        let _ = (data, remote, mode);
-        todo!()
+    fn local(path: &std::path::Path, source: std::io::Error) -> SshError {
+        SshError::Local {
+            path: path.to_path_buf(),
+            source,
+        }
     }
-
-    /// Uploads a local file or directory tree to `remote` (the exact target
-    /// path; the caller applies Packer's trailing-slash rule).
-    pub async fn upload(&self, local: &Path, remote: &str) -> Result<(), SshError> {
-        let _ = (local, remote);
-        todo!()
-    }
-
-    /// Downloads a remote file or directory tree to `local` (the exact
-    /// target path).
-    pub async fn download(&self, remote: &str, local: &Path) -> Result<(), SshError> {
-        let _ = (remote, local);
-        todo!()
-    }
-
-    /// Whether `remote` is a directory on the guest.
-    pub async fn is_dir(&self, remote: &str) -> Result<bool, SshError> {
-        let _ = remote;
-        todo!()
-    }
-
-    pub async fn close(self) {}
 }

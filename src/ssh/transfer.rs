@@ -1,0 +1,531 @@
+//! Moving files: SFTP when the guest has it, otherwise `cat` and friends
+//! through exec channels (guests without `scp` or an SFTP server).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use russh::ChannelMsg;
+use russh_sftp::client::SftpSession;
+use russh_sftp::client::error::Error as SftpError;
+use russh_sftp::protocol::{FileAttributes, FileType, OpenFlags, StatusCode};
+use tokio::io::{AsyncBufRead, AsyncWriteExt, BufReader, BufWriter};
+
+use super::{ExitStatus, Session, SshError};
+
+/// How long a server may take to say whether it has an SFTP subsystem.
+const PROBE_LIMIT: Duration = Duration::from_secs(10);
+/// Read size for local files: large enough to keep SFTP writes pipelined.
+const CHUNK: usize = 256 * 1024;
+
+pub(super) enum Transport {
+    Sftp(SftpSession),
+    /// No SFTP subsystem: shell commands through exec channels.
+    Shell,
+}
+
+/// One entry of a local or remote tree, relative to its root.
+struct Entry {
+    /// `/`-separated; empty for the root itself.
+    rel: String,
+    dir: bool,
+    mode: u32,
+}
+
+impl Session {
+    /// Writes `data` to the remote file `remote` (created or truncated).
+    pub async fn upload_bytes(&self, data: &[u8], remote: &str, mode: u32) -> Result<(), SshError> {
+        let mut data = data;
+        self.put_file(&mut data, remote, mode).await
+    }
+
+    /// Uploads a local file or directory tree to `remote` (the exact target
+    /// path; the caller applies Packer's trailing-slash rule). File modes
+    /// are kept.
+    pub async fn upload(&self, local: &Path, remote: &str) -> Result<(), SshError> {
+        let meta = tokio::fs::metadata(local)
+            .await
+            .map_err(|err| SshError::local(local, err))?;
+        if !meta.is_dir() {
+            return self
+                .upload_file(local, remote, meta.permissions().mode())
+                .await;
+        }
+        let root = local.to_path_buf();
+        let entries = tokio::task::spawn_blocking(move || local_tree(&root))
+            .await
+            .map_err(|err| SshError::transfer(remote, err))??;
+        for entry in entries.iter().filter(|e| e.dir) {
+            self.make_dir(&join(remote, &entry.rel)).await?;
+        }
+        for entry in entries.iter().filter(|e| !e.dir) {
+            let path = local.join(&entry.rel);
+            self.upload_file(&path, &join(remote, &entry.rel), entry.mode)
+                .await?;
+        }
+        // Directory modes last, deepest first: a read-only directory would
+        // refuse what goes into it.
+        for entry in entries.iter().rev().filter(|e| e.dir) {
+            self.set_mode(&join(remote, &entry.rel), entry.mode).await?;
+        }
+        Ok(())
+    }
+
+    /// Downloads a remote file or directory tree to `local` (the exact
+    /// target path). File modes are kept.
+    pub async fn download(&self, remote: &str, local: &Path) -> Result<(), SshError> {
+        if !self.is_dir(remote).await? {
+            let mode = self.get_file(remote, local, true).await?;
+            return set_local_mode(local, mode.unwrap_or(0o644));
+        }
+        let entries = self.remote_tree(remote).await?;
+        for entry in entries.iter().filter(|e| e.dir) {
+            let path = local.join(&entry.rel);
+            tokio::fs::create_dir_all(&path)
+                .await
+                .map_err(|err| SshError::local(&path, err))?;
+        }
+        for entry in entries.iter().filter(|e| !e.dir) {
+            let path = local.join(&entry.rel);
+            self.get_file(&join(remote, &entry.rel), &path, false)
+                .await?;
+            set_local_mode(&path, entry.mode)?;
+        }
+        for entry in entries.iter().rev().filter(|e| e.dir) {
+            set_local_mode(&local.join(&entry.rel), entry.mode)?;
+        }
+        Ok(())
+    }
+
+    /// Whether `remote` is a directory on the guest (false when missing).
+    pub async fn is_dir(&self, remote: &str) -> Result<bool, SshError> {
+        match self.transport().await? {
+            Transport::Sftp(sftp) => match sftp.metadata(remote).await {
+                Ok(meta) => Ok(meta.is_dir()),
+                Err(err) if is_missing(&err) => Ok(false),
+                Err(err) => Err(SshError::transfer(remote, err)),
+            },
+            Transport::Shell => {
+                let command = format!("test -d {}", shell_quote(remote));
+                match self
+                    .exec_raw(&command, None, &mut tokio::io::sink())
+                    .await?
+                    .status
+                {
+                    ExitStatus::Code(0) => Ok(true),
+                    ExitStatus::Code(1) => Ok(false),
+                    other => Err(SshError::transfer(
+                        remote,
+                        format!("test -d ended with {other:?}"),
+                    )),
+                }
+            }
+        }
+    }
+
+    /// Which way files move on this session, probed once: SFTP when the
+    /// server runs the subsystem, else shell commands.
+    async fn transport(&self) -> Result<&Transport, SshError> {
+        self.transport
+            .get_or_try_init(|| async {
+                let transport = self.probe_sftp().await?;
+                if matches!(transport, Transport::Shell) && self.handle.is_closed() {
+                    // A dead connection, not a missing subsystem: do not
+                    // remember the wrong answer.
+                    return Err(SshError::Protocol("the connection is closed".into()));
+                }
+                Ok(transport)
+            })
+            .await
+    }
+
+    async fn probe_sftp(&self) -> Result<Transport, SshError> {
+        let mut channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(SshError::protocol)?;
+        channel
+            .request_subsystem(true, "sftp")
+            .await
+            .map_err(SshError::protocol)?;
+        let answer = async {
+            loop {
+                match channel.wait().await {
+                    Some(ChannelMsg::Success) => return true,
+                    Some(ChannelMsg::Failure | ChannelMsg::Close | ChannelMsg::Eof) | None => {
+                        return false;
+                    }
+                    Some(_) => {}
+                }
+            }
+        };
+        let has_sftp = tokio::time::timeout(PROBE_LIMIT, answer)
+            .await
+            .unwrap_or(false);
+        if !has_sftp {
+            let _ = channel.close().await;
+            return Ok(Transport::Shell);
+        }
+        match SftpSession::new(channel.into_stream()).await {
+            Ok(sftp) => Ok(Transport::Sftp(sftp)),
+            Err(err) => {
+                tracing::debug!("sftp subsystem unusable, using shell commands: {err}");
+                Ok(Transport::Shell)
+            }
+        }
+    }
+
+    async fn upload_file(&self, local: &Path, remote: &str, mode: u32) -> Result<(), SshError> {
+        let file = tokio::fs::File::open(local)
+            .await
+            .map_err(|err| SshError::local(local, err))?;
+        let mut reader = BufReader::with_capacity(CHUNK, file);
+        self.put_file(&mut reader, remote, mode).await
+    }
+
+    /// Streams `data` into the remote file and gives it `mode`, whatever
+    /// the remote umask or an earlier mode of the file.
+    async fn put_file(
+        &self,
+        data: &mut (dyn AsyncBufRead + Unpin + Send),
+        remote: &str,
+        mode: u32,
+    ) -> Result<(), SshError> {
+        let mode = mode & 0o7777;
+        match self.transport().await? {
+            Transport::Sftp(sftp) => {
+                let flags = OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE;
+                let mut file = sftp
+                    .open_with_flags_and_attributes(remote, flags, mode_attrs(mode))
+                    .await
+                    .map_err(|err| SshError::transfer(remote, err))?;
+                // Whole buffers at a time, so SFTP writes go out large and
+                // pipelined rather than 8 KiB each.
+                tokio::io::copy_buf(data, &mut file)
+                    .await
+                    .map_err(|err| SshError::transfer(remote, err))?;
+                file.shutdown()
+                    .await
+                    .map_err(|err| SshError::transfer(remote, err))?;
+                self.set_mode(remote, mode).await
+            }
+            Transport::Shell => {
+                let path = shell_quote(remote);
+                // umask first: the file is never readable by others while
+                // it is being written, even when it ends up 0600.
+                let command = format!("umask 077 && cat > {path} && chmod {mode:o} {path}");
+                self.exec_raw(&command, Some(data), &mut tokio::io::sink())
+                    .await?
+                    .check(remote)
+            }
+        }
+    }
+
+    /// Copies the remote file to `local`; gives back its mode when asked
+    /// (over the shell that costs one more command).
+    async fn get_file(
+        &self,
+        remote: &str,
+        local: &Path,
+        want_mode: bool,
+    ) -> Result<Option<u32>, SshError> {
+        let result = self.get_file_inner(remote, local, want_mode).await;
+        if result.is_err() {
+            // No truncated copy that looks like the real thing.
+            let _ = tokio::fs::remove_file(local).await;
+        }
+        result
+    }
+
+    async fn get_file_inner(
+        &self,
+        remote: &str,
+        local: &Path,
+        want_mode: bool,
+    ) -> Result<Option<u32>, SshError> {
+        let out = tokio::fs::File::create(local)
+            .await
+            .map_err(|err| SshError::local(local, err))?;
+        let mut out = BufWriter::with_capacity(CHUNK, out);
+        let mode = match self.transport().await? {
+            Transport::Sftp(sftp) => {
+                let mut file = sftp
+                    .open(remote)
+                    .await
+                    .map_err(|err| SshError::transfer(remote, err))?;
+                let meta = file
+                    .metadata()
+                    .await
+                    .map_err(|err| SshError::transfer(remote, err))?;
+                tokio::io::copy(&mut file, &mut out)
+                    .await
+                    .map_err(|err| SshError::transfer(remote, err))?;
+                let _ = file.shutdown().await;
+                meta.permissions
+            }
+            Transport::Shell => {
+                let path = shell_quote(remote);
+                self.exec_raw(&format!("cat {path}"), None, &mut out)
+                    .await?
+                    .check(remote)?;
+                if want_mode {
+                    let mut text = Vec::new();
+                    self.exec_raw(&format!("stat -c %a {path}"), None, &mut text)
+                        .await?
+                        .check(remote)?;
+                    parse_mode(String::from_utf8_lossy(&text).trim())
+                } else {
+                    None
+                }
+            }
+        };
+        out.flush()
+            .await
+            .map_err(|err| SshError::local(local, err))?;
+        Ok(mode.map(|mode| mode & 0o7777))
+    }
+
+    /// Creates the directory and any missing parents (`mkdir -p`).
+    async fn make_dir(&self, remote: &str) -> Result<(), SshError> {
+        match self.transport().await? {
+            Transport::Sftp(sftp) => {
+                let mut path = String::new();
+                for part in remote.split('/') {
+                    if part.is_empty() {
+                        if path.is_empty() {
+                            path.push('/');
+                        }
+                        continue;
+                    }
+                    if !path.is_empty() && !path.ends_with('/') {
+                        path.push('/');
+                    }
+                    path.push_str(part);
+                    match sftp.metadata(path.as_str()).await {
+                        Ok(meta) if meta.is_dir() => continue,
+                        Ok(_) => {
+                            return Err(SshError::transfer(
+                                remote,
+                                format!("{path} is not a directory"),
+                            ));
+                        }
+                        Err(err) if is_missing(&err) => {}
+                        Err(err) => return Err(SshError::transfer(remote, err)),
+                    }
+                    sftp.create_dir(path.as_str())
+                        .await
+                        .map_err(|err| SshError::transfer(remote, err))?;
+                }
+                Ok(())
+            }
+            Transport::Shell => {
+                let command = format!("mkdir -p {}", shell_quote(remote));
+                self.exec_raw(&command, None, &mut tokio::io::sink())
+                    .await?
+                    .check(remote)
+            }
+        }
+    }
+
+    async fn set_mode(&self, remote: &str, mode: u32) -> Result<(), SshError> {
+        let mode = mode & 0o7777;
+        match self.transport().await? {
+            Transport::Sftp(sftp) => sftp
+                .set_metadata(remote, mode_attrs(mode))
+                .await
+                .map_err(|err| SshError::transfer(remote, err)),
+            Transport::Shell => {
+                let command = format!("chmod {mode:o} {}", shell_quote(remote));
+                self.exec_raw(&command, None, &mut tokio::io::sink())
+                    .await?
+                    .check(remote)
+            }
+        }
+    }
+
+    /// Every directory and regular file under `remote`, parents first,
+    /// the root included. Symbolic links are followed to files; links to
+    /// directories are left out (they could loop).
+    async fn remote_tree(&self, remote: &str) -> Result<Vec<Entry>, SshError> {
+        match self.transport().await? {
+            Transport::Sftp(sftp) => {
+                let root = sftp
+                    .metadata(remote)
+                    .await
+                    .map_err(|err| SshError::transfer(remote, err))?;
+                let mut entries = vec![Entry {
+                    rel: String::new(),
+                    dir: true,
+                    mode: root.permissions.unwrap_or(0o755),
+                }];
+                let mut next = 0;
+                while next < entries.len() {
+                    if !entries[next].dir {
+                        next += 1;
+                        continue;
+                    }
+                    let rel = entries[next].rel.clone();
+                    next += 1;
+                    let dir = join(remote, &rel);
+                    let listing = sftp
+                        .read_dir(dir.as_str())
+                        .await
+                        .map_err(|err| SshError::transfer(&dir, err))?;
+                    for item in listing {
+                        let child = join(&rel, &item.file_name());
+                        let mut meta = item.metadata();
+                        if item.file_type() == FileType::Symlink {
+                            match sftp.metadata(join(remote, &child)).await {
+                                Ok(target) if target.is_regular() => meta = target,
+                                _ => continue,
+                            }
+                        }
+                        let dir = match meta.file_type() {
+                            FileType::Dir => true,
+                            FileType::File => false,
+                            _ => continue,
+                        };
+                        entries.push(Entry {
+                            rel: child,
+                            dir,
+                            mode: meta.permissions.unwrap_or(0o644),
+                        });
+                    }
+                }
+                Ok(entries)
+            }
+            Transport::Shell => {
+                // One line per entry: type, octal mode, path from `.`.
+                // Names with newlines are not supported on this path.
+                let command = format!(
+                    "cd {} && find . -type d -exec stat -c 'd %a %n' {{}} + && \
+                     find . -type f -exec stat -c 'f %a %n' {{}} + && \
+                     find . -type l -exec stat -L -c '%F|%a %n' {{}} + 2>/dev/null | \
+                     sed -n 's/^regular[^|]*|/f /p'",
+                    shell_quote(remote)
+                );
+                let mut listing = Vec::new();
+                self.exec_raw(&command, None, &mut listing)
+                    .await?
+                    .check(remote)?;
+                let mut entries: Vec<Entry> = String::from_utf8_lossy(&listing)
+                    .lines()
+                    .filter_map(parse_listing)
+                    .collect();
+                // Parents before children, whatever order find chose.
+                entries.sort_by_key(|e| (depth(&e.rel), e.rel.clone()));
+                Ok(entries)
+            }
+        }
+    }
+}
+
+/// `d 755 ./a/b` into an entry.
+fn parse_listing(line: &str) -> Option<Entry> {
+    let (kind, rest) = line.split_once(' ')?;
+    let (mode, name) = rest.split_once(' ')?;
+    let rel = if name == "." {
+        String::new()
+    } else {
+        name.strip_prefix("./")?.to_string()
+    };
+    Some(Entry {
+        rel,
+        dir: kind == "d",
+        mode: parse_mode(mode)?,
+    })
+}
+
+fn parse_mode(text: &str) -> Option<u32> {
+    u32::from_str_radix(text, 8).ok()
+}
+
+/// The local tree under `root`, parents first (root excluded from files,
+/// included as the empty directory). Links are followed to files; links
+/// to directories are left out.
+fn local_tree(root: &Path) -> Result<Vec<Entry>, SshError> {
+    let root_meta = std::fs::metadata(root).map_err(|err| SshError::local(root, err))?;
+    let mut entries = vec![Entry {
+        rel: String::new(),
+        dir: true,
+        mode: root_meta.permissions().mode(),
+    }];
+    let mut next = 0;
+    while next < entries.len() {
+        if !entries[next].dir {
+            next += 1;
+            continue;
+        }
+        let rel = entries[next].rel.clone();
+        next += 1;
+        let dir: PathBuf = root.join(&rel);
+        let listing = std::fs::read_dir(&dir).map_err(|err| SshError::local(&dir, err))?;
+        let mut children = Vec::new();
+        for item in listing {
+            let item = item.map_err(|err| SshError::local(&dir, err))?;
+            let path = item.path();
+            let Some(name) = item.file_name().to_str().map(str::to_string) else {
+                return Err(SshError::local(
+                    &path,
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, "the name is not UTF-8"),
+                ));
+            };
+            let link = item
+                .file_type()
+                .map_err(|err| SshError::local(&path, err))?
+                .is_symlink();
+            let meta = std::fs::metadata(&path).map_err(|err| SshError::local(&path, err))?;
+            if (link && !meta.is_file()) || !(meta.is_dir() || meta.is_file()) {
+                continue;
+            }
+            children.push(Entry {
+                rel: join(&rel, &name),
+                dir: meta.is_dir(),
+                mode: meta.permissions().mode(),
+            });
+        }
+        children.sort_by(|a, b| a.rel.cmp(&b.rel));
+        entries.extend(children);
+    }
+    Ok(entries)
+}
+
+fn set_local_mode(path: &Path, mode: u32) -> Result<(), SshError> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o7777))
+        .map_err(|err| SshError::local(path, err))
+}
+
+fn mode_attrs(mode: u32) -> FileAttributes {
+    FileAttributes {
+        permissions: Some(mode),
+        ..FileAttributes::empty()
+    }
+}
+
+fn is_missing(err: &SftpError) -> bool {
+    matches!(err, SftpError::Status(status) if status.status_code == StatusCode::NoSuchFile)
+}
+
+fn depth(rel: &str) -> usize {
+    if rel.is_empty() {
+        0
+    } else {
+        1 + rel.matches('/').count()
+    }
+}
+
+/// `base/rel`, or `base` alone for the root.
+fn join(base: &str, rel: &str) -> String {
+    match (base, rel) {
+        (base, "") => base.to_string(),
+        ("", rel) => rel.to_string(),
+        (base, rel) => format!("{}/{rel}", base.trim_end_matches('/')),
+    }
+}
+
+/// Single quotes for a POSIX shell: nothing inside is special but the
+/// quote itself, written as `'\''`.
+pub(super) fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
