@@ -308,3 +308,38 @@ fn class(p: &[char]) -> Result<(Class, &[char]), &'static str> {
         ranges.push((lo, hi));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(pattern: &str, name: &str) -> bool {
+        let p: Vec<char> = pattern.chars().collect();
+        let n: Vec<char> = name.chars().collect();
+        matches(&p, &n).unwrap()
+    }
+
+    #[test]
+    fn glob_matching_is_go_like() {
+        assert!(m("*", "user-data"));
+        assert!(m("*", ".hidden"));
+        assert!(m("user-*", "user-data"));
+        assert!(!m("user-*", "meta-data"));
+        assert!(m("?eta-data", "meta-data"));
+        assert!(!m("?", ""));
+        assert!(m("[mu]*", "meta-data"));
+        assert!(m("[a-z]x", "qx"));
+        assert!(!m("[^a-z]x", "qx"));
+        assert!(m("\\*", "*"));
+        assert!(!m("\\*", "a"));
+        assert!(matches(&['['], &['a']).is_err());
+    }
+
+    #[test]
+    fn content_keys_are_cd_paths() {
+        assert_eq!(content_path("/a/./b").unwrap(), ["a", "b"]);
+        assert_eq!(content_path("a/../b").unwrap(), ["b"]);
+        assert!(content_path("../b").is_err());
+        assert!(content_path("/").is_err());
+    }
+}

@@ -277,7 +277,9 @@ fn named_children<'a>(dirs: &[FlatDir<'a>], tree: Tree) -> Vec<Vec<Entry<'a>>> {
                 .collect();
             match tree {
                 // Sorted by name then extension, as ISO 9660 9.3 asks.
-                Tree::Primary => entries.sort_by(|a, b| primary_key(&a.id).cmp(&primary_key(&b.id))),
+                Tree::Primary => {
+                    entries.sort_by(|a, b| primary_key(&a.id).cmp(&primary_key(&b.id)))
+                }
                 Tree::Joliet => entries.sort_by(|a, b| a.id.cmp(&b.id)),
             }
             entries
@@ -411,7 +413,7 @@ const FLAG_DIR: u8 = 0x02;
 const FLAG_MORE: u8 = 0x80;
 
 fn dir_record(id: &[u8], extent: u32, size: u32, flags: u8, date: &[u8; 7], su: &[u8]) -> Vec<u8> {
-    let pad = usize::from(id.len() % 2 == 0);
+    let pad = usize::from(id.len().is_multiple_of(2));
     let mut r = Vec::with_capacity(33 + id.len() + pad + su.len() + 1);
     r.push(0);
     r.push(0);
@@ -553,7 +555,14 @@ impl<'a> Image<'a> {
                 su.extend(susp_er());
             }
         }
-        records.push(dir_record(&[0], plan.extent[d], plan.size[d], FLAG_DIR, &self.date, &su));
+        records.push(dir_record(
+            &[0],
+            plan.extent[d],
+            plan.size[d],
+            FLAG_DIR,
+            &self.date,
+            &su,
+        ));
         let mut su = Vec::new();
         if rock {
             su.extend(susp_rr(false));
@@ -623,7 +632,11 @@ impl<'a> Image<'a> {
             Ok(())
         };
 
-        put(w, &vec![0u8; (u64::from(SYSTEM_SECTORS) * SECTOR) as usize], &mut pos)?;
+        put(
+            w,
+            &vec![0u8; (u64::from(SYSTEM_SECTORS) * SECTOR) as usize],
+            &mut pos,
+        )?;
         put(w, &self.descriptor(0), &mut pos)?;
         put(w, &self.descriptor(1), &mut pos)?;
         let mut terminator = vec![0u8; SECTOR as usize];
@@ -700,7 +713,14 @@ impl<'a> Image<'a> {
         b[132..140].copy_from_slice(&both32(plan.path_table_size));
         b[140..144].copy_from_slice(&plan.l_table.to_le_bytes());
         b[148..152].copy_from_slice(&plan.m_table.to_be_bytes());
-        let root = dir_record(&[0], plan.extent[0], plan.size[0], FLAG_DIR, &self.date, &[]);
+        let root = dir_record(
+            &[0],
+            plan.extent[0],
+            plan.size[0],
+            FLAG_DIR,
+            &self.date,
+            &[],
+        );
         b[156..190].copy_from_slice(&root);
         text(&mut b[190..318], "");
         text(&mut b[318..446], "");
@@ -835,4 +855,60 @@ fn copy_exact(path: &Path, size: u64, w: &mut impl Write, out: &Path) -> Result<
         });
     }
     Ok(copied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn big_files_are_split_into_extents() {
+        assert_eq!(extent_lengths(0), [(0, 0)]);
+        assert_eq!(extent_lengths(MAX_EXTENT), [(0, MAX_EXTENT as u32)]);
+        assert_eq!(
+            extent_lengths(MAX_EXTENT * 2 + 5),
+            [(0, MAX_EXTENT as u32), (0, MAX_EXTENT as u32), (0, 5)]
+        );
+    }
+
+    #[test]
+    fn multi_extent_records_are_flagged() {
+        let mut root = Dir::default();
+        root.add_file(
+            &["huge.img"],
+            FileEntry {
+                content: Content::Bytes(Vec::new()),
+                size: MAX_EXTENT + 10,
+                mode: 0o644,
+            },
+        );
+        let options = Options {
+            volume_id: "x",
+            timestamp: 0,
+        };
+        let image = Image::plan(&root, &options).unwrap();
+        for t in 0..2 {
+            let records = image.dir_records(t, 0).unwrap();
+            assert_eq!(records.len(), 4, "., .. and two extents");
+            assert_eq!(records[2][25], FLAG_MORE);
+            assert_eq!(records[3][25], 0);
+            let size = |r: &[u8]| u32::from_le_bytes([r[10], r[11], r[12], r[13]]);
+            let start = |r: &[u8]| u32::from_le_bytes([r[2], r[3], r[4], r[5]]);
+            assert_eq!(size(&records[2]), MAX_EXTENT as u32);
+            assert_eq!(size(&records[3]), 10);
+            assert_eq!(
+                u64::from(start(&records[3]) - start(&records[2])) * SECTOR,
+                MAX_EXTENT
+            );
+        }
+    }
+
+    #[test]
+    fn primary_ids_are_unique_d_characters() {
+        let mut used = HashSet::new();
+        assert_eq!(primary_id("user-data", false, &mut used), b"USER_DAT.;1");
+        assert_eq!(primary_id("user-date", false, &mut used), b"USER_DA1.;1");
+        assert_eq!(primary_id("x.tar.gz", false, &mut used), b"X_TAR.GZ;1");
+        assert_eq!(primary_id("my.dir", true, &mut used), b"MY_DIR");
+    }
 }

@@ -79,3 +79,5 @@ fn image_timestamp() -> i64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| chrono::Utc::now().timestamp())
 }
+#[cfg(test)]
+mod tests;
