@@ -1,0 +1,155 @@
+//! The NoCloud seed: `meta-data` and `user-data` on a `cidata` volume.
+
+use std::path::Path;
+
+use super::iso9660::{self, Dir, FileEntry};
+use super::{NoCloud, SeedError};
+
+/// `meta-data`: the instance id (a new one makes cloud-init run again on a
+/// reused disk) and the hostname.
+pub fn meta_data(seed: &NoCloud<'_>) -> String {
+    format!(
+        "instance-id: {}\nlocal-hostname: {}\n",
+        yaml_scalar(seed.instance_id),
+        yaml_scalar(seed.hostname)
+    )
+}
+
+/// `user-data`: the key goes to the image's default user through the
+/// top-level `ssh_authorized_keys`; another user is created with the same
+/// key and password-less sudo; for root, `disable_root: false` makes
+/// cloud-init install the same keys for root without the "login as the
+/// default user" forced command.
+///
+/// Every key sits on its own `- <key>` line: the busybox test fixture
+/// finds keys by grepping for them.
+pub fn user_data(seed: &NoCloud<'_>) -> String {
+    let key = yaml_scalar(seed.public_key.trim());
+    let mut text = String::from("#cloud-config\n");
+    if seed.username == "root" {
+        text.push_str("disable_root: false\n");
+    }
+    text.push_str(&format!("ssh_authorized_keys:\n  - {key}\n"));
+    if seed.username != "root" {
+        // Listing `default` keeps the image's default user; a user that
+        // already exists (the default one under its own name) is not
+        // recreated by cloud-init, only given the sudo rule and the key.
+        text.push_str(&format!(
+            "users:\n  - default\n  - name: {}\n    sudo: \"ALL=(ALL) NOPASSWD:ALL\"\n    shell: /bin/bash\n    lock_passwd: true\n    ssh_authorized_keys:\n      - {key}\n",
+            yaml_scalar(seed.username)
+        ));
+    }
+    text
+}
+
+pub fn write(out: &Path, seed: &NoCloud<'_>, timestamp: i64) -> Result<(), SeedError> {
+    let mut root = Dir::default();
+    root.add_file(&["meta-data"], FileEntry::bytes(meta_data(seed)));
+    root.add_file(&["user-data"], FileEntry::bytes(user_data(seed)));
+    iso9660::write(
+        &root,
+        &iso9660::Options {
+            volume_id: "cidata",
+            timestamp,
+        },
+        out,
+    )
+}
+
+/// `s` as a YAML scalar: plain when that reads back as the same string,
+/// else double-quoted.
+pub(crate) fn yaml_scalar(s: &str) -> String {
+    if is_plain_safe(s) {
+        return s.to_string();
+    }
+    let mut q = String::with_capacity(s.len() + 2);
+    q.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => q.push_str("\\\""),
+            '\\' => q.push_str("\\\\"),
+            '\n' => q.push_str("\\n"),
+            '\t' => q.push_str("\\t"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => q.push_str(&format!("\\x{:02x}", c as u32)),
+            c => q.push(c),
+        }
+    }
+    q.push('"');
+    q
+}
+
+fn is_plain_safe(s: &str) -> bool {
+    let Some(first) = s.chars().next() else {
+        return false;
+    };
+    let allowed = |c: char| c.is_ascii_alphanumeric() || " ._-+/=@:,".contains(c);
+    // Words YAML 1.1 (cloud-init's PyYAML) reads as booleans or null.
+    let special = [
+        "y", "n", "yes", "no", "true", "false", "on", "off", "null", "~",
+    ];
+    s.chars().all(allowed)
+        && (first.is_ascii_alphanumeric() || first == '/' || first == '_')
+        && !s.ends_with(' ')
+        && !s.ends_with(':')
+        && !s.contains(": ")
+        && !s.contains(" #")
+        && !special.contains(&s.to_ascii_lowercase().as_str())
+        && s.parse::<f64>().is_err()
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx0Zm9vYmFyYmF6cXV4 kiln";
+
+    fn seed(username: &str) -> NoCloud<'_> {
+        NoCloud {
+            instance_id: "kiln-1234",
+            hostname: "web",
+            username,
+            public_key: KEY,
+        }
+    }
+
+    #[test]
+    fn user_data_for_a_new_user() {
+        assert_eq!(
+            user_data(&seed("ubuntu")),
+            format!(
+                "#cloud-config\nssh_authorized_keys:\n  - {KEY}\nusers:\n  - default\n  - name: ubuntu\n    sudo: \"ALL=(ALL) NOPASSWD:ALL\"\n    shell: /bin/bash\n    lock_passwd: true\n    ssh_authorized_keys:\n      - {KEY}\n"
+            )
+        );
+    }
+
+    #[test]
+    fn user_data_for_root() {
+        assert_eq!(
+            user_data(&seed("root")),
+            format!("#cloud-config\ndisable_root: false\nssh_authorized_keys:\n  - {KEY}\n")
+        );
+    }
+
+    #[test]
+    fn meta_data_text() {
+        assert_eq!(
+            meta_data(&seed("root")),
+            "instance-id: kiln-1234\nlocal-hostname: web\n"
+        );
+    }
+
+    #[test]
+    fn yaml_quoting() {
+        assert_eq!(yaml_scalar("kiln"), "kiln");
+        assert_eq!(yaml_scalar(KEY), KEY);
+        assert_eq!(yaml_scalar("yes"), "\"yes\"");
+        assert_eq!(yaml_scalar("123"), "\"123\"");
+        assert_eq!(yaml_scalar(""), "\"\"");
+        assert_eq!(yaml_scalar("a: b"), "\"a: b\"");
+        assert_eq!(yaml_scalar("x #c"), "\"x #c\"");
+        assert_eq!(yaml_scalar("say \"hi\"\n"), "\"say \\\"hi\\\"\\n\"");
+        assert_eq!(yaml_scalar("-x"), "\"-x\"");
+        assert_eq!(yaml_scalar("*x"), "\"*x\"");
+    }
+}
