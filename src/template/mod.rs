@@ -360,7 +360,12 @@ fn builder_heads<'a>(cx: &Cx, section: Option<&'a Json>) -> Vec<BuilderHead<'a>>
             }
         };
         let name = match map.get("name") {
-            None | Some(Json::Null) => "qemu".to_string(),
+            // Packer names a build after its builder type by default.
+            None | Some(Json::Null) => map
+                .get("type")
+                .and_then(Json::as_str)
+                .unwrap_or("qemu")
+                .to_string(),
             Some(Json::String(n)) if !n.is_empty() => cx
                 .render(&format!("{path}.name"), n)
                 .unwrap_or_else(|| n.clone()),
