@@ -840,3 +840,99 @@ fn render_late_fills_known_references() {
         "{{ env `X` }} {{.Path}}"
     );
 }
+
+#[test]
+fn command_line_values_are_rendered_and_undeclared_ones_accepted() {
+    // SAFETY: no other test reads or writes this variable.
+    unsafe { std::env::set_var("KILN_TEMPLATE_TEST_CLI", "from-env") };
+    let dir = tempfile::tempdir().unwrap();
+    let plan = load_in(
+        dir.path(),
+        json!({
+            "variables": {"a": "x"},
+            "builders": [qemu(json!({"vm_name": "{{user `a`}}-{{user `extra`}}"}))]
+        }),
+        &Overrides {
+            vars: vec![
+                ("a".into(), "{{env `KILN_TEMPLATE_TEST_CLI`}}".into()),
+                ("extra".into(), "e".into()),
+            ],
+            var_files: vec![],
+        },
+    )
+    .unwrap();
+    assert_eq!(plan.builds[0].qemu.vm_name, "from-env-e");
+    assert_eq!(plan.variables.len(), 1);
+    assert_eq!(plan.variables[0].value, "from-env");
+}
+
+#[test]
+fn variable_cycles_and_unknown_references() {
+    assert_eq!(
+        problems(json!({
+            "variables": {"a": "{{user `b`}}", "b": "{{user `a`}}", "c": "{{user `zz`}}"},
+            "builders": [qemu(json!({}))]
+        })),
+        vec![
+            (
+                "variables.a".to_string(),
+                "refers to variable \"b\", which is not declared, not set, or part of a cycle"
+                    .to_string()
+            ),
+            (
+                "variables.b".to_string(),
+                "refers to variable \"a\", which is not declared, not set, or part of a cycle"
+                    .to_string()
+            ),
+            (
+                "variables.c".to_string(),
+                "refers to variable \"zz\", which is not declared, not set, or part of a cycle"
+                    .to_string()
+            ),
+        ]
+    );
+    assert_eq!(
+        problems(json!({"builders": [qemu(json!({"vm_name": "{{user `nope`}}"}))]})),
+        vec![(
+            "builders[0].vm_name".to_string(),
+            "variable \"nope\" is not declared".to_string()
+        )]
+    );
+}
+
+#[test]
+fn var_file_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, "{ nope").unwrap();
+    let tpl = write(
+        dir.path(),
+        "t.json",
+        &json!({"builders": [qemu(json!({}))]}),
+    );
+    let overrides = Overrides {
+        vars: vec![],
+        var_files: vec![bad.clone()],
+    };
+    match load(&tpl, &overrides) {
+        Err(TemplateError::Json { path, line, .. }) => {
+            assert_eq!((path, line), (bad, 1));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let list = write(dir.path(), "list.json", &json!({"a": ["x"]}));
+    let overrides = Overrides {
+        vars: vec![],
+        var_files: vec![list.clone()],
+    };
+    match load(&tpl, &overrides) {
+        Err(TemplateError::Invalid { problems, .. }) => assert_eq!(
+            problems,
+            vec![Problem {
+                path: format!("-var-file {}: a", list.display()),
+                message: "expected a string, got an array".into()
+            }]
+        ),
+        other => panic!("unexpected {other:?}"),
+    }
+}

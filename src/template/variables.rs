@@ -1,11 +1,11 @@
 //! User variables: declarations, `-var`/`-var-file` values, and defaults that
 //! refer to other variables or the environment.
 //!
-//! Packer 1.6 legacy semantics: values given on the command line win over
-//! defaults and are used as given (never interpolated); defaults may use
-//! `env` and `user`, in any order of declaration; a variable declared `null`
-//! must be set. Setting an undeclared variable is accepted silently, as
-//! Packer 1.6 does, and it is visible to `user`.
+//! Packer's legacy semantics: values given on the command line win over
+//! defaults; every value, given or default, is rendered with `env` and `user`
+//! allowed, in any order of declaration; a variable declared `null` must be
+//! set. Setting an undeclared variable is accepted silently, as Packer does,
+//! and it is visible to `user`.
 
 use std::collections::BTreeMap;
 
@@ -36,42 +36,50 @@ pub fn resolve(
     overrides: &[(String, String)],
 ) -> Resolved {
     let declared = declarations(cx, variables);
-    let mut given: BTreeMap<String, String> = BTreeMap::new();
-    for (k, v) in overrides {
-        given.insert(k.clone(), v.clone());
-    }
-
-    let mut values = given.clone();
-    let mut pending: Vec<&Declared> = Vec::new();
+    // Every value is rendered, command-line ones included, as Packer does:
+    // `-var 'home={{env `HOME`}}'` works there too.
+    let mut texts: BTreeMap<String, String> = BTreeMap::new();
     for d in &declared {
-        if values.contains_key(&d.name) {
-            continue;
+        if let Some(default) = &d.default {
+            texts.insert(d.name.clone(), default.clone());
         }
-        match &d.default {
-            Some(_) => pending.push(d),
-            None => cx.problem(
+    }
+    for (k, v) in overrides {
+        texts.insert(k.clone(), v.clone());
+    }
+    for d in &declared {
+        if d.default.is_none() && !texts.contains_key(&d.name) {
+            cx.problem(
                 format!("variables.{}", d.name),
                 "required variable not set: give it with -var or -var-file",
-            ),
+            );
         }
     }
+    let path_of = |name: &str| {
+        if declared.iter().any(|d| d.name == name) {
+            format!("variables.{name}")
+        } else {
+            format!("-var {name}")
+        }
+    };
 
-    // Defaults may refer to variables declared after them: render until
+    // Values may refer to variables declared after them: render until
     // nothing more resolves.
+    let mut values: BTreeMap<String, String> = BTreeMap::new();
+    let mut pending: Vec<(&String, &String)> = texts.iter().collect();
     cx.funcs.env_allowed = true;
     loop {
         let mut progressed = false;
         let mut still = Vec::new();
-        for d in pending {
+        for (name, text) in pending {
             cx.funcs.vars = values.clone();
-            let text = d.default.as_deref().unwrap_or_default();
             match render(text, &cx.funcs) {
                 Ok(v) => {
-                    values.insert(d.name.clone(), v);
+                    values.insert(name.clone(), v);
                     progressed = true;
                 }
-                Err(EvalError::UnknownVariable(_)) => still.push(d),
-                Err(e) => cx.problem(format!("variables.{}", d.name), e.to_string()),
+                Err(EvalError::UnknownVariable(_)) => still.push((name, text)),
+                Err(e) => cx.problem(path_of(name), e.to_string()),
             }
         }
         pending = still;
@@ -79,12 +87,11 @@ pub fn resolve(
             break;
         }
     }
-    for d in pending {
+    for (name, text) in pending {
         cx.funcs.vars = values.clone();
-        let text = d.default.as_deref().unwrap_or_default();
         if let Err(EvalError::UnknownVariable(v)) = render(text, &cx.funcs) {
             cx.problem(
-                format!("variables.{}", d.name),
+                path_of(name),
                 format!(
                     "refers to variable {v:?}, which is not declared, not set, or part of a cycle"
                 ),
