@@ -297,6 +297,13 @@ fn iso_urls(o: &mut Obj<'_>, cwd: &Path) -> Option<Vec<PathBuf>> {
         o.missing("iso_url", "one of iso_url or iso_urls");
         return None;
     }
+    if o.has("iso_url") && o.has("iso_urls") {
+        cx.problem(
+            o.key_path("iso_urls"),
+            "only one of iso_url or iso_urls may be set",
+        );
+        return None;
+    }
     let mut out = Vec::new();
     let mut ok = true;
     for (path, url) in entries {

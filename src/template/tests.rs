@@ -208,8 +208,8 @@ fn options_are_decoded() {
             "_comment": "ignored",
             "builders": [qemu(json!({
                 "name": "web",
-                "iso_url": "file:///img/a.img",
-                "iso_urls": ["rel/b.img"],
+                "iso_url": null,
+                "iso_urls": ["file:///img/a.img", "rel/b.img"],
                 "iso_checksum": "none",
                 "format": "raw",
                 "disk_compression": true,
@@ -326,6 +326,13 @@ fn iso_checksum_forms() {
     let got = problems(json!({"builders": [qemu(json!({"iso_checksum": "file:./SHA256SUMS"}))]}));
     assert_eq!(got[0].0, "builders[0].iso_checksum");
     assert!(got[0].1.contains("not supported yet"));
+    assert_eq!(
+        problems(json!({"builders": [qemu(json!({"iso_urls": ["/b.img"]}))]})),
+        vec![(
+            "builders[0].iso_urls".to_string(),
+            "only one of iso_url or iso_urls may be set".to_string()
+        )]
+    );
     assert_eq!(
         paths_of(json!({"builders": [qemu(json!({"iso_checksum": null, "iso_url": null}))]})),
         vec!["builders[0].iso_url", "builders[0].iso_checksum"]
