@@ -289,11 +289,14 @@ fn iso_urls(o: &mut Obj<'_>, cwd: &Path) -> Option<Vec<PathBuf>> {
         entries.push((o.key_path("iso_url"), url));
     }
     if let Some(list) = o.string_list("iso_urls") {
+        if list.is_empty() {
+            cx.problem(o.key_path("iso_urls"), "must list at least one path");
+        }
         for (i, url) in list.into_iter().enumerate() {
             entries.push((format!("{}[{i}]", o.key_path("iso_urls")), url));
         }
     }
-    if entries.is_empty() {
+    if !o.has("iso_url") && !o.has("iso_urls") {
         o.missing("iso_url", "one of iso_url or iso_urls");
         return None;
     }

@@ -54,6 +54,7 @@ impl Cx {
     pub fn render(&self, path: &str, text: &str) -> Option<String> {
         match interpolate::render(text, &self.funcs) {
             Ok(s) => Some(s),
+            Err(interpolate::EvalError::AlreadyReported) => None,
             Err(e) => {
                 self.problem(path, e.to_string());
                 None

@@ -1,6 +1,6 @@
 //! Packer's template functions, evaluated at load time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
 
@@ -30,6 +30,9 @@ pub struct FuncCtx {
     /// `env` is only allowed in the `variables` section, as in Packer.
     pub env_allowed: bool,
     pub vars: BTreeMap<String, String>,
+    /// Variables whose problem is already reported (a required one not set,
+    /// a default that failed): using them adds no further message.
+    pub failed_vars: BTreeSet<String>,
     pub build_name: Option<String>,
     pub build_type: Option<String>,
     pub template_dir: String,
@@ -85,6 +88,7 @@ impl Resolver for FuncCtx {
                 let k = string_arg(name, args, 0)?;
                 match self.vars.get(&k) {
                     Some(v) => s(v.clone()),
+                    None if self.failed_vars.contains(&k) => Err(EvalError::AlreadyReported),
                     None => Err(EvalError::UnknownVariable(k)),
                 }
             }
@@ -382,6 +386,7 @@ mod tests {
         FuncCtx {
             env_allowed: false,
             vars: BTreeMap::from([("mem".to_string(), "1024".to_string())]),
+            failed_vars: BTreeSet::from(["bad".to_string()]),
             build_name: Some("web".into()),
             build_type: Some("qemu".into()),
             template_dir: "/t".into(),
@@ -402,6 +407,7 @@ mod tests {
             r("{{user `nope`}}").unwrap_err(),
             EvalError::UnknownVariable("nope".into())
         );
+        assert_eq!(r("{{user `bad`}}").unwrap_err(), EvalError::AlreadyReported);
         assert_eq!(r("{{ timestamp }}").unwrap(), "1709647629");
         assert_eq!(r("{{isotime}}").unwrap(), "2024-03-05T14:07:09Z");
         assert_eq!(r("{{build_name}}-{{build_type}}").unwrap(), "web-qemu");

@@ -32,6 +32,9 @@ pub enum EvalError {
     /// `user` named a variable that has no value (yet): variable resolution
     /// retries these once more variables are known.
     UnknownVariable(String),
+    /// `user` named a variable whose own problem is already reported: the
+    /// string is abandoned without a second, derived message.
+    AlreadyReported,
 }
 
 impl fmt::Display for EvalError {
@@ -39,6 +42,7 @@ impl fmt::Display for EvalError {
         match self {
             EvalError::Message(m) => f.write_str(m),
             EvalError::UnknownVariable(v) => write!(f, "variable {v:?} is not declared"),
+            EvalError::AlreadyReported => f.write_str("refers to a variable that has a problem"),
         }
     }
 }

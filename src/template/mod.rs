@@ -103,6 +103,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Plan, TemplateError> {
     let mut cx = Cx::new(FuncCtx {
         env_allowed: false,
         vars: Default::default(),
+        failed_vars: Default::default(),
         build_name: None,
         build_type: None,
         template_dir: template_dir.to_string_lossy().into_owned(),
@@ -123,7 +124,14 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Plan, TemplateError> {
             None
         }
     };
-    let problems = cx.take_problems();
+    let mut problems = cx.take_problems();
+    if plan.is_none() && problems.is_empty() {
+        // Every failed decode reports why; this only guards against a gap.
+        problems.push(Problem {
+            path: "(template)".into(),
+            message: "the template could not be loaded".into(),
+        });
+    }
     match plan {
         Some(plan) if problems.is_empty() => Ok(plan),
         _ => Err(TemplateError::Invalid {
@@ -596,6 +604,7 @@ pub fn render_late(text: &str, values: &[(&str, &str)]) -> String {
         funcs: FuncCtx {
             env_allowed: false,
             vars: Default::default(),
+            failed_vars: Default::default(),
             build_name: None,
             build_type: None,
             template_dir: String::new(),

@@ -457,7 +457,10 @@ fn variable_precedence_and_sensitive_values() {
 #[test]
 fn required_variable_missing() {
     assert_eq!(
-        problems(json!({"variables": {"pw": null}, "builders": [qemu(json!({}))]})),
+        problems(json!({
+            "variables": {"pw": null, "derived": "x{{user `pw`}}"},
+            "builders": [qemu(json!({"iso_url": "{{user `derived`}}", "ssh_password": "{{user `pw`}}"}))]
+        })),
         vec![(
             "variables.pw".to_string(),
             "required variable not set: give it with -var or -var-file".to_string()

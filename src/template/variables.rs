@@ -49,6 +49,7 @@ pub fn resolve(
     }
     for d in &declared {
         if d.default.is_none() && !texts.contains_key(&d.name) {
+            cx.funcs.failed_vars.insert(d.name.clone());
             cx.problem(
                 format!("variables.{}", d.name),
                 "required variable not set: give it with -var or -var-file",
@@ -79,7 +80,13 @@ pub fn resolve(
                     progressed = true;
                 }
                 Err(EvalError::UnknownVariable(_)) => still.push((name, text)),
-                Err(e) => cx.problem(path_of(name), e.to_string()),
+                Err(EvalError::AlreadyReported) => {
+                    cx.funcs.failed_vars.insert(name.clone());
+                }
+                Err(e) => {
+                    cx.funcs.failed_vars.insert(name.clone());
+                    cx.problem(path_of(name), e.to_string());
+                }
             }
         }
         pending = still;
@@ -87,8 +94,9 @@ pub fn resolve(
             break;
         }
     }
+    cx.funcs.vars = values.clone();
+    let unresolved: Vec<String> = pending.iter().map(|(n, _)| (*n).clone()).collect();
     for (name, text) in pending {
-        cx.funcs.vars = values.clone();
         if let Err(EvalError::UnknownVariable(v)) = render(text, &cx.funcs) {
             cx.problem(
                 path_of(name),
@@ -98,6 +106,7 @@ pub fn resolve(
             );
         }
     }
+    cx.funcs.failed_vars.extend(unresolved);
     cx.funcs.env_allowed = false;
     cx.funcs.vars = values.clone();
 
