@@ -1,11 +1,28 @@
 //! Packer's legacy JSON template: parsing, variables, `{{ }}` functions,
 //! strict validation, and the typed [`Plan`] the build runs from.
 
+mod builder;
+mod decode;
+mod duration;
+mod funcs;
+mod heads;
+mod interpolate;
 pub mod model;
+mod paths;
+mod post_processor;
+mod provisioner;
+mod variables;
 
 pub use model::*;
 
 use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value as Json};
+
+use decode::{Cx, Obj, json_type};
+use funcs::FuncCtx;
+use heads::{builder_heads, filter, filter_quiet, provisioner_heads};
+use interpolate::{EvalError, Resolver, Value};
 
 /// `-var` and `-var-file` from the command line, in the order given.
 #[derive(Debug, Clone, Default)]
@@ -54,16 +71,308 @@ fn format_problems(problems: &[Problem]) -> String {
         .join("\n")
 }
 
+/// The top-level keys of a template. Keys starting with `_` are comments, as
+/// in Packer.
+const TOP_LEVEL: &[&str] = &[
+    "variables",
+    "sensitive-variables",
+    "description",
+    "min_packer_version",
+    "builders",
+    "provisioners",
+    "post-processors",
+];
+
 /// Reads, interpolates and validates a template.
 pub fn load(path: &Path, overrides: &Overrides) -> Result<Plan, TemplateError> {
-    let _ = (path, overrides);
-    todo!("template::load")
+    let root = read_json(path)?;
+    let mut given = Vec::new();
+    let mut file_problems = Vec::new();
+    for file in &overrides.var_files {
+        given.extend(read_var_file(file, &mut file_problems)?);
+    }
+    given.extend(overrides.vars.iter().cloned());
+
+    let cwd = std::env::current_dir().map_err(|source| TemplateError::Read {
+        path: PathBuf::from("."),
+        source,
+    })?;
+    let template_dir = paths::resolve(&cwd, &path.to_string_lossy())
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| cwd.clone());
+    let mut cx = Cx::new(FuncCtx {
+        env_allowed: false,
+        vars: Default::default(),
+        failed_vars: Default::default(),
+        build_name: None,
+        build_type: None,
+        template_dir: template_dir.to_string_lossy().into_owned(),
+        pwd: cwd.to_string_lossy().into_owned(),
+        now: chrono::Utc::now(),
+    });
+    for p in file_problems {
+        cx.problem(p.path, p.message);
+    }
+
+    let plan = match &root {
+        Json::Object(map) => plan(&mut cx, map, &given, &cwd),
+        other => {
+            cx.problem(
+                "(template)",
+                format!("expected a JSON object, got {}", json_type(other)),
+            );
+            None
+        }
+    };
+    let mut problems = cx.take_problems();
+    if plan.is_none() && problems.is_empty() {
+        // Every failed decode reports why; this only guards against a gap.
+        problems.push(Problem {
+            path: "(template)".into(),
+            message: "the template could not be loaded".into(),
+        });
+    }
+    match plan {
+        Some(plan) if problems.is_empty() => Ok(plan),
+        _ => Err(TemplateError::Invalid {
+            path: path.to_path_buf(),
+            problems,
+        }),
+    }
+}
+
+fn read_json(path: &Path) -> Result<Json, TemplateError> {
+    let text = std::fs::read_to_string(path).map_err(|source| TemplateError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| TemplateError::Json {
+        path: path.to_path_buf(),
+        line: source.line(),
+        column: source.column(),
+        source,
+    })
+}
+
+/// A `-var-file`: a JSON object of strings (numbers and bools are taken as
+/// their text, as Packer's weak decoding does).
+fn read_var_file(
+    file: &Path,
+    problems: &mut Vec<Problem>,
+) -> Result<Vec<(String, String)>, TemplateError> {
+    let root = read_json(file)?;
+    let where_ = format!("-var-file {}", file.display());
+    let Json::Object(map) = root else {
+        problems.push(Problem {
+            path: where_,
+            message: format!(
+                "expected a JSON object of strings, got {}",
+                json_type(&root)
+            ),
+        });
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for (k, v) in map {
+        match v {
+            Json::String(s) => out.push((k, s)),
+            Json::Number(n) => out.push((k, n.to_string())),
+            Json::Bool(b) => out.push((k, b.to_string())),
+            other => problems.push(Problem {
+                path: format!("{where_}: {k}"),
+                message: format!("expected a string, got {}", json_type(&other)),
+            }),
+        }
+    }
+    Ok(out)
+}
+
+fn plan(
+    cx: &mut Cx,
+    root: &Map<String, Json>,
+    given: &[(String, String)],
+    cwd: &Path,
+) -> Option<Plan> {
+    for key in root.keys() {
+        if key.starts_with('_') || TOP_LEVEL.contains(&key.as_str()) {
+            continue;
+        }
+        if key == "tests" {
+            cx.problem("tests", "tests is not supported yet");
+            continue;
+        }
+        let mut message = "unknown top-level key".to_string();
+        if let Some(best) = decode::closest(key, TOP_LEVEL) {
+            message.push_str(&format!(" (did you mean {best}?)"));
+        }
+        cx.problem(key.clone(), message);
+    }
+    let vars = variables::resolve(
+        cx,
+        root.get("variables"),
+        root.get("sensitive-variables"),
+        given,
+    );
+    let description = match root.get("description") {
+        None | Some(Json::Null) => None,
+        Some(Json::String(s)) => Some(s.clone()),
+        Some(other) => {
+            cx.problem(
+                "description",
+                format!("expected a string, got {}", json_type(other)),
+            );
+            None
+        }
+    };
+    if let Some(v) = root.get("min_packer_version")
+        && !v.is_string()
+    {
+        cx.problem(
+            "min_packer_version",
+            format!("expected a string, got {}", json_type(v)),
+        );
+    }
+
+    let builders = builder_heads(cx, root.get("builders"));
+    let names: Vec<String> = builders.iter().map(|b| b.name.clone()).collect();
+    let provisioners = provisioner_heads(cx, root.get("provisioners"), &names);
+    let pp_chains = match root.get("post-processors") {
+        None | Some(Json::Null) => Vec::new(),
+        Some(section) => post_processor::chains(cx, section),
+    };
+    for chain in &pp_chains {
+        for pp in chain {
+            if let Some(map) = pp.map {
+                let _ = filter(cx, &pp.path, map, &names);
+            }
+        }
+    }
+
+    let mut builds = Vec::new();
+    for b in &builders {
+        cx.funcs.build_name = Some(b.name.clone());
+        cx.funcs.build_type = Some("qemu".into());
+        let qemu = b
+            .map
+            .and_then(|map| builder::decode(Obj::new(cx, b.path.clone(), map), &b.name, cwd));
+
+        let mut provs = Vec::new();
+        for p in &provisioners {
+            if !p.filter.applies(&b.name) {
+                continue;
+            }
+            let mut merged = p.map.clone();
+            if let Some(over) = p.overrides.iter().find(|(n, _)| n == &b.name) {
+                for (k, v) in over.1 {
+                    merged.insert(k.clone(), v.clone());
+                }
+            }
+            let mut o = Obj::new(cx, p.path.clone(), &merged);
+            o.allow(&["only", "except", "override"]);
+            if let Some(spec) = provisioner::decode(o, &p.type_name, p.index, cwd) {
+                provs.push(spec);
+            }
+        }
+
+        let mut chains = Vec::new();
+        for chain in &pp_chains {
+            let mut specs = Vec::new();
+            for pp in chain {
+                let empty = Map::new();
+                let map = pp.map.unwrap_or(&empty);
+                let applies = pp.map.is_none_or(|m| filter_quiet(m).applies(&b.name));
+                if !applies {
+                    continue;
+                }
+                let mut o = Obj::new(cx, pp.path.clone(), map);
+                o.allow(&["only", "except"]);
+                if let Some(spec) = post_processor::decode(o, &pp.type_name, cwd) {
+                    specs.push(spec);
+                }
+            }
+            if !specs.is_empty() {
+                chains.push(specs);
+            }
+        }
+        if let Some(qemu) = qemu {
+            builds.push(BuildSpec {
+                name: b.name.clone(),
+                builder_type: "qemu".into(),
+                qemu,
+                provisioners: provs,
+                post_processors: chains,
+            });
+        }
+    }
+    cx.funcs.build_name = None;
+    cx.funcs.build_type = None;
+
+    if cx.has_problems() {
+        return None;
+    }
+    Some(Plan {
+        description,
+        builds,
+        sensitive_values: vars.sensitive_values,
+        variables: vars.infos,
+    })
+}
+
+/// The only functions [`render_late`] evaluates: pure ones.
+const LATE_FUNCTIONS: &[&str] = &[
+    "lower",
+    "upper",
+    "split",
+    "replace",
+    "replace_all",
+    "clean_resource_name",
+];
+
+struct LateResolver<'a> {
+    values: &'a [(&'a str, &'a str)],
+    funcs: FuncCtx,
+}
+
+impl Resolver for LateResolver<'_> {
+    fn is_function(&self, name: &str) -> bool {
+        LATE_FUNCTIONS.contains(&name)
+    }
+
+    fn call(&self, name: &str, args: &[Value]) -> Result<Value, EvalError> {
+        self.funcs.call(name, args)
+    }
+
+    fn field(&self, name: &str) -> Option<Value> {
+        self.values
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| Value::Str((*v).to_string()))
+    }
 }
 
 /// Fills the late references (`{{ .Vars }}`, `{{ .Path }}`, `{{.SSHHostPort}}`,
 /// ...) that [`load`] left in a string. Unknown late references are left as
-/// they are.
+/// they are; so is the whole text if it cannot be rendered.
 pub fn render_late(text: &str, values: &[(&str, &str)]) -> String {
-    let _ = values;
-    text.to_string()
+    if !text.contains("{{") {
+        return text.to_string();
+    }
+    let r = LateResolver {
+        values,
+        funcs: FuncCtx {
+            env_allowed: false,
+            vars: Default::default(),
+            failed_vars: Default::default(),
+            build_name: None,
+            build_type: None,
+            template_dir: String::new(),
+            pwd: String::new(),
+            now: chrono::Utc::now(),
+        },
+    };
+    interpolate::render(text, &r).unwrap_or_else(|_| text.to_string())
 }
+
+#[cfg(test)]
+mod tests;

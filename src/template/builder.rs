@@ -1,0 +1,631 @@
+//! The `qemu` builder's options, with the defaults of the current
+//! packer-plugin-qemu.
+//!
+//! Accepted and ignored, because they only concern the VNC console kiln does
+//! not open: `vnc_bind_address`, `vnc_port_min`, `vnc_port_max`,
+//! `vnc_use_password`, `display`, `use_default_display`. Other Packer qemu
+//! options kiln cannot honour (floppies, HTTP server, bridges, extra disks,
+//! ...) are rejected with a message saying so, rather than silently dropped.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::decode::{Obj, string_list_value};
+use super::model::{
+    Accelerator, Checksum, Communicator, DiskFormat, KeyPairType, QemuConfig, SshOptions,
+};
+use super::paths;
+
+/// Packer qemu options kiln knows about but does not implement.
+const UNSUPPORTED: &[&str] = &[
+    "boot_steps",
+    "boot_key_interval",
+    "boot_keygroup_interval",
+    "cdrom_interface",
+    "disk_additional_size",
+    "efi_drop_efivars",
+    "efi_firmware_code",
+    "efi_firmware_vars",
+    "floppy_content",
+    "floppy_dirs",
+    "floppy_files",
+    "floppy_label",
+    "http_bind_address",
+    "http_content",
+    "http_directory",
+    "http_port_max",
+    "http_port_min",
+    "iso_skip_cache",
+    "iso_target_extension",
+    "iso_target_path",
+    "net_bridge",
+    "qemu_img_args",
+    "qmp_enable",
+    "qmp_socket_path",
+    "tpm_device_type",
+    "vtpm",
+    "winrm_username",
+    "winrm_password",
+];
+
+const DISK_INTERFACES: &[&str] = &["ide", "sata", "scsi", "virtio", "virtio-scsi"];
+const DISK_CACHES: &[&str] = &["writethrough", "writeback", "none", "unsafe", "directsync"];
+const DISK_DISCARDS: &[&str] = &["unmap", "ignore"];
+const DETECT_ZEROES: &[&str] = &["unmap", "on", "off"];
+const NET_DEVICES: &[&str] = &[
+    "ne2k_pci",
+    "i82551",
+    "i82557b",
+    "i82559er",
+    "rtl8139",
+    "e1000",
+    "pcnet",
+    "virtio",
+    "virtio-net",
+    "virtio-net-pci",
+    "usb-net",
+    "i82559a",
+    "i82559b",
+    "i82559c",
+    "i82550",
+    "i82562",
+    "i82557a",
+    "i82557c",
+    "i82801",
+    "vmxnet3",
+    "i82558a",
+    "i82558b",
+];
+
+/// Decodes one builder object (its `type` already checked to be `qemu`).
+pub fn decode(mut o: Obj<'_>, build_name: &str, cwd: &Path) -> Option<QemuConfig> {
+    let cx = o.cx();
+    o.allow(&["type", "name"]);
+    for key in UNSUPPORTED {
+        if o.has(key) {
+            cx.problem(
+                o.key_path(key),
+                "is a Packer qemu option kiln does not support; remove it",
+            );
+        }
+    }
+    o.allow(UNSUPPORTED);
+
+    // Options that only matter for the VNC console: checked, then ignored.
+    let _ = o.string("vnc_bind_address");
+    let vnc_min = o.int("vnc_port_min", 0, 65535);
+    let vnc_max = o.int("vnc_port_max", 0, 65535);
+    if let (Some(a), Some(b)) = (vnc_min, vnc_max)
+        && a > b
+    {
+        cx.problem(o.key_path("vnc_port_min"), "must not be above vnc_port_max");
+    }
+    let _ = o.bool("vnc_use_password");
+    let _ = o.string("display");
+    let _ = o.bool("use_default_display");
+
+    let iso_urls = iso_urls(&mut o, cwd);
+    let iso_checksum = match o.string("iso_checksum") {
+        Some(s) => parse_checksum(&s)
+            .map_err(|e| cx.problem(o.key_path("iso_checksum"), e))
+            .ok(),
+        None => {
+            o.missing(
+                "iso_checksum",
+                "a checksum such as \"sha256:<hex>\", or \"none\" to skip the check",
+            );
+            None
+        }
+    };
+
+    let disk_image = o.bool("disk_image").unwrap_or(false);
+    let use_backing_file = o.bool("use_backing_file").unwrap_or(false);
+    let skip_resize_disk = o.bool("skip_resize_disk").unwrap_or(false);
+    let disk_size_mib = match o.raw("disk_size") {
+        None => Some(40960),
+        Some(v) => {
+            let path = o.key_path("disk_size");
+            let text = match v {
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                other => super::decode::string_value(cx, &path, other),
+            };
+            text.and_then(|t| parse_disk_size(&t).map_err(|e| cx.problem(&path, e)).ok())
+        }
+    };
+    let format = match o.string("format").as_deref() {
+        None | Some("") | Some("qcow2") => Some(DiskFormat::Qcow2),
+        Some("raw") => Some(DiskFormat::Raw),
+        Some(other) => {
+            cx.problem(
+                o.key_path("format"),
+                format!("expected qcow2 or raw, got {other:?}"),
+            );
+            None
+        }
+    };
+    let disk_interface = o
+        .choice("disk_interface", DISK_INTERFACES)
+        .unwrap_or_else(|| "virtio".into());
+    let disk_cache = o
+        .choice("disk_cache", DISK_CACHES)
+        .unwrap_or_else(|| "writeback".into());
+    let disk_discard = o
+        .choice("disk_discard", DISK_DISCARDS)
+        .unwrap_or_else(|| "ignore".into());
+    let disk_detect_zeroes = o
+        .choice("disk_detect_zeroes", DETECT_ZEROES)
+        .unwrap_or_else(|| "off".into());
+    let mut skip_compaction = o.bool("skip_compaction").unwrap_or(false);
+    let mut disk_compression = o.bool("disk_compression").unwrap_or(false);
+    let accelerator = accelerator(&mut o);
+    // Packer quietly replaces values below these floors by its defaults.
+    let cpus = o
+        .int("cpus", 0, i64::from(u32::MAX))
+        .filter(|n| *n >= 1)
+        .unwrap_or(1);
+    let memory = o
+        .int("memory", 0, i64::from(u32::MAX))
+        .filter(|n| *n >= 10)
+        .unwrap_or(512);
+    let machine_type = o
+        .non_empty_string("machine_type")
+        .unwrap_or_else(|| "pc".into());
+    let net_device = o
+        .choice("net_device", NET_DEVICES)
+        .unwrap_or_else(|| "virtio-net".into());
+    let qemu_binary = o
+        .non_empty_string("qemu_binary")
+        .unwrap_or_else(|| "qemu-system-x86_64".into());
+    let qemuargs = qemuargs(&mut o);
+    let headless = o.bool("headless").unwrap_or(false);
+    let firmware = o
+        .non_empty_string("firmware")
+        .map(|s| paths::resolve(cwd, &s));
+    let efi_boot = o.bool("efi_boot").unwrap_or(false);
+    let cd_files = cd_files(&mut o, cwd);
+    let cd_content = o.string_map("cd_content").unwrap_or_default();
+    let cd_label = o.non_empty_string("cd_label");
+    let output_directory = paths::resolve(
+        cwd,
+        &o.non_empty_string("output_directory")
+            .unwrap_or_else(|| format!("output-{build_name}")),
+    );
+    let vm_name = o
+        .non_empty_string("vm_name")
+        .unwrap_or_else(|| format!("packer-{build_name}"));
+    let shutdown_command = o.non_empty_string("shutdown_command");
+    let shutdown_timeout = o
+        .duration("shutdown_timeout")
+        .unwrap_or(Duration::from_secs(300));
+    let boot_wait = o.duration("boot_wait").unwrap_or(Duration::from_secs(10));
+    if let Some(v) = o.raw("boot_command") {
+        let path = o.key_path("boot_command");
+        if let Some(list) = string_list_value(cx, &path, v)
+            && !list.is_empty()
+        {
+            cx.problem(
+                path,
+                "typing a boot command over VNC is not supported; remove it (cloud images boot without one)",
+            );
+        }
+    }
+    let host_port_min = port(&mut o, "host_port_min", "ssh_host_port_min", 2222);
+    let host_port_max = port(&mut o, "host_port_max", "ssh_host_port_max", 4444);
+    if host_port_min > host_port_max {
+        cx.problem(
+            o.key_path("host_port_min"),
+            format!("must not be above host_port_max ({host_port_min} > {host_port_max})"),
+        );
+    }
+    let communicator = communicator(&mut o, cwd);
+
+    if let Some(fmt) = format {
+        // Packer: compaction and compression only apply to qcow2, and a
+        // backing file would be defeated by compaction.
+        if fmt != DiskFormat::Qcow2 {
+            skip_compaction = true;
+            disk_compression = false;
+        }
+        if use_backing_file {
+            skip_compaction = true;
+            if !(disk_image && fmt == DiskFormat::Qcow2) {
+                cx.problem(
+                    o.key_path("use_backing_file"),
+                    "can only be enabled for qcow2 images and when disk_image is true",
+                );
+            }
+        }
+    }
+    if skip_resize_disk && !disk_image {
+        cx.problem(
+            o.key_path("skip_resize_disk"),
+            "can only be used when disk_image is true",
+        );
+    }
+    o.finish();
+
+    Some(QemuConfig {
+        iso_urls: iso_urls?,
+        iso_checksum: iso_checksum?,
+        disk_image,
+        use_backing_file,
+        skip_resize_disk,
+        disk_size_mib: disk_size_mib?,
+        format: format?,
+        disk_interface,
+        disk_cache,
+        disk_discard,
+        disk_detect_zeroes,
+        skip_compaction,
+        disk_compression,
+        accelerator: accelerator?,
+        cpus: u32::try_from(cpus).unwrap_or(1),
+        memory_mib: u64::try_from(memory).unwrap_or(512),
+        machine_type,
+        net_device,
+        qemu_binary,
+        qemuargs,
+        headless,
+        firmware,
+        efi_boot,
+        cd_files,
+        cd_content,
+        cd_label,
+        output_directory,
+        vm_name,
+        shutdown_command,
+        shutdown_timeout,
+        boot_wait,
+        host_port_min,
+        host_port_max,
+        communicator: communicator?,
+    })
+}
+
+fn iso_urls(o: &mut Obj<'_>, cwd: &Path) -> Option<Vec<PathBuf>> {
+    let cx = o.cx();
+    let mut entries: Vec<(String, String)> = Vec::new();
+    if let Some(url) = o.string("iso_url") {
+        entries.push((o.key_path("iso_url"), url));
+    }
+    if let Some(list) = o.string_list("iso_urls") {
+        if list.is_empty() {
+            cx.problem(o.key_path("iso_urls"), "must list at least one path");
+        }
+        for (i, url) in list.into_iter().enumerate() {
+            entries.push((format!("{}[{i}]", o.key_path("iso_urls")), url));
+        }
+    }
+    if !o.has("iso_url") && !o.has("iso_urls") {
+        o.missing("iso_url", "one of iso_url or iso_urls");
+        return None;
+    }
+    if o.has("iso_url") && o.has("iso_urls") {
+        cx.problem(
+            o.key_path("iso_urls"),
+            "only one of iso_url or iso_urls may be set",
+        );
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (path, url) in entries {
+        match paths::local_source(&url) {
+            Ok(local) if !local.is_empty() => out.push(paths::resolve(cwd, local)),
+            Ok(_) => {
+                cx.problem(path, "must not be empty");
+                ok = false;
+            }
+            Err(e) => {
+                cx.problem(path, e);
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
+}
+
+/// `sha256:<hex>` and friends, `none`, or a bare digest whose length names the
+/// algorithm (as go-getter guesses it).
+pub fn parse_checksum(s: &str) -> Result<Checksum, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(Checksum::None);
+    }
+    if s.starts_with("file:") || s.contains("://") {
+        return Err(format!(
+            "checksum files are not supported yet; put the digest itself, such as \"sha256:<hex>\" (got {s:?})"
+        ));
+    }
+    let (algo, hex) = match s.split_once(':') {
+        Some((a, h)) => (Some(a.to_ascii_lowercase()), h),
+        None => (None, s),
+    };
+    if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "expected a checksum such as \"sha256:<hex digest>\" or \"none\", got {s:?}"
+        ));
+    }
+    let hex = hex.to_ascii_lowercase();
+    let algo = match algo {
+        Some(a) => a,
+        None => match hex.len() {
+            32 => "md5".into(),
+            40 => "sha1".into(),
+            64 => "sha256".into(),
+            128 => "sha512".into(),
+            n => {
+                return Err(format!(
+                    "cannot tell the checksum type of a {n}-digit digest; prefix it, as in \"sha256:<hex>\""
+                ));
+            }
+        },
+    };
+    let (want, checksum) = match algo.as_str() {
+        "md5" => (32, Checksum::Md5(hex.clone())),
+        "sha1" => (40, Checksum::Sha1(hex.clone())),
+        "sha256" => (64, Checksum::Sha256(hex.clone())),
+        "sha512" => (128, Checksum::Sha512(hex.clone())),
+        other => {
+            return Err(format!(
+                "unsupported checksum type {other:?}: expected md5, sha1, sha256, sha512 or none"
+            ));
+        }
+    };
+    if hex.len() != want {
+        return Err(format!(
+            "a {algo} digest has {want} hex digits, got {}",
+            hex.len()
+        ));
+    }
+    Ok(checksum)
+}
+
+/// Packer's `disk_size`: digits with an optional unit b/k/m/g/t (any case);
+/// a bare number is MiB; empty or `0` is the default.
+pub fn parse_disk_size(s: &str) -> Result<u64, String> {
+    let bad =
+        || format!("expected a size such as \"10G\", \"10240M\" or a number of MiB, got {s:?}");
+    let t = s.trim().to_ascii_lowercase();
+    if t.is_empty() || t == "0" {
+        return Ok(40960);
+    }
+    let (digits, unit) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&t[..i], c),
+        _ => (t.as_str(), 'm'),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    const MIB: u64 = 1024 * 1024;
+    let mib = match unit {
+        'b' => n.div_ceil(MIB),
+        'k' => n.div_ceil(1024),
+        'm' => n,
+        'g' => n.checked_mul(1024).ok_or_else(bad)?,
+        't' => n.checked_mul(1024 * 1024).ok_or_else(bad)?,
+        _ => return Err(bad()),
+    };
+    if mib == 0 {
+        return Err(format!("disk size {s:?} is less than 1 MiB"));
+    }
+    Ok(mib)
+}
+
+fn accelerator(o: &mut Obj<'_>) -> Option<Option<Accelerator>> {
+    let Some(s) = o.string("accelerator") else {
+        return Some(None);
+    };
+    let problem = |m: String| {
+        o.cx().problem(o.key_path("accelerator"), m);
+        None
+    };
+    match s.as_str() {
+        "" => Some(None),
+        "kvm" => Some(Some(Accelerator::Kvm)),
+        "tcg" => Some(Some(Accelerator::Tcg)),
+        "none" => Some(Some(Accelerator::None)),
+        "xen" | "hax" | "hvf" | "whpx" => problem(format!(
+            "accelerator {s:?} is not supported by kiln on Linux: use kvm, tcg or none (or leave it out to pick automatically)"
+        )),
+        _ => problem(format!("expected kvm, tcg or none, got {s:?}")),
+    }
+}
+
+fn qemuargs(o: &mut Obj<'_>) -> Vec<Vec<String>> {
+    let Some(v) = o.raw("qemuargs") else {
+        return Vec::new();
+    };
+    let cx = o.cx();
+    let path = o.key_path("qemuargs");
+    let serde_json::Value::Array(groups) = v else {
+        cx.problem(path, "expected an array of arrays of strings");
+        return Vec::new();
+    };
+    groups
+        .iter()
+        .enumerate()
+        .filter_map(|(i, g)| string_list_value(cx, &format!("{path}[{i}]"), g))
+        .collect()
+}
+
+fn cd_files(o: &mut Obj<'_>, cwd: &Path) -> Vec<PathBuf> {
+    let Some(list) = o.string_list("cd_files") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, f) in list.iter().enumerate() {
+        let p = paths::resolve(cwd, f);
+        // Globs are expanded when the CD is made; plain paths must exist.
+        if !f.contains(['*', '?', '[']) && !p.exists() {
+            o.cx().problem(
+                format!("{}[{i}]", o.key_path("cd_files")),
+                format!("file not found: {}", p.display()),
+            );
+        }
+        out.push(p);
+    }
+    out
+}
+
+fn port(o: &mut Obj<'_>, key: &'static str, alias: &'static str, default: u16) -> u16 {
+    let value = o.int(key, 1, 65535).or_else(|| o.int(alias, 1, 65535));
+    value.and_then(|n| u16::try_from(n).ok()).unwrap_or(default)
+}
+
+fn communicator(o: &mut Obj<'_>, cwd: &Path) -> Option<Communicator> {
+    let cx = o.cx();
+    let kind = o.string("communicator").unwrap_or_default();
+    let ssh_keys: &[&'static str] = &[
+        "ssh_username",
+        "ssh_password",
+        "ssh_private_key_file",
+        "ssh_timeout",
+        "ssh_wait_timeout",
+        "ssh_port",
+        "ssh_handshake_attempts",
+        "ssh_pty",
+        "temporary_key_pair_type",
+    ];
+    match kind.as_str() {
+        "" | "ssh" => {}
+        "none" => {
+            o.allow(ssh_keys);
+            return Some(Communicator::None);
+        }
+        "winrm" => {
+            cx.problem(
+                o.key_path("communicator"),
+                "the winrm communicator is not supported; use ssh or none",
+            );
+            o.allow(ssh_keys);
+            return None;
+        }
+        other => {
+            cx.problem(
+                o.key_path("communicator"),
+                format!("expected ssh or none, got {other:?}"),
+            );
+            o.allow(ssh_keys);
+            return None;
+        }
+    }
+    let username = o.non_empty_string("ssh_username");
+    if username.is_none() {
+        o.missing("ssh_username", "the user to connect as over SSH");
+    }
+    let password = o.string("ssh_password").filter(|s| !s.is_empty());
+    let private_key_file = o.non_empty_string("ssh_private_key_file").and_then(|s| {
+        let p = paths::resolve(cwd, &s);
+        if p.is_file() {
+            Some(p)
+        } else {
+            cx.problem(
+                o.key_path("ssh_private_key_file"),
+                format!("file not found: {}", p.display()),
+            );
+            None
+        }
+    });
+    let timeout = o.duration("ssh_timeout");
+    // Packer: ssh_wait_timeout is the older name and wins when set.
+    let timeout = o
+        .duration("ssh_wait_timeout")
+        .or(timeout)
+        .unwrap_or(Duration::from_secs(300));
+    let port = o.int("ssh_port", 1, 65535).unwrap_or(22);
+    let handshake_attempts = o
+        .int("ssh_handshake_attempts", 0, i64::from(u32::MAX))
+        .filter(|n| *n > 0)
+        .unwrap_or(10);
+    let pty = o.bool("ssh_pty").unwrap_or(false);
+    let key_type = match o.string("temporary_key_pair_type").as_deref() {
+        None | Some("") | Some("ed25519") => Some(KeyPairType::Ed25519),
+        Some("rsa") => Some(KeyPairType::Rsa),
+        Some(other) => {
+            cx.problem(
+                o.key_path("temporary_key_pair_type"),
+                format!("expected ed25519 or rsa, got {other:?}"),
+            );
+            None
+        }
+    };
+    Some(Communicator::Ssh(SshOptions {
+        username: username?,
+        password,
+        private_key_file,
+        timeout,
+        port: u16::try_from(port).unwrap_or(22),
+        handshake_attempts: u32::try_from(handshake_attempts).unwrap_or(10),
+        pty,
+        temporary_key_pair_type: key_type?,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_sizes() {
+        assert_eq!(parse_disk_size("10G"), Ok(10240));
+        assert_eq!(parse_disk_size("10240M"), Ok(10240));
+        assert_eq!(parse_disk_size("10240"), Ok(10240));
+        assert_eq!(parse_disk_size("1T"), Ok(1_048_576));
+        assert_eq!(parse_disk_size("2048k"), Ok(2));
+        assert_eq!(parse_disk_size("1g"), Ok(1024));
+        assert_eq!(parse_disk_size("0"), Ok(40960));
+        assert_eq!(parse_disk_size("1048576b"), Ok(1));
+        assert_eq!(
+            parse_disk_size("ten"),
+            Err(
+                "expected a size such as \"10G\", \"10240M\" or a number of MiB, got \"ten\""
+                    .into()
+            )
+        );
+        assert!(parse_disk_size("10GB").is_err());
+        assert!(parse_disk_size("G").is_err());
+    }
+
+    #[test]
+    fn checksums() {
+        let h64 = "a".repeat(64);
+        assert_eq!(parse_checksum("none"), Ok(Checksum::None));
+        assert_eq!(
+            parse_checksum(&format!("sha256:{}", h64.to_uppercase())),
+            Ok(Checksum::Sha256(h64.clone()))
+        );
+        assert_eq!(parse_checksum(&h64), Ok(Checksum::Sha256(h64.clone())));
+        assert_eq!(
+            parse_checksum(&"b".repeat(32)),
+            Ok(Checksum::Md5("b".repeat(32)))
+        );
+        assert_eq!(
+            parse_checksum(&"c".repeat(40)),
+            Ok(Checksum::Sha1("c".repeat(40)))
+        );
+        assert_eq!(
+            parse_checksum(&format!("sha512:{}", "d".repeat(128))),
+            Ok(Checksum::Sha512("d".repeat(128)))
+        );
+        assert_eq!(
+            parse_checksum(&format!("md5:{}", "e".repeat(32))),
+            Ok(Checksum::Md5("e".repeat(32)))
+        );
+        assert!(
+            parse_checksum("sha256:abc")
+                .unwrap_err()
+                .contains("64 hex digits")
+        );
+        assert!(
+            parse_checksum("file:SHA256SUMS")
+                .unwrap_err()
+                .contains("not supported yet")
+        );
+        assert!(parse_checksum("file:https://x/SHA256SUMS").is_err());
+        assert!(parse_checksum("abc").is_err());
+        assert!(parse_checksum("crc32:abcd").is_err());
+        assert!(parse_checksum("sha256:zz").is_err());
+    }
+}

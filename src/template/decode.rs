@@ -1,0 +1,370 @@
+//! Strict, weakly typed decoding of JSON objects into options, collecting
+//! every problem instead of stopping at the first.
+//!
+//! Packer decodes with mapstructure's `WeaklyTypedInput`, and interpolation
+//! happens before decoding, so `"memory": "{{user `mem`}}"` must decode as a
+//! number and `"headless": "true"` as a bool.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{Map, Value as Json};
+
+use super::Problem;
+use super::duration;
+use super::funcs::FuncCtx;
+use super::interpolate;
+
+/// The problems found so far, and the function context strings render with.
+pub struct Cx {
+    pub funcs: FuncCtx,
+    problems: RefCell<Vec<Problem>>,
+}
+
+impl Cx {
+    pub fn new(funcs: FuncCtx) -> Cx {
+        Cx {
+            funcs,
+            problems: RefCell::new(Vec::new()),
+        }
+    }
+
+    pub fn problem(&self, path: impl Into<String>, message: impl Into<String>) {
+        let p = Problem {
+            path: path.into(),
+            message: message.into(),
+        };
+        let mut probs = self.problems.borrow_mut();
+        // Per-build decoding can find the same problem once per build.
+        if !probs.contains(&p) {
+            probs.push(p);
+        }
+    }
+
+    pub fn take_problems(&self) -> Vec<Problem> {
+        std::mem::take(&mut *self.problems.borrow_mut())
+    }
+
+    pub fn has_problems(&self) -> bool {
+        !self.problems.borrow().is_empty()
+    }
+
+    /// Renders the `{{ }}` in a string, reporting failures at `path`.
+    pub fn render(&self, path: &str, text: &str) -> Option<String> {
+        match interpolate::render(text, &self.funcs) {
+            Ok(s) => Some(s),
+            Err(interpolate::EvalError::AlreadyReported) => None,
+            Err(e) => {
+                self.problem(path, e.to_string());
+                None
+            }
+        }
+    }
+}
+
+pub fn json_type(v: &Json) -> &'static str {
+    match v {
+        Json::Null => "null",
+        Json::Bool(_) => "a bool",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
+    }
+}
+
+fn show(v: &Json) -> String {
+    match v {
+        Json::String(s) => format!("{s:?}"),
+        Json::Array(_) | Json::Object(_) => json_type(v).to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// One JSON object being decoded: remembers the keys asked for so the rest
+/// can be reported as unknown.
+pub struct Obj<'a> {
+    pub path: String,
+    map: &'a Map<String, Json>,
+    asked: Vec<&'static str>,
+    cx: &'a Cx,
+}
+
+impl<'a> Obj<'a> {
+    pub fn new(cx: &'a Cx, path: impl Into<String>, map: &'a Map<String, Json>) -> Obj<'a> {
+        Obj {
+            path: path.into(),
+            map,
+            asked: Vec::new(),
+            cx,
+        }
+    }
+
+    pub fn key_path(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    pub fn cx(&self) -> &'a Cx {
+        self.cx
+    }
+
+    /// Marks keys as known without reading them.
+    pub fn allow(&mut self, keys: &[&'static str]) {
+        self.asked.extend_from_slice(keys);
+    }
+
+    /// The raw value, `null` counting as absent.
+    pub fn raw(&mut self, key: &'static str) -> Option<&'a Json> {
+        self.asked.push(key);
+        self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    pub fn has(&self, key: &str) -> bool {
+        self.map.get(key).is_some_and(|v| !v.is_null())
+    }
+
+    pub fn string(&mut self, key: &'static str) -> Option<String> {
+        let v = self.raw(key)?;
+        let path = self.key_path(key);
+        string_value(self.cx, &path, v)
+    }
+
+    /// A string that must not be empty when given.
+    pub fn non_empty_string(&mut self, key: &'static str) -> Option<String> {
+        self.string(key).filter(|s| !s.is_empty())
+    }
+
+    pub fn bool(&mut self, key: &'static str) -> Option<bool> {
+        let v = self.raw(key)?;
+        let path = self.key_path(key);
+        bool_value(self.cx, &path, v)
+    }
+
+    /// An integer in `min..=max`; an empty string counts as absent, as
+    /// mapstructure's weak decoding turns it into zero, Packer's "unset".
+    pub fn int(&mut self, key: &'static str, min: i64, max: i64) -> Option<i64> {
+        let v = self.raw(key)?;
+        let path = self.key_path(key);
+        int_value(self.cx, &path, v, min, max)
+    }
+
+    pub fn duration(&mut self, key: &'static str) -> Option<Duration> {
+        let v = self.raw(key)?;
+        let path = self.key_path(key);
+        let s = string_value(self.cx, &path, v)?;
+        if s.is_empty() {
+            return None;
+        }
+        duration::parse(&s)
+            .map_err(|e| self.cx.problem(&path, e))
+            .ok()
+    }
+
+    pub fn string_list(&mut self, key: &'static str) -> Option<Vec<String>> {
+        let v = self.raw(key)?;
+        let path = self.key_path(key);
+        string_list_value(self.cx, &path, v)
+    }
+
+    pub fn string_map(&mut self, key: &'static str) -> Option<BTreeMap<String, String>> {
+        let v = self.raw(key)?;
+        let path = self.key_path(key);
+        let Json::Object(map) = v else {
+            self.cx.problem(
+                &path,
+                format!("expected an object of strings, got {}", json_type(v)),
+            );
+            return None;
+        };
+        let mut out = BTreeMap::new();
+        let mut ok = true;
+        for (k, item) in map {
+            match string_value(self.cx, &format!("{path}.{k}"), item) {
+                Some(s) => {
+                    out.insert(k.clone(), s);
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    /// One of `choices`, as a string.
+    pub fn choice(&mut self, key: &'static str, choices: &[&str]) -> Option<String> {
+        let s = self.string(key)?;
+        if s.is_empty() {
+            return None;
+        }
+        if choices.contains(&s.as_str()) {
+            Some(s)
+        } else {
+            let path = self.key_path(key);
+            self.cx.problem(
+                path,
+                format!("expected one of {}, got {s:?}", choices.join(", ")),
+            );
+            None
+        }
+    }
+
+    pub fn missing(&self, key: &str, what: &str) {
+        self.cx
+            .problem(self.key_path(key), format!("is required: {what}"));
+    }
+
+    /// Reports every key that was never asked for.
+    pub fn finish(self) {
+        for key in self.map.keys() {
+            if self.asked.contains(&key.as_str()) {
+                continue;
+            }
+            let mut message = "unknown key".to_string();
+            if let Some(best) = closest(key, &self.asked) {
+                message.push_str(&format!(" (did you mean {best}?)"));
+            }
+            self.cx.problem(self.key_path(key), message);
+        }
+    }
+}
+
+pub fn string_value(cx: &Cx, path: &str, v: &Json) -> Option<String> {
+    match v {
+        Json::String(s) => cx.render(path, s),
+        Json::Number(n) => Some(n.to_string()),
+        Json::Bool(b) => Some(b.to_string()),
+        other => {
+            cx.problem(path, format!("expected a string, got {}", json_type(other)));
+            None
+        }
+    }
+}
+
+pub fn bool_value(cx: &Cx, path: &str, v: &Json) -> Option<bool> {
+    let bad = |shown: String| {
+        cx.problem(
+            path,
+            format!(
+                "expected a bool (true, false, \"true\", \"false\", \"1\" or \"0\"), got {shown}"
+            ),
+        );
+        None
+    };
+    match v {
+        Json::Bool(b) => Some(*b),
+        Json::Number(n) => match n.as_i64() {
+            Some(0) => Some(false),
+            Some(1) => Some(true),
+            _ => bad(n.to_string()),
+        },
+        Json::String(s) => {
+            let s = cx.render(path, s)?;
+            // strconv.ParseBool's spellings; "" is mapstructure's zero value.
+            match s.as_str() {
+                "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+                "0" | "f" | "F" | "false" | "FALSE" | "False" | "" => Some(false),
+                _ => bad(format!("{s:?}")),
+            }
+        }
+        other => bad(show(other)),
+    }
+}
+
+pub fn int_value(cx: &Cx, path: &str, v: &Json, min: i64, max: i64) -> Option<i64> {
+    let n = match v {
+        Json::Number(n) => match n.as_i64() {
+            Some(i) => i,
+            None => {
+                cx.problem(path, format!("expected an integer, got {n}"));
+                return None;
+            }
+        },
+        Json::String(s) => {
+            let s = cx.render(path, s)?;
+            let t = s.trim();
+            if t.is_empty() {
+                return None;
+            }
+            match t.parse::<i64>() {
+                Ok(i) => i,
+                Err(_) => {
+                    cx.problem(path, format!("expected an integer, got {s:?}"));
+                    return None;
+                }
+            }
+        }
+        other => {
+            cx.problem(path, format!("expected an integer, got {}", show(other)));
+            return None;
+        }
+    };
+    if n < min || n > max {
+        cx.problem(
+            path,
+            format!("expected an integer from {min} to {max}, got {n}"),
+        );
+        return None;
+    }
+    Some(n)
+}
+
+pub fn string_list_value(cx: &Cx, path: &str, v: &Json) -> Option<Vec<String>> {
+    let Json::Array(items) = v else {
+        cx.problem(
+            path,
+            format!("expected an array of strings, got {}", json_type(v)),
+        );
+        return None;
+    };
+    let mut out = Vec::with_capacity(items.len());
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        match string_value(cx, &format!("{path}[{i}]"), item) {
+            Some(s) => out.push(s),
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+/// The known key nearest to `key`, if it is plausibly a typo.
+pub fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
+    known
+        .iter()
+        .map(|k| (levenshtein(key, k), *k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(
+            closest("disk_sise", &["disk_size", "format"]),
+            Some("disk_size")
+        );
+        assert_eq!(closest("zzzzzz", &["disk_size", "format"]), None);
+    }
+}

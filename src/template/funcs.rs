@@ -1,0 +1,477 @@
+//! Packer's template functions, evaluated at load time.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Datelike, Timelike, Utc};
+
+use super::interpolate::{EvalError, Resolver, Value};
+
+const FUNCTIONS: &[&str] = &[
+    "user",
+    "env",
+    "timestamp",
+    "isotime",
+    "uuid",
+    "build_name",
+    "build_type",
+    "template_dir",
+    "pwd",
+    "split",
+    "replace",
+    "replace_all",
+    "lower",
+    "upper",
+    "clean_resource_name",
+];
+
+/// Everything the functions can see while one string is rendered.
+#[derive(Debug, Clone)]
+pub struct FuncCtx {
+    /// `env` is only allowed in the `variables` section, as in Packer.
+    pub env_allowed: bool,
+    pub vars: BTreeMap<String, String>,
+    /// Variables whose problem is already reported (a required one not set,
+    /// a default that failed): using them adds no further message.
+    pub failed_vars: BTreeSet<String>,
+    pub build_name: Option<String>,
+    pub build_type: Option<String>,
+    pub template_dir: String,
+    pub pwd: String,
+    /// One instant per run, shared by `timestamp` and `isotime`.
+    pub now: DateTime<Utc>,
+}
+
+fn msg(m: impl Into<String>) -> EvalError {
+    EvalError::Message(m.into())
+}
+
+fn arity(name: &str, args: &[Value], n: usize) -> Result<(), EvalError> {
+    if args.len() != n {
+        return Err(msg(format!(
+            "{name} takes {n} argument(s), got {}",
+            args.len()
+        )));
+    }
+    Ok(())
+}
+
+fn string_arg(name: &str, args: &[Value], i: usize) -> Result<String, EvalError> {
+    match &args[i] {
+        Value::Str(s) => Ok(s.clone()),
+        other => Err(msg(format!(
+            "argument {} of {name} must be a string, got {other}",
+            i + 1
+        ))),
+    }
+}
+
+fn int_arg(name: &str, args: &[Value], i: usize) -> Result<i64, EvalError> {
+    match &args[i] {
+        Value::Int(n) => Ok(*n),
+        other => Err(msg(format!(
+            "argument {} of {name} must be an integer, got {other:?}",
+            i + 1
+        ))),
+    }
+}
+
+impl Resolver for FuncCtx {
+    fn is_function(&self, name: &str) -> bool {
+        FUNCTIONS.contains(&name)
+    }
+
+    fn call(&self, name: &str, args: &[Value]) -> Result<Value, EvalError> {
+        let s = |v: String| Ok(Value::Str(v));
+        match name {
+            "user" => {
+                arity(name, args, 1)?;
+                let k = string_arg(name, args, 0)?;
+                match self.vars.get(&k) {
+                    Some(v) => s(v.clone()),
+                    None if self.failed_vars.contains(&k) => Err(EvalError::AlreadyReported),
+                    None => Err(EvalError::UnknownVariable(k)),
+                }
+            }
+            "env" => {
+                arity(name, args, 1)?;
+                if !self.env_allowed {
+                    return Err(msg(
+                        "env is only allowed in the default values of the variables section",
+                    ));
+                }
+                let k = string_arg(name, args, 0)?;
+                s(std::env::var(&k).unwrap_or_default())
+            }
+            "timestamp" => {
+                arity(name, args, 0)?;
+                s(self.now.timestamp().to_string())
+            }
+            "isotime" => match args.len() {
+                0 => s(self.now.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
+                1 => s(go_format(&self.now, &string_arg(name, args, 0)?)),
+                n => Err(msg(format!("isotime takes at most 1 argument, got {n}"))),
+            },
+            "uuid" => {
+                arity(name, args, 0)?;
+                s(uuid::Uuid::new_v4().to_string())
+            }
+            "build_name" => {
+                arity(name, args, 0)?;
+                self.build_name
+                    .clone()
+                    .map(Value::Str)
+                    .ok_or_else(|| msg("build_name is not available here"))
+            }
+            "build_type" => {
+                arity(name, args, 0)?;
+                self.build_type
+                    .clone()
+                    .map(Value::Str)
+                    .ok_or_else(|| msg("build_type is not available here"))
+            }
+            "template_dir" => {
+                arity(name, args, 0)?;
+                s(self.template_dir.clone())
+            }
+            "pwd" => {
+                arity(name, args, 0)?;
+                s(self.pwd.clone())
+            }
+            "split" => {
+                // Packer: split STRING SEPARATOR INDEX.
+                arity(name, args, 3)?;
+                let text = string_arg(name, args, 0)?;
+                let sep = string_arg(name, args, 1)?;
+                let i = int_arg(name, args, 2)?;
+                let parts = go_split(&text, &sep);
+                usize::try_from(i)
+                    .ok()
+                    .and_then(|i| parts.get(i))
+                    .map(|p| Value::Str(p.clone()))
+                    .ok_or_else(|| {
+                        msg(format!(
+                            "the substring {i} was unavailable using the separator value, {sep}, only {} values were found",
+                            parts.len()
+                        ))
+                    })
+            }
+            "replace" => {
+                // Packer: replace OLD NEW N SOURCE (source last, for pipelines).
+                arity(name, args, 4)?;
+                let old = string_arg(name, args, 0)?;
+                let new = string_arg(name, args, 1)?;
+                let n = int_arg(name, args, 2)?;
+                let src = string_arg(name, args, 3)?;
+                s(go_replace(&src, &old, &new, n))
+            }
+            "replace_all" => {
+                arity(name, args, 3)?;
+                let old = string_arg(name, args, 0)?;
+                let new = string_arg(name, args, 1)?;
+                let src = string_arg(name, args, 2)?;
+                s(go_replace(&src, &old, &new, -1))
+            }
+            "lower" => {
+                arity(name, args, 1)?;
+                s(string_arg(name, args, 0)?.to_lowercase())
+            }
+            "upper" => {
+                arity(name, args, 1)?;
+                s(string_arg(name, args, 0)?.to_uppercase())
+            }
+            "clean_resource_name" => {
+                arity(name, args, 1)?;
+                s(clean_resource_name(&string_arg(name, args, 0)?))
+            }
+            other => Err(msg(format!("function {other:?} is not defined"))),
+        }
+    }
+
+    fn field(&self, _name: &str) -> Option<Value> {
+        None
+    }
+}
+
+/// Go's `strings.Split`: an empty separator splits into characters.
+fn go_split(text: &str, sep: &str) -> Vec<String> {
+    if sep.is_empty() {
+        return text.chars().map(String::from).collect();
+    }
+    text.split(sep).map(String::from).collect()
+}
+
+/// Go's `strings.Replace`: `n < 0` replaces all; an empty `old` matches
+/// before every character and at the end.
+fn go_replace(src: &str, old: &str, new: &str, n: i64) -> String {
+    if n == 0 {
+        return src.to_string();
+    }
+    let limit = usize::try_from(n).unwrap_or(usize::MAX);
+    if old.is_empty() {
+        let mut out = String::new();
+        let mut done = 0;
+        for c in src.chars() {
+            if done < limit {
+                out.push_str(new);
+                done += 1;
+            }
+            out.push(c);
+        }
+        if done < limit {
+            out.push_str(new);
+        }
+        return out;
+    }
+    src.replacen(old, new, limit)
+}
+
+/// The GCE image-name cleaner Packer's googlecompute plugin registers as
+/// `clean_resource_name`: a name that is already valid is kept, otherwise it
+/// is lowercased and every byte outside `[a-z0-9]` becomes `-`.
+pub fn clean_resource_name(s: &str) -> String {
+    let valid = regex_lite_valid(s);
+    if valid {
+        return s.to_string();
+    }
+    s.to_lowercase()
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_lowercase() || b.is_ascii_digit() {
+                b as char
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+/// `^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$`
+fn regex_lite_valid(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.is_empty() || b.len() > 63 || !b[0].is_ascii_lowercase() {
+        return false;
+    }
+    let ok = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    b.len() == 1 || (b[1..].iter().all(|c| ok(c) || *c == b'-') && ok(&b[b.len() - 1]))
+}
+
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+const DAYS: [&str; 7] = [
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+];
+
+/// Formats a UTC instant with a Go reference-time layout
+/// ("2006-01-02T15:04:05Z07:00"), following Go's `time.Format` chunking.
+pub fn go_format(t: &DateTime<Utc>, layout: &str) -> String {
+    let mut out = String::new();
+    let mut rest = layout;
+    let month = t.month() as usize;
+    let hour12 = match t.hour() % 12 {
+        0 => 12,
+        h => h,
+    };
+    while !rest.is_empty() {
+        // Longest tokens first, as Go does.
+        let table: &[(&str, String)] = &[
+            ("January", MONTHS[month - 1].to_string()),
+            ("Jan", MONTHS[month - 1][..3].to_string()),
+            (
+                "Monday",
+                DAYS[t.weekday().num_days_from_monday() as usize].to_string(),
+            ),
+            (
+                "Mon",
+                DAYS[t.weekday().num_days_from_monday() as usize][..3].to_string(),
+            ),
+            ("MST", "UTC".to_string()),
+            ("2006", format!("{:04}", t.year())),
+            ("Z07:00:00", "Z".to_string()),
+            ("Z070000", "Z".to_string()),
+            ("Z07:00", "Z".to_string()),
+            ("Z0700", "Z".to_string()),
+            ("Z07", "Z".to_string()),
+            ("-07:00:00", "+00:00:00".to_string()),
+            ("-070000", "+000000".to_string()),
+            ("-07:00", "+00:00".to_string()),
+            ("-0700", "+0000".to_string()),
+            ("-07", "+00".to_string()),
+            ("002", format!("{:03}", t.ordinal())),
+            ("__2", format!("{:>3}", t.ordinal())),
+            ("_2", format!("{:>2}", t.day())),
+            ("01", format!("{month:02}")),
+            ("02", format!("{:02}", t.day())),
+            ("03", format!("{hour12:02}")),
+            ("04", format!("{:02}", t.minute())),
+            ("05", format!("{:02}", t.second())),
+            ("06", format!("{:02}", t.year() % 100)),
+            ("15", format!("{:02}", t.hour())),
+            ("PM", if t.hour() >= 12 { "PM" } else { "AM" }.to_string()),
+            ("pm", if t.hour() >= 12 { "pm" } else { "am" }.to_string()),
+            ("1", month.to_string()),
+            ("2", t.day().to_string()),
+            ("3", hour12.to_string()),
+            ("4", t.minute().to_string()),
+            ("5", t.second().to_string()),
+        ];
+        if let Some((frac_len, text)) = fraction(t, rest) {
+            out.push_str(&text);
+            rest = &rest[frac_len..];
+            continue;
+        }
+        if let Some((tok, val)) = table.iter().find(|(tok, _)| rest.starts_with(tok)) {
+            out.push_str(val);
+            rest = &rest[tok.len()..];
+            continue;
+        }
+        let c = rest.chars().next().unwrap_or(' ');
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+/// `.000` / `.999` style fractional seconds (also with `,`).
+fn fraction(t: &DateTime<Utc>, rest: &str) -> Option<(usize, String)> {
+    let mut chars = rest.chars();
+    let sep = chars.next()?;
+    if sep != '.' && sep != ',' {
+        return None;
+    }
+    let digit = chars.next()?;
+    if digit != '0' && digit != '9' {
+        return None;
+    }
+    let n = 1 + rest[1..].chars().take_while(|c| *c == digit).count();
+    let digits = n - 1;
+    if rest[n..].starts_with(|c: char| c.is_ascii_digit()) || digits > 9 {
+        return None;
+    }
+    let nanos = format!("{:09}", t.nanosecond() % 1_000_000_000);
+    let mut frac = nanos[..digits].to_string();
+    if digit == '9' {
+        frac = frac.trim_end_matches('0').to_string();
+        if frac.is_empty() {
+            return Some((n, String::new()));
+        }
+    }
+    Some((n, format!("{sep}{frac}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::template::interpolate::render;
+    use chrono::TimeZone;
+
+    fn ctx() -> FuncCtx {
+        FuncCtx {
+            env_allowed: false,
+            vars: BTreeMap::from([("mem".to_string(), "1024".to_string())]),
+            failed_vars: BTreeSet::from(["bad".to_string()]),
+            build_name: Some("web".into()),
+            build_type: Some("qemu".into()),
+            template_dir: "/t".into(),
+            pwd: "/p".into(),
+            now: Utc.with_ymd_and_hms(2024, 3, 5, 14, 7, 9).unwrap()
+                + chrono::Duration::milliseconds(120),
+        }
+    }
+
+    fn r(s: &str) -> Result<String, EvalError> {
+        render(s, &ctx())
+    }
+
+    #[test]
+    fn simple_functions() {
+        assert_eq!(r("{{user `mem`}}").unwrap(), "1024");
+        assert_eq!(
+            r("{{user `nope`}}").unwrap_err(),
+            EvalError::UnknownVariable("nope".into())
+        );
+        assert_eq!(r("{{user `bad`}}").unwrap_err(), EvalError::AlreadyReported);
+        assert_eq!(r("{{ timestamp }}").unwrap(), "1709647629");
+        assert_eq!(r("{{isotime}}").unwrap(), "2024-03-05T14:07:09Z");
+        assert_eq!(r("{{build_name}}-{{build_type}}").unwrap(), "web-qemu");
+        assert_eq!(r("{{template_dir}} {{pwd}}").unwrap(), "/t /p");
+        assert_eq!(r("{{ lower `AbC` }}{{ upper `x` }}").unwrap(), "abcX");
+        let u = r("{{uuid}}").unwrap();
+        assert_eq!(u.len(), 36);
+        assert_ne!(u, r("{{uuid}}").unwrap());
+    }
+
+    #[test]
+    fn env_only_when_allowed() {
+        assert!(
+            r("{{env `HOME`}}")
+                .unwrap_err()
+                .to_string()
+                .contains("only allowed")
+        );
+        let mut c = ctx();
+        c.env_allowed = true;
+        // SAFETY: tests in this module do not read this variable concurrently.
+        unsafe { std::env::set_var("KILN_TEST_ENV_FN", "v1") };
+        assert_eq!(render("{{env `KILN_TEST_ENV_FN`}}", &c).unwrap(), "v1");
+        assert_eq!(render("{{env `KILN_TEST_UNSET_XYZ`}}", &c).unwrap(), "");
+    }
+
+    #[test]
+    fn split_replace() {
+        assert_eq!(r("{{ split `a-b-c` `-` 1 }}").unwrap(), "b");
+        assert!(r("{{ split `a-b-c` `-` 5 }}").is_err());
+        assert_eq!(r("{{ replace `a` `b` 1 `aaa` }}").unwrap(), "baa");
+        assert_eq!(r("{{ replace `a` `b` -1 `aaa` }}").unwrap(), "bbb");
+        assert_eq!(r("{{ `aaa` | replace `a` `b` 2 }}").unwrap(), "bba");
+        assert_eq!(r("{{ replace_all `-` `_` `a-b-c` }}").unwrap(), "a_b_c");
+        assert_eq!(r("{{ `a.b` | replace_all `.` `` | upper }}").unwrap(), "AB");
+        assert!(r("{{ replace `a` `b` `x` `aaa` }}").is_err());
+        assert!(r("{{ lower }}").is_err());
+    }
+
+    #[test]
+    fn clean_names() {
+        assert_eq!(clean_resource_name("ok-name-1"), "ok-name-1");
+        assert_eq!(clean_resource_name("My Image_v1.2"), "my-image-v1-2");
+        assert_eq!(clean_resource_name("1abc"), "1abc");
+        assert_eq!(clean_resource_name("a-"), "a-");
+        assert_eq!(clean_resource_name("é"), "--");
+    }
+
+    #[test]
+    fn go_layouts() {
+        let t = ctx().now;
+        assert_eq!(
+            go_format(&t, "2006-01-02T15:04:05Z07:00"),
+            "2024-03-05T14:07:09Z"
+        );
+        assert_eq!(go_format(&t, "20060102150405"), "20240305140709");
+        assert_eq!(go_format(&t, "Jan _2 3:04PM"), "Mar  5 2:07PM");
+        assert_eq!(
+            go_format(&t, "Monday January 2 06 -0700 MST"),
+            "Tuesday March 5 24 +0000 UTC"
+        );
+        assert_eq!(go_format(&t, "15:04:05.000"), "14:07:09.120");
+        assert_eq!(go_format(&t, "05.999"), "09.12");
+        assert_eq!(go_format(&t, "002"), "065");
+        assert_eq!(r("{{isotime `2006-01-02`}}").unwrap(), "2024-03-05");
+    }
+}

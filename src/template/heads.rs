@@ -1,0 +1,250 @@
+//! The first pass over `builders` and `provisioners`: names, types,
+//! `only`/`except` and `override`, which every build's decoding needs.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Map, Value as Json};
+
+use super::decode::{Cx, json_type};
+
+pub struct BuilderHead<'a> {
+    pub path: String,
+    pub name: String,
+    pub map: Option<&'a Map<String, Json>>,
+}
+
+pub fn builder_heads<'a>(cx: &Cx, section: Option<&'a Json>) -> Vec<BuilderHead<'a>> {
+    let items = match section {
+        Some(Json::Array(items)) if !items.is_empty() => items,
+        Some(Json::Array(_)) | None | Some(Json::Null) => {
+            cx.problem("builders", "at least one builder is required");
+            return Vec::new();
+        }
+        Some(other) => {
+            cx.problem(
+                "builders",
+                format!("expected an array, got {}", json_type(other)),
+            );
+            return Vec::new();
+        }
+    };
+    let mut out: Vec<BuilderHead<'a>> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("builders[{i}]");
+        let Json::Object(map) = item else {
+            cx.problem(path, format!("expected an object, got {}", json_type(item)));
+            continue;
+        };
+        let type_ok = match map.get("type") {
+            Some(Json::String(t)) if t == "qemu" => true,
+            Some(Json::String(t)) => {
+                cx.problem(
+                    format!("{path}.type"),
+                    format!("builder type {t:?} is not supported: kiln only builds with qemu"),
+                );
+                false
+            }
+            Some(other) => {
+                cx.problem(
+                    format!("{path}.type"),
+                    format!("expected a string, got {}", json_type(other)),
+                );
+                false
+            }
+            None => {
+                cx.problem(format!("{path}.type"), "is required");
+                false
+            }
+        };
+        let name = match map.get("name") {
+            // Packer names a build after its builder type by default.
+            None | Some(Json::Null) => map
+                .get("type")
+                .and_then(Json::as_str)
+                .unwrap_or("qemu")
+                .to_string(),
+            Some(Json::String(n)) if !n.is_empty() => cx
+                .render(&format!("{path}.name"), n)
+                .unwrap_or_else(|| n.clone()),
+            Some(other) => {
+                cx.problem(
+                    format!("{path}.name"),
+                    format!("expected a non-empty string, got {}", json_type(other)),
+                );
+                continue;
+            }
+        };
+        if out.iter().any(|b| b.name == name) {
+            cx.problem(
+                format!("{path}.name"),
+                format!("duplicate build name {name:?}: give each builder a distinct name"),
+            );
+            continue;
+        }
+        out.push(BuilderHead {
+            path,
+            name,
+            map: type_ok.then_some(map),
+        });
+    }
+    out
+}
+
+/// `only` / `except`.
+#[derive(Debug, Default)]
+pub struct Filter {
+    only: Option<BTreeSet<String>>,
+    except: BTreeSet<String>,
+}
+
+impl Filter {
+    pub fn applies(&self, build: &str) -> bool {
+        self.only.as_ref().is_none_or(|o| o.contains(build)) && !self.except.contains(build)
+    }
+}
+
+/// Reads `only`/`except`, reporting bad types and unknown build names.
+pub fn filter(cx: &Cx, path: &str, map: &Map<String, Json>, builds: &[String]) -> Filter {
+    let names = |key: &str| -> Option<BTreeSet<String>> {
+        let v = map.get(key).filter(|v| !v.is_null())?;
+        let kpath = format!("{path}.{key}");
+        let Json::Array(items) = v else {
+            cx.problem(
+                kpath,
+                format!("expected an array of build names, got {}", json_type(v)),
+            );
+            return Some(BTreeSet::new());
+        };
+        let mut set = BTreeSet::new();
+        for (i, item) in items.iter().enumerate() {
+            match item {
+                Json::String(n) if builds.contains(n) => {
+                    set.insert(n.clone());
+                }
+                Json::String(n) => cx.problem(
+                    format!("{kpath}[{i}]"),
+                    format!("no build is named {n:?} (builds: {})", builds.join(", ")),
+                ),
+                other => cx.problem(
+                    format!("{kpath}[{i}]"),
+                    format!("expected a build name, got {}", json_type(other)),
+                ),
+            }
+        }
+        Some(set)
+    };
+    let only = names("only");
+    let except = names("except").unwrap_or_default();
+    if only.is_some() && !except.is_empty() {
+        cx.problem(path.to_string(), "only one of only and except may be set");
+    }
+    Filter { only, except }
+}
+
+/// The same filter, problems already reported.
+pub fn filter_quiet(map: &Map<String, Json>) -> Filter {
+    let names = |key: &str| -> Option<BTreeSet<String>> {
+        let Some(Json::Array(items)) = map.get(key) else {
+            return None;
+        };
+        Some(
+            items
+                .iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect(),
+        )
+    };
+    Filter {
+        only: names("only"),
+        except: names("except").unwrap_or_default(),
+    }
+}
+
+pub struct ProvisionerHead<'a> {
+    pub path: String,
+    pub index: usize,
+    pub type_name: String,
+    pub map: Map<String, Json>,
+    pub filter: Filter,
+    pub overrides: Vec<(String, &'a Map<String, Json>)>,
+}
+
+pub fn provisioner_heads<'a>(
+    cx: &Cx,
+    section: Option<&'a Json>,
+    builds: &[String],
+) -> Vec<ProvisionerHead<'a>> {
+    let items = match section {
+        None | Some(Json::Null) => return Vec::new(),
+        Some(Json::Array(items)) => items,
+        Some(other) => {
+            cx.problem(
+                "provisioners",
+                format!("expected an array, got {}", json_type(other)),
+            );
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("provisioners[{i}]");
+        let Json::Object(map) = item else {
+            cx.problem(path, format!("expected an object, got {}", json_type(item)));
+            continue;
+        };
+        let type_name = match map.get("type") {
+            Some(Json::String(t)) => t.clone(),
+            Some(other) => {
+                cx.problem(
+                    format!("{path}.type"),
+                    format!("expected a string, got {}", json_type(other)),
+                );
+                continue;
+            }
+            None => {
+                cx.problem(format!("{path}.type"), "is required");
+                continue;
+            }
+        };
+        let filter = filter(cx, &path, map, builds);
+        let mut overrides = Vec::new();
+        match map.get("override") {
+            None | Some(Json::Null) => {}
+            Some(Json::Object(over)) => {
+                for (name, v) in over {
+                    let opath = format!("{path}.override.{name}");
+                    if !builds.contains(name) {
+                        cx.problem(
+                            opath,
+                            format!("no build is named {name:?} (builds: {})", builds.join(", ")),
+                        );
+                        continue;
+                    }
+                    match v {
+                        Json::Object(m) => overrides.push((name.clone(), m)),
+                        other => cx.problem(
+                            opath,
+                            format!("expected an object, got {}", json_type(other)),
+                        ),
+                    }
+                }
+            }
+            Some(other) => cx.problem(
+                format!("{path}.override"),
+                format!(
+                    "expected an object keyed by build name, got {}",
+                    json_type(other)
+                ),
+            ),
+        }
+        out.push(ProvisionerHead {
+            path,
+            index: i,
+            type_name,
+            map: map.clone(),
+            filter,
+            overrides,
+        });
+    }
+    out
+}

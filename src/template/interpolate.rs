@@ -1,0 +1,588 @@
+//! A parser and evaluator for the subset of Go's `text/template` that Packer
+//! templates use: `{{ }}` actions holding string literals (double-quoted with
+//! escapes, or backquoted), integers, booleans, function calls, pipelines
+//! `a | b`, parenthesised sub-pipelines, `.Field` references and comments.
+//!
+//! Field references are never known at load time, so an action that holds one
+//! is kept verbatim for [`super::render_late`] to fill in later.
+
+use std::fmt;
+
+/// A value flowing through a pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    Str(String),
+    Int(i64),
+    Bool(bool),
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Str(s) => f.write_str(s),
+            Value::Int(i) => write!(f, "{i}"),
+            Value::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EvalError {
+    Message(String),
+    /// `user` named a variable that has no value (yet): variable resolution
+    /// retries these once more variables are known.
+    UnknownVariable(String),
+    /// `user` named a variable whose own problem is already reported: the
+    /// string is abandoned without a second, derived message.
+    AlreadyReported,
+}
+
+impl fmt::Display for EvalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EvalError::Message(m) => f.write_str(m),
+            EvalError::UnknownVariable(v) => write!(f, "variable {v:?} is not declared"),
+            EvalError::AlreadyReported => f.write_str("refers to a variable that has a problem"),
+        }
+    }
+}
+
+/// What an expression can call and reference.
+pub trait Resolver {
+    fn is_function(&self, name: &str) -> bool;
+    fn call(&self, name: &str, args: &[Value]) -> Result<Value, EvalError>;
+    /// `None` keeps the whole action verbatim.
+    fn field(&self, name: &str) -> Option<Value>;
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Operand {
+    Str(String),
+    Int(i64),
+    Bool(bool),
+    Field(String),
+    Ident(String),
+    Paren(Pipeline),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Pipeline(Vec<Vec<Operand>>);
+
+#[derive(Debug, Clone, PartialEq)]
+enum Segment {
+    Text(String),
+    Action {
+        /// The action as written, `{{` to `}}`, to keep it verbatim.
+        src: String,
+        trim_left: bool,
+        trim_right: bool,
+        /// `None` for a comment.
+        pipeline: Option<Pipeline>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Token {
+    LParen,
+    RParen,
+    Pipe,
+    Str(String),
+    Int(i64),
+    Ident(String),
+    Field(String),
+}
+
+/// A parsed template string.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template(Vec<Segment>);
+
+impl Template {
+    pub fn parse(text: &str) -> Result<Template, String> {
+        parse(text).map(Template)
+    }
+
+    pub fn render(&self, r: &dyn Resolver) -> Result<String, EvalError> {
+        let mut outputs: Vec<Option<String>> = Vec::with_capacity(self.0.len());
+        for seg in &self.0 {
+            outputs.push(match seg {
+                Segment::Text(_) => None,
+                Segment::Action { pipeline: None, .. } => Some(String::new()),
+                Segment::Action {
+                    pipeline: Some(p), ..
+                } => {
+                    check_functions(p, r)?;
+                    eval_pipeline(p, r)?.map(|v| v.to_string())
+                }
+            });
+        }
+        let mut out = String::new();
+        for (i, seg) in self.0.iter().enumerate() {
+            match seg {
+                Segment::Text(t) => {
+                    let mut t = t.as_str();
+                    // Trimming only applies next to actions that were evaluated:
+                    // a kept action keeps its markers for the later pass.
+                    if i > 0
+                        && outputs[i - 1].is_some()
+                        && matches!(
+                            self.0[i - 1],
+                            Segment::Action {
+                                trim_right: true,
+                                ..
+                            }
+                        )
+                    {
+                        t = t.trim_start();
+                    }
+                    if i + 1 < self.0.len()
+                        && outputs[i + 1].is_some()
+                        && matches!(
+                            self.0[i + 1],
+                            Segment::Action {
+                                trim_left: true,
+                                ..
+                            }
+                        )
+                    {
+                        t = t.trim_end();
+                    }
+                    out.push_str(t);
+                }
+                Segment::Action { src, .. } => match &outputs[i] {
+                    Some(v) => out.push_str(v),
+                    None => out.push_str(src),
+                },
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Parses and renders in one go.
+pub fn render(text: &str, r: &dyn Resolver) -> Result<String, EvalError> {
+    if !text.contains("{{") {
+        return Ok(text.to_string());
+    }
+    Template::parse(text).map_err(EvalError::Message)?.render(r)
+}
+
+fn check_functions(p: &Pipeline, r: &dyn Resolver) -> Result<(), EvalError> {
+    for cmd in &p.0 {
+        for op in cmd {
+            match op {
+                Operand::Ident(name) if !r.is_function(name) => {
+                    return Err(EvalError::Message(format!(
+                        "function {name:?} is not defined"
+                    )));
+                }
+                Operand::Paren(inner) => check_functions(inner, r)?,
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+fn eval_pipeline(p: &Pipeline, r: &dyn Resolver) -> Result<Option<Value>, EvalError> {
+    let mut piped: Option<Value> = None;
+    for cmd in &p.0 {
+        match eval_command(cmd, piped.take(), r)? {
+            Some(v) => piped = Some(v),
+            None => return Ok(None),
+        }
+    }
+    Ok(piped)
+}
+
+fn eval_command(
+    cmd: &[Operand],
+    piped: Option<Value>,
+    r: &dyn Resolver,
+) -> Result<Option<Value>, EvalError> {
+    let Some((first, rest)) = cmd.split_first() else {
+        return Err(EvalError::Message("empty command".into()));
+    };
+    if let Operand::Ident(name) = first {
+        let mut args = Vec::with_capacity(rest.len() + 1);
+        for op in rest {
+            match eval_operand(op, r)? {
+                Some(v) => args.push(v),
+                None => return Ok(None),
+            }
+        }
+        args.extend(piped);
+        return r.call(name, &args).map(Some);
+    }
+    if !rest.is_empty() || piped.is_some() {
+        return Err(EvalError::Message(
+            "cannot give arguments to a value that is not a function".into(),
+        ));
+    }
+    eval_operand(first, r)
+}
+
+fn eval_operand(op: &Operand, r: &dyn Resolver) -> Result<Option<Value>, EvalError> {
+    Ok(match op {
+        Operand::Str(s) => Some(Value::Str(s.clone())),
+        Operand::Int(i) => Some(Value::Int(*i)),
+        Operand::Bool(b) => Some(Value::Bool(*b)),
+        Operand::Field(f) => r.field(f),
+        // A bare identifier as an argument is a call without arguments, as in Go.
+        Operand::Ident(name) => Some(r.call(name, &[])?),
+        Operand::Paren(p) => eval_pipeline(p, r)?,
+    })
+}
+
+fn parse(text: &str) -> Result<Vec<Segment>, String> {
+    let mut segs = Vec::new();
+    let mut rest = text;
+    let mut offset = 0;
+    while let Some(start) = rest.find("{{") {
+        if start > 0 {
+            segs.push(Segment::Text(rest[..start].to_string()));
+        }
+        let after = &rest[start + 2..];
+        let (len, seg) = parse_action(after).map_err(|e| {
+            format!(
+                "{e} (in the action starting at character {})",
+                offset + start + 1
+            )
+        })?;
+        let src_end = start + 2 + len;
+        let src = rest[start..src_end].to_string();
+        segs.push(match seg {
+            Segment::Action {
+                trim_left,
+                trim_right,
+                pipeline,
+                ..
+            } => Segment::Action {
+                src,
+                trim_left,
+                trim_right,
+                pipeline,
+            },
+            other => other,
+        });
+        offset += src_end;
+        rest = &rest[src_end..];
+    }
+    if !rest.is_empty() {
+        segs.push(Segment::Text(rest.to_string()));
+    }
+    Ok(segs)
+}
+
+/// Parses one action from just after its `{{`; returns how many bytes it
+/// used, through the closing `}}`.
+fn parse_action(s: &str) -> Result<(usize, Segment), String> {
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    let mut trim_left = false;
+    if bytes.first() == Some(&b'-') && bytes.get(1).is_some_and(|b| b.is_ascii_whitespace()) {
+        trim_left = true;
+        i = 1;
+    }
+    // Comments: `{{/* ... */}}`, optionally with trim markers.
+    let after_ws = i + s[i..].len() - s[i..].trim_start().len();
+    if s[after_ws..].starts_with("/*") {
+        let Some(end) = s[after_ws + 2..].find("*/") else {
+            return Err("unterminated comment".into());
+        };
+        let mut j = after_ws + 2 + end + 2;
+        let tail = &s[j..];
+        let trimmed = tail.trim_start();
+        let mut trim_right = false;
+        let k = if let Some(t) = trimmed.strip_prefix("-}}") {
+            trim_right = true;
+            tail.len() - t.len()
+        } else if let Some(t) = trimmed.strip_prefix("}}") {
+            tail.len() - t.len()
+        } else {
+            return Err("comment must be followed by }}".into());
+        };
+        j += k;
+        return Ok((
+            j,
+            Segment::Action {
+                src: String::new(),
+                trim_left,
+                trim_right,
+                pipeline: None,
+            },
+        ));
+    }
+    let mut tokens = Vec::new();
+    let mut trim_right = false;
+    let end;
+    loop {
+        let Some(&c) = bytes.get(i) else {
+            return Err("unterminated {{: missing }}".into());
+        };
+        if s[i..].starts_with("}}") {
+            end = i + 2;
+            break;
+        }
+        if c == b'-' && s[i + 1..].starts_with("}}") && i > 0 && bytes[i - 1].is_ascii_whitespace()
+        {
+            trim_right = true;
+            end = i + 3;
+            break;
+        }
+        match c {
+            b' ' | b'\t' | b'\r' | b'\n' => i += 1,
+            b'(' => {
+                tokens.push(Token::LParen);
+                i += 1;
+            }
+            b')' => {
+                tokens.push(Token::RParen);
+                i += 1;
+            }
+            b'|' => {
+                tokens.push(Token::Pipe);
+                i += 1;
+            }
+            b'`' => {
+                let Some(close) = s[i + 1..].find('`') else {
+                    return Err("unterminated raw string".into());
+                };
+                tokens.push(Token::Str(s[i + 1..i + 1 + close].to_string()));
+                i += close + 2;
+            }
+            b'"' => {
+                let (len, value) = lex_quoted(&s[i..])?;
+                tokens.push(Token::Str(value));
+                i += len;
+            }
+            b'.' => {
+                let name_len = s[i + 1..]
+                    .find(|ch: char| !(ch.is_alphanumeric() || ch == '_' || ch == '.'))
+                    .unwrap_or(s.len() - i - 1);
+                tokens.push(Token::Field(s[i + 1..i + 1 + name_len].to_string()));
+                i += 1 + name_len;
+            }
+            b'-' | b'+' | b'0'..=b'9' => {
+                let len = s[i + 1..]
+                    .find(|ch: char| !ch.is_ascii_digit())
+                    .unwrap_or(s.len() - i - 1)
+                    + 1;
+                let lit = &s[i..i + len];
+                let n = lit
+                    .parse::<i64>()
+                    .map_err(|_| format!("bad number {lit:?}"))?;
+                tokens.push(Token::Int(n));
+                i += len;
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let len = s[i..]
+                    .find(|ch: char| !(ch.is_alphanumeric() || ch == '_'))
+                    .unwrap_or(s.len() - i);
+                tokens.push(Token::Ident(s[i..i + len].to_string()));
+                i += len;
+            }
+            b'$' => return Err("template variables ($x) are not supported".into()),
+            _ => {
+                let ch = s[i..].chars().next().unwrap_or('?');
+                return Err(format!("unexpected character {ch:?}"));
+            }
+        }
+    }
+    let mut pos = 0;
+    let pipeline = parse_pipeline(&tokens, &mut pos)?;
+    if pos != tokens.len() {
+        return Err("unexpected )".into());
+    }
+    Ok((
+        end,
+        Segment::Action {
+            src: String::new(),
+            trim_left,
+            trim_right,
+            pipeline: Some(pipeline),
+        },
+    ))
+}
+
+/// Lexes a Go double-quoted string; returns the bytes used and its value.
+fn lex_quoted(s: &str) -> Result<(usize, String), String> {
+    let mut out = String::new();
+    let mut chars = s.char_indices().skip(1);
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => return Ok((i + 1, out)),
+            '\n' => break,
+            '\\' => {
+                let Some((_, e)) = chars.next() else { break };
+                match e {
+                    'n' => out.push('\n'),
+                    't' => out.push('\t'),
+                    'r' => out.push('\r'),
+                    '\\' => out.push('\\'),
+                    '"' => out.push('"'),
+                    '\'' => out.push('\''),
+                    'a' => out.push('\x07'),
+                    'b' => out.push('\x08'),
+                    'f' => out.push('\x0c'),
+                    'v' => out.push('\x0b'),
+                    'x' | 'u' | 'U' => {
+                        let n = match e {
+                            'x' => 2,
+                            'u' => 4,
+                            _ => 8,
+                        };
+                        let hex: String = (0..n)
+                            .filter_map(|_| chars.next().map(|(_, c)| c))
+                            .collect();
+                        let code = u32::from_str_radix(&hex, 16)
+                            .ok()
+                            .filter(|_| hex.len() == n)
+                            .and_then(char::from_u32)
+                            .ok_or_else(|| format!("bad escape \\{e}{hex}"))?;
+                        out.push(code);
+                    }
+                    other => return Err(format!("unknown escape \\{other} in string")),
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    Err("unterminated quoted string".into())
+}
+
+fn parse_pipeline(tokens: &[Token], pos: &mut usize) -> Result<Pipeline, String> {
+    let mut cmds = Vec::new();
+    let mut cmd = Vec::new();
+    while let Some(tok) = tokens.get(*pos) {
+        match tok {
+            Token::RParen => break,
+            Token::Pipe => {
+                if cmd.is_empty() {
+                    return Err("missing command before |".into());
+                }
+                cmds.push(std::mem::take(&mut cmd));
+                *pos += 1;
+                continue;
+            }
+            Token::LParen => {
+                *pos += 1;
+                let inner = parse_pipeline(tokens, pos)?;
+                if tokens.get(*pos) != Some(&Token::RParen) {
+                    return Err("unclosed (".into());
+                }
+                if inner.0.is_empty() {
+                    return Err("empty ( )".into());
+                }
+                cmd.push(Operand::Paren(inner));
+            }
+            Token::Str(s) => cmd.push(Operand::Str(s.clone())),
+            Token::Int(n) => cmd.push(Operand::Int(*n)),
+            Token::Field(f) => cmd.push(Operand::Field(f.clone())),
+            Token::Ident(id) => cmd.push(match id.as_str() {
+                "true" => Operand::Bool(true),
+                "false" => Operand::Bool(false),
+                _ => Operand::Ident(id.clone()),
+            }),
+        }
+        *pos += 1;
+    }
+    if cmd.is_empty() {
+        if cmds.is_empty() {
+            return Err("empty action".into());
+        }
+        return Err("missing command after |".into());
+    }
+    cmds.push(cmd);
+    Ok(Pipeline(cmds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Joins its arguments with `+`; fields named `Known` are known.
+    struct Echo;
+    impl Resolver for Echo {
+        fn is_function(&self, name: &str) -> bool {
+            matches!(name, "join" | "zero")
+        }
+        fn call(&self, name: &str, args: &[Value]) -> Result<Value, EvalError> {
+            match name {
+                "zero" => Ok(Value::Str("0".into())),
+                _ => Ok(Value::Str(
+                    args.iter()
+                        .map(|a| a.to_string())
+                        .collect::<Vec<_>>()
+                        .join("+"),
+                )),
+            }
+        }
+        fn field(&self, name: &str) -> Option<Value> {
+            (name == "Known").then(|| Value::Str("K".into()))
+        }
+    }
+
+    fn r(s: &str) -> Result<String, EvalError> {
+        render(s, &Echo)
+    }
+
+    #[test]
+    fn literals_and_quotes() {
+        assert_eq!(r("a{{ \"x\\ty\\\"\" }}b").unwrap(), "ax\ty\"b");
+        assert_eq!(r("{{`raw \\n`}}").unwrap(), "raw \\n");
+        assert_eq!(r("{{ \"\\u00e9\" }}").unwrap(), "é");
+        assert_eq!(r("{{ 42 }}").unwrap(), "42");
+        assert_eq!(r("{{ true }}").unwrap(), "true");
+        assert_eq!(r("{{ \"}}\" }}").unwrap(), "}}");
+        assert_eq!(r("no actions").unwrap(), "no actions");
+    }
+
+    #[test]
+    fn calls_pipelines_and_nesting() {
+        assert_eq!(r("{{join `a` 1}}").unwrap(), "a+1");
+        assert_eq!(r("{{ `a` | join `b` }}").unwrap(), "b+a");
+        assert_eq!(r("{{ join (join `x` `y`) `z` }}").unwrap(), "x+y+z");
+        assert_eq!(r("{{ join zero `z` }}").unwrap(), "0+z");
+        assert_eq!(r("{{ `a` | join `b` | join `c` }}").unwrap(), "c+b+a");
+    }
+
+    #[test]
+    fn late_references_kept_verbatim() {
+        assert_eq!(
+            r("x {{ .Vars }} {{.Path}}").unwrap(),
+            "x {{ .Vars }} {{.Path}}"
+        );
+        assert_eq!(
+            r("{{ .Name | join `a` }}").unwrap(),
+            "{{ .Name | join `a` }}"
+        );
+        assert_eq!(r("{{ .Known }}").unwrap(), "K");
+        assert_eq!(r("a {{- .Path -}} b").unwrap(), "a {{- .Path -}} b");
+    }
+
+    #[test]
+    fn trimming_and_comments() {
+        assert_eq!(r("a  {{- `x` -}}  b").unwrap(), "axb");
+        assert_eq!(r("a {{/* note */}}b").unwrap(), "a b");
+        assert_eq!(r("a {{- /* note */ -}} b").unwrap(), "ab");
+        assert_eq!(r("{{ -1 }}").unwrap(), "-1");
+    }
+
+    #[test]
+    fn errors() {
+        let e = r("abc {{ `x` ").unwrap_err().to_string();
+        assert!(e.contains("unterminated {{"), "{e}");
+        assert!(r("{{ \"abc }}").is_err());
+        assert!(r("{{ }}").is_err());
+        assert!(r("{{ `a` | }}").is_err());
+        assert!(r("{{ (join `a` }}").is_err());
+        assert!(r("{{ $x }}").is_err());
+        assert_eq!(
+            r("{{ nope 1 }}").unwrap_err().to_string(),
+            "function \"nope\" is not defined"
+        );
+        // Unknown functions are reported even beside a late reference.
+        assert!(r("{{ .Path | nope }}").is_err());
+        assert!(r("{{ `a` `b` }}").is_err());
+    }
+}
