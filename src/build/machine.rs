@@ -311,7 +311,7 @@ impl Machine {
             session = Session::connect(&ssh) => session,
             status = process.exited() => {
                 return Err(MachineError::ExitedEarly {
-                    status: status,
+                    status,
                     serial_tail: serial_tail(&self.serial_log, 20),
                 });
             }

@@ -73,7 +73,7 @@ impl Ui {
             let mut interval = tokio::time::interval(Duration::from_millis(250));
             loop {
                 interval.tick().await;
-                ui.with_state(|state| redraw(state));
+                ui.with_state(redraw);
             }
         }))
     }
