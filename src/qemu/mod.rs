@@ -194,4 +194,74 @@ mod tests {
         };
         assert_eq!(err.to_string(), "QEMU exited at once (exit code 1): boom");
     }
+
+    /// Every shape of argv kiln produces must be one QEMU accepts.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn qemu_accepts_the_command_lines_kiln_builds() {
+        let qemu = "qemu-system-x86_64";
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("disk.qcow2");
+        let made = std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&disk)
+            .arg("64M")
+            .status()
+            .expect("qemu-img is needed for this test");
+        assert!(made.success());
+        let iso = dir.path().join("a,b.iso");
+        std::fs::write(&iso, vec![0u8; 2048]).unwrap();
+        let seed = dir.path().join("seed.iso");
+        std::fs::write(&seed, vec![0u8; 2048]).unwrap();
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let ovmf = std::path::Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd").is_file();
+        let cases = [
+            ("virtio", false, false),
+            // QEMU itself refuses read-only IDE disks.
+            ("ide", false, false),
+            ("virtio-scsi", false, ovmf),
+            ("scsi", true, false),
+        ];
+        for (interface, read_only, efi_boot) in cases {
+            let spec = LaunchSpec {
+                binary: qemu.into(),
+                vm_name: "kiln-test".into(),
+                accel: Accel::Tcg,
+                machine_type: "pc".into(),
+                cpus: 2,
+                memory_mib: 128,
+                disks: vec![Disk {
+                    path: disk.clone(),
+                    format: "qcow2".into(),
+                    interface: interface.into(),
+                    cache: "writeback".into(),
+                    discard: "unmap".into(),
+                    detect_zeroes: "unmap".into(),
+                    read_only,
+                }],
+                cdroms: vec![iso.clone(), seed.clone()],
+                net_device: "virtio-net".into(),
+                ssh_forward: Some((port, 22)),
+                firmware: None,
+                efi_boot,
+                headless: true,
+                qmp_socket: dir.path().join("qmp.sock"),
+                serial_log: dir.path().join("serial.log"),
+                extra_args: vec![vec!["-no-reboot".into()]],
+            };
+            prepare_efi_vars(&spec).unwrap();
+            let mut process = QemuProcess::spawn(qemu, &argv(&spec))
+                .await
+                .unwrap_or_else(|err| panic!("{interface}: {err}"));
+            let qmp = Qmp::connect(&spec.qmp_socket, std::time::Duration::from_secs(10))
+                .await
+                .unwrap_or_else(|err| panic!("{interface}: {err}: {}", process.stderr_tail()));
+            assert_eq!(qmp.run_state().await.unwrap(), "running", "{interface}");
+            drop(qmp);
+            process.kill();
+        }
+    }
 }

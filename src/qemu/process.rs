@@ -6,7 +6,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
 use super::QemuError;
@@ -85,21 +85,24 @@ impl QemuProcess {
         Ok(process)
     }
 
-    /// QEMU sends the QMP greeting only from its main loop, after every
-    /// device and netdev (host forwarding included) is set up: a greeting
-    /// means QEMU really started, an exit first means it did not.
+    /// QEMU's QMP greeting comes from the monitor's own I/O thread, possibly
+    /// before the machine is built (a device that fails to realize exits
+    /// QEMU after it). Commands, though, run in the main loop, which starts
+    /// only once every netdev and device is set up: an answer to
+    /// `query-status` means QEMU really started, an exit first means it did
+    /// not.
     async fn wait_started(&mut self, qmp: Option<PathBuf>) -> Result<(), QemuError> {
         let ready = async {
             match qmp {
                 Some(path) => {
                     let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
                     while tokio::time::Instant::now() < deadline {
-                        if greeting_arrives(&path).await {
+                        if main_loop_answers(&path).await {
                             return;
                         }
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
-                    tracing::debug!(path = %path.display(), "no QMP greeting yet; assuming QEMU started");
+                    tracing::debug!(path = %path.display(), "QMP still silent; assuming QEMU started");
                 }
                 None => tokio::time::sleep(STARTUP_GRACE).await,
             }
@@ -265,7 +268,7 @@ fn qmp_socket(argv: &[String]) -> Option<PathBuf> {
     Some(PathBuf::from(path))
 }
 
-async fn greeting_arrives(path: &std::path::Path) -> bool {
+async fn main_loop_answers(path: &std::path::Path) -> bool {
     let Ok(Ok(stream)) = tokio::time::timeout(
         Duration::from_secs(1),
         tokio::net::UnixStream::connect(path),
@@ -274,15 +277,27 @@ async fn greeting_arrives(path: &std::path::Path) -> bool {
     else {
         return false;
     };
-    let mut line = String::new();
-    let mut reader = BufReader::new(stream);
-    // The connection is accepted by the kernel before QEMU's main loop
-    // runs; the greeting comes only from the main loop. A slow start under
-    // load just takes another round.
-    matches!(
-        tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line)).await,
-        Ok(Ok(n)) if n > 0 && line.contains("\"QMP\"")
-    )
+    let (read, mut write) = stream.into_split();
+    let probe = concat!(
+        "{\"execute\": \"qmp_capabilities\"}\n",
+        "{\"execute\": \"query-status\", \"id\": \"kiln-probe\"}\n"
+    );
+    if write.write_all(probe.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut lines = BufReader::new(read).lines();
+    let answered = async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("kiln-probe") && line.contains("\"return\"") {
+                return true;
+            }
+        }
+        false
+    };
+    // Under load QEMU may take a while; another round follows.
+    tokio::time::timeout(Duration::from_secs(5), answered)
+        .await
+        .unwrap_or(false)
 }
 
 fn describe_status(status: ExitStatus) -> String {
@@ -347,7 +362,7 @@ mod tests {
             .rsplit(')')
             .next()
             .and_then(|rest| rest.split_whitespace().next());
-        stat.len() > 0 && state != Some("Z") && unsafe { libc::kill(pid as i32, 0) } == 0
+        !stat.is_empty() && state != Some("Z") && unsafe { libc::kill(pid as i32, 0) } == 0
     }
 
     #[tokio::test]
@@ -364,6 +379,28 @@ mod tests {
         assert!(matches!(err, QemuError::Exited { .. }), "{err:?}");
         assert!(text.contains("lots"), "{text}");
         assert!(!err.is_port_in_use());
+    }
+
+    /// QEMU greets on QMP before building the machine: a device that fails
+    /// afterwards must still fail spawn, not a later step.
+    #[tokio::test]
+    async fn a_device_failing_after_the_greeting_fails_spawn() {
+        require_qemu();
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("disk.raw");
+        std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+        let mut argv = base_argv(dir.path());
+        argv.extend([
+            "-drive".into(),
+            format!("file={},if=ide,format=raw,readonly=on", disk.display()),
+        ]);
+        for _ in 0..3 {
+            let err = QemuProcess::spawn(QEMU, &argv)
+                .await
+                .err()
+                .expect("QEMU started");
+            assert!(err.to_string().contains("read-only"), "{err}");
+        }
     }
 
     #[tokio::test]

@@ -19,10 +19,10 @@ use tokio::sync::broadcast::error::RecvError;
 use super::{Accel, QemuError, Qmp, cpu_has_virtualization};
 
 const STATE_POLL: Duration = Duration::from_millis(250);
-const REGISTER_POLL: Duration = Duration::from_secs(1);
+const REGISTER_POLL: Duration = Duration::from_millis(500);
 /// How long a stuck vCPU is tolerated on a host without vmx/svm, where a
 /// working KVM is not expected in the first place.
-const STALL_WINDOW_SUSPECT_HOST: Duration = Duration::from_secs(5);
+const STALL_WINDOW_SUSPECT_HOST: Duration = Duration::from_secs(3);
 /// The same on a host with hardware virtualisation: long enough that no
 /// healthy boot looks like this.
 const STALL_WINDOW_VIRT_HOST: Duration = Duration::from_secs(60);
@@ -85,6 +85,7 @@ pub async fn watch_guest(qmp: &Qmp, accel: Accel, serial_log: &Path) -> QemuErro
                             halted,
                             serial_len: file_len(serial_log),
                         };
+                        tracing::trace!(?sample, "vCPU sample");
                         if let Some(detail) = stalls.observe(sample) {
                             return QemuError::KvmUnusable { detail };
                         }
@@ -455,6 +456,7 @@ mod tests {
                 return;
             }
         };
+        eprintln!("QEMU up after {:?}", started.elapsed());
         let qmp = Qmp::connect(&dir.path().join("qmp.sock"), Duration::from_secs(10))
             .await
             .unwrap();
@@ -467,6 +469,7 @@ mod tests {
         })
         .await
         .expect("KVM failure not detected within 20 s");
+        // The build's wait would end here, long before any ssh_timeout.
         let elapsed = started.elapsed();
         match outcome {
             Ok(err) => {
