@@ -50,7 +50,8 @@ pub async fn watch_guest(qmp: &Qmp, accel: Accel, serial_log: &Path) -> QemuErro
             return failure;
         }
     }
-    let window = if host_has_virtualization() {
+    let virt_host = host_has_virtualization();
+    let window = if virt_host {
         STALL_WINDOW_VIRT_HOST
     } else {
         STALL_WINDOW_SUSPECT_HOST
@@ -86,7 +87,10 @@ pub async fn watch_guest(qmp: &Qmp, accel: Accel, serial_log: &Path) -> QemuErro
                             serial_len: file_len(serial_log),
                         };
                         tracing::trace!(?sample, "vCPU sample");
-                        if let Some(detail) = stalls.observe(sample) {
+                        if let Some(mut detail) = stalls.observe(sample) {
+                            if !virt_host {
+                                detail.push_str("; this CPU advertises neither vmx nor svm");
+                            }
                             return QemuError::KvmUnusable { detail };
                         }
                     }
@@ -388,7 +392,8 @@ mod tests {
     /// past the firmware; otherwise plain SeaBIOS with no boot device.
     fn test_kernel() -> Option<PathBuf> {
         if let Some(path) = std::env::var_os("KILN_TEST_KERNEL") {
-            return Some(PathBuf::from(path));
+            // Set but empty: pretend there is none.
+            return (!path.is_empty()).then(|| PathBuf::from(path));
         }
         let dir = std::fs::read_dir("/tmp/kiln-kernel/x/boot").ok()?;
         dir.filter_map(Result::ok)
@@ -438,15 +443,25 @@ mod tests {
             eprintln!("note: this host has working KVM; nothing to detect");
             return;
         }
-        let Some(kernel) = test_kernel() else {
-            eprintln!(
-                "note: no test kernel (set KILN_TEST_KERNEL or unpack a Debian cloud kernel \
-                 under /tmp/kiln-kernel/x/boot); skipping"
-            );
-            return;
-        };
         let dir = tempfile::tempdir().unwrap();
-        let argv = test_argv(dir.path(), "kvm", Some(&kernel));
+        let argv = match test_kernel() {
+            Some(kernel) => test_argv(dir.path(), "kvm", Some(&kernel)),
+            None => {
+                // Without a kernel: a boot sector that spins on `jmp $`.
+                eprintln!("note: no test kernel; booting a spinning boot sector instead");
+                let mut mbr = vec![0u8; 512];
+                mbr[..2].copy_from_slice(&[0xeb, 0xfe]);
+                mbr[510..].copy_from_slice(&[0x55, 0xaa]);
+                let image = dir.path().join("spin.img");
+                std::fs::write(&image, mbr).unwrap();
+                let mut argv = test_argv(dir.path(), "kvm", None);
+                argv.extend([
+                    "-drive".into(),
+                    format!("file={},format=raw,if=ide", image.display()),
+                ]);
+                argv
+            }
+        };
         let started = std::time::Instant::now();
         let mut process = match QemuProcess::spawn(QEMU, &argv).await {
             Ok(process) => process,
