@@ -2,7 +2,19 @@
 //! (its own process group, killed when kiln goes away), the QMP client, and
 //! the choice of accelerator.
 
+mod accel;
+mod argv;
+mod process;
+mod qmp;
+mod watch;
+
 use std::path::PathBuf;
+
+pub use accel::{choose_accel, cpu_has_virtualization, detect_accel};
+pub use argv::{argv, display_available, efi_vars_path, merge_qemuargs, prepare_efi_vars};
+pub use process::QemuProcess;
+pub use qmp::Qmp;
+pub use watch::watch_guest;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accel {
@@ -43,6 +55,9 @@ pub struct LaunchSpec {
     pub ssh_forward: Option<(u16, u16)>,
     pub firmware: Option<PathBuf>,
     pub efi_boot: bool,
+    /// `-display none`. The caller decides: a template that is not headless
+    /// on a host without `DISPLAY`/`WAYLAND_DISPLAY` should set this too
+    /// (see [`display_available`]), as QEMU would fail to open a window.
     pub headless: bool,
     pub qmp_socket: PathBuf,
     pub serial_log: PathBuf,
@@ -50,17 +65,78 @@ pub struct LaunchSpec {
     pub extra_args: Vec<Vec<String>>,
 }
 
-/// The full argv (without the binary itself).
-pub fn argv(spec: &LaunchSpec) -> Vec<String> {
-    let _ = spec;
-    todo!("qemu::argv")
-}
+/// What kiln says when a guest under KVM fails: on this kind of host the
+/// cure is always the same.
+pub const KVM_HINT: &str =
+    "KVM failed on this machine (the CPU may lack vmx/svm); use accelerator tcg";
 
 /// Why QEMU could not be started, talked to, or kept running.
 #[derive(Debug, thiserror::Error)]
 pub enum QemuError {
+    #[error("could not start {binary}: {source}")]
+    Spawn {
+        binary: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// QEMU exited while starting; `stderr` is the tail of what it printed.
+    #[error("QEMU exited at once ({status}){}", stderr_suffix(.stderr))]
+    Exited { status: String, stderr: String },
+    #[error("could not connect to QMP at {path}: {reason}")]
+    QmpConnect { path: PathBuf, reason: String },
+    /// QEMU answered a command with an error.
+    #[error("QMP command {command} failed: {class}: {desc}")]
+    Qmp {
+        command: String,
+        class: String,
+        desc: String,
+    },
+    /// The QMP conversation itself broke (connection closed, bad JSON, no
+    /// answer in time).
+    #[error("QMP: {0}")]
+    QmpProtocol(String),
+    /// The guest reached a state it cannot recover from.
+    #[error("the guest failed: {state}{}{}", detail_suffix(.detail), kvm_suffix(*.kvm))]
+    GuestFailed {
+        state: String,
+        detail: String,
+        kvm: bool,
+    },
+    /// KVM accepted the guest but the vCPU makes no progress.
+    #[error("the guest makes no progress under KVM ({detail}): {KVM_HINT}")]
+    KvmUnusable { detail: String },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Other(String),
+}
+
+fn stderr_suffix(stderr: &str) -> String {
+    if stderr.trim().is_empty() {
+        String::new()
+    } else {
+        format!(": {}", stderr.trim())
+    }
+}
+
+fn detail_suffix(detail: &str) -> String {
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(" ({detail})")
+    }
+}
+
+fn kvm_suffix(kvm: bool) -> String {
+    if kvm {
+        format!("; {KVM_HINT}")
+    } else {
+        String::new()
+    }
 }
 
 impl QemuError {
@@ -72,77 +148,120 @@ impl QemuError {
     /// (another process bound it after kiln probed it): worth a retry on
     /// another port.
     pub fn is_port_in_use(&self) -> bool {
-        todo!("qemu::QemuError::is_port_in_use")
+        match self {
+            QemuError::Exited { stderr, .. } => {
+                stderr.contains("Could not set up host forwarding rule")
+            }
+            _ => false,
+        }
     }
 }
 
-/// The accelerator to use when the template leaves it open, and why
-/// (for the log): KVM when `/dev/kvm` opens read-write and the CPU
-/// advertises `vmx` or `svm`, TCG otherwise.
-pub fn detect_accel() -> (Accel, String) {
-    todo!("qemu::detect_accel")
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// A running QEMU: its own process group, killed (the whole group) when this
-/// is dropped or kiln dies; stderr captured for error messages.
-pub struct QemuProcess {}
-
-impl QemuProcess {
-    /// Starts `binary argv...`. Fails if QEMU exits at once (bad arguments,
-    /// port in use, ...), with its stderr in the error.
-    pub async fn spawn(binary: &str, argv: &[String]) -> Result<QemuProcess, QemuError> {
-        let _ = (binary, argv);
-        todo!("qemu::QemuProcess::spawn")
+    #[test]
+    fn port_in_use_is_recognised_from_stderr() {
+        let err = QemuError::Exited {
+            status: "exit code 1".into(),
+            stderr: "qemu-system-x86_64: -netdev user,id=user.0,hostfwd=tcp:127.0.0.1:2222-:22: \
+                     Could not set up host forwarding rule 'tcp:127.0.0.1:2222-:22'"
+                .into(),
+        };
+        assert!(err.is_port_in_use());
+        let other = QemuError::Exited {
+            status: "exit code 1".into(),
+            stderr: "qemu-system-x86_64: -m foo: Parameter 'size' expects a size".into(),
+        };
+        assert!(!other.is_port_in_use());
+        assert!(!QemuError::other("x").is_port_in_use());
     }
 
-    /// Resolves when QEMU has exited; describes how (exit code or signal, and
-    /// the last lines of its stderr). Cancel-safe.
-    pub async fn exited(&mut self) -> String {
-        todo!("qemu::QemuProcess::exited")
+    #[test]
+    fn errors_read_well() {
+        let err = QemuError::GuestFailed {
+            state: "internal-error".into(),
+            detail: String::new(),
+            kvm: true,
+        };
+        let text = err.to_string();
+        assert!(text.contains("internal-error"), "{text}");
+        assert!(text.contains("use accelerator tcg"), "{text}");
+        let err = QemuError::Exited {
+            status: "exit code 1".into(),
+            stderr: "boom\n".into(),
+        };
+        assert_eq!(err.to_string(), "QEMU exited at once (exit code 1): boom");
     }
 
-    /// Waits up to `timeout` for QEMU to exit; `None` if it is still running.
-    pub async fn wait_timeout(&mut self, timeout: std::time::Duration) -> Option<String> {
-        let _ = timeout;
-        todo!("qemu::QemuProcess::wait_timeout")
+    /// Every shape of argv kiln produces must be one QEMU accepts.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn qemu_accepts_the_command_lines_kiln_builds() {
+        let qemu = "qemu-system-x86_64";
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("disk.qcow2");
+        let made = std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&disk)
+            .arg("64M")
+            .status()
+            .expect("qemu-img is needed for this test");
+        assert!(made.success());
+        let iso = dir.path().join("a,b.iso");
+        std::fs::write(&iso, vec![0u8; 2048]).unwrap();
+        let seed = dir.path().join("seed.iso");
+        std::fs::write(&seed, vec![0u8; 2048]).unwrap();
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let ovmf = std::path::Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd").is_file();
+        let cases = [
+            ("virtio", false, false),
+            // QEMU itself refuses read-only IDE disks.
+            ("ide", false, false),
+            ("virtio-scsi", false, ovmf),
+            ("scsi", true, false),
+        ];
+        for (interface, read_only, efi_boot) in cases {
+            let spec = LaunchSpec {
+                binary: qemu.into(),
+                vm_name: "kiln-test".into(),
+                accel: Accel::Tcg,
+                machine_type: "pc".into(),
+                cpus: 2,
+                memory_mib: 128,
+                disks: vec![Disk {
+                    path: disk.clone(),
+                    format: "qcow2".into(),
+                    interface: interface.into(),
+                    cache: "writeback".into(),
+                    discard: "unmap".into(),
+                    detect_zeroes: "unmap".into(),
+                    read_only,
+                }],
+                cdroms: vec![iso.clone(), seed.clone()],
+                net_device: "virtio-net".into(),
+                ssh_forward: Some((port, 22)),
+                firmware: None,
+                efi_boot,
+                headless: true,
+                qmp_socket: dir.path().join("qmp.sock"),
+                serial_log: dir.path().join("serial.log"),
+                extra_args: vec![vec!["-no-reboot".into()]],
+            };
+            prepare_efi_vars(&spec).unwrap();
+            let mut process = QemuProcess::spawn(qemu, &argv(&spec))
+                .await
+                .unwrap_or_else(|err| panic!("{interface}: {err}"));
+            let qmp = Qmp::connect(&spec.qmp_socket, std::time::Duration::from_secs(10))
+                .await
+                .unwrap_or_else(|err| panic!("{interface}: {err}: {}", process.stderr_tail()));
+            assert_eq!(qmp.run_state().await.unwrap(), "running", "{interface}");
+            drop(qmp);
+            process.kill();
+        }
     }
-
-    /// Kills the whole process group now (SIGKILL) and reaps it.
-    pub fn kill(&mut self) {
-        todo!("qemu::QemuProcess::kill")
-    }
-}
-
-/// A QMP connection over a unix socket (kiln's own small transport: events are
-/// kept as JSON, never a reason to drop the connection).
-pub struct Qmp {}
-
-impl Qmp {
-    /// Connects to QEMU's QMP socket, retrying until it appears or `timeout`
-    /// passes, and negotiates capabilities.
-    pub async fn connect(
-        path: &std::path::Path,
-        timeout: std::time::Duration,
-    ) -> Result<Qmp, QemuError> {
-        let _ = (path, timeout);
-        todo!("qemu::Qmp::connect")
-    }
-
-    /// Presses the ACPI power button.
-    pub async fn system_powerdown(&self) -> Result<(), QemuError> {
-        todo!("qemu::Qmp::system_powerdown")
-    }
-
-    /// The run state (`running`, `internal-error`, `shutdown`, ...).
-    pub async fn run_state(&self) -> Result<String, QemuError> {
-        todo!("qemu::Qmp::run_state")
-    }
-}
-
-/// Resolves only if the guest fails: a run state such as `internal-error`
-/// or `guest-panicked`, or (with KVM) a guest that makes no progress after
-/// the firmware. Never resolves while the guest is healthy.
-pub async fn watch_guest(qmp: &Qmp, accel: Accel, serial_log: &std::path::Path) -> QemuError {
-    let _ = (qmp, accel, serial_log);
-    todo!("qemu::watch_guest")
 }

@@ -1,0 +1,562 @@
+//! The QEMU command line, built the way Packer's qemu builder builds it
+//! (`getDefaultArgs` + `applyUserOverrides`) so that templates' `qemuargs`
+//! mean the same thing under kiln.
+
+use std::path::{Path, PathBuf};
+
+use super::{Accel, Disk, LaunchSpec, QemuError};
+
+/// Where OVMF looks for its code when the template names no firmware.
+const DEFAULT_OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+
+/// The full argv (without the binary itself).
+pub fn argv(spec: &LaunchSpec) -> Vec<String> {
+    merge_qemuargs(&default_args(spec), &spec.extra_args, &spec.net_device)
+}
+
+/// Whether a QEMU window could open on this host: without it a template
+/// that is not headless must still run with `-display none`.
+pub fn display_available() -> bool {
+    ["DISPLAY", "WAYLAND_DISPLAY"]
+        .iter()
+        .any(|name| std::env::var_os(name).is_some_and(|value| !value.is_empty()))
+}
+
+/// The writable copy of the UEFI variable store that `efi_boot` attaches as
+/// the second pflash drive, next to the QMP socket (the build's scratch
+/// directory). [`prepare_efi_vars`] creates it.
+pub fn efi_vars_path(spec: &LaunchSpec) -> PathBuf {
+    spec.qmp_socket.with_file_name("efivars.fd")
+}
+
+/// Copies the variable store that matches the firmware code
+/// (`OVMF_CODE_4M.fd` -> `OVMF_VARS_4M.fd`) to [`efi_vars_path`]: OVMF
+/// writes to it, so it must never be the packaged file.
+pub fn prepare_efi_vars(spec: &LaunchSpec) -> Result<(), QemuError> {
+    if !spec.efi_boot {
+        return Ok(());
+    }
+    let code = efi_code(spec);
+    let template = vars_for_code(&code).ok_or_else(|| {
+        QemuError::other(format!(
+            "no UEFI variable store found next to {}",
+            code.display()
+        ))
+    })?;
+    let target = efi_vars_path(spec);
+    std::fs::copy(&template, &target).map_err(|source| QemuError::Io {
+        context: format!("copying {} to {}", template.display(), target.display()),
+        source,
+    })?;
+    Ok(())
+}
+
+fn efi_code(spec: &LaunchSpec) -> PathBuf {
+    spec.firmware
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_OVMF_CODE))
+}
+
+fn vars_for_code(code: &Path) -> Option<PathBuf> {
+    let name = code.file_name()?.to_str()?;
+    let mut candidates = Vec::new();
+    if name.contains("CODE") {
+        candidates.push(code.with_file_name(name.replacen("CODE", "VARS", 1)));
+    }
+    if name.contains("code") {
+        candidates.push(code.with_file_name(name.replacen("code", "vars", 1)));
+    }
+    candidates.push(code.with_file_name("OVMF_VARS_4M.fd"));
+    candidates.push(code.with_file_name("OVMF_VARS.fd"));
+    candidates.into_iter().find(|path| path.is_file())
+}
+
+/// Packer's defaults, one entry per flag in a fixed order (Packer keeps
+/// them in a map; a stable order keeps argv testable and logs diffable).
+fn default_args(spec: &LaunchSpec) -> Vec<(String, Vec<String>)> {
+    let mut args: Vec<(String, Vec<String>)> = Vec::new();
+    let mut push = |flag: &str, values: Vec<String>| {
+        if !values.is_empty() {
+            args.push((flag.to_string(), values));
+        }
+    };
+
+    push("-name", vec![spec.vm_name.clone()]);
+    let machine = match spec.accel {
+        Accel::Kvm => format!("type={},accel=kvm", spec.machine_type),
+        Accel::Tcg => format!("type={},accel=tcg", spec.machine_type),
+        Accel::Default => format!("type={}", spec.machine_type),
+    };
+    push("-machine", vec![machine]);
+    push("-m", vec![format!("{}M", spec.memory_mib)]);
+    push("-smp", vec![spec.cpus.max(1).to_string()]);
+    // Packer boots `once=d` from an ISO and `c` from a disk image. The spec
+    // does not say which this is, but it need not: SeaBIOS and OVMF skip a
+    // blank disk, so "disk, then CD" installs from the ISO onto a fresh
+    // disk, boots a disk image straight away (its seed CD is not bootable),
+    // and after an installer reboots lands on the installed disk.
+    let boot = if spec.cdroms.is_empty() {
+        "c"
+    } else {
+        "order=cd"
+    };
+    push("-boot", vec![boot.to_string()]);
+
+    let (mut devices, mut drives) = (Vec::new(), Vec::new());
+    let mut scsi_controller = false;
+    for (index, disk) in spec.disks.iter().enumerate() {
+        if is_scsi(&disk.interface) {
+            if !scsi_controller {
+                devices.push("virtio-scsi-pci,id=scsi0".to_string());
+                scsi_controller = true;
+            }
+            devices.push(format!("scsi-hd,bus=scsi0.0,drive=drive{index}"));
+        }
+        drives.push(drive_arg(disk, index));
+    }
+    devices.push(format!("{},netdev=user.0", spec.net_device));
+    for cdrom in &spec.cdroms {
+        // No index: QEMU gives each the next free unit, so any number of
+        // CDs coexist with an IDE disk.
+        drives.push(format!("file={},media=cdrom", escape(cdrom)));
+    }
+    if spec.efi_boot {
+        drives.push(format!(
+            "file={},if=pflash,unit=0,format=raw,readonly=on",
+            escape(&efi_code(spec))
+        ));
+        drives.push(format!(
+            "file={},if=pflash,unit=1,format=raw",
+            escape(&efi_vars_path(spec))
+        ));
+    }
+    push("-drive", drives);
+    push("-device", devices);
+
+    let mut netdev = "user,id=user.0".to_string();
+    if let Some((host, guest)) = spec.ssh_forward {
+        // Bound to loopback only: the guest's SSH (often with a known
+        // password) must not be reachable from the network.
+        netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
+    }
+    push("-netdev", vec![netdev]);
+    if !spec.efi_boot
+        && let Some(firmware) = &spec.firmware
+    {
+        push("-bios", vec![firmware.display().to_string()]);
+    }
+    push(
+        "-qmp",
+        vec![format!(
+            "unix:{},server=on,wait=off",
+            escape(&spec.qmp_socket)
+        )],
+    );
+    push(
+        "-serial",
+        vec![format!("file:{}", spec.serial_log.display())],
+    );
+    if spec.headless {
+        push("-display", vec!["none".to_string()]);
+    }
+    args
+}
+
+fn is_scsi(interface: &str) -> bool {
+    matches!(interface, "virtio-scsi" | "scsi")
+}
+
+fn drive_arg(disk: &Disk, index: usize) -> String {
+    let file = escape(&disk.path);
+    let mut arg = if is_scsi(&disk.interface) {
+        format!(
+            "if=none,file={file},id=drive{index},cache={},discard={},format={}",
+            disk.cache, disk.discard, disk.format
+        )
+    } else {
+        format!(
+            "file={file},if={},cache={},discard={},format={}",
+            disk.interface, disk.cache, disk.discard, disk.format
+        )
+    };
+    if !disk.detect_zeroes.is_empty() && disk.detect_zeroes != "off" {
+        arg.push_str(&format!(",detect-zeroes={}", disk.detect_zeroes));
+    }
+    if disk.read_only {
+        arg.push_str(",readonly=on");
+    }
+    arg
+}
+
+/// A path inside a QEMU option list, where `,` must be doubled.
+fn escape(path: &Path) -> String {
+    path.display().to_string().replace(',', ",,")
+}
+
+/// Packer's `applyUserOverrides`: each `qemuargs` group is a flag and its
+/// value (the rest of the group joined without a separator, as Packer
+/// does); a flag given there replaces every default occurrence of that flag
+/// (so one `-drive` replaces all default drives); a group with only a flag
+/// is a bare flag. As in Packer, when `-device` is overridden without the
+/// network device, the default network device is added back so `user.0`
+/// keeps a NIC. Overridden flags keep the defaults' position; new flags
+/// follow in the template's order.
+pub fn merge_qemuargs(
+    defaults: &[(String, Vec<String>)],
+    extra: &[Vec<String>],
+    net_device: &str,
+) -> Vec<String> {
+    let mut user: Vec<(String, Vec<String>)> = Vec::new();
+    for group in extra {
+        let Some((flag, rest)) = group.split_first() else {
+            continue;
+        };
+        let value = rest.concat();
+        let index = match user.iter().position(|(known, _)| known == flag) {
+            Some(index) => index,
+            None => {
+                user.push((flag.clone(), Vec::new()));
+                user.len() - 1
+            }
+        };
+        if !value.is_empty() {
+            user[index].1.push(value);
+        }
+    }
+    if let Some((_, devices)) = user.iter_mut().find(|(flag, _)| flag == "-device")
+        && !devices.concat().contains(net_device)
+    {
+        devices.push(format!("{net_device},netdev=user.0"));
+    }
+
+    let mut out = Vec::new();
+    let mut emit = |flag: &str, values: &[String]| {
+        if values.is_empty() {
+            out.push(flag.to_string());
+        }
+        for value in values {
+            out.push(flag.to_string());
+            out.push(value.clone());
+        }
+    };
+    for (flag, values) in defaults {
+        match user.iter().find(|(known, _)| known == flag) {
+            Some((_, overriding)) => emit(flag, overriding),
+            None => emit(flag, values),
+        }
+    }
+    for (flag, values) in &user {
+        if !defaults.iter().any(|(known, _)| known == flag) {
+            emit(flag, values);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> LaunchSpec {
+        LaunchSpec {
+            binary: "qemu-system-x86_64".into(),
+            vm_name: "debian".into(),
+            accel: Accel::Kvm,
+            machine_type: "pc".into(),
+            cpus: 2,
+            memory_mib: 1024,
+            disks: vec![Disk {
+                path: "/out/debian.qcow2".into(),
+                format: "qcow2".into(),
+                interface: "virtio".into(),
+                cache: "writeback".into(),
+                discard: "ignore".into(),
+                detect_zeroes: "off".into(),
+                read_only: false,
+            }],
+            cdroms: vec![],
+            net_device: "virtio-net".into(),
+            ssh_forward: Some((3022, 22)),
+            firmware: None,
+            efi_boot: false,
+            headless: true,
+            qmp_socket: "/scratch/qmp.sock".into(),
+            serial_log: "/out/serial.log".into(),
+            extra_args: vec![],
+        }
+    }
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// The values following each occurrence of `flag`.
+    fn values(argv: &[String], flag: &str) -> Vec<String> {
+        argv.windows(2)
+            .filter(|pair| pair[0] == flag)
+            .map(|pair| pair[1].clone())
+            .collect()
+    }
+
+    #[test]
+    fn defaults_match_packer() {
+        let argv = argv(&spec());
+        assert_eq!(
+            argv,
+            strings(&[
+                "-name",
+                "debian",
+                "-machine",
+                "type=pc,accel=kvm",
+                "-m",
+                "1024M",
+                "-smp",
+                "2",
+                "-boot",
+                "c",
+                "-drive",
+                "file=/out/debian.qcow2,if=virtio,cache=writeback,discard=ignore,format=qcow2",
+                "-device",
+                "virtio-net,netdev=user.0",
+                "-netdev",
+                "user,id=user.0,hostfwd=tcp:127.0.0.1:3022-:22",
+                "-qmp",
+                "unix:/scratch/qmp.sock,server=on,wait=off",
+                "-serial",
+                "file:/out/serial.log",
+                "-display",
+                "none",
+            ])
+        );
+    }
+
+    #[test]
+    fn accelerator_choices() {
+        let mut spec = spec();
+        spec.accel = Accel::Tcg;
+        assert_eq!(values(&argv(&spec), "-machine"), ["type=pc,accel=tcg"]);
+        spec.accel = Accel::Default;
+        spec.machine_type = "q35".into();
+        assert_eq!(values(&argv(&spec), "-machine"), ["type=q35"]);
+    }
+
+    #[test]
+    fn ssh_forward_is_bound_to_loopback_only() {
+        let argv = argv(&spec());
+        let netdev = values(&argv, "-netdev");
+        assert_eq!(netdev.len(), 1);
+        assert!(netdev[0].contains("hostfwd=tcp:127.0.0.1:3022-:22"));
+        assert!(!netdev[0].contains("hostfwd=tcp::"));
+    }
+
+    #[test]
+    fn no_forward_without_communicator() {
+        let mut spec = spec();
+        spec.ssh_forward = None;
+        assert_eq!(values(&argv(&spec), "-netdev"), ["user,id=user.0"]);
+    }
+
+    #[test]
+    fn not_headless_leaves_the_display_to_qemu() {
+        let mut spec = spec();
+        spec.headless = false;
+        assert!(!argv(&spec).contains(&"-display".to_string()));
+    }
+
+    #[test]
+    fn disk_options() {
+        let mut spec = spec();
+        spec.disks[0].detect_zeroes = "unmap".into();
+        spec.disks[0].read_only = true;
+        spec.disks[0].format = "raw".into();
+        spec.disks[0].interface = "ide".into();
+        assert_eq!(
+            values(&argv(&spec), "-drive"),
+            [
+                "file=/out/debian.qcow2,if=ide,cache=writeback,discard=ignore,format=raw,detect-zeroes=unmap,readonly=on"
+            ]
+        );
+    }
+
+    #[test]
+    fn scsi_disks_get_a_controller_and_a_scsi_hd() {
+        for interface in ["virtio-scsi", "scsi"] {
+            let mut spec = spec();
+            spec.disks[0].interface = interface.into();
+            let argv = argv(&spec);
+            assert_eq!(
+                values(&argv, "-device"),
+                [
+                    "virtio-scsi-pci,id=scsi0",
+                    "scsi-hd,bus=scsi0.0,drive=drive0",
+                    "virtio-net,netdev=user.0"
+                ]
+            );
+            assert_eq!(
+                values(&argv, "-drive"),
+                [
+                    "if=none,file=/out/debian.qcow2,id=drive0,cache=writeback,discard=ignore,format=qcow2"
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn several_cdroms_boot_after_the_disk() {
+        let mut spec = spec();
+        spec.cdroms = vec!["/iso/debian.iso".into(), "/scratch/seed.iso".into()];
+        let argv = argv(&spec);
+        let drives = values(&argv, "-drive");
+        assert_eq!(drives.len(), 3);
+        assert_eq!(drives[1], "file=/iso/debian.iso,media=cdrom");
+        assert_eq!(drives[2], "file=/scratch/seed.iso,media=cdrom");
+        assert_eq!(values(&argv, "-boot"), ["order=cd"]);
+    }
+
+    #[test]
+    fn commas_in_paths_are_escaped() {
+        let mut spec = spec();
+        spec.cdroms = vec!["/iso/a,b.iso".into()];
+        assert!(values(&argv(&spec), "-drive").contains(&"file=/iso/a,,b.iso,media=cdrom".into()));
+    }
+
+    #[test]
+    fn firmware_without_efi_is_a_bios() {
+        let mut spec = spec();
+        spec.firmware = Some("/fw/bios.bin".into());
+        let argv = argv(&spec);
+        assert_eq!(values(&argv, "-bios"), ["/fw/bios.bin"]);
+        assert!(!values(&argv, "-drive").iter().any(|d| d.contains("pflash")));
+    }
+
+    #[test]
+    fn efi_boot_uses_pflash_code_and_a_private_vars_copy() {
+        let mut spec = spec();
+        spec.efi_boot = true;
+        let argv = argv(&spec);
+        let drives = values(&argv, "-drive");
+        assert!(
+            drives.contains(
+                &"file=/usr/share/OVMF/OVMF_CODE_4M.fd,if=pflash,unit=0,format=raw,readonly=on"
+                    .to_string()
+            )
+        );
+        assert!(drives.contains(&"file=/scratch/efivars.fd,if=pflash,unit=1,format=raw".into()));
+        assert!(values(&argv, "-bios").is_empty());
+
+        spec.firmware = Some("/fw/OVMF_CODE.fd".into());
+        assert!(
+            values(&argv_of(&spec), "-drive")
+                .contains(&"file=/fw/OVMF_CODE.fd,if=pflash,unit=0,format=raw,readonly=on".into())
+        );
+    }
+
+    fn argv_of(spec: &LaunchSpec) -> Vec<String> {
+        argv(spec)
+    }
+
+    #[test]
+    fn prepare_efi_vars_copies_the_matching_store() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("OVMF_CODE_4M.fd"), b"code").unwrap();
+        std::fs::write(dir.path().join("OVMF_VARS_4M.fd"), b"vars").unwrap();
+        let mut spec = spec();
+        spec.efi_boot = true;
+        spec.firmware = Some(dir.path().join("OVMF_CODE_4M.fd"));
+        spec.qmp_socket = dir.path().join("scratch-qmp.sock");
+        prepare_efi_vars(&spec).unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("efivars.fd")).unwrap(),
+            b"vars"
+        );
+    }
+
+    #[test]
+    fn qemuargs_replace_the_default_of_the_same_flag() {
+        let mut spec = spec();
+        spec.extra_args = vec![strings(&["-m", "2048M"])];
+        let argv = argv(&spec);
+        assert_eq!(values(&argv, "-m"), ["2048M"]);
+        // In the default's place, not appended.
+        let at = argv.iter().position(|a| a == "-m").unwrap();
+        assert_eq!(at, 4);
+    }
+
+    #[test]
+    fn qemuargs_values_are_joined_without_separator() {
+        let mut spec = spec();
+        spec.extra_args = vec![strings(&[
+            "-netdev",
+            "user,id=user.0,",
+            "hostfwd=tcp::{{ .SSHHostPort }}-:22",
+        ])];
+        assert_eq!(
+            values(&argv(&spec), "-netdev"),
+            ["user,id=user.0,hostfwd=tcp::{{ .SSHHostPort }}-:22"]
+        );
+    }
+
+    #[test]
+    fn overriding_device_keeps_the_network_device() {
+        let mut spec = spec();
+        spec.extra_args = vec![
+            strings(&["-device", "virtio-rng-pci"]),
+            strings(&["-device", "usb-kbd"]),
+        ];
+        assert_eq!(
+            values(&argv(&spec), "-device"),
+            ["virtio-rng-pci", "usb-kbd", "virtio-net,netdev=user.0"]
+        );
+        spec.extra_args = vec![strings(&[
+            "-device",
+            "virtio-net,netdev=user.0,mac=52:54:00:00:00:01",
+        ])];
+        assert_eq!(
+            values(&argv(&spec), "-device"),
+            ["virtio-net,netdev=user.0,mac=52:54:00:00:00:01"]
+        );
+    }
+
+    #[test]
+    fn overriding_drive_replaces_all_default_drives() {
+        let mut spec = spec();
+        spec.cdroms = vec!["/iso/x.iso".into()];
+        spec.extra_args = vec![strings(&["-drive", "file=/mine.img,if=virtio"])];
+        assert_eq!(values(&argv(&spec), "-drive"), ["file=/mine.img,if=virtio"]);
+    }
+
+    #[test]
+    fn other_qemuargs_are_appended_in_order() {
+        let mut spec = spec();
+        spec.extra_args = vec![
+            strings(&["-cpu", "host"]),
+            vec![],
+            strings(&["-no-reboot"]),
+            strings(&["-object", "rng-random,id=rng0,filename=/dev/urandom"]),
+            strings(&["-cpu", "max"]),
+        ];
+        let argv = argv(&spec);
+        let tail: Vec<&str> = argv[argv.len() - 7..].iter().map(String::as_str).collect();
+        assert_eq!(
+            tail,
+            [
+                "-cpu",
+                "host",
+                "-cpu",
+                "max",
+                "-no-reboot",
+                "-object",
+                "rng-random,id=rng0,filename=/dev/urandom"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bare_flag_replacing_a_default_has_no_value() {
+        let mut spec = spec();
+        spec.extra_args = vec![strings(&["-display"])];
+        let argv = argv(&spec);
+        assert_eq!(argv.last().map(String::as_str), Some("-display"));
+        assert!(values(&argv, "-display").is_empty());
+    }
+}
