@@ -209,7 +209,8 @@ impl Machine {
             ssh_forward: None,
             firmware: config.firmware.clone(),
             efi_boot: config.efi_boot,
-            headless: config.headless,
+            // Without a display to open a window on, QEMU would fail to start.
+            headless: config.headless || !qemu::display_available(),
             qmp_socket: scratch.join("qmp.sock"),
             serial_log: serial_log.to_path_buf(),
             extra_args: Vec::new(),
@@ -269,6 +270,7 @@ impl Machine {
                     .map(|p| format!("; SSH on 127.0.0.1:{p}"))
                     .unwrap_or_default()
             ));
+            qemu::prepare_efi_vars(&spec).map_err(MachineError::Qemu)?;
             match QemuProcess::spawn(&spec.binary, &argv).await {
                 Ok(process) => {
                     let qmp = Qmp::connect(&spec.qmp_socket, Duration::from_secs(30))
