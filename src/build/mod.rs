@@ -145,22 +145,26 @@ pub async fn run_all(
     let run_uuid = uuid::Uuid::new_v4().to_string();
     let mut tasks = Vec::new();
     for spec in builds {
+        let name = spec.name.clone();
         let limit = limit.clone();
         let reporter = reporter.clone();
         let cancel = cancel.clone();
         let options = options.clone();
         let run_uuid = run_uuid.clone();
-        tasks.push(tokio::spawn(async move {
-            let _permit = limit.acquire_owned().await;
-            run_one(spec, &options, reporter, cancel, &run_uuid).await
-        }));
+        tasks.push((
+            name,
+            tokio::spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                run_one(spec, &options, reporter, cancel, &run_uuid).await
+            }),
+        ));
     }
     let mut outcomes = Vec::new();
-    for task in tasks {
+    for (name, task) in tasks {
         match task.await {
             Ok(outcome) => outcomes.push(outcome),
             Err(err) => outcomes.push(Outcome {
-                name: "<unknown>".to_string(),
+                name,
                 elapsed: Duration::ZERO,
                 result: Err(BuildError::Io {
                     path: PathBuf::new(),

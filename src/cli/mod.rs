@@ -150,7 +150,7 @@ fn summarize(ui: &Ui, outcomes: &[build::Outcome]) -> ExitCode {
                 "Build '{}' errored after {}: {}",
                 outcome.name,
                 humanize(outcome.elapsed),
-                crate::error_chain(err)
+                first_line(&crate::error_chain(err))
             ));
         }
     }
@@ -162,7 +162,7 @@ fn summarize(ui: &Ui, outcomes: &[build::Outcome]) -> ExitCode {
                 ui.error_global(&format!(
                     "--> {}: {}",
                     outcome.name,
-                    crate::error_chain(err)
+                    first_line(&crate::error_chain(err))
                 ));
             }
         }
@@ -189,6 +189,12 @@ fn summarize(ui: &Ui, outcomes: &[build::Outcome]) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+/// The whole error (with a console tail, say) was printed when the build
+/// failed; the summary repeats only its first line.
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default()
 }
 
 fn humanize(elapsed: std::time::Duration) -> String {

@@ -31,6 +31,8 @@ struct State {
     builds: Vec<BuildStatus>,
     /// Status lines currently on screen (TTY mode), to erase before printing.
     drawn: usize,
+    /// Only a terminal gets the live status lines.
+    live: bool,
 }
 
 #[derive(Clone)]
@@ -51,6 +53,7 @@ impl Ui {
                 out,
                 builds: Vec::new(),
                 drawn: 0,
+                live: mode == Mode::Tty,
             })),
         }
     }
@@ -225,7 +228,7 @@ fn erase(state: &mut State) {
 }
 
 fn redraw(state: &mut State) {
-    if state.builds.is_empty() {
+    if !state.live || state.builds.is_empty() {
         return;
     }
     erase(state);
@@ -334,6 +337,20 @@ mod tests {
             chrono::DateTime::parse_from_rfc3339(line.split(' ').next().unwrap()).is_ok(),
             "{line}"
         );
+    }
+
+    #[test]
+    fn only_a_terminal_gets_live_status_lines() {
+        for mode in [Mode::Plain, Mode::Machine] {
+            let sink = Sink::default();
+            let ui = Ui::new(mode, false, Box::new(sink.clone()));
+            ui.stage("demo", Stage::Connect);
+            ui.say("demo", "waiting");
+            ui.stage("demo", Stage::Provision);
+            let text = sink.text();
+            assert!(!text.contains('\x1b'), "{mode:?} drew escapes: {text:?}");
+            assert!(text.contains("waiting"), "{text:?}");
+        }
     }
 
     #[test]
