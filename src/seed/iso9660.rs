@@ -17,6 +17,11 @@ use super::SeedError;
 
 pub const SECTOR: u64 = 2048;
 const SYSTEM_SECTORS: u32 = 16;
+/// Zero sectors after the last file, as genisoimage and xorriso write by
+/// default: Linux's CD-ROM driver reads ahead past the data, and busybox's
+/// label probe (which the fixture and small distributions use to find the
+/// `cidata` seed) gives up on a device too short for its probes.
+const TRAILING_PAD_SECTORS: u64 = 150;
 /// The largest sector-aligned extent whose length fits the 32-bit size
 /// field; bigger files are split into several extents (ISO 9660 level 3).
 const MAX_EXTENT: u64 = 0xFFFF_F800;
@@ -464,6 +469,8 @@ struct Image<'a> {
     file_extents: Vec<Vec<(u32, u32)>>,
     trees: [TreePlan<'a>; 2],
     total_sectors: u32,
+    /// Where the last file ends, before the trailing padding.
+    data_end: u64,
 }
 
 fn too_large() -> SeedError {
@@ -501,6 +508,7 @@ impl<'a> Image<'a> {
             files,
             trees,
             total_sectors: 0,
+            data_end: 0,
         };
 
         let mut next: u64 = u64::from(SYSTEM_SECTORS) + 3;
@@ -531,7 +539,8 @@ impl<'a> Image<'a> {
                 next += sectors(u64::from(*len));
             }
         }
-        image.total_sectors = to_u32(next)?;
+        image.data_end = next;
+        image.total_sectors = to_u32(next + TRAILING_PAD_SECTORS)?;
         Ok(image)
     }
 
@@ -674,6 +683,11 @@ impl<'a> Image<'a> {
             };
             pos += written;
             pad(w, &mut pos)?;
+        }
+        debug_assert_eq!(pos, self.data_end * SECTOR);
+        let zeros = [0u8; SECTOR as usize];
+        for _ in 0..TRAILING_PAD_SECTORS {
+            put(w, &zeros, &mut pos)?;
         }
         debug_assert_eq!(pos, u64::from(self.total_sectors) * SECTOR);
         w.flush().map_err(write_err)?;

@@ -107,6 +107,14 @@ fn nocloud_seed_reads_back_with_every_tool() {
     // blkid prefers the Joliet label, which keeps its case.
     let label = text("blkid", &["-o", "value", "-s", "LABEL", s(&img)]);
     assert_eq!(label.trim(), "cidata");
+    // Padded like genisoimage's images: small guests' label probes need it.
+    let size = std::fs::metadata(&img).unwrap().len();
+    assert_eq!(size % 2048, 0);
+    assert!(size >= 170 * 2048, "seed of {size} bytes is not padded");
+    assert!(
+        info.contains(&format!("Volume size is: {}\n", size / 2048)),
+        "{info}"
+    );
 
     let names = vec!["/meta-data".to_string(), "/user-data".to_string()];
     assert_eq!(isoinfo_paths(&img, "-J"), names);
