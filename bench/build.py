@@ -228,6 +228,7 @@ def run_floor(work, fixture, files, key, seed):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5, help="runs of each contender (default 5)")
+    parser.add_argument("--fixture", help="image to build on (default: vm-fixtures/build.sh's)")
     args = parser.parse_args()
 
     for tool in ["packer", "qemu-system-x86_64", "genisoimage", "ssh", "sftp"]:
@@ -235,7 +236,7 @@ def main():
             raise SystemExit(f"{tool} is missing: run scripts/setup.sh")
     version = run_quiet(["packer", "version"], text=True, env=dict(os.environ, CHECKPOINT_DISABLE="1"))
     log(f"reference: {version.stdout.strip().splitlines()[0]}")
-    fixture = fixture_image()
+    fixture = args.fixture or fixture_image()
     kiln = kiln_binary()
 
     with tempfile.TemporaryDirectory(prefix="kiln-bench-") as tmp:

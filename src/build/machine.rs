@@ -44,10 +44,10 @@ pub enum MachineError {
     Ssh(#[source] SshError),
     #[error("the guest did not power off within shutdown_timeout ({0:?}); QEMU was killed")]
     ShutdownTimeout(Duration),
-    #[error("the guest failed{}", tail_suffix(.serial_tail))]
+    /// QEMU's own words come first, the console after them.
+    #[error("{failure}{}", tail_suffix(.serial_tail))]
     GuestFailed {
-        #[source]
-        source: qemu::QemuError,
+        failure: qemu::QemuError,
         serial_tail: String,
     },
 }
@@ -319,7 +319,7 @@ impl Machine {
             }
             failure = qemu::watch_guest(qmp, accel, &self.serial_log) => {
                 return Err(MachineError::GuestFailed {
-                    source: failure,
+                    failure,
                     serial_tail: serial_tail(&self.serial_log, 20),
                 });
             }
