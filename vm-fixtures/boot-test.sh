@@ -6,6 +6,7 @@
 #      and a disk grown by qemu-img resize: boot, SFTP, QMP power button.
 #   3. Same disk, no seed: boots, keys kept, `shutdown -h now`.
 #   4. Same disk, disk as IDE: boots, `halt -p`.
+#   5. Same disk on virtio-scsi and on NVMe: boots, `poweroff`.
 # After every power-off, a file written over SSH is read back from the
 # disk with debugfs.
 #
@@ -65,14 +66,23 @@ vfat_seed() {
 }
 
 # boot DISK_IF: starts QEMU, waits for the SSH banner, sets boot_time.
+# DISK_IF is a QEMU if= value, or virtio-scsi or nvme.
 boot() {
-  local disk_if=$1
+  local disk_if=$1 disk_args
+  case "$disk_if" in
+    virtio-scsi)
+      disk_args=(-device virtio-scsi-pci,id=scsi0 -drive "file=$t/disk.qcow2,format=qcow2,if=none,id=d0"
+        -device scsi-hd,drive=d0,bus=scsi0.0) ;;
+    nvme)
+      disk_args=(-drive "file=$t/disk.qcow2,format=qcow2,if=none,id=d0" -device nvme,drive=d0,serial=fixture) ;;
+    *) disk_args=(-drive "file=$t/disk.qcow2,format=qcow2,if=$disk_if") ;;
+  esac
   rm -f "$t/serial.log" "$t/qmp.sock"
   local start end
   start=$(date +%s%N)
   qemu-system-x86_64 -accel tcg -m 512 -smp 1 -display none -monitor none \
     -serial "file:$t/serial.log" \
-    -drive "file=$t/disk.qcow2,format=qcow2,if=$disk_if" "${seed_args[@]}" \
+    "${disk_args[@]}" ${seed_args[@]+"${seed_args[@]}"} \
     -netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$port-:22" -device virtio-net-pci,netdev=n0 \
     -qmp "unix:$t/qmp.sock,server=on,wait=off" &
   qemu_pid=$!
@@ -195,6 +205,15 @@ gssh 'echo four > /root/written-4; tail -n 1 /var/lib/fixture/boots.log' | sed '
 gssh 'halt -p' || true
 wait_off "halt -p"
 read_back /root/written-4 four
+
+# 5. Other disk controllers the kernel has drivers for.
+for disk_if in virtio-scsi nvme; do
+  boot "$disk_if"
+  times+=("$boot_time")
+  gssh 'echo "root on $(grep " / " /proc/mounts | cut -d" " -f1)"' | sed 's/^/  guest: /'
+  gssh poweroff || true
+  wait_off poweroff
+done
 
 # Extra timing runs (fresh overlay each, ISO seed).
 for _ in $(seq 1 "${BOOT_TEST_RUNS:-0}"); do
