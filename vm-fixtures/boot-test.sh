@@ -193,6 +193,11 @@ times+=("$boot_time")
 gssh 'cat /var/lib/fixture/first-boot' | grep -q 'instance-id: iid-two' || fail "first-boot marker changed without a seed"
 gssh 'tail -n 1 /var/lib/fixture/boots.log' | grep -q 'seed=none first-boot=no' || fail "boots.log without seed"
 gssh 'echo three > /root/written-3'
+for alg in ecdsa-sha2-nistp256 rsa-sha2-256; do
+  s0=$(date +%s%N)
+  [ "$(gssh -o HostKeyAlgorithms=$alg echo ok)" = ok ] || fail "no login with a $alg host key"
+  say "login with a $alg host key (made on demand): $(( ($(date +%s%N) - s0) / 1000000 )) ms"
+done
 gssh 'shutdown -h now' || true
 wait_off "shutdown -h now"
 read_back /root/written-3 three
