@@ -11,7 +11,8 @@
 # disk with debugfs.
 #
 # Usage: vm-fixtures/boot-test.sh [IMAGE]   (default: what build.sh prints)
-# BOOT_TEST_RUNS=N adds N extra boots just to time boot-to-SSH.
+# BOOT_TEST_RUNS=N adds N extra boots just to time boot-to-SSH;
+# BOOT_TEST_KEEP=1 keeps the scratch directory (disk, serial logs).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -21,7 +22,11 @@ t=$(mktemp -d "${TMPDIR:-/tmp}/fixture-test.XXXXXX")
 qemu_pid=
 cleanup() {
   if [ -n "$qemu_pid" ]; then kill "$qemu_pid" 2>/dev/null || true; fi
-  rm -rf "$t"
+  if [ "${BOOT_TEST_KEEP:-0}" = 1 ]; then
+    echo "boot-test: kept $t (serial logs: serial-N.log)" >&2
+  else
+    rm -rf "$t"
+  fi
 }
 trap cleanup EXIT
 
@@ -77,7 +82,9 @@ boot() {
       disk_args=(-drive "file=$t/disk.qcow2,format=qcow2,if=none,id=d0" -device nvme,drive=d0,serial=fixture) ;;
     *) disk_args=(-drive "file=$t/disk.qcow2,format=qcow2,if=$disk_if") ;;
   esac
-  rm -f "$t/serial.log" "$t/qmp.sock"
+  boots=$((boots + 1))
+  rm -f "$t/qmp.sock"
+  [ ! -f "$t/serial.log" ] || mv "$t/serial.log" "$t/serial-$((boots - 1)).log"
   local start end
   start=$(date +%s%N)
   qemu-system-x86_64 -accel tcg -m 512 -smp 1 -display none -monitor none \
@@ -145,6 +152,7 @@ EOF
 }
 
 times=()
+boots=0
 qemu-img create -q -f qcow2 -b "$image" -F qcow2 "$t/disk.qcow2"
 
 # 1. ISO seed, first boot, poweroff.
