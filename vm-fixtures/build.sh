@@ -46,6 +46,9 @@ export PATH=$PATH:/usr/sbin:/sbin
 
 # --- inputs and cache key ----------------------------------------------------
 
+if [ -z "${KILN_FIXTURE_CACHE:-}" ] && [ -z "${XDG_CACHE_HOME:-}" ] && [ -z "${HOME:-}" ]; then
+  die "set KILN_FIXTURE_CACHE (or XDG_CACHE_HOME or HOME) to say where to cache the image"
+fi
 cache=${KILN_FIXTURE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kiln/vm-fixtures}
 mkdir -p "$cache/debs"
 cache=$(cd "$cache" && pwd)
@@ -255,6 +258,7 @@ chmod 640 "$root/etc/shadow"
 printf '/bin/sh\n/bin/dash\n/bin/ash\n' >"$root/etc/shells"
 echo kiln-fixture >"$root/etc/hostname"
 printf '127.0.0.1 localhost\n::1 localhost\n' >"$root/etc/hosts"
+ln -s /proc/mounts "$root/etc/mtab"
 printf 'passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n' >"$root/etc/nsswitch.conf"
 cat >"$root/etc/profile" <<'EOF'
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
