@@ -114,6 +114,8 @@ mbr_bin=/usr/lib/syslinux/mbr/mbr.bin
 
 # --- build -----------------------------------------------------------------
 
+# Holding the lock, any build directory left is from a build that was killed.
+rm -rf "$cache"/build.??????
 work=$(mktemp -d "$cache/build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 log "building into $work (key $key)"
@@ -154,7 +156,7 @@ log "kernel $kver"
 initrd=$work/initrd
 mkdir -p "$initrd"/{bin,sbin,dev,proc,sys,newroot,lib/modules}
 cp "$x/bin/busybox" "$initrd/bin/busybox"
-for applet in sh mount umount insmod findfs sleep cat switch_root mkdir echo; do
+for applet in sh mount umount insmod findfs sleep cat cut switch_root mkdir echo; do
   ln -s busybox "$initrd/bin/$applet"
 done
 cp "$files/init" "$initrd/init"
