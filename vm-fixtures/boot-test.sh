@@ -12,7 +12,9 @@
 #
 # Usage: vm-fixtures/boot-test.sh [IMAGE]   (default: what build.sh prints)
 # BOOT_TEST_RUNS=N adds N extra boots just to time boot-to-SSH;
-# BOOT_TEST_KEEP=1 keeps the scratch directory (disk, serial logs).
+# BOOT_TEST_KEEP=1 keeps the scratch directory (disk, serial logs);
+# BOOT_TEST_QEMU_ARGS adds QEMU arguments (split on spaces), e.g.
+# "-boot once=d -machine pc,accel=tcg" as Packer passes them.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -91,7 +93,7 @@ boot() {
     -serial "file:$t/serial.log" \
     "${disk_args[@]}" ${seed_args[@]+"${seed_args[@]}"} \
     -netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$port-:22" -device virtio-net-pci,netdev=n0 \
-    -qmp "unix:$t/qmp.sock,server=on,wait=off" &
+    -qmp "unix:$t/qmp.sock,server=on,wait=off" ${BOOT_TEST_QEMU_ARGS:-} &
   qemu_pid=$!
   local i=0
   while :; do
