@@ -115,7 +115,9 @@ def builder(fixture, out_dir, name):
 
 
 def provisioners(files):
+    # Packer 1.6.6 uploads a directory over SFTP only into one that exists.
     return [
+        {"type": "shell", "inline": ["mkdir -p /etc/bench-files"]},
         {"type": "file", "source": f"{files}/", "destination": "/etc/bench-files"},
         {"type": "shell", "inline": INLINE},
     ]
