@@ -186,6 +186,7 @@ pub(crate) struct BuildContext {
 
 impl BuildContext {
     pub fn stage(&self, stage: Stage) {
+        tracing::debug!(build = %self.name, stage = stage.as_str(), "stage");
         self.reporter.stage(&self.name, stage);
     }
 

@@ -13,7 +13,17 @@ use super::{Auth, Session, SshConfig, SshError, keys};
 /// Between attempts while nothing answers: short, so the session is up
 /// promptly once sshd listens. A refused or dropped local connection costs
 /// next to nothing, on the host and in the guest.
-const RETRY_DELAY: Duration = Duration::from_millis(100);
+const RETRY_DELAY: Duration = Duration::from_millis(50);
+/// How long a new connection may stay silent before the server's banner
+/// is given up on and the connection made anew, while the guest has not
+/// answered yet. QEMU's user-mode network accepts the connection on the
+/// host at once and sends the SYN on to a guest whose network may not be
+/// up yet; that SYN is then only retried with a growing backoff, seconds
+/// apart, while a new connection sends a new SYN straight away.
+const BANNER_WAIT_BOOTING: Duration = Duration::from_millis(400);
+/// Once the guest has answered (even by hanging up), a silent connection
+/// means a slow server: wait longer each time, up to the attempt limit.
+const BANNER_WAIT_ANSWERED: Duration = Duration::from_secs(2);
 /// After the server turned the credentials down. What is awaited then
 /// (cloud-init installing the key or setting the password) takes seconds,
 /// and each rejection costs the guest a process and a log line.
@@ -44,6 +54,11 @@ impl client::Handler for Client {
 enum Failure {
     /// The server turned the credentials down.
     Rejected,
+    /// The connection was made but nothing came back in time.
+    Silent,
+    /// The other end hung up before a word: QEMU's forward when the guest
+    /// answered the SYN with a reset (its network is up, its sshd is not).
+    HungUp,
     /// Anything that may go away as the guest boots.
     Retry(String),
 }
@@ -70,12 +85,14 @@ impl Session {
         let mut last_error = None;
         let mut rejections = 0u32;
         let mut rejected_last = false;
+        let mut banner_wait = BANNER_WAIT_BOOTING;
+        let mut guest_answered = false;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 break;
             }
-            let attempt = attempt(config, &client_config, &credentials);
+            let attempt = attempt(config, &client_config, &credentials, banner_wait);
             let delay = match tokio::time::timeout(remaining.min(ATTEMPT_LIMIT), attempt).await {
                 Ok(Ok(handle)) => {
                     return Ok(Session {
@@ -91,6 +108,26 @@ impl Session {
                         break;
                     }
                     AUTH_RETRY_DELAY
+                }
+                Ok(Err(Failure::Silent)) => {
+                    if guest_answered {
+                        banner_wait = (banner_wait * 2).min(ATTEMPT_LIMIT);
+                    }
+                    if last_error.is_none() {
+                        last_error = Some("no answer from the server".to_string());
+                    }
+                    rejected_last = false;
+                    Duration::ZERO
+                }
+                Ok(Err(Failure::HungUp)) => {
+                    if !guest_answered {
+                        guest_answered = true;
+                        banner_wait = BANNER_WAIT_ANSWERED;
+                    }
+                    last_error =
+                        Some("the connection was closed before the SSH banner".to_string());
+                    rejected_last = false;
+                    RETRY_DELAY
                 }
                 Ok(Err(Failure::Retry(message))) => {
                     tracing::debug!("ssh connect to {}:{}: {message}", config.host, config.port);
@@ -150,12 +187,21 @@ async fn attempt(
     config: &SshConfig,
     client_config: &Arc<client::Config>,
     credentials: &Credentials,
+    banner_wait: Duration,
 ) -> Result<Handle<Client>, Failure> {
     let stream = TcpStream::connect((config.host.as_str(), config.port))
         .await
         .map_err(|err| Failure::Retry(format!("connect: {err}")))?;
     // The handshake is a series of small round trips.
     let _ = stream.set_nodelay(true);
+    // The server speaks first; peeking leaves its banner for russh.
+    let mut first = [0u8; 4];
+    match tokio::time::timeout(banner_wait, stream.peek(&mut first)).await {
+        Err(_) => return Err(Failure::Silent),
+        Ok(Ok(0)) => return Err(Failure::HungUp),
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => return Err(Failure::Retry(format!("connect: {err}"))),
+    }
     // QEMU's port forward accepts the connection and then closes it while
     // the guest's sshd is not up yet: that shows up here, as a failed
     // handshake, and is retried like a refused connection.
