@@ -110,6 +110,7 @@ impl Session {
                     AUTH_RETRY_DELAY
                 }
                 Ok(Err(Failure::Silent)) => {
+                    tracing::trace!(?banner_wait, "ssh connect: no banner yet; reconnecting");
                     if guest_answered {
                         banner_wait = (banner_wait * 2).min(ATTEMPT_LIMIT);
                     }
@@ -120,6 +121,7 @@ impl Session {
                     Duration::ZERO
                 }
                 Ok(Err(Failure::HungUp)) => {
+                    tracing::trace!("ssh connect: hung up before the banner");
                     if !guest_answered {
                         guest_answered = true;
                         banner_wait = BANNER_WAIT_ANSWERED;
