@@ -162,8 +162,10 @@ def run_kiln(kiln, template, out):
 
 def run_packer(template, out):
     shutil.rmtree(out, ignore_errors=True)
-    env = dict(os.environ, CHECKPOINT_DISABLE="1", PACKER_NO_COLOR="1")
-    return timed(["packer", "build", "-force", str(template)], env=env)
+    # Packer keeps a cache (and port locks) in its working directory.
+    env = dict(os.environ, CHECKPOINT_DISABLE="1", PACKER_NO_COLOR="1",
+               PACKER_CACHE_DIR=str(template.parent / "packer_cache"))
+    return timed(["packer", "build", "-force", str(template)], env=env, cwd=template.parent)
 
 
 def ssh_answers(port):
