@@ -8,6 +8,9 @@ mod process;
 mod qmp;
 mod watch;
 
+#[cfg(test)]
+mod test_support;
+
 use std::path::PathBuf;
 
 pub use accel::{choose_accel, cpu_has_virtualization, detect_accel};

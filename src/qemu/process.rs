@@ -328,19 +328,7 @@ mod tests {
         assert_eq!(qmp_socket(&argv[..2]), None);
     }
 
-    const QEMU: &str = "qemu-system-x86_64";
-
-    fn require_qemu() {
-        let found = std::process::Command::new(QEMU)
-            .arg("--version")
-            .output()
-            .map(|out| out.status.success())
-            .unwrap_or(false);
-        assert!(
-            found,
-            "{QEMU} is needed for this test (install qemu-system-x86)"
-        );
-    }
+    use crate::qemu::test_support::{QEMU, require_qemu};
 
     fn base_argv(dir: &std::path::Path) -> Vec<String> {
         vec![

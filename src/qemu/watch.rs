@@ -362,19 +362,7 @@ mod tests {
 
     // ---- with a real QEMU ----
 
-    const QEMU: &str = "qemu-system-x86_64";
-
-    fn require_qemu() {
-        let found = std::process::Command::new(QEMU)
-            .arg("--version")
-            .output()
-            .map(|out| out.status.success())
-            .unwrap_or(false);
-        assert!(
-            found,
-            "{QEMU} is needed for this test (install qemu-system-x86)"
-        );
-    }
+    use crate::qemu::test_support::{QEMU, require_qemu};
 
     fn kvm_available() -> bool {
         let ok = std::fs::OpenOptions::new()

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::util::{Scratch, fixture_builder, qemu_processes_with, read_guest_file};
+use crate::util::{GuestRoot, Scratch, fixture_builder, qemu_processes_with};
 
 fn path_str(path: &std::path::Path) -> &str {
     path.to_str().expect("utf-8 path")
@@ -79,26 +79,16 @@ fn shell_and_file_provisioners_change_the_output_disk() {
     );
 
     // What the provisioners did is on the disk, read without booting it.
-    assert_eq!(
-        read_guest_file(&disk, "/root/greeting.txt").as_deref(),
-        Some("hello from fixture\n")
-    );
-    assert_eq!(
-        read_guest_file(&disk, "/etc/app/app.conf").as_deref(),
-        Some("listen = 8080\n")
-    );
-    assert_eq!(
-        read_guest_file(&disk, "/root/single.txt").as_deref(),
-        Some("one file\n")
-    );
-    assert_eq!(
-        read_guest_file(&disk, "/root/content.txt").as_deref(),
-        Some("generated fixture\n")
-    );
-    assert_eq!(
-        read_guest_file(&disk, "/root/copied.txt").as_deref(),
-        Some("nested data\n")
-    );
+    let root = GuestRoot::open(&disk);
+    for (path, expected) in [
+        ("/root/greeting.txt", "hello from fixture\n"),
+        ("/etc/app/app.conf", "listen = 8080\n"),
+        ("/root/single.txt", "one file\n"),
+        ("/root/content.txt", "generated fixture\n"),
+        ("/root/copied.txt", "nested data\n"),
+    ] {
+        assert_eq!(root.read(path).as_deref(), Some(expected), "{path}");
+    }
     assert_eq!(
         std::fs::read_to_string(scratch.path().join("fetched.txt")).expect("downloaded"),
         "hello from fixture\n"
@@ -181,7 +171,7 @@ fn the_acpi_power_button_shuts_down_when_there_is_no_shutdown_command() {
         "format raw asked, qcow2 written"
     );
     assert_eq!(
-        read_guest_file(&disk, "/root/kept.txt").as_deref(),
+        GuestRoot::open(&disk).read("/root/kept.txt").as_deref(),
         Some("kept\n")
     );
     assert_nothing_left(&scratch);

@@ -174,53 +174,75 @@ pub fn qemu_processes_with(marker: &str) -> Vec<String> {
     found
 }
 
-/// Reads a file from the root filesystem (the ext4 partition) of a built
-/// disk, without booting it: qemu-img to raw, the partition table from
-/// sfdisk, the file from debugfs.
-pub fn read_guest_file(disk: &Path, guest_path: &str) -> Option<String> {
-    let dir = tempfile::tempdir().expect("tmp");
-    let raw = dir.path().join("disk.raw");
-    let status = Command::new("qemu-img")
-        .args(["convert", "-O", "raw"])
-        .arg(disk)
-        .arg(&raw)
-        .status()
-        .expect("qemu-img");
-    assert!(status.success(), "qemu-img convert failed");
-    let table = Command::new("sfdisk")
-        .arg("-J")
-        .arg(&raw)
-        .output()
-        .expect("sfdisk");
-    let table: serde_json::Value = serde_json::from_slice(&table.stdout).expect("sfdisk json");
-    let partitions = table["partitiontable"]["partitions"]
-        .as_array()
-        .expect("partitions");
-    for partition in partitions {
-        let start = partition["start"].as_u64().expect("start") * 512;
-        let size = partition["size"].as_u64().expect("size") * 512;
-        let part = dir.path().join("part.img");
-        let status = Command::new("dd")
-            .arg(format!("if={}", raw.display()))
-            .arg(format!("of={}", part.display()))
-            .args(["bs=1M", "iflag=skip_bytes,count_bytes", "status=none"])
-            .arg(format!("skip={start}"))
-            .arg(format!("count={size}"))
+/// The root filesystem (the ext4 partition) of a built disk, read without
+/// booting it: qemu-img to raw, the partition table from sfdisk, files
+/// from debugfs.
+pub struct GuestRoot {
+    _dir: tempfile::TempDir,
+    partitions: Vec<PathBuf>,
+}
+
+impl GuestRoot {
+    pub fn open(disk: &Path) -> GuestRoot {
+        let dir = tempfile::tempdir().expect("tmp");
+        let raw = dir.path().join("disk.raw");
+        let status = Command::new("qemu-img")
+            .args(["convert", "-O", "raw"])
+            .arg(disk)
+            .arg(&raw)
             .status()
-            .expect("dd");
-        assert!(status.success());
-        let out = Command::new("debugfs")
-            .args(["-R", &format!("cat {guest_path}")])
-            .arg(&part)
+            .expect("qemu-img");
+        assert!(status.success(), "qemu-img convert failed");
+        let table = Command::new("sfdisk")
+            .arg("-J")
+            .arg(&raw)
             .output()
-            .expect("debugfs");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if out.status.success()
-            && !stderr.contains("File not found")
-            && !stderr.contains("Bad magic")
+            .expect("sfdisk");
+        let table: serde_json::Value = serde_json::from_slice(&table.stdout).expect("sfdisk json");
+        let mut partitions = Vec::new();
+        for (index, partition) in table["partitiontable"]["partitions"]
+            .as_array()
+            .expect("partitions")
+            .iter()
+            .enumerate()
         {
-            return Some(String::from_utf8_lossy(&out.stdout).into_owned());
+            let start = partition["start"].as_u64().expect("start") * 512;
+            let size = partition["size"].as_u64().expect("size") * 512;
+            let part = dir.path().join(format!("part{index}.img"));
+            let status = Command::new("dd")
+                .arg(format!("if={}", raw.display()))
+                .arg(format!("of={}", part.display()))
+                .args(["bs=1M", "iflag=skip_bytes,count_bytes", "status=none"])
+                .arg(format!("skip={start}"))
+                .arg(format!("count={size}"))
+                .status()
+                .expect("dd");
+            assert!(status.success());
+            partitions.push(part);
+        }
+        std::fs::remove_file(&raw).expect("remove raw copy");
+        GuestRoot {
+            _dir: dir,
+            partitions,
         }
     }
-    None
+
+    /// The file's content, from whichever partition holds it.
+    pub fn read(&self, guest_path: &str) -> Option<String> {
+        for part in &self.partitions {
+            let out = Command::new("debugfs")
+                .args(["-R", &format!("cat {guest_path}")])
+                .arg(part)
+                .output()
+                .expect("debugfs");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if out.status.success()
+                && !stderr.contains("File not found")
+                && !stderr.contains("Bad magic")
+            {
+                return Some(String::from_utf8_lossy(&out.stdout).into_owned());
+            }
+        }
+        None
+    }
 }
