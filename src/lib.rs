@@ -5,6 +5,7 @@ pub mod cli;
 pub mod provision;
 pub mod qemu;
 pub mod seed;
+pub mod smoke;
 pub mod source;
 pub mod ssh;
 pub mod template;

@@ -152,6 +152,25 @@ pub async fn blank(target: &Path, format: DiskFormat, size_mib: u64) -> Result<(
     Ok(())
 }
 
+/// A qcow2 overlay on `base` at `target`: everything a test boot writes
+/// lands there, `base` is only read.
+pub async fn overlay(base: &Path, base_format: &str, target: &Path) -> Result<(), DiskError> {
+    let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-F",
+        base_format,
+        "-b",
+        &base.to_string_lossy(),
+        &target.to_string_lossy(),
+    ])
+    .await
+    .map(|_| ())
+}
+
 /// Rewrites the disk without the blocks the guest freed (and compressed,
 /// when asked), then puts it in place of the original.
 pub async fn compact(path: &Path, format: DiskFormat, compress: bool) -> Result<(), DiskError> {

@@ -110,6 +110,7 @@ impl Machine {
         disk: &Path,
         scratch: &Path,
         serial_log: &Path,
+        hostname: &str,
     ) -> Result<Machine, MachineError> {
         let accel = match config.accelerator {
             Some(Accelerator::Kvm) => Accel::Kvm,
@@ -155,7 +156,7 @@ impl Machine {
                             &seed_path,
                             &crate::seed::NoCloud {
                                 instance_id: &instance_id,
-                                hostname: &config.vm_name,
+                                hostname,
                                 username: &options.username,
                                 public_key: &key.public_key_openssh,
                             },

@@ -6,6 +6,7 @@ mod disk;
 mod machine;
 mod post;
 pub mod report;
+mod test_boot;
 mod undo;
 
 use std::path::{Path, PathBuf};
@@ -80,6 +81,10 @@ pub struct BuildOptions {
     /// 0: no limit.
     pub parallel: usize,
     pub selection: Selection,
+    /// `-test-report`: where the smoke-test report goes (`.xml` or `.json`).
+    pub test_report: Option<PathBuf>,
+    /// Set by [`run_all`]: several builds write one report each.
+    pub many_builds: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +115,18 @@ pub enum BuildError {
     },
     #[error("post-processor")]
     Post(#[from] post::PostError),
+    #[error("{failed} of {total} check(s) failed{}", .report.as_ref().map(|p| format!(" (report: {})", p.display())).unwrap_or_default())]
+    TestsFailed {
+        failed: usize,
+        total: usize,
+        report: Option<PathBuf>,
+    },
+    #[error("tests need the ssh communicator (communicator is none)")]
+    TestsNeedSsh,
+    #[error("test report")]
+    Report(#[from] crate::smoke::report::ReportError),
+    #[error("cannot read the image tarball")]
+    Tarball(#[from] crate::smoke::tarball::TarballError),
     #[error("cancelled")]
     Cancelled,
 }
@@ -142,6 +159,10 @@ pub async fn run_all(
         options.parallel
     };
     let limit = Arc::new(tokio::sync::Semaphore::new(permits));
+    let options = &BuildOptions {
+        many_builds: builds.len() > 1,
+        ..options.clone()
+    };
     let run_uuid = uuid::Uuid::new_v4().to_string();
     let mut tasks = Vec::new();
     for spec in builds {
@@ -282,8 +303,16 @@ async fn pipeline(
     undo.push(Created::TempDir(scratch.clone()));
 
     let serial_log = serial_log_path(config);
-    let mut vm =
-        machine::Machine::prepare(ctx, config, &source, &disk_path, &scratch, &serial_log).await?;
+    let mut vm = machine::Machine::prepare(
+        ctx,
+        config,
+        &source,
+        &disk_path,
+        &scratch,
+        &serial_log,
+        &config.vm_name,
+    )
+    .await?;
     ctx.stage(Stage::Launch);
     vm.launch(ctx).await?;
 
@@ -318,6 +347,39 @@ async fn pipeline(
 
     ctx.stage(Stage::Shutdown);
     vm.shutdown(ctx, guest).await?;
+    drop(vm);
+
+    if !spec.tests.is_empty() {
+        let results = test_boot::run(
+            ctx,
+            config,
+            &disk_path,
+            config.format.as_str(),
+            &log_beside(config, "test.serial.log"),
+            &spec.tests,
+        )
+        .await?;
+        let report = match &options.test_report {
+            Some(path) => {
+                let path = report_path(path, &spec.name, options.many_builds);
+                crate::smoke::report::write(&path, &spec.name, &results)?;
+                Some(path)
+            }
+            None => None,
+        };
+        let failed = results.iter().filter(|r| !r.passed).count();
+        if failed > 0 {
+            // Kept with the artifact under -on-error=abort, to say why it
+            // must not be used.
+            let marker = config.output_directory.join("TESTS-FAILED.json");
+            let _ = std::fs::write(&marker, crate::smoke::report::json(&spec.name, &results));
+            return Err(BuildError::TestsFailed {
+                failed,
+                total: results.len(),
+                report,
+            });
+        }
+    }
 
     ctx.stage(Stage::Finalize);
     if config.skip_compaction || config.use_backing_file {
@@ -402,13 +464,88 @@ async fn make_disk(config: &QemuConfig, source: &Path, disk_path: &Path) -> Resu
 /// The serial console log lives beside the output directory, so it outlives
 /// a failed build whose output is removed.
 fn serial_log_path(config: &QemuConfig) -> PathBuf {
+    log_beside(config, "serial.log")
+}
+
+/// `<output_directory>.<suffix>`.
+fn log_beside(config: &QemuConfig, suffix: &str) -> PathBuf {
     let mut name = config
         .output_directory
         .file_name()
         .map(|n| n.to_os_string())
         .unwrap_or_else(|| "output".into());
-    name.push(".serial.log");
+    name.push(".");
+    name.push(suffix);
     config.output_directory.with_file_name(name)
+}
+
+/// With several builds, each writes its own report: `report-<build>.xml`.
+fn report_path(path: &Path, build: &str, many_builds: bool) -> PathBuf {
+    if !many_builds {
+        return path.to_path_buf();
+    }
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!("{stem}-{build}.{ext}"))
+}
+
+/// `kiln test`: boots `image` (qcow2, raw, or a GCE `disk.raw.tar.gz`) as a
+/// new instance under a throw-away overlay and runs `checks`. The image is
+/// never written.
+pub async fn test_image(
+    image: &Path,
+    config: &QemuConfig,
+    checks: &[crate::template::model::CheckSpec],
+    reporter: Arc<dyn Reporter>,
+    cancel: CancellationToken,
+) -> Result<Vec<crate::smoke::CheckResult>, BuildError> {
+    let ctx = BuildContext {
+        name: "test".to_string(),
+        builder_type: "qemu".to_string(),
+        reporter,
+        cancel: cancel.clone(),
+    };
+    let scratch = tempfile::Builder::new()
+        .prefix("kiln-")
+        .tempdir()
+        .map_err(|source| BuildError::Io {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+    let work = async {
+        let (disk, format) = if crate::smoke::tarball::is_gzip(image) {
+            ctx.stage(Stage::Source);
+            ctx.say(&format!("Unpacking disk.raw from {}...", image.display()));
+            let raw = scratch.path().join("disk.raw");
+            let (tarball, out) = (image.to_path_buf(), raw.clone());
+            tokio::task::spawn_blocking(move || {
+                crate::smoke::tarball::extract_disk(&tarball, &out)
+            })
+            .await
+            .map_err(|err| BuildError::Io {
+                path: image.to_path_buf(),
+                source: std::io::Error::other(err.to_string()),
+            })??;
+            (raw, "raw")
+        } else {
+            let format = crate::source::detect_format(image).map_err(BuildError::Source)?;
+            (image.to_path_buf(), format)
+        };
+        let serial_log = scratch.path().join("serial.log");
+        test_boot::run(&ctx, config, &disk, format, &serial_log, checks).await
+    };
+    let result = tokio::select! {
+        result = work => result,
+        () = cancel.cancelled() => Err(BuildError::Cancelled),
+    };
+    ctx.stage(Stage::Cleanup);
+    result
 }
 
 fn run_post_processors(

@@ -28,6 +28,9 @@ pub enum Command {
     Inspect(TemplateArgs),
     /// Build the images a template describes.
     Build(BuildArgs),
+    /// Boot an image (qcow2, raw or a GCE disk.raw.tar.gz) as a fresh
+    /// instance and run smoke-test checks on it; the image is not written.
+    Test(TestArgs),
     /// Print the version.
     Version,
 }
@@ -69,6 +72,46 @@ pub struct BuildArgs {
     /// How many builds run at once (0: all).
     #[arg(long = "parallel-builds", default_value_t = 0, value_name = "N")]
     pub parallel_builds: usize,
+    /// Write the smoke-test report here (.xml: JUnit, .json).
+    #[arg(long = "test-report", value_name = "FILE")]
+    pub test_report: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// The checks: a JSON file `{"tests": [...]}`, each check as in a
+    /// template's `tests`.
+    #[arg(long, value_name = "FILE")]
+    pub tests: PathBuf,
+    /// The user to log in as (its key comes with the seed).
+    #[arg(long = "ssh-username", default_value = "root", value_name = "USER")]
+    pub ssh_username: String,
+    /// Log in with this private key instead of a generated one.
+    #[arg(long = "ssh-private-key-file", value_name = "FILE")]
+    pub ssh_private_key_file: Option<PathBuf>,
+    /// How long to wait for SSH.
+    #[arg(long = "ssh-timeout", default_value = "5m", value_name = "DURATION")]
+    pub ssh_timeout: String,
+    /// kvm, tcg or none (default: KVM when usable, else TCG).
+    #[arg(long, value_name = "ACCEL")]
+    pub accelerator: Option<String>,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 1024, value_name = "MIB")]
+    pub memory: u64,
+    /// Guest CPUs.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub cpus: u32,
+    /// Write the report here (.xml: JUnit, .json).
+    #[arg(long = "test-report", value_name = "FILE")]
+    pub test_report: Option<PathBuf>,
+    /// Prefix each line of output with a timestamp.
+    #[arg(long = "timestamp-ui")]
+    pub timestamp_ui: bool,
+    /// Print Packer's machine-readable format.
+    #[arg(long = "machine-readable")]
+    pub machine_readable: bool,
+    /// The image to test.
+    pub image: PathBuf,
 }
 
 /// Flags that Packer writes with a single dash.
@@ -82,6 +125,14 @@ const LONG_FLAGS: &[&str] = &[
     "timestamp-ui",
     "machine-readable",
     "parallel-builds",
+    "test-report",
+    "tests",
+    "ssh-username",
+    "ssh-private-key-file",
+    "ssh-timeout",
+    "accelerator",
+    "memory",
+    "cpus",
     "help",
     "version",
 ];

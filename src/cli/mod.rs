@@ -3,6 +3,7 @@
 mod args;
 mod inspect;
 pub mod redact;
+mod test;
 pub mod ui;
 
 use std::io::IsTerminal;
@@ -55,6 +56,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Validate(args) => validate(args),
         Command::Inspect(args) => inspect::run(&args),
         Command::Build(args) => return build(args).await,
+        Command::Test(args) => return test::run(args).await,
         Command::Version => {
             println!("kiln {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -113,6 +115,12 @@ async fn build(args: BuildArgs) -> ExitCode {
         selection.check(&plan)?;
         anyhow::Ok((plan, selection))
     })();
+    let prepared = prepared.and_then(|ready| {
+        if let Some(path) = &args.test_report {
+            crate::smoke::report::check_path(path)?;
+        }
+        Ok(ready)
+    });
     let (plan, selection) = match prepared {
         Ok(ready) => ready,
         Err(err) => {
@@ -129,6 +137,8 @@ async fn build(args: BuildArgs) -> ExitCode {
         on_error: args.on_error,
         parallel: args.parallel_builds,
         selection,
+        test_report: args.test_report.clone(),
+        many_builds: false,
     };
     let cancel = CancellationToken::new();
     spawn_interrupt_handler(cancel.clone(), ui.clone());
@@ -193,7 +203,7 @@ fn summarize(ui: &Ui, outcomes: &[build::Outcome]) -> ExitCode {
 
 /// The whole error (with a console tail, say) was printed when the build
 /// failed; the summary repeats only its first line.
-fn first_line(text: &str) -> &str {
+pub(crate) fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or_default()
 }
 
@@ -208,7 +218,7 @@ fn humanize(elapsed: std::time::Duration) -> String {
 
 /// First Ctrl-C: cancel every build and let them clean up. A second one
 /// while that runs leaves at once (QEMU dies with kiln regardless).
-fn spawn_interrupt_handler(cancel: CancellationToken, ui: Ui) {
+pub(crate) fn spawn_interrupt_handler(cancel: CancellationToken, ui: Ui) {
     tokio::spawn(async move {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();

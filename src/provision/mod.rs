@@ -7,7 +7,7 @@ mod guest;
 mod shell;
 mod shell_local;
 
-pub use env::flatten_env;
+pub use env::{flatten_env, shell_quote};
 pub use guest::Guest;
 
 use std::time::Duration;

@@ -2,6 +2,7 @@
 //! strict validation, and the typed [`Plan`] the build runs from.
 
 mod builder;
+mod checks;
 mod decode;
 mod duration;
 mod funcs;
@@ -74,6 +75,7 @@ fn format_problems(problems: &[Problem]) -> String {
 /// The top-level keys of a template. Keys starting with `_` are comments, as
 /// in Packer.
 const TOP_LEVEL: &[&str] = &[
+    "tests",
     "variables",
     "sensitive-variables",
     "description",
@@ -198,10 +200,6 @@ fn plan(
         if key.starts_with('_') || TOP_LEVEL.contains(&key.as_str()) {
             continue;
         }
-        if key == "tests" {
-            cx.problem("tests", "tests is not supported yet");
-            continue;
-        }
         let mut message = "unknown top-level key".to_string();
         if let Some(best) = decode::closest(key, TOP_LEVEL) {
             message.push_str(&format!(" (did you mean {best}?)"));
@@ -247,6 +245,14 @@ fn plan(
                 let _ = filter(cx, &pp.path, map, &names);
             }
         }
+    }
+
+    let checks = match root.get("tests") {
+        None | Some(Json::Null) => Vec::new(),
+        Some(section) => checks::decode_all(cx, "tests", section, cwd, true),
+    };
+    for (index, check) in checks.iter().enumerate() {
+        let _ = filter(cx, &format!("tests[{index}]"), check.map, &names);
     }
 
     let mut builds = Vec::new();
@@ -302,6 +308,11 @@ fn plan(
                 qemu,
                 provisioners: provs,
                 post_processors: chains,
+                tests: checks
+                    .iter()
+                    .filter(|c| filter_quiet(c.map).applies(&b.name))
+                    .map(|c| c.spec.clone())
+                    .collect(),
             });
         }
     }
@@ -317,6 +328,111 @@ fn plan(
         sensitive_values: vars.sensitive_values,
         variables: vars.infos,
     })
+}
+
+/// The qemu builder's settings for booting an existing image (`kiln test`):
+/// Packer's defaults, the image as a `disk_image` source, and `settings`
+/// (builder keys such as `ssh_username`) on top.
+pub fn image_config(
+    image: &Path,
+    settings: &Map<String, Json>,
+) -> Result<QemuConfig, TemplateError> {
+    let cwd = std::env::current_dir().map_err(|source| TemplateError::Read {
+        path: PathBuf::from("."),
+        source,
+    })?;
+    let mut map = Map::new();
+    map.insert("type".into(), Json::String("qemu".into()));
+    map.insert(
+        "iso_url".into(),
+        Json::String(image.to_string_lossy().into_owned()),
+    );
+    map.insert("iso_checksum".into(), Json::String("none".into()));
+    map.insert("disk_image".into(), Json::Bool(true));
+    map.insert("headless".into(), Json::Bool(true));
+    for (key, value) in settings {
+        map.insert(key.clone(), value.clone());
+    }
+    let cx = Cx::new(FuncCtx {
+        env_allowed: false,
+        vars: Default::default(),
+        failed_vars: Default::default(),
+        build_name: Some("test".into()),
+        build_type: Some("qemu".into()),
+        template_dir: cwd.to_string_lossy().into_owned(),
+        pwd: cwd.to_string_lossy().into_owned(),
+        now: chrono::Utc::now(),
+    });
+    let mut o = Obj::new(&cx, "", &map);
+    o.allow(&["type"]);
+    let config = builder::decode(o, "test", &cwd);
+    let problems = cx.take_problems();
+    match config {
+        Some(config) if problems.is_empty() => Ok(config),
+        _ => Err(TemplateError::Invalid {
+            path: image.to_path_buf(),
+            problems,
+        }),
+    }
+}
+
+/// Reads the checks file of `kiln test`: `{"tests": [...]}`, each check as
+/// in a template's `tests` (without `only`/`except`). `{{ }}` functions
+/// work, but there are no variables.
+pub fn load_checks(path: &Path) -> Result<Vec<CheckSpec>, TemplateError> {
+    let root = read_json(path)?;
+    let cwd = std::env::current_dir().map_err(|source| TemplateError::Read {
+        path: PathBuf::from("."),
+        source,
+    })?;
+    let cx = Cx::new(FuncCtx {
+        env_allowed: false,
+        vars: Default::default(),
+        failed_vars: Default::default(),
+        build_name: None,
+        build_type: None,
+        template_dir: paths::resolve(&cwd, &path.to_string_lossy())
+            .parent()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        pwd: cwd.to_string_lossy().into_owned(),
+        now: chrono::Utc::now(),
+    });
+    let mut checks = Vec::new();
+    match &root {
+        Json::Object(map) => {
+            for key in map.keys() {
+                if key != "tests" && !key.starts_with('_') {
+                    cx.problem(
+                        key.clone(),
+                        "unknown key: a checks file holds only \"tests\"",
+                    );
+                }
+            }
+            match map.get("tests") {
+                Some(section) => {
+                    checks = checks::decode_all(&cx, "tests", section, &cwd, false)
+                        .into_iter()
+                        .map(|c| c.spec)
+                        .collect();
+                }
+                None => cx.problem("tests", "is required: the list of checks"),
+            }
+        }
+        other => cx.problem(
+            "(file)",
+            format!("expected a JSON object, got {}", json_type(other)),
+        ),
+    }
+    let problems = cx.take_problems();
+    if problems.is_empty() {
+        Ok(checks)
+    } else {
+        Err(TemplateError::Invalid {
+            path: path.to_path_buf(),
+            problems,
+        })
+    }
 }
 
 /// The only functions [`render_late`] evaluates: pure ones.

@@ -47,6 +47,8 @@ pub struct BuildSpec {
     /// Post-processor sequences: each inner list runs as one chain, each chain
     /// getting the build's artifact.
     pub post_processors: Vec<Vec<PostProcessorSpec>>,
+    /// Smoke-test checks run on a fresh boot of the result (kiln's `tests`).
+    pub tests: Vec<CheckSpec>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,4 +300,62 @@ pub struct ManifestConfig {
     pub strip_time: bool,
     pub custom_data: BTreeMap<String, String>,
     pub keep_input_artifact: bool,
+}
+
+/// One smoke-test check (a kiln extension: the template's top-level
+/// `tests`, or the file given to `kiln test`).
+#[derive(Debug, Clone)]
+pub struct CheckSpec {
+    pub name: String,
+    pub kind: CheckKind,
+    /// Default 0.
+    pub expect_exit: i64,
+    /// Regular expressions (already validated).
+    pub expect_stdout: Option<String>,
+    pub expect_stderr: Option<String>,
+    /// Per attempt. Default 1m.
+    pub timeout: Duration,
+    /// Keep trying until it passes or this much time has gone by (services
+    /// that start late). Zero: one attempt.
+    pub retry_for: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortProtocol {
+    Tcp,
+    Udp,
+}
+
+/// What a check runs in the guest. The declarative kinds expand to shell.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckKind {
+    /// `inline`: commands run by `/bin/sh -e`.
+    Inline(Vec<String>),
+    /// `script`: a local script, uploaded and run.
+    Script(PathBuf),
+    /// `command`: one command line, its exit code and output checked.
+    Command(String),
+    File {
+        path: String,
+        exists: bool,
+        /// Octal, as `stat -c %a` prints it (`644`, `4755`).
+        mode: Option<String>,
+        owner: Option<String>,
+        group: Option<String>,
+        contains: Option<String>,
+    },
+    Service {
+        name: String,
+        active: Option<bool>,
+        enabled: Option<bool>,
+    },
+    Port {
+        port: u16,
+        protocol: PortProtocol,
+        listening: bool,
+    },
+    Package {
+        name: String,
+        installed: bool,
+    },
 }

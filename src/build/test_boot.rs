@@ -1,0 +1,82 @@
+//! The test stage: a throw-away overlay of a disk, booted as a brand-new
+//! instance (fresh seed, new instance-id and hostname, so first-boot logic
+//! runs again), checked over SSH, powered off and deleted. The disk itself
+//! is only ever read.
+
+use std::path::Path;
+
+use super::machine::Machine;
+use super::report::Stage;
+use super::{BuildContext, BuildError, disk};
+use crate::smoke::{self, CheckResult};
+use crate::template::model::{CheckSpec, Communicator, DiskFormat, QemuConfig};
+
+/// Boots `disk` (in `format`) under an overlay and runs `checks` on it.
+pub async fn run(
+    ctx: &BuildContext,
+    config: &QemuConfig,
+    disk: &Path,
+    format: &str,
+    serial_log: &Path,
+    checks: &[CheckSpec],
+) -> Result<Vec<CheckResult>, BuildError> {
+    if matches!(config.communicator, Communicator::None) {
+        return Err(BuildError::TestsNeedSsh);
+    }
+    ctx.stage(Stage::Test);
+    // Removed when this returns, fails or is cancelled: the overlay, the
+    // seed, the key and the QMP socket.
+    let scratch = tempfile::Builder::new()
+        .prefix("kiln-test-")
+        .tempdir()
+        .map_err(|source| BuildError::Io {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+    let overlay = scratch.path().join("overlay.qcow2");
+    disk::overlay(disk, format, &overlay).await?;
+
+    let mut boot_config = config.clone();
+    boot_config.disk_image = true;
+    boot_config.format = DiskFormat::Qcow2;
+    // The template's own cd_files were for the build; the test boot gets
+    // only its fresh seed.
+    boot_config.cd_files.clear();
+    boot_config.cd_content.clear();
+    boot_config.cd_label = None;
+    let hostname = format!("{}-test", config.vm_name.replace('.', "-"));
+    ctx.say(&format!(
+        "Booting a fresh instance of the result for {} check(s)...",
+        checks.len()
+    ));
+    let mut vm = Machine::prepare(
+        ctx,
+        &boot_config,
+        disk,
+        &overlay,
+        scratch.path(),
+        serial_log,
+        &hostname,
+    )
+    .await?;
+    vm.launch(ctx).await?;
+    let mut guest = vm.connect(ctx).await?;
+    let report = |result: &CheckResult| {
+        if result.passed {
+            ctx.say(&format!("check {}: pass", result.name));
+        } else {
+            ctx.reporter.error(
+                &ctx.name,
+                &format!("check {}: FAIL: {}", result.name, result.reason),
+            );
+        }
+    };
+    let results = smoke::run_checks(checks, &mut guest, &ctx.cancel, &report)
+        .await
+        .map_err(|source| BuildError::Machine(super::MachineError::Ssh(source)))?;
+    vm.shutdown(ctx, Some(guest)).await?;
+    for line in smoke::report::table(&results) {
+        ctx.say(&line);
+    }
+    Ok(results)
+}

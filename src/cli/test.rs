@@ -1,0 +1,111 @@
+//! `kiln test IMAGE --tests checks.json`: smoke-test any image.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use serde_json::{Map, Value as Json};
+use tokio_util::sync::CancellationToken;
+
+use super::args::TestArgs;
+use super::ui::{Mode, Ui};
+use crate::build;
+use crate::template;
+
+pub async fn run(args: TestArgs) -> ExitCode {
+    let mode = if args.machine_readable {
+        Mode::Machine
+    } else if std::io::stdout().is_terminal() {
+        Mode::Tty
+    } else {
+        Mode::Plain
+    };
+    let ui = Ui::new(mode, args.timestamp_ui, Box::new(std::io::stdout()));
+    let prepared = prepare(&args);
+    let (config, checks) = match prepared {
+        Ok(ready) => ready,
+        Err(err) => {
+            ui.error_global(&format!("Error: {}", crate::error_chain(err.as_ref())));
+            return ExitCode::from(1);
+        }
+    };
+    let cancel = CancellationToken::new();
+    super::spawn_interrupt_handler(cancel.clone(), ui.clone());
+    let ticker = ui.start_ticker();
+    let reporter: Arc<dyn build::report::Reporter> = Arc::new(ui.clone());
+    let result = build::test_image(&args.image, &config, &checks, reporter, cancel).await;
+    if let Some(ticker) = ticker {
+        ticker.abort();
+    }
+    ui.stop_live();
+    let results = match result {
+        Ok(results) => results,
+        Err(err) => {
+            ui.error_global(&format!(
+                "Error: testing {}: {}",
+                args.image.display(),
+                crate::error_chain(&err)
+            ));
+            return ExitCode::from(1);
+        }
+    };
+    if let Some(path) = &args.test_report {
+        let suite = args
+            .image
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "kiln".into());
+        if let Err(err) = crate::smoke::report::write(path, &suite, &results) {
+            ui.error_global(&format!("Error: {}", crate::error_chain(&err)));
+            return ExitCode::from(1);
+        }
+    }
+    let failed = results.iter().filter(|r| !r.passed).count();
+    if failed == 0 {
+        ui.say_global(&format!("==> All {} check(s) passed.", results.len()));
+        ExitCode::SUCCESS
+    } else {
+        ui.error_global(&format!(
+            "==> {failed} of {} check(s) failed.",
+            results.len()
+        ));
+        ExitCode::from(1)
+    }
+}
+
+/// Everything that can be wrong before a boot: the image, the checks, the
+/// report name, the settings.
+fn prepare(args: &TestArgs) -> anyhow::Result<(template::QemuConfig, Vec<template::CheckSpec>)> {
+    if !args.image.is_file() {
+        anyhow::bail!("image {} not found", args.image.display());
+    }
+    if let Some(path) = &args.test_report {
+        crate::smoke::report::check_path(path)?;
+    }
+    let checks = template::load_checks(&args.tests)?;
+    if checks.is_empty() {
+        anyhow::bail!("{} holds no checks", args.tests.display());
+    }
+    let mut settings = Map::new();
+    settings.insert(
+        "ssh_username".into(),
+        Json::String(args.ssh_username.clone()),
+    );
+    settings.insert("ssh_timeout".into(), Json::String(args.ssh_timeout.clone()));
+    settings.insert("memory".into(), Json::from(args.memory));
+    settings.insert("cpus".into(), Json::from(args.cpus));
+    settings.insert("vm_name".into(), Json::String("kiln".into()));
+    settings.insert("shutdown_timeout".into(), Json::String("2m".into()));
+    if let Some(key) = &args.ssh_private_key_file {
+        settings.insert(
+            "ssh_private_key_file".into(),
+            Json::String(key.to_string_lossy().into_owned()),
+        );
+    }
+    if let Some(accel) = &args.accelerator {
+        settings.insert("accelerator".into(), Json::String(accel.clone()));
+    }
+    let image = std::path::absolute(&args.image)?;
+    let config = template::image_config(&image, &settings)?;
+    Ok((config, checks))
+}
