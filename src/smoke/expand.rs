@@ -74,25 +74,25 @@ fn file_script(
     s.push_str("[ -e \"$p\" ] || fail \"$p does not exist\"\n");
     if let Some(mode) = mode {
         s.push_str(&format!(
-            "m=$(stat -c %a \"$p\") && [ \"$m\" = {0} ] || fail \"$p has mode $m, expected {0}\"\n",
+            "w={0}; m=$(stat -c %a \"$p\") && [ \"$m\" = \"$w\" ] || fail \"$p has mode $m, expected $w\"\n",
             shell_quote(mode)
         ));
     }
     if let Some(owner) = owner {
         s.push_str(&format!(
-            "o=$(stat -c %U \"$p\") && [ \"$o\" = {0} ] || fail \"$p is owned by $o, expected {0}\"\n",
+            "w={0}; o=$(stat -c %U \"$p\") && [ \"$o\" = \"$w\" ] || fail \"$p is owned by $o, expected $w\"\n",
             shell_quote(owner)
         ));
     }
     if let Some(group) = group {
         s.push_str(&format!(
-            "g=$(stat -c %G \"$p\") && [ \"$g\" = {0} ] || fail \"$p has group $g, expected {0}\"\n",
+            "w={0}; g=$(stat -c %G \"$p\") && [ \"$g\" = \"$w\" ] || fail \"$p has group $g, expected $w\"\n",
             shell_quote(group)
         ));
     }
     if let Some(text) = contains {
         s.push_str(&format!(
-            "grep -qF -e {0} \"$p\" || fail \"$p does not contain \"{0}\n",
+            "w={0}; grep -qF -e \"$w\" \"$p\" || fail \"$p does not contain: $w\"\n",
             shell_quote(text)
         ));
     }
