@@ -202,6 +202,9 @@ fn judge(check: &CheckSpec, attempt: &Attempt) -> Option<String> {
         ("stderr", &check.expect_stderr, &attempt.stderr),
     ] {
         let Some(pattern) = pattern else { continue };
+        // Without its final newline, `^ok$` matches a command that printed
+        // one line `ok`, as people write it.
+        let text = text.strip_suffix('\n').unwrap_or(text);
         // Validated when the checks were loaded.
         let matches = Regex::new(pattern).map(|re| re.is_match(text));
         if !matches.unwrap_or(false) {
@@ -259,6 +262,7 @@ mod tests {
             Some("exit code 3, expected 0: no such file")
         );
         assert_eq!(judge(&check(3, None, None), &seen(3, "", "")), None);
+        assert_eq!(judge(&check(0, Some("^ok$"), None), &seen(0, "ok\n", "")), None);
         assert_eq!(
             judge(&check(0, Some("^ok$"), None), &seen(0, "not ok\n", "")).as_deref(),
             Some("stdout does not match /^ok$/")
