@@ -96,6 +96,14 @@ pub fn package(
     )?;
     let raw_size = opened.virtual_size.div_ceil(GIB) * GIB;
     let data_bytes = tar::stored_size(&map);
+    tracing::debug!(
+        disk = %disk.display(),
+        format = %opened.format,
+        virtual_size = opened.virtual_size,
+        extents = map.len(),
+        data_bytes,
+        "packaging"
+    );
     let entry = tar::SparseEntry {
         name: ENTRY_NAME,
         real_size: raw_size,
@@ -187,13 +195,16 @@ fn open(disk: &Path) -> Result<Opened, ExportError> {
         disk: disk.to_path_buf(),
         source,
     };
-    let metadata = std::fs::metadata(disk).map_err(open_error)?;
+    // Absolute, so qemu reads neither a leading '-' as an option nor a
+    // colon as a protocol prefix.
+    let path = std::fs::canonicalize(disk).map_err(open_error)?;
+    let metadata = std::fs::metadata(&path).map_err(open_error)?;
     let mtime = metadata
         .modified()
         .ok()
         .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |age| age.as_secs());
-    let info = qemu_img::info(disk).map_err(|source| ExportError::NotAnImage {
+    let info = qemu_img::info(&path).map_err(|source| ExportError::NotAnImage {
         disk: disk.to_path_buf(),
         source,
     })?;
@@ -204,7 +215,7 @@ fn open(disk: &Path) -> Result<Opened, ExportError> {
     }
     let limit = info.virtual_size.next_multiple_of(extents::SECTOR);
     if info.format == "raw" {
-        let file = File::open(disk).map_err(open_error)?;
+        let file = File::open(&path).map_err(open_error)?;
         let found = extents::raw_extents(&file, info.virtual_size).map_err(open_error)?;
         return Ok(Opened {
             format: info.format,
@@ -215,7 +226,7 @@ fn open(disk: &Path) -> Result<Opened, ExportError> {
             _server: None,
         });
     }
-    let found = qemu_img::map(disk, &info.format).map_err(|source| ExportError::Map {
+    let found = qemu_img::map(&path, &info.format).map_err(|source| ExportError::Map {
         disk: disk.to_path_buf(),
         source,
     })?;
@@ -223,7 +234,7 @@ fn open(disk: &Path) -> Result<Opened, ExportError> {
         disk: disk.to_path_buf(),
         source,
     };
-    let mut server = nbd::NbdServer::start(disk, &info.format).map_err(nbd_error)?;
+    let mut server = nbd::NbdServer::start(&path, &info.format).map_err(nbd_error)?;
     let client = server.connect().map_err(nbd_error)?;
     Ok(Opened {
         format: info.format,

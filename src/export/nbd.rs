@@ -102,15 +102,11 @@ impl NbdServer {
     pub fn connect(&mut self) -> Result<NbdClient, NbdError> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if let Some(status) = self.child.try_wait().map_err(NbdError::Spawn)? {
-                let stderr = std::fs::read_to_string(&self.stderr).unwrap_or_default();
-                return Err(NbdError::Exited {
-                    status: status.to_string(),
-                    stderr: stderr.trim().to_string(),
-                });
+            if let Some(exited) = self.exited()? {
+                return Err(exited);
             }
             match UnixStream::connect(&self.socket) {
-                Ok(stream) => return NbdClient::handshake(stream).map_err(NbdError::Handshake),
+                Ok(stream) => return self.handshake(stream),
                 // Not bound or not listening yet.
                 Err(err)
                     if matches!(
@@ -126,6 +122,36 @@ impl NbdServer {
                 Err(_) => return Err(NbdError::Timeout),
             }
         }
+    }
+}
+
+impl NbdServer {
+    /// qemu-nbd listens before it opens the disk: a handshake cut short may
+    /// just mean it could not open it, which its exit says better.
+    fn handshake(&mut self, stream: UnixStream) -> Result<NbdClient, NbdError> {
+        let error = match NbdClient::handshake(stream) {
+            Ok(client) => return Ok(client),
+            Err(error) => error,
+        };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if let Some(exited) = self.exited()? {
+                return Err(exited);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Err(NbdError::Handshake(error))
+    }
+
+    fn exited(&mut self) -> Result<Option<NbdError>, NbdError> {
+        let Some(status) = self.child.try_wait().map_err(NbdError::Spawn)? else {
+            return Ok(None);
+        };
+        let stderr = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+        Ok(Some(NbdError::Exited {
+            status: status.to_string(),
+            stderr: stderr.trim().to_string(),
+        }))
     }
 }
 
