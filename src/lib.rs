@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod cli;
+pub mod export;
 pub mod provision;
 pub mod qemu;
 pub mod seed;
