@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod cli;
+pub mod gcp;
 pub mod provision;
 pub mod qemu;
 pub mod seed;
