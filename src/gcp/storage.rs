@@ -609,12 +609,13 @@ impl StorageClient {
             .authorize(request)
             .await
             .map_err(StorageError::Auth)?;
+        // The session URL is a credential of its own: keep it out of errors.
         let response = request
             .send()
             .await
             .map_err(|source| StorageError::Transport {
                 what: what.to_string(),
-                source,
+                source: source.without_url(),
             })?;
         match response.status().as_u16() {
             308 => {

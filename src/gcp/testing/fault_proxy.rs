@@ -40,6 +40,8 @@ pub struct RequestInfo {
     pub method: String,
     pub target: String,
     pub content_range: Option<String>,
+    /// The `Authorization` header, so tests can check credentials flow.
+    pub authorization: Option<String>,
     pub body_len: usize,
 }
 
@@ -123,6 +125,7 @@ async fn handle(mut client: TcpStream, index: usize, shared: &Shared) -> std::io
     let target = parts.next().unwrap_or_default().to_string();
     let mut headers: Vec<String> = Vec::new();
     let mut content_range = None;
+    let mut authorization = None;
     for line in lines.filter(|l| !l.is_empty()) {
         let lower = line.to_ascii_lowercase();
         if lower.starts_with("connection:") {
@@ -131,6 +134,9 @@ async fn handle(mut client: TcpStream, index: usize, shared: &Shared) -> std::io
         if lower.starts_with("content-range:") {
             content_range = line.split_once(':').map(|(_, v)| v.trim().to_string());
         }
+        if lower.starts_with("authorization:") {
+            authorization = line.split_once(':').map(|(_, v)| v.trim().to_string());
+        }
         headers.push(line.to_string());
     }
     let info = RequestInfo {
@@ -138,6 +144,7 @@ async fn handle(mut client: TcpStream, index: usize, shared: &Shared) -> std::io
         method,
         target,
         content_range,
+        authorization,
         body_len: body.len(),
     };
     let fault = (shared.plan)(&info);

@@ -376,3 +376,43 @@ async fn an_empty_upload_makes_an_empty_object() {
     assert_eq!(meta.size_bytes(), Some(0));
     assert!(download(&client, "empty").await.is_empty());
 }
+
+#[tokio::test]
+async fn every_request_carries_the_cached_token() {
+    use crate::gcp::auth::Credentials;
+    use crate::gcp::testing::TEST_PRIVATE_KEY_PEM;
+    use crate::gcp::testing::token_server::TokenServer;
+
+    let tokens = TokenServer::start(3600).await.unwrap();
+    let key = serde_json::json!({
+        "type": "service_account",
+        "private_key": TEST_PRIVATE_KEY_PEM,
+        "client_email": "kiln@proj.iam.gserviceaccount.com",
+        "token_uri": format!("{}/token", tokens.base_url),
+    });
+    let creds = Credentials::from_json(&key.to_string(), std::path::Path::new("sa.json")).unwrap();
+    let (_emulator, proxy, _) = proxied(chunk_plan(|n| {
+        if n == 1 {
+            Fault::DropMidBody
+        } else {
+            Fault::Pass
+        }
+    }))
+    .await;
+    let client =
+        StorageClient::new(&proxy.base_url, Arc::new(TokenSource::new(creds).unwrap())).unwrap();
+    let bytes = data(3 * KIB256, 10);
+    upload_bytes(&client, "authorized", &bytes, &options(KIB256))
+        .await
+        .unwrap();
+    let log = proxy.log();
+    assert!(log.len() >= 6, "{log:#?}");
+    for (request, _) in &log {
+        assert_eq!(
+            request.authorization.as_deref(),
+            Some("Bearer test-token-1"),
+            "{request:?}"
+        );
+    }
+    assert_eq!(tokens.requests(), 1);
+}
