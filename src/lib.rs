@@ -3,6 +3,7 @@
 pub mod build;
 pub mod cli;
 pub mod export;
+pub mod gcp;
 pub mod provision;
 pub mod qemu;
 pub mod seed;

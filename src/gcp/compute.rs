@@ -1,0 +1,507 @@
+//! Compute Engine images: insert from a Cloud Storage tarball, delete, and
+//! wait for the global operations those start.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::auth::{AuthError, TokenSource};
+use super::http::{self, CallError};
+use super::retry::RetryPolicy;
+use super::storage;
+use super::validate::{ValidationError, validate_image_request};
+
+pub const COMPUTE_ENDPOINT: &str = "https://compute.googleapis.com/compute/v1";
+/// How long an image insert may take before kiln stops waiting.
+pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ComputeError {
+    #[error("cannot build an HTTP client")]
+    Client(#[source] reqwest::Error),
+    #[error("cannot get credentials for Compute Engine")]
+    Auth(#[source] AuthError),
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error("image {name:?} already exists in project {project}; use -force to replace it")]
+    ImageExists { project: String, name: String },
+    #[error("{what} failed")]
+    Transport {
+        what: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{what} failed with HTTP {status}: {message}")]
+    Status {
+        what: String,
+        status: u16,
+        message: String,
+    },
+    #[error("{what}: gave up after {attempts} attempts")]
+    GaveUp {
+        what: String,
+        attempts: u32,
+        #[source]
+        last: Box<ComputeError>,
+    },
+    #[error("{what}: the response is not valid")]
+    BadResponse {
+        what: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("operation {operation} ({kind} of {target}) failed: {}", format_errors(.errors))]
+    OperationFailed {
+        operation: String,
+        kind: String,
+        target: String,
+        errors: Vec<OperationError>,
+    },
+    #[error("gave up waiting for operation {operation} after {waited:?}; it may still finish")]
+    Timeout { operation: String, waited: Duration },
+    #[error("stopped waiting for operation {operation}: cancelled; it may still finish")]
+    Cancelled { operation: String },
+}
+
+fn format_errors(errors: &[OperationError]) -> String {
+    errors
+        .iter()
+        .map(|e| match &e.location {
+            Some(loc) => format!("{}: {} (at {loc})", e.code, e.message),
+            None => format!("{}: {}", e.code, e.message),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl ComputeError {
+    fn from_call(what: &str, (error, attempts): (CallError, u32)) -> ComputeError {
+        let last = match error {
+            CallError::Auth(e) => return ComputeError::Auth(e),
+            CallError::Transport(source) => ComputeError::Transport {
+                what: what.to_string(),
+                source,
+            },
+            CallError::Status { status, message } => ComputeError::Status {
+                what: what.to_string(),
+                status,
+                message,
+            },
+        };
+        ComputeError::GaveUp {
+            what: what.to_string(),
+            attempts,
+            last: Box::new(last),
+        }
+    }
+}
+
+/// An image to create from a `disk.raw` tarball in Cloud Storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRequest {
+    pub project: String,
+    pub name: String,
+    pub family: Option<String>,
+    pub description: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    /// e.g. `UEFI_COMPATIBLE`, `VIRTIO_SCSI_MULTIQUEUE`, `GVNIC`.
+    pub guest_os_features: Vec<String>,
+    pub storage_locations: Vec<String>,
+    /// `X86_64` or `ARM64`.
+    pub architecture: Option<String>,
+    pub bucket: String,
+    pub object: String,
+}
+
+impl ImageRequest {
+    pub fn new(project: &str, name: &str, bucket: &str, object: &str) -> ImageRequest {
+        ImageRequest {
+            project: project.to_string(),
+            name: name.to_string(),
+            family: None,
+            description: None,
+            labels: BTreeMap::new(),
+            guest_os_features: Vec::new(),
+            storage_locations: Vec::new(),
+            architecture: None,
+            bucket: bucket.to_string(),
+            object: object.to_string(),
+        }
+    }
+
+    /// The `images.insert` request body.
+    pub fn body(&self) -> serde_json::Value {
+        let mut body = serde_json::json!({
+            "name": self.name,
+            "rawDisk": { "source": storage::public_url(&self.bucket, &self.object) },
+        });
+        let map = body.as_object_mut();
+        if let Some(map) = map {
+            if let Some(family) = &self.family {
+                map.insert("family".into(), family.clone().into());
+            }
+            if let Some(description) = &self.description {
+                map.insert("description".into(), description.clone().into());
+            }
+            if !self.labels.is_empty() {
+                map.insert("labels".into(), serde_json::json!(self.labels));
+            }
+            if !self.guest_os_features.is_empty() {
+                let features: Vec<_> = self
+                    .guest_os_features
+                    .iter()
+                    .map(|f| serde_json::json!({ "type": f }))
+                    .collect();
+                map.insert("guestOsFeatures".into(), features.into());
+            }
+            if !self.storage_locations.is_empty() {
+                map.insert(
+                    "storageLocations".into(),
+                    serde_json::json!(self.storage_locations),
+                );
+            }
+            if let Some(arch) = &self.architecture {
+                map.insert("architecture".into(), arch.clone().into());
+            }
+        }
+        body
+    }
+}
+
+/// One entry of an operation's `error.errors`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperationError {
+    #[serde(default)]
+    pub code: String,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct OperationErrors {
+    #[serde(default)]
+    pub errors: Vec<OperationError>,
+}
+
+/// A global operation, as much of it as kiln reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Operation {
+    pub name: String,
+    /// `PENDING`, `RUNNING` or `DONE`.
+    pub status: String,
+    #[serde(default)]
+    pub operation_type: String,
+    #[serde(default)]
+    pub target_link: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_link: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<OperationErrors>,
+}
+
+impl Operation {
+    pub fn is_done(&self) -> bool {
+        self.status == "DONE"
+    }
+
+    /// The errors of a finished operation, if it failed.
+    pub fn errors(&self) -> &[OperationError] {
+        self.error.as_ref().map_or(&[], |e| &e.errors)
+    }
+}
+
+/// A Compute Engine API client.
+#[derive(Debug, Clone)]
+pub struct ComputeClient {
+    http: reqwest::Client,
+    endpoint: String,
+    tokens: Arc<TokenSource>,
+    retry: RetryPolicy,
+    poll_interval: Duration,
+}
+
+impl ComputeClient {
+    /// A client for `endpoint`: the flag's value, else `KILN_COMPUTE_ENDPOINT`,
+    /// else the real API.
+    pub fn new(
+        endpoint: Option<&str>,
+        tokens: Arc<TokenSource>,
+    ) -> Result<ComputeClient, ComputeError> {
+        let endpoint = endpoint
+            .map(str::to_string)
+            .or_else(|| {
+                std::env::var("KILN_COMPUTE_ENDPOINT")
+                    .ok()
+                    .filter(|v| !v.is_empty())
+            })
+            .unwrap_or_else(|| COMPUTE_ENDPOINT.to_string());
+        Ok(ComputeClient {
+            http: http::client().map_err(ComputeError::Client)?,
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            tokens,
+            retry: RetryPolicy::default(),
+            poll_interval: DEFAULT_POLL_INTERVAL,
+        })
+    }
+
+    pub fn with_retry(mut self, retry: RetryPolicy) -> ComputeClient {
+        self.retry = retry;
+        self
+    }
+
+    pub fn with_poll_interval(mut self, interval: Duration) -> ComputeClient {
+        self.poll_interval = interval;
+        self
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    fn images_url(&self, project: &str) -> String {
+        format!("{}/projects/{project}/global/images", self.endpoint)
+    }
+
+    /// Starts `images.insert`. One request ID for every retry, so a retried
+    /// request whose first try did reach the server does not fail with 409.
+    pub async fn insert_image(&self, request: &ImageRequest) -> Result<Operation, ComputeError> {
+        validate_image_request(request)?;
+        let what = format!("creating image {}", request.name);
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let url = self.images_url(&request.project);
+        let body = request.body();
+        let response = http::send_retrying(&self.tokens, &self.retry, &|| {
+            self.http
+                .post(format!("{url}?requestId={request_id}"))
+                .json(&body)
+        })
+        .await
+        .map_err(|e| ComputeError::from_call(&what, e))?;
+        match response.status().as_u16() {
+            200 => read_json(&what, response).await,
+            409 => Err(ComputeError::ImageExists {
+                project: request.project.clone(),
+                name: request.name.clone(),
+            }),
+            status => Err(status_error(what, status, response).await),
+        }
+    }
+
+    /// Starts `images.delete`; `None` when there is no such image.
+    pub async fn start_delete_image(
+        &self,
+        project: &str,
+        name: &str,
+    ) -> Result<Option<Operation>, ComputeError> {
+        let what = format!("deleting image {name}");
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let url = format!("{}/{name}", self.images_url(project));
+        let response = http::send_retrying(&self.tokens, &self.retry, &|| {
+            self.http.delete(format!("{url}?requestId={request_id}"))
+        })
+        .await
+        .map_err(|e| ComputeError::from_call(&what, e))?;
+        match response.status().as_u16() {
+            200 => read_json(&what, response).await.map(Some),
+            404 => Ok(None),
+            status => Err(status_error(what, status, response).await),
+        }
+    }
+
+    /// Deletes the image and waits for that to finish; `false` when there
+    /// was no such image.
+    pub async fn delete_image(
+        &self,
+        project: &str,
+        name: &str,
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<bool, ComputeError> {
+        match self.start_delete_image(project, name).await? {
+            Some(op) => {
+                self.wait_operation(project, &op, timeout, cancel).await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Inserts the image and waits for it to be ready.
+    pub async fn create_image(
+        &self,
+        request: &ImageRequest,
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<Operation, ComputeError> {
+        let op = self.insert_image(request).await?;
+        self.wait_operation(&request.project, &op, timeout, cancel)
+            .await
+    }
+
+    /// Whether an image of that name exists.
+    pub async fn image_exists(&self, project: &str, name: &str) -> Result<bool, ComputeError> {
+        let what = format!("looking up image {name}");
+        let url = format!("{}/{name}", self.images_url(project));
+        let response = http::send_retrying(&self.tokens, &self.retry, &|| self.http.get(&url))
+            .await
+            .map_err(|e| ComputeError::from_call(&what, e))?;
+        match response.status().as_u16() {
+            200 => Ok(true),
+            404 => Ok(false),
+            status => Err(status_error(what, status, response).await),
+        }
+    }
+
+    /// Polls the operation until it is `DONE`; a done operation with
+    /// errors is [`ComputeError::OperationFailed`].
+    pub async fn wait_operation(
+        &self,
+        project: &str,
+        operation: &Operation,
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<Operation, ComputeError> {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let url = format!(
+            "{}/projects/{project}/global/operations/{}",
+            self.endpoint, operation.name
+        );
+        let mut current = operation.clone();
+        loop {
+            if current.is_done() {
+                return finished(current);
+            }
+            let stopped = tokio::select! {
+                _ = cancel.cancelled() => Some(ComputeError::Cancelled { operation: current.name.clone() }),
+                _ = tokio::time::sleep_until(deadline) => Some(ComputeError::Timeout {
+                    operation: current.name.clone(),
+                    waited: started.elapsed(),
+                }),
+                polled = async {
+                    tokio::time::sleep(self.poll_interval).await;
+                    self.get_operation(&url, &current.name).await
+                } => {
+                    current = polled?;
+                    None
+                }
+            };
+            if let Some(err) = stopped {
+                return Err(err);
+            }
+            tracing::debug!(
+                operation = %current.name,
+                status = %current.status,
+                progress = ?current.progress,
+                "compute operation"
+            );
+        }
+    }
+
+    async fn get_operation(&self, url: &str, name: &str) -> Result<Operation, ComputeError> {
+        let what = format!("reading operation {name}");
+        let response = http::send_retrying(&self.tokens, &self.retry, &|| self.http.get(url))
+            .await
+            .map_err(|e| ComputeError::from_call(&what, e))?;
+        match response.status().as_u16() {
+            200 => read_json(&what, response).await,
+            status => Err(status_error(what, status, response).await),
+        }
+    }
+}
+
+fn finished(op: Operation) -> Result<Operation, ComputeError> {
+    if op.errors().is_empty() {
+        return Ok(op);
+    }
+    Err(ComputeError::OperationFailed {
+        operation: op.name.clone(),
+        kind: op.operation_type.clone(),
+        target: op.target_link.clone(),
+        errors: op.errors().to_vec(),
+    })
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(
+    what: &str,
+    response: reqwest::Response,
+) -> Result<T, ComputeError> {
+    response
+        .json()
+        .await
+        .map_err(|source| ComputeError::BadResponse {
+            what: what.to_string(),
+            source,
+        })
+}
+
+async fn status_error(what: String, status: u16, response: reqwest::Response) -> ComputeError {
+    let body = response.text().await.unwrap_or_default();
+    ComputeError::Status {
+        what,
+        status,
+        message: http::error_message(&body),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_body_has_the_api_shape() {
+        let mut req = ImageRequest::new("p", "img", "bkt", "dir/disk.tar.gz");
+        req.family = Some("fam".into());
+        req.labels.insert("k".into(), "v".into());
+        req.guest_os_features = vec!["UEFI_COMPATIBLE".into()];
+        req.storage_locations = vec!["eu".into()];
+        req.architecture = Some("X86_64".into());
+        let body = req.body();
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "name": "img",
+                "family": "fam",
+                "labels": {"k": "v"},
+                "guestOsFeatures": [{"type": "UEFI_COMPATIBLE"}],
+                "storageLocations": ["eu"],
+                "architecture": "X86_64",
+                "rawDisk": {"source": "https://storage.googleapis.com/bkt/dir/disk.tar.gz"},
+            })
+        );
+    }
+
+    #[test]
+    fn operation_errors_are_listed() {
+        let err = finished(Operation {
+            name: "op-1".into(),
+            status: "DONE".into(),
+            operation_type: "insert".into(),
+            target_link: "projects/p/global/images/x".into(),
+            self_link: None,
+            progress: Some(100),
+            error: Some(OperationErrors {
+                errors: vec![OperationError {
+                    code: "INVALID_TARBALL".into(),
+                    message: "no disk.raw".into(),
+                    location: None,
+                }],
+            }),
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "operation op-1 (insert of projects/p/global/images/x) failed: INVALID_TARBALL: no disk.raw"
+        );
+    }
+}
