@@ -36,7 +36,7 @@ FIXTURE_PKGS=(busybox-static dropbear-bin openssh-sftp-server syslinux syslinux-
               mtools fdisk e2fsprogs cpio kmod dosfstools)
 # What the tests use to check kiln's output with independent tools, and the
 # reference for the benchmark.
-TEST_PKGS=(genisoimage xorriso libarchive-tools openssh-client openssh-server packer socat hyperfine)
+TEST_PKGS=(genisoimage xorriso libarchive-tools openssh-client openssh-server packer socat hyperfine pigz time)
 
 missing=()
 for pkg in "${FIXTURE_PKGS[@]}" "${TEST_PKGS[@]}"; do

@@ -3,6 +3,7 @@
 //! Ctrl-C.
 
 mod disk;
+pub(crate) mod gce;
 mod machine;
 mod post;
 pub mod report;
@@ -127,6 +128,8 @@ pub enum BuildError {
     Report(#[from] crate::smoke::report::ReportError),
     #[error("cannot read the image tarball")]
     Tarball(#[from] crate::smoke::tarball::TarballError),
+    #[error("googlecompute-import")]
+    Gce(#[source] Box<gce::GceError>),
     #[error("cancelled")]
     Cancelled,
 }
@@ -404,7 +407,7 @@ async fn pipeline(
 
     if !spec.post_processors.is_empty() {
         ctx.stage(Stage::Post);
-        run_post_processors(spec, &artifact, ctx, undo, run_uuid)?;
+        run_post_processors(spec, &artifact, ctx, undo, run_uuid).await?;
     }
     Ok(artifact)
 }
@@ -548,17 +551,21 @@ pub async fn test_image(
     result
 }
 
-fn run_post_processors(
+async fn run_post_processors(
     spec: &BuildSpec,
     artifact: &Artifact,
     ctx: &BuildContext,
     undo: &mut UndoStack,
     run_uuid: &str,
 ) -> Result<(), BuildError> {
+    // Packer deletes a post-processor's input unless it asks to keep it;
+    // the builder's own artifact goes only when no chain keeps it.
+    let mut builder_artifact_kept = spec.post_processors.is_empty();
     for chain in &spec.post_processors {
         let mut current = artifact.clone();
-        for post in chain {
-            current = match post {
+        for (position, post) in chain.iter().enumerate() {
+            let keeps_input = keeps_input(post);
+            let output = match post {
                 PostProcessorSpec::Checksum(config) => {
                     ctx.say("Running post-processor: checksum");
                     let out = post::checksum(config, &current)?;
@@ -574,8 +581,57 @@ fn run_post_processors(
                     ));
                     post::manifest(config, &current, run_uuid)?
                 }
+                PostProcessorSpec::Compress(config) => {
+                    ctx.say("Running post-processor: compress (GCE disk.raw tarball)");
+                    let out = post::compress(config, &current).await?;
+                    for file in &out.files {
+                        undo.push(Created::File(file.clone()));
+                    }
+                    ctx.say(&out.description);
+                    out
+                }
+                PostProcessorSpec::GceImport(config) => {
+                    ctx.say("Running post-processor: googlecompute-import");
+                    gce::import(ctx, config, &current).await?
+                }
             };
+            if position == 0 {
+                builder_artifact_kept |= keeps_input;
+            } else if !keeps_input {
+                remove_files(ctx, &current.files);
+            }
+            current = output;
         }
     }
+    if !builder_artifact_kept {
+        ctx.say("Deleting the builder's artifact (no post-processor kept its input)");
+        remove_files(ctx, &artifact.files);
+    }
     Ok(())
+}
+
+/// Checksum and manifest describe their input and always keep it.
+fn keeps_input(post: &PostProcessorSpec) -> bool {
+    match post {
+        PostProcessorSpec::Checksum(_) | PostProcessorSpec::Manifest(_) => true,
+        PostProcessorSpec::Compress(c) => c.keep_input_artifact,
+        PostProcessorSpec::GceImport(c) => c.keep_input_artifact,
+    }
+}
+
+fn remove_files(ctx: &BuildContext, files: &[PathBuf]) {
+    for file in files {
+        if let Err(err) = std::fs::remove_file(file) {
+            ctx.reporter.error(
+                &ctx.name,
+                &format!("could not remove {}: {err}", file.display()),
+            );
+        }
+    }
+}
+
+impl From<gce::GceError> for BuildError {
+    fn from(err: gce::GceError) -> Self {
+        BuildError::Gce(Box::new(err))
+    }
 }

@@ -1,11 +1,12 @@
-//! Post-processors that work on local files: `checksum` and `manifest`.
+//! Post-processors that work on local files: `checksum`, `manifest` and
+//! `compress`.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::report::Artifact;
-use crate::template::model::{ChecksumPostConfig, ChecksumType, ManifestConfig};
+use crate::template::model::{ChecksumPostConfig, ChecksumType, CompressConfig, ManifestConfig};
 use crate::template::render_late;
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +23,10 @@ pub enum PostError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{post} needs a disk image as its input, got: {files}")]
+    NotADisk { post: &'static str, files: String },
+    #[error("packaging the disk")]
+    Export(#[from] crate::export::ExportError),
     #[error("{} exists but is not a manifest", path.display())]
     BadManifest {
         path: PathBuf,
@@ -200,6 +205,69 @@ pub fn manifest(
     }
     std::fs::write(path, text).map_err(write_err)?;
     Ok(input.clone())
+}
+
+/// The disk an artifact carries: its first file, when that is a disk image
+/// (the builder's artifact, not checksum files or a tarball).
+pub fn disk_of(post: &'static str, artifact: &Artifact) -> Result<PathBuf, PostError> {
+    let not_a_disk = || PostError::NotADisk {
+        post,
+        files: artifact
+            .files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    let disk = artifact.files.first().ok_or_else(not_a_disk)?;
+    let name = disk.to_string_lossy();
+    if name.ends_with(".tar.gz") || name.ends_with(".checksum") || name.ends_with(".json") {
+        return Err(not_a_disk());
+    }
+    Ok(disk.clone())
+}
+
+/// `compress`: GCE's `disk.raw` tarball of the artifact's disk, written to
+/// `output` (relative to the working directory).
+pub async fn compress(config: &CompressConfig, input: &Artifact) -> Result<Artifact, PostError> {
+    let disk = disk_of("compress", input)?;
+    let output = PathBuf::from(render_late(
+        &config.output,
+        &[
+            ("BuildName", input.build_name.as_str()),
+            ("BuilderType", input.builder_type.as_str()),
+        ],
+    ));
+    if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|source| PostError::Write {
+            path: parent.to_path_buf(),
+            source,
+        })?;
+    }
+    let level = config.level;
+    let (from, to) = (disk.clone(), output.clone());
+    tokio::task::spawn_blocking(move || {
+        crate::export::package_to_file(
+            &from,
+            &to,
+            &crate::export::PackageOptions {
+                level,
+                ..Default::default()
+            },
+        )
+    })
+    .await
+    .map_err(|err| PostError::Write {
+        path: output.clone(),
+        source: std::io::Error::other(err.to_string()),
+    })??;
+    Ok(Artifact {
+        build_name: input.build_name.clone(),
+        builder_type: input.builder_type.clone(),
+        builder_id: "packer.post-processor.compress".to_string(),
+        description: format!("compressed artifacts in: {}", output.display()),
+        files: vec![output],
+    })
 }
 
 #[cfg(test)]

@@ -31,6 +31,10 @@ pub enum Command {
     /// Boot an image (qcow2, raw or a GCE disk.raw.tar.gz) as a fresh
     /// instance and run smoke-test checks on it; the image is not written.
     Test(TestArgs),
+    /// Package a qcow2 or raw disk as GCE's disk.raw.tar.gz: to a local file
+    /// (--output), or streamed to Cloud Storage and registered as a Compute
+    /// Engine image (--bucket, --image-name).
+    Export(ExportArgs),
     /// Print the version.
     Version,
 }
@@ -75,6 +79,66 @@ pub struct BuildArgs {
     /// Write the smoke-test report here (.xml: JUnit, .json).
     #[arg(long = "test-report", value_name = "FILE")]
     pub test_report: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Write the tarball here instead of uploading it.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["bucket", "image_name"])]
+    pub output: Option<PathBuf>,
+    /// The Cloud Storage bucket to upload to.
+    #[arg(long, value_name = "BUCKET", requires = "image_name")]
+    pub bucket: Option<String>,
+    /// The name of the new Compute Engine image.
+    #[arg(long = "image-name", value_name = "NAME", requires = "bucket")]
+    pub image_name: Option<String>,
+    /// The project (default: the credentials' project, or GOOGLE_CLOUD_PROJECT).
+    #[arg(long, value_name = "PROJECT")]
+    pub project: Option<String>,
+    /// The image family.
+    #[arg(long, value_name = "FAMILY")]
+    pub family: Option<String>,
+    #[arg(long, value_name = "TEXT")]
+    pub description: Option<String>,
+    /// An image label (KEY=VALUE); may be repeated.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// A guest OS feature (UEFI_COMPATIBLE, GVNIC, ...); may be repeated.
+    #[arg(long = "guest-os-feature", value_name = "FEATURE")]
+    pub guest_os_features: Vec<String>,
+    /// A storage location (us, eu, ...); may be repeated.
+    #[arg(long = "storage-location", value_name = "LOCATION")]
+    pub storage_locations: Vec<String>,
+    /// X86_64 or ARM64.
+    #[arg(long, value_name = "ARCH")]
+    pub architecture: Option<String>,
+    /// The object name in the bucket (default: kiln-import-<time>.tar.gz).
+    #[arg(long = "object-name", value_name = "NAME")]
+    pub object_name: Option<String>,
+    /// A service account key file (default: Application Default Credentials).
+    #[arg(long = "account-file", value_name = "FILE")]
+    pub account_file: Option<PathBuf>,
+    /// gzip level, 1 to 9.
+    #[arg(long, default_value_t = 6, value_name = "N")]
+    pub level: u32,
+    /// Delete an existing image of the same name first.
+    #[arg(long)]
+    pub force: bool,
+    /// Keep the uploaded object after the import.
+    #[arg(long = "skip-clean")]
+    pub skip_clean: bool,
+    /// How long to wait for the image to be created.
+    #[arg(
+        long = "image-create-timeout",
+        default_value = "30m",
+        value_name = "DURATION"
+    )]
+    pub image_create_timeout: String,
+    /// The Compute API endpoint (default: KILN_COMPUTE_ENDPOINT, else Google's).
+    #[arg(long = "compute-endpoint", value_name = "URL")]
+    pub compute_endpoint: Option<String>,
+    /// The disk (qcow2 or raw).
+    pub disk: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -131,6 +195,22 @@ const LONG_FLAGS: &[&str] = &[
     "ssh-private-key-file",
     "ssh-timeout",
     "accelerator",
+    "output",
+    "bucket",
+    "image-name",
+    "project",
+    "family",
+    "description",
+    "label",
+    "guest-os-feature",
+    "storage-location",
+    "architecture",
+    "object-name",
+    "account-file",
+    "level",
+    "skip-clean",
+    "image-create-timeout",
+    "compute-endpoint",
     "memory",
     "cpus",
     "help",

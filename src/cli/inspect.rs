@@ -60,6 +60,8 @@ fn render(plan: &template::Plan) -> String {
                     .map(|p| match p {
                         PostProcessorSpec::Checksum(_) => "checksum",
                         PostProcessorSpec::Manifest(_) => "manifest",
+                        PostProcessorSpec::Compress(_) => "compress",
+                        PostProcessorSpec::GceImport(_) => "googlecompute-import",
                     })
                     .collect::<Vec<_>>()
                     .join(" -> ")

@@ -1,6 +1,7 @@
 //! Command line: argument parsing, exit codes, output mode.
 
 mod args;
+mod export;
 mod inspect;
 pub mod redact;
 mod test;
@@ -57,6 +58,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Inspect(args) => inspect::run(&args),
         Command::Build(args) => return build(args).await,
         Command::Test(args) => return test::run(args).await,
+        Command::Export(args) => return export::run(args).await,
         Command::Version => {
             println!("kiln {}", env!("CARGO_PKG_VERSION"));
             Ok(())

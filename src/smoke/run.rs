@@ -262,7 +262,10 @@ mod tests {
             Some("exit code 3, expected 0: no such file")
         );
         assert_eq!(judge(&check(3, None, None), &seen(3, "", "")), None);
-        assert_eq!(judge(&check(0, Some("^ok$"), None), &seen(0, "ok\n", "")), None);
+        assert_eq!(
+            judge(&check(0, Some("^ok$"), None), &seen(0, "ok\n", "")),
+            None
+        );
         assert_eq!(
             judge(&check(0, Some("^ok$"), None), &seen(0, "not ok\n", "")).as_deref(),
             Some("stdout does not match /^ok$/")

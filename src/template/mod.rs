@@ -14,6 +14,7 @@ mod post_processor;
 mod provisioner;
 mod variables;
 
+pub use duration::parse as parse_duration;
 pub use model::*;
 
 use std::path::{Path, PathBuf};

@@ -269,6 +269,45 @@ pub struct ShellLocalConfig {
 pub enum PostProcessorSpec {
     Checksum(ChecksumPostConfig),
     Manifest(ManifestConfig),
+    Compress(CompressConfig),
+    GceImport(Box<GceImportConfig>),
+}
+
+/// `compress`: the disk as GCE's `disk.raw` tarball, written to a local file.
+#[derive(Debug, Clone)]
+pub struct CompressConfig {
+    /// Late references `{{ .BuildName }}`, `{{ .BuilderType }}`. Default
+    /// `packer_{{.BuildName}}_{{.BuilderType}}.tar.gz`.
+    pub output: String,
+    /// gzip level 1-9, default 6.
+    pub level: u32,
+    pub keep_input_artifact: bool,
+}
+
+/// `googlecompute-import`: upload the disk (as a GCE tarball, streamed) to
+/// Cloud Storage and register it as a Compute Engine image.
+#[derive(Debug, Clone)]
+pub struct GceImportConfig {
+    pub project_id: String,
+    pub account_file: Option<PathBuf>,
+    pub bucket: String,
+    /// Default `packer-import-{{timestamp}}.tar.gz`.
+    pub gcs_object_name: String,
+    pub image_name: String,
+    pub image_family: Option<String>,
+    pub image_description: Option<String>,
+    pub image_labels: BTreeMap<String, String>,
+    pub image_guest_os_features: Vec<String>,
+    pub image_storage_locations: Vec<String>,
+    pub image_architecture: Option<String>,
+    pub keep_input_artifact: bool,
+    /// Keep the uploaded object after the import.
+    pub skip_clean: bool,
+    /// kiln extension: how long to wait for the image to be created.
+    /// Default 30m.
+    pub image_create_timeout: Duration,
+    /// kiln extension: gzip level for the streamed tarball, default 6.
+    pub compression_level: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

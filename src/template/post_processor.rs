@@ -6,7 +6,10 @@ use std::path::Path;
 use serde_json::{Map, Value as Json};
 
 use super::decode::{Cx, Obj, json_type};
-use super::model::{ChecksumPostConfig, ChecksumType, ManifestConfig, PostProcessorSpec};
+use super::model::{
+    ChecksumPostConfig, ChecksumType, CompressConfig, GceImportConfig, ManifestConfig,
+    PostProcessorSpec,
+};
 use super::paths;
 
 pub const DEFAULT_CHECKSUM_OUTPUT: &str =
@@ -91,18 +94,15 @@ pub fn decode(mut o: Obj<'_>, type_name: &str, cwd: &Path) -> Option<PostProcess
     let spec = match type_name {
         "checksum" => checksum(&mut o).map(PostProcessorSpec::Checksum),
         "manifest" => manifest(&mut o, cwd).map(PostProcessorSpec::Manifest),
-        "compress" | "googlecompute-import" => {
-            o.cx().problem(
-                o.key_path("type"),
-                format!("post-processor {type_name} is not supported yet"),
-            );
-            return None;
+        "compress" => compress(&mut o).map(PostProcessorSpec::Compress),
+        "googlecompute-import" => {
+            gce_import(&mut o, cwd).map(|c| PostProcessorSpec::GceImport(Box::new(c)))
         }
         other => {
             o.cx().problem(
                 o.key_path("type"),
                 format!(
-                    "post-processor {other} is not supported yet: kiln has checksum and manifest"
+                    "post-processor {other} is not supported: kiln has checksum, manifest, compress and googlecompute-import"
                 ),
             );
             return None;
@@ -167,5 +167,122 @@ fn manifest(o: &mut Obj<'_>, cwd: &Path) -> Option<ManifestConfig> {
         strip_time: o.bool("strip_time").unwrap_or(false),
         custom_data: o.string_map("custom_data").unwrap_or_default(),
         keep_input_artifact: o.bool("keep_input_artifact").unwrap_or(false),
+    })
+}
+
+fn level(o: &mut Obj<'_>, key: &'static str) -> u32 {
+    o.int(key, 1, 9)
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(6)
+}
+
+/// kiln's compress writes the tarball GCE imports: one sparse `disk.raw`
+/// in a gzip'd GNU tar, whatever the disk's format.
+fn compress(o: &mut Obj<'_>) -> Option<CompressConfig> {
+    let output = o
+        .non_empty_string("output")
+        .unwrap_or_else(|| "packer_{{.BuildName}}_{{.BuilderType}}.tar.gz".into());
+    let format = o.string("format");
+    let level = level(o, "compression_level");
+    let keep_input_artifact = o.bool("keep_input_artifact").unwrap_or(false);
+    let tar_gz = match format.as_deref() {
+        Some("tar.gz" | "tgz") => true,
+        Some(other) => {
+            o.cx().problem(
+                o.key_path("format"),
+                format!("expected tar.gz (the archive GCE imports), got {other:?}"),
+            );
+            return None;
+        }
+        None => output.ends_with(".tar.gz") || output.ends_with(".tgz"),
+    };
+    if !tar_gz {
+        o.cx().problem(
+            o.key_path("output"),
+            format!("kiln writes tar.gz archives (GCE's disk.raw tarball): name it .tar.gz, got {output:?}"),
+        );
+        return None;
+    }
+    Some(CompressConfig {
+        output,
+        level,
+        keep_input_artifact,
+    })
+}
+
+fn gce_import(o: &mut Obj<'_>, cwd: &Path) -> Option<GceImportConfig> {
+    let project_id = o.non_empty_string("project_id");
+    let bucket = o.non_empty_string("bucket");
+    let image_name = o.non_empty_string("image_name");
+    for (key, value, what) in [
+        (
+            "project_id",
+            &project_id,
+            "the Google Cloud project to create the image in",
+        ),
+        (
+            "bucket",
+            &bucket,
+            "the Cloud Storage bucket to upload the disk to",
+        ),
+        ("image_name", &image_name, "the name of the new image"),
+    ] {
+        if value.is_none() {
+            o.missing(key, what);
+        }
+    }
+    let account_file = o
+        .non_empty_string("account_file")
+        .map(|p| paths::resolve(cwd, &p));
+    if let Some(path) = &account_file
+        && !path.is_file()
+    {
+        o.cx().problem(
+            o.key_path("account_file"),
+            format!("file not found: {}", path.display()),
+        );
+    }
+    let gcs_object_name = o
+        .non_empty_string("gcs_object_name")
+        .unwrap_or_else(|| format!("packer-import-{}.tar.gz", chrono::Utc::now().timestamp()));
+    let image_family = o.non_empty_string("image_family");
+    let image_description = o.non_empty_string("image_description");
+    let image_labels = o.string_map("image_labels").unwrap_or_default();
+    let image_guest_os_features = o.string_list("image_guest_os_features").unwrap_or_default();
+    let image_storage_locations = o.string_list("image_storage_locations").unwrap_or_default();
+    let image_architecture = o.non_empty_string("image_architecture");
+    let keep_input_artifact = o.bool("keep_input_artifact").unwrap_or(false);
+    let skip_clean = o.bool("skip_clean").unwrap_or(false);
+    let image_create_timeout = o
+        .duration("image_create_timeout")
+        .unwrap_or(std::time::Duration::from_secs(30 * 60));
+    let compression_level = level(o, "compression_level");
+    // GCE's name and label rules, checked now rather than after an upload.
+    if let (Some(project), Some(bucket), Some(name)) = (&project_id, &bucket, &image_name) {
+        let mut request = crate::gcp::ImageRequest::new(project, name, bucket, &gcs_object_name);
+        request.family = image_family.clone();
+        request.labels = image_labels.clone();
+        if let Err(err) = crate::gcp::validate_image_request(&request) {
+            for problem in err.problems {
+                o.cx().problem(o.path.clone(), problem);
+            }
+        }
+    }
+    Some(GceImportConfig {
+        project_id: project_id?,
+        account_file,
+        bucket: bucket?,
+        gcs_object_name,
+        image_name: image_name?,
+        image_family,
+        image_description,
+        image_labels,
+        image_guest_os_features,
+        image_storage_locations,
+        image_architecture,
+        keep_input_artifact,
+        skip_clean,
+        image_create_timeout,
+        compression_level,
     })
 }

@@ -732,6 +732,8 @@ fn only_except_override() {
                     .map(|p| match p {
                         PostProcessorSpec::Checksum(_) => "checksum",
                         PostProcessorSpec::Manifest(_) => "manifest",
+                        PostProcessorSpec::Compress(_) => "compress",
+                        PostProcessorSpec::GceImport(_) => "googlecompute-import",
                     })
                     .collect()
             })

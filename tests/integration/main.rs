@@ -3,5 +3,6 @@
 
 mod build;
 mod cli;
+mod gce;
 mod smoke;
 mod util;

@@ -216,7 +216,10 @@ fn kiln_test_on_a_raw_image_reports_failures_and_exits_1() {
     assert!(all.contains("2 of 3 check(s) failed"), "{all}");
     assert!(all.contains("/etc/nothing-here does not exist"), "{all}");
     // busybox's rpm answers for the fixture.
-    assert!(all.contains("package kiln-no-such-package is not installed"), "{all}");
+    assert!(
+        all.contains("package kiln-no-such-package is not installed"),
+        "{all}"
+    );
     let xml = std::fs::read_to_string(scratch.path().join("junit.xml")).expect("junit");
     assert!(xml.contains("tests=\"3\" failures=\"2\""), "{xml}");
     assert_eq!(sha256(&raw), before, "the image was written");

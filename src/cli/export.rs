@@ -1,0 +1,143 @@
+//! `kiln export DISK`: the GCE tarball of any qcow2 or raw disk, to a file
+//! or published as a Compute Engine image.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+use super::args::ExportArgs;
+use super::ui::{Mode, Ui};
+use crate::build::BuildContext;
+use crate::build::gce::{self, Publish};
+use crate::template::model::GceImportConfig;
+
+pub async fn run(args: ExportArgs) -> ExitCode {
+    let mode = if std::io::stdout().is_terminal() {
+        Mode::Tty
+    } else {
+        Mode::Plain
+    };
+    let ui = Ui::new(mode, false, Box::new(std::io::stdout()));
+    let cancel = CancellationToken::new();
+    super::spawn_interrupt_handler(cancel.clone(), ui.clone());
+    let ctx = BuildContext {
+        name: "export".to_string(),
+        builder_type: "qemu".to_string(),
+        reporter: Arc::new(ui.clone()),
+        cancel: cancel.clone(),
+    };
+    let work = async {
+        if !args.disk.is_file() {
+            anyhow::bail!("disk {} not found", args.disk.display());
+        }
+        match &args.output {
+            Some(output) => package(&ctx, &args, output).await,
+            None => publish(&ctx, &args).await,
+        }
+    };
+    let result = tokio::select! {
+        result = work => result,
+        () = cancel.cancelled() => Err(anyhow::anyhow!("cancelled")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            ui.error_global(&format!("Error: {}", crate::error_chain(err.as_ref())));
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn package(
+    ctx: &BuildContext,
+    args: &ExportArgs,
+    output: &std::path::Path,
+) -> anyhow::Result<()> {
+    ctx.say(&format!(
+        "Packaging {} as {} (GCE disk.raw tarball, level {})...",
+        args.disk.display(),
+        output.display(),
+        args.level
+    ));
+    let started = Instant::now();
+    let (disk, out, level) = (args.disk.clone(), output.to_path_buf(), args.level);
+    let summary = tokio::task::spawn_blocking(move || {
+        crate::export::package_to_file(
+            &disk,
+            &out,
+            &crate::export::PackageOptions {
+                level,
+                ..Default::default()
+            },
+        )
+    })
+    .await??;
+    ctx.say(&format!(
+        "Wrote {} ({:.0} MiB; disk.raw of {} GiB, {:.0} MiB of data) in {:.1}s",
+        output.display(),
+        summary.compressed_bytes as f64 / f64::from(1 << 20),
+        summary.raw_size >> 30,
+        summary.data_bytes as f64 / f64::from(1 << 20),
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+async fn publish(ctx: &BuildContext, args: &ExportArgs) -> anyhow::Result<()> {
+    let (Some(bucket), Some(image_name)) = (&args.bucket, &args.image_name) else {
+        anyhow::bail!("give --output FILE, or --bucket and --image-name to publish to GCE");
+    };
+    let project = match &args.project {
+        Some(project) => project.clone(),
+        None => std::env::var("GOOGLE_CLOUD_PROJECT")
+            .or_else(|_| std::env::var("CLOUDSDK_CORE_PROJECT"))
+            .context("no project: give --project or set GOOGLE_CLOUD_PROJECT")?,
+    };
+    let mut labels = std::collections::BTreeMap::new();
+    for label in &args.labels {
+        let (key, value) = label
+            .split_once('=')
+            .with_context(|| format!("--label {label:?}: expected KEY=VALUE"))?;
+        labels.insert(key.to_string(), value.to_string());
+    }
+    let timeout = crate::template::parse_duration(&args.image_create_timeout)
+        .map_err(|e| anyhow::anyhow!("--image-create-timeout: {e}"))?;
+    if !(1..=9).contains(&args.level) {
+        anyhow::bail!("--level {}: expected 1 to 9", args.level);
+    }
+    let config = GceImportConfig {
+        project_id: project,
+        account_file: args.account_file.clone(),
+        bucket: bucket.clone(),
+        gcs_object_name: args
+            .object_name
+            .clone()
+            .unwrap_or_else(|| format!("kiln-import-{}.tar.gz", chrono::Utc::now().timestamp())),
+        image_name: image_name.clone(),
+        image_family: args.family.clone(),
+        image_description: args.description.clone(),
+        image_labels: labels,
+        image_guest_os_features: args.guest_os_features.clone(),
+        image_storage_locations: args.storage_locations.clone(),
+        image_architecture: args.architecture.clone(),
+        keep_input_artifact: true,
+        skip_clean: args.skip_clean,
+        image_create_timeout: timeout,
+        compression_level: args.level,
+    };
+    gce::publish(
+        ctx,
+        &args.disk,
+        &Publish {
+            config: &config,
+            force: args.force,
+            compute_endpoint: args.compute_endpoint.as_deref(),
+        },
+    )
+    .await?;
+    Ok(())
+}
