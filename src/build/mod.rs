@@ -295,14 +295,7 @@ async fn pipeline(
     let disk_path = prepare_output(config, options.force, undo)?;
     make_disk(config, &source, &disk_path).await?;
 
-    let scratch = tempfile::Builder::new()
-        .prefix("kiln-")
-        .tempdir()
-        .map_err(|source| BuildError::Io {
-            path: std::env::temp_dir(),
-            source,
-        })?
-        .keep();
+    let scratch = scratch_dir("kiln-")?.keep();
     undo.push(Created::TempDir(scratch.clone()));
 
     let serial_log = serial_log_path(config);
@@ -464,6 +457,17 @@ async fn make_disk(config: &QemuConfig, source: &Path, disk_path: &Path) -> Resu
     Ok(())
 }
 
+/// A private (0700) temporary directory, removed when dropped.
+fn scratch_dir(prefix: &str) -> Result<tempfile::TempDir, BuildError> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(|source| BuildError::Io {
+            path: std::env::temp_dir(),
+            source,
+        })
+}
+
 /// The serial console log lives beside the output directory, so it outlives
 /// a failed build whose output is removed.
 fn serial_log_path(config: &QemuConfig) -> PathBuf {
@@ -514,13 +518,7 @@ pub async fn test_image(
         reporter,
         cancel: cancel.clone(),
     };
-    let scratch = tempfile::Builder::new()
-        .prefix("kiln-")
-        .tempdir()
-        .map_err(|source| BuildError::Io {
-            path: std::env::temp_dir(),
-            source,
-        })?;
+    let scratch = scratch_dir("kiln-")?;
     let work = async {
         let (disk, format) = if crate::smoke::tarball::is_gzip(image) {
             ctx.stage(Stage::Source);

@@ -26,13 +26,7 @@ pub async fn run(
     ctx.stage(Stage::Test);
     // Removed when this returns, fails or is cancelled: the overlay, the
     // seed, the key and the QMP socket.
-    let scratch = tempfile::Builder::new()
-        .prefix("kiln-test-")
-        .tempdir()
-        .map_err(|source| BuildError::Io {
-            path: std::env::temp_dir(),
-            source,
-        })?;
+    let scratch = super::scratch_dir("kiln-test-")?;
     let overlay = scratch.path().join("overlay.qcow2");
     disk::overlay(disk, format, &overlay).await?;
 

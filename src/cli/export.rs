@@ -1,7 +1,6 @@
 //! `kiln export DISK`: the GCE tarball of any qcow2 or raw disk, to a file
 //! or published as a Compute Engine image.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,18 +9,17 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use super::args::ExportArgs;
-use super::ui::{Mode, Ui};
+use super::ui::Ui;
 use crate::build::BuildContext;
 use crate::build::gce::{self, Publish};
 use crate::template::model::GceImportConfig;
 
 pub async fn run(args: ExportArgs) -> ExitCode {
-    let mode = if std::io::stdout().is_terminal() {
-        Mode::Tty
-    } else {
-        Mode::Plain
-    };
-    let ui = Ui::new(mode, false, Box::new(std::io::stdout()));
+    let ui = Ui::new(
+        super::output_mode(false),
+        false,
+        Box::new(std::io::stdout()),
+    );
     let cancel = CancellationToken::new();
     super::spawn_interrupt_handler(cancel.clone(), ui.clone());
     let ctx = BuildContext {

@@ -100,14 +100,19 @@ fn validate(args: TemplateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn build(args: BuildArgs) -> ExitCode {
-    let mode = if args.machine_readable {
+/// Machine-readable when asked, live lines on a terminal, plain otherwise.
+pub(crate) fn output_mode(machine_readable: bool) -> Mode {
+    if machine_readable {
         Mode::Machine
     } else if std::io::stdout().is_terminal() {
         Mode::Tty
     } else {
         Mode::Plain
-    };
+    }
+}
+
+async fn build(args: BuildArgs) -> ExitCode {
+    let mode = output_mode(args.machine_readable);
     let mut ui = Ui::new(mode, args.timestamp_ui, Box::new(std::io::stdout()));
 
     let prepared = (|| {

@@ -1,6 +1,5 @@
 //! `kiln test IMAGE --tests checks.json`: smoke-test any image.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -8,19 +7,16 @@ use serde_json::{Map, Value as Json};
 use tokio_util::sync::CancellationToken;
 
 use super::args::TestArgs;
-use super::ui::{Mode, Ui};
+use super::ui::Ui;
 use crate::build;
 use crate::template;
 
 pub async fn run(args: TestArgs) -> ExitCode {
-    let mode = if args.machine_readable {
-        Mode::Machine
-    } else if std::io::stdout().is_terminal() {
-        Mode::Tty
-    } else {
-        Mode::Plain
-    };
-    let ui = Ui::new(mode, args.timestamp_ui, Box::new(std::io::stdout()));
+    let ui = Ui::new(
+        super::output_mode(args.machine_readable),
+        args.timestamp_ui,
+        Box::new(std::io::stdout()),
+    );
     let prepared = prepare(&args);
     let (config, checks) = match prepared {
         Ok(ready) => ready,

@@ -6,28 +6,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::util::{GuestRoot, Scratch, fixture_builder, qemu_processes_with};
-
-fn path_str(path: &std::path::Path) -> &str {
-    path.to_str().expect("utf-8 path")
-}
-
-/// Nothing of a finished build may stay behind: no QEMU started from this
-/// test's directory, no temporary files.
-#[track_caller]
-fn assert_nothing_left(scratch: &Scratch) {
-    let marker = scratch.path().display().to_string();
-    assert!(
-        qemu_processes_with(&marker).is_empty(),
-        "QEMU still running: {:?}",
-        qemu_processes_with(&marker)
-    );
-    assert!(
-        scratch.leftover_temp_files().is_empty(),
-        "temporary files left: {:?}",
-        scratch.leftover_temp_files()
-    );
-}
+use crate::util::{
+    GuestRoot, Scratch, assert_nothing_left, fixture_builder, path_str, qemu_processes_with,
+};
 
 #[test]
 fn shell_and_file_provisioners_change_the_output_disk() {

@@ -1,7 +1,7 @@
 //! GCE export: the tarball on disk, and publishing through real Cloud
 //! Storage emulators and the Compute API fake.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,13 +12,9 @@ use kiln::gcp::testing::fault_proxy::{Fault, FaultProxy};
 use kiln::gcp::{StorageClient, TokenSource};
 use serde_json::json;
 
-use crate::util::{Run, Scratch, fixture, fixture_builder};
+use crate::util::{Run, Scratch, fixture, fixture_builder, path_str};
 
 const BUCKET: &str = "images";
-
-fn path_str(path: &Path) -> &str {
-    path.to_str().expect("utf-8 path")
-}
 
 /// Runs kiln off the async runtime, which keeps serving the fakes meanwhile.
 async fn kiln(scratch: &Scratch, args: &[&str], env: &[(&str, &str)]) -> Run {

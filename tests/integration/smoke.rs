@@ -5,25 +5,7 @@ use std::process::Command;
 
 use serde_json::json;
 
-use crate::util::{Scratch, fixture, fixture_builder, qemu_processes_with};
-
-fn path_str(path: &Path) -> &str {
-    path.to_str().expect("utf-8 path")
-}
-
-#[track_caller]
-fn assert_nothing_left(scratch: &Scratch) {
-    let marker = scratch.path().display().to_string();
-    assert!(
-        qemu_processes_with(&marker).is_empty(),
-        "QEMU still running"
-    );
-    assert!(
-        scratch.leftover_temp_files().is_empty(),
-        "temporary files left: {:?}",
-        scratch.leftover_temp_files()
-    );
-}
+use crate::util::{Scratch, assert_nothing_left, fixture, fixture_builder, path_str};
 
 fn sha256(path: &Path) -> String {
     let out = Command::new("sha256sum")

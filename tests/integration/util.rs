@@ -246,3 +246,21 @@ impl GuestRoot {
         None
     }
 }
+
+pub fn path_str(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+/// Nothing of a finished run may stay behind: no QEMU started from this
+/// test's directory, no temporary files.
+#[track_caller]
+pub fn assert_nothing_left(scratch: &Scratch) {
+    let marker = scratch.path().display().to_string();
+    let running = qemu_processes_with(&marker);
+    assert!(running.is_empty(), "QEMU still running: {running:?}");
+    assert!(
+        scratch.leftover_temp_files().is_empty(),
+        "temporary files left: {:?}",
+        scratch.leftover_temp_files()
+    );
+}
