@@ -827,8 +827,7 @@ fn post_processor_chains_and_defaults() {
         })),
         vec![
             ("post-processors[2]".to_string(), "expected a post-processor type name, an object, or an array of those, got a number".to_string()),
-            ("post-processors[0][1].type".to_string(), "post-processor compress is not supported yet".to_string()),
-            ("post-processors[1].type".to_string(), "post-processor vagrant is not supported yet: kiln has checksum and manifest".to_string()),
+            ("post-processors[1].type".to_string(), "post-processor vagrant is not supported: kiln has checksum, manifest, compress and googlecompute-import".to_string()),
             ("post-processors[3].outptu".to_string(), "unknown key (did you mean output?)".to_string()),
         ]
     );
@@ -951,4 +950,42 @@ fn var_file_errors() {
         ),
         other => panic!("unexpected {other:?}"),
     }
+}
+
+#[test]
+fn gce_import_and_compress_defaults() {
+    let plan = load_json(json!({
+        "builders": [qemu(json!({}))],
+        "post-processors": [
+            {"type": "googlecompute-import", "project_id": "p", "bucket": "b", "image_name": "img-1",
+             "image_labels": {"team": "infra"}},
+            "compress"
+        ]
+    }))
+    .unwrap();
+    let chains = &plan.builds[0].post_processors;
+    let PostProcessorSpec::GceImport(gce) = &chains[0][0] else {
+        panic!("googlecompute-import");
+    };
+    assert_eq!(gce.project_id, "p");
+    assert!(
+        gce.gcs_object_name.starts_with("packer-import-"),
+        "{}",
+        gce.gcs_object_name
+    );
+    assert!(gce.gcs_object_name.ends_with(".tar.gz"));
+    assert_eq!(
+        gce.image_create_timeout,
+        std::time::Duration::from_secs(1800)
+    );
+    assert_eq!(gce.compression_level, 6);
+    assert!(!gce.keep_input_artifact && !gce.skip_clean);
+    let PostProcessorSpec::Compress(compress) = &chains[1][0] else {
+        panic!("compress");
+    };
+    assert_eq!(
+        compress.output,
+        "packer_{{.BuildName}}_{{.BuilderType}}.tar.gz"
+    );
+    assert_eq!(compress.level, 6);
 }
