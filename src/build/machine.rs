@@ -358,9 +358,11 @@ impl Machine {
                 let output = |line: &str| ctx.reporter.output(&ctx.name, line);
                 if let Ok(session) = guest.session().await {
                     // The guest going away mid-command is the point.
-                    let _ = session.exec(command, &mut |_, line| output(line)).await;
+                    let ended = session.exec(command, &mut |_, line| output(line)).await;
+                    tracing::debug!(?ended, "shutdown command returned");
                 }
                 guest.close().await;
+                tracing::debug!("ssh session closed");
             }
             (None, guest) if !matches!(self.config.communicator, Communicator::None) => {
                 if let Some(guest) = guest {
