@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -209,16 +209,26 @@ async fn upload(
     disk: &Path,
     config: &GceImportConfig,
 ) -> Result<(), GceError> {
+    let started = Instant::now();
     let (reader, writer) = tokio::io::simplex(PIPE_BYTES);
     let finished = Arc::new(AtomicBool::new(false));
+    // How far the packaging is through the disk's data: the upload's ETA.
+    let packaged_bytes = Arc::new(AtomicU64::new(0));
+    let data_bytes = Arc::new(AtomicU64::new(0));
     let packager = {
         let finished = finished.clone();
+        let (packaged_bytes, data_bytes) = (packaged_bytes.clone(), data_bytes.clone());
         let disk = disk.to_path_buf();
         let level = config.compression_level;
         let mut bridge = tokio_util::io::SyncIoBridge::new(writer);
         tokio::task::spawn_blocking(move || {
+            let progress = |done: u64, total: u64| {
+                packaged_bytes.store(done, Ordering::Relaxed);
+                data_bytes.store(total, Ordering::Relaxed);
+            };
             let options = crate::export::PackageOptions {
                 level,
+                progress: Some(&progress),
                 ..Default::default()
             };
             let packaged = crate::export::package(&disk, &mut bridge, &options);
@@ -237,15 +247,19 @@ async fn upload(
             Ok::<_, crate::export::ExportError>(summary)
         })
     };
-    let started = Instant::now();
     let mut last_report = Instant::now();
     let mut progress = |p: crate::gcp::UploadProgress| {
         if last_report.elapsed() >= PROGRESS_EVERY {
             last_report = Instant::now();
+            let (done, total) = (
+                packaged_bytes.load(Ordering::Relaxed),
+                data_bytes.load(Ordering::Relaxed),
+            );
             ctx.say(&format!(
-                "Uploaded {:.0} MiB ({:.1} MiB/s)",
+                "Uploaded {:.0} MiB ({:.1} MiB/s){}",
                 p.bytes_sent as f64 / f64::from(1 << 20),
-                p.bytes_per_sec / f64::from(1 << 20)
+                p.bytes_per_sec / f64::from(1 << 20),
+                eta(started.elapsed(), done, total)
             ));
         }
     };
@@ -278,6 +292,21 @@ async fn upload(
         started.elapsed().as_secs_f64()
     ));
     Ok(())
+}
+
+/// `; 40% of the disk's data, about 1m20s left`, from how far the
+/// packaging (which the upload follows closely) has come.
+fn eta(elapsed: Duration, done: u64, total: u64) -> String {
+    if done == 0 || total == 0 {
+        return String::new();
+    }
+    let fraction = done.min(total) as f64 / total as f64;
+    let left = elapsed.as_secs_f64() * (1.0 - fraction) / fraction;
+    format!(
+        "; {:.0}% of the disk's data, about {} left",
+        fraction * 100.0,
+        crate::smoke::humantime(Duration::from_secs_f64(left))
+    )
 }
 
 /// The pipe's reading end, which turns an end of stream into an error
@@ -358,6 +387,19 @@ mod tests {
         let err = guarded.read_to_end(&mut out).await.unwrap_err();
         assert!(err.to_string().contains("stopped before the end"), "{err}");
         assert_eq!(out, b"partial");
+    }
+
+    #[test]
+    fn eta_follows_the_packaging() {
+        assert_eq!(eta(Duration::from_secs(10), 0, 100), "");
+        assert_eq!(
+            eta(Duration::from_secs(10), 25, 100),
+            "; 25% of the disk's data, about 30.0s left"
+        );
+        assert_eq!(
+            eta(Duration::from_secs(60), 50, 100),
+            "; 50% of the disk's data, about 1m00s left"
+        );
     }
 
     #[tokio::test]
