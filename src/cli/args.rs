@@ -55,6 +55,43 @@ pub struct TemplateArgs {
     pub except: Vec<String>,
     /// The template (Packer's JSON format).
     pub template: PathBuf,
+    /// Where each `-var` and `-var-file` stood on the command line (filled
+    /// in after parsing), so they apply in that order, as in Packer.
+    #[arg(skip)]
+    pub positions: OverridePositions,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct OverridePositions {
+    pub var: Vec<usize>,
+    pub var_file: Vec<usize>,
+}
+
+impl Cli {
+    /// Parses like `try_parse_from`, and records where `-var` and
+    /// `-var-file` stood.
+    pub fn parse_with_positions(argv: Vec<OsString>) -> Result<Cli, clap::Error> {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Cli::command().try_get_matches_from(argv)?;
+        let mut cli = Cli::from_arg_matches(&matches)?;
+        let positions = |sub: &clap::ArgMatches| OverridePositions {
+            var: sub
+                .indices_of("var")
+                .map(|i| i.collect())
+                .unwrap_or_default(),
+            var_file: sub
+                .indices_of("var_file")
+                .map(|i| i.collect())
+                .unwrap_or_default(),
+        };
+        match (&mut cli.command, matches.subcommand()) {
+            (Command::Validate(args), Some((_, sub)))
+            | (Command::Inspect(args), Some((_, sub))) => args.positions = positions(sub),
+            (Command::Build(args), Some((_, sub))) => args.template.positions = positions(sub),
+            _ => {}
+        }
+        Ok(cli)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -257,7 +294,31 @@ mod tests {
 
     fn parse(args: &[&str]) -> Cli {
         let argv = normalize(args.iter().map(OsString::from));
-        Cli::try_parse_from(argv).expect("parses")
+        Cli::parse_with_positions(argv).expect("parses")
+    }
+
+    #[test]
+    fn var_and_var_file_positions_are_recorded() {
+        let cli = parse(&[
+            "kiln",
+            "build",
+            "-var-file",
+            "a.json",
+            "-var",
+            "x=1",
+            "-var-file=b.json",
+            "t.json",
+        ]);
+        let Command::Build(b) = cli.command else {
+            panic!("not a build")
+        };
+        let p = &b.template.positions;
+        assert_eq!(p.var.len(), 1);
+        assert_eq!(p.var_file.len(), 2);
+        assert!(
+            p.var_file[0] < p.var[0] && p.var[0] < p.var_file[1],
+            "{p:?}"
+        );
     }
 
     #[test]

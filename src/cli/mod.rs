@@ -12,18 +12,17 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use crate::build::{self, BuildOptions};
-use crate::template::{self, Overrides};
+use crate::template::{self, Override, Overrides};
 use args::{BuildArgs, Cli, Command, TemplateArgs};
 use redact::Redactor;
 use ui::{Mode, Ui};
 
 pub fn main() -> ExitCode {
     let argv = args::normalize(std::env::args_os());
-    let cli = match Cli::try_parse_from(argv) {
+    let cli = match Cli::parse_with_positions(argv) {
         Ok(cli) => cli,
         Err(err) => {
             let _ = err.print();
@@ -77,17 +76,23 @@ fn format_anyhow(err: &anyhow::Error) -> String {
     crate::error_chain(err.as_ref())
 }
 
+/// `-var` and `-var-file` in command-line order.
 fn overrides(args: &TemplateArgs) -> anyhow::Result<Overrides> {
-    let mut vars = Vec::new();
-    for assignment in &args.var {
+    let mut entries = Vec::new();
+    for (index, assignment) in args.var.iter().enumerate() {
         let (name, value) = assignment
             .split_once('=')
             .with_context(|| format!("-var {assignment:?}: expected NAME=VALUE"))?;
-        vars.push((name.to_string(), value.to_string()));
+        let position = args.positions.var.get(index).copied().unwrap_or(usize::MAX);
+        entries.push((position, Override::Var(name.to_string(), value.to_string())));
     }
+    for (index, file) in args.var_file.iter().enumerate() {
+        let position = args.positions.var_file.get(index).copied().unwrap_or(0);
+        entries.push((position, Override::File(file.clone())));
+    }
+    entries.sort_by_key(|(position, _)| *position);
     Ok(Overrides {
-        vars,
-        var_files: args.var_file.clone(),
+        entries: entries.into_iter().map(|(_, entry)| entry).collect(),
     })
 }
 

@@ -26,11 +26,29 @@ use funcs::FuncCtx;
 use heads::{builder_heads, filter, filter_quiet, provisioner_heads};
 use interpolate::{EvalError, Resolver, Value};
 
-/// `-var` and `-var-file` from the command line, in the order given.
+/// One `-var` or `-var-file` from the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Override {
+    Var(String, String),
+    File(PathBuf),
+}
+
+/// `-var` and `-var-file` in the order given: as in Packer 1.6, a later one
+/// wins over an earlier one, whichever kind each is.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
-    pub vars: Vec<(String, String)>,
-    pub var_files: Vec<PathBuf>,
+    pub entries: Vec<Override>,
+}
+
+impl Overrides {
+    /// The files first, then the variables.
+    pub fn new(vars: Vec<(String, String)>, var_files: Vec<PathBuf>) -> Overrides {
+        let files = var_files.into_iter().map(Override::File);
+        let vars = vars.into_iter().map(|(k, v)| Override::Var(k, v));
+        Overrides {
+            entries: files.chain(vars).collect(),
+        }
+    }
 }
 
 /// One thing wrong with a template, at a JSON path such as
@@ -91,10 +109,12 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Plan, TemplateError> {
     let root = read_json(path)?;
     let mut given = Vec::new();
     let mut file_problems = Vec::new();
-    for file in &overrides.var_files {
-        given.extend(read_var_file(file, &mut file_problems)?);
+    for entry in &overrides.entries {
+        match entry {
+            Override::File(file) => given.extend(read_var_file(file, &mut file_problems)?),
+            Override::Var(name, value) => given.push((name.clone(), value.clone())),
+        }
     }
-    given.extend(overrides.vars.iter().cloned());
 
     let cwd = std::env::current_dir().map_err(|source| TemplateError::Read {
         path: PathBuf::from("."),

@@ -403,6 +403,33 @@ fn duplicate_builder_names() {
 }
 
 #[test]
+fn var_and_var_file_apply_in_command_line_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "v.json", &json!({"a": "file"}));
+    let template = json!({
+        "variables": {"a": "default"},
+        "builders": [qemu(json!({"vm_name": "{{user `a`}}"}))]
+    });
+    let var = |v: &str| Override::Var("a".into(), v.into());
+    let vm_name = |entries: Vec<Override>| {
+        load_in(dir.path(), template.clone(), &Overrides { entries })
+            .unwrap()
+            .builds[0]
+            .qemu
+            .vm_name
+            .clone()
+    };
+    assert_eq!(
+        vm_name(vec![var("cli"), Override::File(file.clone())]),
+        "file"
+    );
+    assert_eq!(
+        vm_name(vec![Override::File(file.clone()), var("cli")]),
+        "cli"
+    );
+}
+
+#[test]
 fn variable_precedence_and_sensitive_values() {
     let dir = tempfile::tempdir().unwrap();
     let f1 = write(
@@ -411,10 +438,8 @@ fn variable_precedence_and_sensitive_values() {
         &json!({"a": "file1", "b": "file1", "c": "file1"}),
     );
     let f2 = write(dir.path(), "b.json", &json!({"b": "file2", "c": "file2"}));
-    let overrides = Overrides {
-        vars: vec![("c".into(), "cli1".into()), ("c".into(), "cli2".into())],
-        var_files: vec![f1, f2],
-    };
+    let cli_vars: Vec<(String, String)> =
+        vec![("c".into(), "cli1".into()), ("c".into(), "cli2".into())];
     let plan = load_in(
         dir.path(),
         json!({
@@ -426,10 +451,10 @@ fn variable_precedence_and_sensitive_values() {
             "sensitive-variables": ["pw", "empty"],
             "builders": [qemu(json!({"ssh_password": "{{user `pw`}}", "vm_name": "{{user `derived`}}"}))]
         }),
-        &Overrides {
-            vars: [overrides.vars.clone(), vec![("pw".into(), "s3cret".into())]].concat(),
-            var_files: overrides.var_files.clone(),
-        },
+        &Overrides::new(
+            [cli_vars, vec![("pw".into(), "s3cret".into())]].concat(),
+            vec![f1.clone(), f2.clone()],
+        ),
     )
     .unwrap();
     let value = |n: &str| {
@@ -867,13 +892,13 @@ fn command_line_values_are_rendered_and_undeclared_ones_accepted() {
             "variables": {"a": "x"},
             "builders": [qemu(json!({"vm_name": "{{user `a`}}-{{user `extra`}}"}))]
         }),
-        &Overrides {
-            vars: vec![
+        &Overrides::new(
+            vec![
                 ("a".into(), "{{env `KILN_TEMPLATE_TEST_CLI`}}".into()),
                 ("extra".into(), "e".into()),
             ],
-            var_files: vec![],
-        },
+            vec![],
+        ),
     )
     .unwrap();
     assert_eq!(plan.builds[0].qemu.vm_name, "from-env-e");
@@ -925,10 +950,7 @@ fn var_file_errors() {
         "t.json",
         &json!({"builders": [qemu(json!({}))]}),
     );
-    let overrides = Overrides {
-        vars: vec![],
-        var_files: vec![bad.clone()],
-    };
+    let overrides = Overrides::new(vec![], vec![bad.clone()]);
     match load(&tpl, &overrides) {
         Err(TemplateError::Json { path, line, .. }) => {
             assert_eq!((path, line), (bad, 1));
@@ -936,10 +958,7 @@ fn var_file_errors() {
         other => panic!("unexpected {other:?}"),
     }
     let list = write(dir.path(), "list.json", &json!({"a": ["x"]}));
-    let overrides = Overrides {
-        vars: vec![],
-        var_files: vec![list.clone()],
-    };
+    let overrides = Overrides::new(vec![], vec![list.clone()]);
     match load(&tpl, &overrides) {
         Err(TemplateError::Invalid { problems, .. }) => assert_eq!(
             problems,
