@@ -390,7 +390,7 @@ async fn pipeline(
     let artifact = Artifact {
         build_name: spec.name.clone(),
         builder_type: spec.builder_type.clone(),
-        builder_id: "transcend.qemu".to_string(),
+        builder_id: report::QEMU_BUILDER_ID.to_string(),
         description: format!(
             "VM files in directory: {}",
             config.output_directory.display()

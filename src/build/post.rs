@@ -207,8 +207,8 @@ pub fn manifest(
     Ok(input.clone())
 }
 
-/// The disk an artifact carries: its first file, when that is a disk image
-/// (the builder's artifact, not checksum files or a tarball).
+/// The disk an artifact carries: the builder's own artifact, not what an
+/// earlier post-processor (checksum files, a tarball) made of it.
 pub fn disk_of(post: &'static str, artifact: &Artifact) -> Result<PathBuf, PostError> {
     let not_a_disk = || PostError::NotADisk {
         post,
@@ -219,12 +219,10 @@ pub fn disk_of(post: &'static str, artifact: &Artifact) -> Result<PathBuf, PostE
             .collect::<Vec<_>>()
             .join(", "),
     };
-    let disk = artifact.files.first().ok_or_else(not_a_disk)?;
-    let name = disk.to_string_lossy();
-    if name.ends_with(".tar.gz") || name.ends_with(".checksum") || name.ends_with(".json") {
+    if artifact.builder_id != super::report::QEMU_BUILDER_ID {
         return Err(not_a_disk());
     }
-    Ok(disk.clone())
+    artifact.files.first().cloned().ok_or_else(not_a_disk)
 }
 
 /// `compress`: GCE's `disk.raw` tarball of the artifact's disk, written to
@@ -278,7 +276,7 @@ mod tests {
         Artifact {
             build_name: "demo".into(),
             builder_type: "qemu".into(),
-            builder_id: "transcend.qemu".into(),
+            builder_id: crate::build::report::QEMU_BUILDER_ID.into(),
             files,
             description: String::new(),
         }
@@ -347,5 +345,20 @@ mod tests {
             Err(PostError::BadManifest { .. })
         ));
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "not json");
+    }
+
+    #[test]
+    fn only_the_builders_artifact_carries_a_disk() {
+        let built = artifact(vec![PathBuf::from("out/disk.qcow2")]);
+        assert_eq!(
+            disk_of("compress", &built).unwrap(),
+            PathBuf::from("out/disk.qcow2")
+        );
+        let sums = Artifact {
+            builder_id: "packer.post-processor.checksum".into(),
+            ..artifact(vec![PathBuf::from("out/disk.sha256")])
+        };
+        let err = disk_of("compress", &sums).unwrap_err();
+        assert!(err.to_string().contains("out/disk.sha256"), "{err}");
     }
 }

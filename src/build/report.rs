@@ -37,6 +37,9 @@ impl Stage {
     }
 }
 
+/// The qemu builder's artifact id, as Packer's qemu builder reports it.
+pub const QEMU_BUILDER_ID: &str = "transcend.qemu";
+
 /// What a finished build produced.
 #[derive(Debug, Clone)]
 pub struct Artifact {

@@ -57,12 +57,7 @@ fn render(plan: &template::Plan) -> String {
             .map(|chain| {
                 chain
                     .iter()
-                    .map(|p| match p {
-                        PostProcessorSpec::Checksum(_) => "checksum",
-                        PostProcessorSpec::Manifest(_) => "manifest",
-                        PostProcessorSpec::Compress(_) => "compress",
-                        PostProcessorSpec::GceImport(_) => "googlecompute-import",
-                    })
+                    .map(PostProcessorSpec::type_name)
                     .collect::<Vec<_>>()
                     .join(" -> ")
             })

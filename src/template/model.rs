@@ -273,6 +273,18 @@ pub enum PostProcessorSpec {
     GceImport(Box<GceImportConfig>),
 }
 
+impl PostProcessorSpec {
+    /// The post-processor's `type` in a template.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            PostProcessorSpec::Checksum(_) => "checksum",
+            PostProcessorSpec::Manifest(_) => "manifest",
+            PostProcessorSpec::Compress(_) => "compress",
+            PostProcessorSpec::GceImport(_) => "googlecompute-import",
+        }
+    }
+}
+
 /// `compress`: the disk as GCE's `disk.raw` tarball, written to a local file.
 #[derive(Debug, Clone)]
 pub struct CompressConfig {

@@ -751,17 +751,7 @@ fn only_except_override() {
         plan.builds[b]
             .post_processors
             .iter()
-            .map(|chain| {
-                chain
-                    .iter()
-                    .map(|p| match p {
-                        PostProcessorSpec::Checksum(_) => "checksum",
-                        PostProcessorSpec::Manifest(_) => "manifest",
-                        PostProcessorSpec::Compress(_) => "compress",
-                        PostProcessorSpec::GceImport(_) => "googlecompute-import",
-                    })
-                    .collect()
-            })
+            .map(|chain| chain.iter().map(PostProcessorSpec::type_name).collect())
             .collect()
     };
     assert_eq!(kinds(0), vec![vec!["checksum", "manifest"]]);
