@@ -103,7 +103,14 @@ def packer_template(work, disk, out):
         "post-processors": [
             [
                 {"type": "artifice", "files": [str(disk)]},
-                {"type": "compress", "output": str(out), "compression_level": LEVEL},
+                # Without keep_input_artifact Packer deletes the artifice files:
+                # the cached disk itself.
+                {
+                    "type": "compress",
+                    "output": str(out),
+                    "compression_level": LEVEL,
+                    "keep_input_artifact": True,
+                },
             ]
         ],
     }

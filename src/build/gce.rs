@@ -8,20 +8,18 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::io::{AsyncRead, ReadBuf};
 
 use super::BuildContext;
-use super::report::Artifact;
+use super::report::{Artifact, ProgressMeter};
 use crate::gcp::{
     ComputeClient, ComputeError, Credentials, ImageRequest, StorageClient, StorageError,
     TokenSource, UploadOptions, validate_image_request,
 };
 use crate::template::model::GceImportConfig;
 
-/// Between progress messages in the build output.
-const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// How much packaged data may wait for the upload.
 const PIPE_BYTES: usize = 16 << 20;
 
@@ -247,21 +245,13 @@ async fn upload(
             Ok::<_, crate::export::ExportError>(summary)
         })
     };
-    let mut last_report = Instant::now();
+    let meter = ProgressMeter::new("Uploading");
     let mut progress = |p: crate::gcp::UploadProgress| {
-        if last_report.elapsed() >= PROGRESS_EVERY {
-            last_report = Instant::now();
-            let (done, total) = (
-                packaged_bytes.load(Ordering::Relaxed),
-                data_bytes.load(Ordering::Relaxed),
-            );
-            ctx.say(&format!(
-                "Uploaded {:.0} MiB ({:.1} MiB/s){}",
-                p.bytes_sent as f64 / f64::from(1 << 20),
-                p.bytes_per_sec / f64::from(1 << 20),
-                eta(started.elapsed(), done, total)
-            ));
-        }
+        let (done, total) = (
+            packaged_bytes.load(Ordering::Relaxed),
+            data_bytes.load(Ordering::Relaxed),
+        );
+        ctx.progress(Some(&meter.progress(p.bytes_sent, done, total)));
     };
     let guarded = UntilFinished {
         inner: reader,
@@ -276,6 +266,7 @@ async fn upload(
             &mut progress,
         )
         .await;
+    ctx.progress(None);
     let packaged = packager
         .await
         .map_err(|err| GceError::Thread(err.to_string()))?;
@@ -292,21 +283,6 @@ async fn upload(
         started.elapsed().as_secs_f64()
     ));
     Ok(())
-}
-
-/// `; 40% of the disk's data, about 1m20s left`, from how far the
-/// packaging (which the upload follows closely) has come.
-fn eta(elapsed: Duration, done: u64, total: u64) -> String {
-    if done == 0 || total == 0 {
-        return String::new();
-    }
-    let fraction = done.min(total) as f64 / total as f64;
-    let left = elapsed.as_secs_f64() * (1.0 - fraction) / fraction;
-    format!(
-        "; {:.0}% of the disk's data, about {} left",
-        fraction * 100.0,
-        crate::smoke::humantime(Duration::from_secs_f64(left))
-    )
 }
 
 /// The pipe's reading end, which turns an end of stream into an error
@@ -387,19 +363,6 @@ mod tests {
         let err = guarded.read_to_end(&mut out).await.unwrap_err();
         assert!(err.to_string().contains("stopped before the end"), "{err}");
         assert_eq!(out, b"partial");
-    }
-
-    #[test]
-    fn eta_follows_the_packaging() {
-        assert_eq!(eta(Duration::from_secs(10), 0, 100), "");
-        assert_eq!(
-            eta(Duration::from_secs(10), 25, 100),
-            "; 25% of the disk's data, about 30.0s left"
-        );
-        assert_eq!(
-            eta(Duration::from_secs(60), 50, 100),
-            "; 50% of the disk's data, about 1m00s left"
-        );
     }
 
     #[tokio::test]

@@ -217,6 +217,10 @@ impl BuildContext {
     pub fn say(&self, message: &str) {
         self.reporter.say(&self.name, message);
     }
+
+    pub fn progress(&self, progress: Option<&report::Progress>) {
+        self.reporter.progress(&self.name, progress);
+    }
 }
 
 async fn run_one(
@@ -581,7 +585,7 @@ async fn run_post_processors(
                 }
                 PostProcessorSpec::Compress(config) => {
                     ctx.say("Running post-processor: compress (GCE disk.raw tarball)");
-                    let out = post::compress(config, &current).await?;
+                    let out = post::compress(ctx, config, &current).await?;
                     for file in &out.files {
                         undo.push(Created::File(file.clone()));
                     }

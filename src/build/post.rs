@@ -5,7 +5,8 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::report::Artifact;
+use super::BuildContext;
+use super::report::{Artifact, packaging_progress};
 use crate::template::model::{ChecksumPostConfig, ChecksumType, CompressConfig, ManifestConfig};
 use crate::template::render_late;
 
@@ -227,7 +228,11 @@ pub fn disk_of(post: &'static str, artifact: &Artifact) -> Result<PathBuf, PostE
 
 /// `compress`: GCE's `disk.raw` tarball of the artifact's disk, written to
 /// `output` (relative to the working directory).
-pub async fn compress(config: &CompressConfig, input: &Artifact) -> Result<Artifact, PostError> {
+pub async fn compress(
+    ctx: &BuildContext,
+    config: &CompressConfig,
+    input: &Artifact,
+) -> Result<Artifact, PostError> {
     let disk = disk_of("compress", input)?;
     let output = PathBuf::from(render_late(
         &config.output,
@@ -244,18 +249,21 @@ pub async fn compress(config: &CompressConfig, input: &Artifact) -> Result<Artif
     }
     let level = config.level;
     let (from, to) = (disk.clone(), output.clone());
-    tokio::task::spawn_blocking(move || {
+    let progress = packaging_progress(ctx.reporter.clone(), ctx.name.clone());
+    let packaged = tokio::task::spawn_blocking(move || {
         crate::export::package_to_file(
             &from,
             &to,
             &crate::export::PackageOptions {
                 level,
+                progress: Some(&progress),
                 ..Default::default()
             },
         )
     })
-    .await
-    .map_err(|err| PostError::Write {
+    .await;
+    ctx.progress(None);
+    packaged.map_err(|err| PostError::Write {
         path: output.clone(),
         source: std::io::Error::other(err.to_string()),
     })??;

@@ -2,6 +2,7 @@
 //! what that looks like (live TTY lines, plain lines, machine-readable).
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 /// The build stages, in pipeline order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +53,105 @@ pub struct Artifact {
     pub description: String,
 }
 
+/// How far a long transfer has come: what a progress bar shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    /// What is under way, such as `Uploading`.
+    pub action: &'static str,
+    /// Bytes moved so far (written or uploaded).
+    pub bytes: u64,
+    /// Average rate since the start, bytes per second.
+    pub bytes_per_sec: f64,
+    /// Share of the whole job done, 0 to 1, once the total is known.
+    pub fraction: Option<f64>,
+    /// Time left at the rate so far, once there is a rate to go by.
+    pub eta: Option<Duration>,
+}
+
+/// Builds [`Progress`] values for one transfer from its start time.
+pub struct ProgressMeter {
+    action: &'static str,
+    started: Instant,
+}
+
+impl ProgressMeter {
+    pub fn new(action: &'static str) -> Self {
+        ProgressMeter {
+            action,
+            started: Instant::now(),
+        }
+    }
+
+    /// `bytes` moved so far; the job is `done` of `total` through (in
+    /// whatever unit it counts, often not the bytes moved: an upload
+    /// follows the packaging of the disk's data).
+    pub fn progress(&self, bytes: u64, done: u64, total: u64) -> Progress {
+        self.progress_after(self.started.elapsed(), bytes, done, total)
+    }
+
+    fn progress_after(&self, elapsed: Duration, bytes: u64, done: u64, total: u64) -> Progress {
+        let elapsed = elapsed.max(Duration::from_millis(1));
+        let fraction = (total > 0).then(|| done.min(total) as f64 / total as f64);
+        let eta = fraction
+            .filter(|&f| f > 0.0)
+            .map(|f| elapsed.mul_f64((1.0 - f) / f));
+        Progress {
+            action: self.action,
+            bytes,
+            bytes_per_sec: bytes as f64 / elapsed.as_secs_f64(),
+            fraction,
+            eta,
+        }
+    }
+}
+
+/// A packaging progress callback (`PackageOptions::progress`) that feeds
+/// `reporter`; it runs on the packaging thread.
+pub fn packaging_progress(
+    reporter: std::sync::Arc<dyn Reporter>,
+    build: String,
+) -> impl Fn(u64, u64) + Send + Sync {
+    let meter = ProgressMeter::new("Packaging");
+    move |done, total| reporter.progress(&build, Some(&meter.progress(done, done, total)))
+}
+
+impl Progress {
+    /// One line for logs: `Uploading: 612 MiB at 38.2 MiB/s, 45% done,
+    /// about 51.0s left`.
+    pub fn describe(&self) -> String {
+        let mut text = format!(
+            "{}: {} at {}/s",
+            self.action,
+            format_bytes(self.bytes),
+            format_bytes_fine(self.bytes_per_sec)
+        );
+        if let Some(fraction) = self.fraction {
+            text.push_str(&format!(", {:.0}% done", fraction * 100.0));
+        }
+        if let Some(eta) = self.eta.filter(|_| self.fraction.is_some_and(|f| f < 1.0)) {
+            text.push_str(&format!(", about {} left", crate::smoke::humantime(eta)));
+        }
+        text
+    }
+}
+
+/// `812 KiB`, `612 MiB`, `1.43 GiB`.
+pub fn format_bytes(bytes: u64) -> String {
+    const KIB: u64 = 1 << 10;
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+    match bytes {
+        0..MIB => format!("{} KiB", bytes / KIB),
+        MIB..GIB => format!("{} MiB", bytes / MIB),
+        _ => format!("{:.2} GiB", bytes as f64 / GIB as f64),
+    }
+}
+
+/// A rate, with a decimal: `38.2 MiB`.
+fn format_bytes_fine(bytes: f64) -> String {
+    format!("{:.1} MiB", bytes / f64::from(1 << 20))
+}
+
 /// Receives everything a build has to say. Implementations must be cheap and
 /// must not block for long: they are called from the build's tasks.
 pub trait Reporter: Send + Sync {
@@ -65,4 +165,45 @@ pub trait Reporter: Send + Sync {
     fn error(&self, build: &str, message: &str);
     /// The build finished with this artifact.
     fn artifact(&self, build: &str, artifact: &Artifact);
+    /// A long transfer moved on (called often: implementations pace their
+    /// output themselves); `None` when it is over.
+    fn progress(&self, build: &str, progress: Option<&Progress>);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_estimates_the_time_left_from_the_share_done() {
+        let meter = ProgressMeter::new("Uploading");
+        let quarter = meter.progress_after(Duration::from_secs(10), 40 << 20, 25, 100);
+        assert_eq!(quarter.fraction, Some(0.25));
+        assert_eq!(quarter.eta, Some(Duration::from_secs(30)));
+        assert_eq!(quarter.bytes_per_sec, f64::from(4 << 20));
+        assert_eq!(
+            quarter.describe(),
+            "Uploading: 40 MiB at 4.0 MiB/s, 25% done, about 30.0s left"
+        );
+        let half = meter.progress_after(Duration::from_secs(60), 3 << 30, 50, 100);
+        assert_eq!(
+            half.describe(),
+            "Uploading: 3.00 GiB at 51.2 MiB/s, 50% done, about 1m00s left"
+        );
+    }
+
+    #[test]
+    fn no_estimate_before_anything_is_done_or_once_all_is() {
+        let meter = ProgressMeter::new("Packaging");
+        let start = meter.progress_after(Duration::from_secs(1), 0, 0, 100);
+        assert_eq!(start.fraction, Some(0.0));
+        assert_eq!(start.eta, None);
+        assert_eq!(start.describe(), "Packaging: 0 KiB at 0.0 MiB/s, 0% done");
+        let unknown = meter.progress_after(Duration::from_secs(1), 512 << 10, 0, 0);
+        assert_eq!(unknown.fraction, None);
+        assert_eq!(unknown.describe(), "Packaging: 512 KiB at 0.5 MiB/s");
+        let end = meter.progress_after(Duration::from_secs(8), 8 << 20, 100, 100);
+        assert_eq!(end.eta, Some(Duration::ZERO));
+        assert_eq!(end.describe(), "Packaging: 8 MiB at 1.0 MiB/s, 100% done");
+    }
 }

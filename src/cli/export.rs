@@ -12,6 +12,7 @@ use super::args::ExportArgs;
 use super::ui::Ui;
 use crate::build::BuildContext;
 use crate::build::gce::{self, Publish};
+use crate::build::report::packaging_progress;
 use crate::template::model::GceImportConfig;
 
 pub async fn run(args: ExportArgs) -> ExitCode {
@@ -41,6 +42,7 @@ pub async fn run(args: ExportArgs) -> ExitCode {
         result = work => result,
         () = cancel.cancelled() => Err(anyhow::anyhow!("cancelled")),
     };
+    ui.stop_live();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -63,17 +65,21 @@ async fn package(
     ));
     let started = Instant::now();
     let (disk, out, level) = (args.disk.clone(), output.to_path_buf(), args.level);
-    let summary = tokio::task::spawn_blocking(move || {
+    let progress = packaging_progress(ctx.reporter.clone(), ctx.name.clone());
+    let packaged = tokio::task::spawn_blocking(move || {
         crate::export::package_to_file(
             &disk,
             &out,
             &crate::export::PackageOptions {
                 level,
+                progress: Some(&progress),
                 ..Default::default()
             },
         )
     })
-    .await??;
+    .await;
+    ctx.progress(None);
+    let summary = packaged??;
     ctx.say(&format!(
         "Wrote {} ({:.0} MiB; disk.raw of {} GiB, {:.0} MiB of data) in {:.1}s",
         output.display(),

@@ -6,7 +6,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::redact::Redactor;
-use crate::build::report::{Artifact, Reporter, Stage};
+use crate::build::report::{Artifact, Progress, Reporter, Stage, format_bytes};
+
+/// Between progress lines when there is no live status line to redraw.
+const PROGRESS_LINE_EVERY: Duration = Duration::from_secs(5);
+/// Between redraws of a live progress bar.
+const PROGRESS_REDRAW_EVERY: Duration = Duration::from_millis(100);
+const BAR_CELLS: usize = 24;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -24,6 +30,33 @@ struct BuildStatus {
     started: Instant,
     stage_started: Instant,
     finished: bool,
+    progress: Option<Progress>,
+    /// When progress was last shown (drawn, or said as a line).
+    progress_shown: Option<Instant>,
+}
+
+impl BuildStatus {
+    fn new(name: &str, stage: Option<Stage>, now: Instant) -> Self {
+        BuildStatus {
+            name: name.to_string(),
+            stage,
+            started: now,
+            stage_started: now,
+            finished: false,
+            progress: None,
+            progress_shown: None,
+        }
+    }
+}
+
+fn status_of<'a>(state: &'a mut State, build: &str, now: Instant) -> &'a mut BuildStatus {
+    match state.builds.iter().position(|b| b.name == build) {
+        Some(index) => &mut state.builds[index],
+        None => {
+            state.builds.push(BuildStatus::new(build, None, now));
+            state.builds.last_mut().expect("just pushed")
+        }
+    }
 }
 
 struct State {
@@ -169,19 +202,9 @@ impl Reporter for Ui {
     fn stage(&self, build: &str, stage: Stage) {
         let now = Instant::now();
         self.with_state(|state| {
-            match state.builds.iter_mut().find(|b| b.name == build) {
-                Some(status) => {
-                    status.stage = Some(stage);
-                    status.stage_started = now;
-                }
-                None => state.builds.push(BuildStatus {
-                    name: build.to_string(),
-                    stage: Some(stage),
-                    started: now,
-                    stage_started: now,
-                    finished: false,
-                }),
-            }
+            let status = status_of(state, build, now);
+            status.stage = Some(stage);
+            status.stage_started = now;
             redraw(state);
         });
         if self.mode == Mode::Machine {
@@ -218,6 +241,40 @@ impl Reporter for Ui {
         }
         self.machine(build, &["artifact", "0", "end"]);
     }
+
+    fn progress(&self, build: &str, progress: Option<&Progress>) {
+        let now = Instant::now();
+        let mut line = None;
+        let live = self.mode == Mode::Tty;
+        self.with_state(|state| {
+            let status = status_of(state, build, now);
+            let shown = status.progress_shown;
+            let due = |every| shown.is_none_or(|at| now - at >= every);
+            match progress {
+                Some(progress) if live => {
+                    status.progress = Some(progress.clone());
+                    if due(PROGRESS_REDRAW_EVERY) {
+                        status.progress_shown = Some(now);
+                        redraw(state);
+                    }
+                }
+                Some(progress) => {
+                    if due(PROGRESS_LINE_EVERY) {
+                        status.progress_shown = Some(now);
+                        line = Some(progress.describe());
+                    }
+                }
+                None => {
+                    status.progress = None;
+                    status.progress_shown = None;
+                    redraw(state);
+                }
+            }
+        });
+        if let Some(text) = line {
+            self.say(build, &text);
+        }
+    }
 }
 
 fn erase(state: &mut State) {
@@ -238,19 +295,50 @@ fn redraw(state: &mut State) {
         if build.finished {
             continue;
         }
-        let stage = build.stage.map_or("starting", Stage::as_str);
-        lines.push(format!(
+        let stage = build.stage.map_or("", Stage::as_str);
+        let mut line = format!(
             "\x1b[1m{}\x1b[0m  {:<10} {:>6}  (total {})",
             build.name,
             stage,
             format_elapsed(now - build.stage_started),
             format_elapsed(now - build.started),
-        ));
+        );
+        if let Some(progress) = &build.progress {
+            line.push_str("  ");
+            line.push_str(&progress_bar(progress));
+        }
+        lines.push(line);
     }
     for line in &lines {
         let _ = writeln!(state.out, "{line}");
     }
     state.drawn = lines.len();
+}
+
+/// `Uploading [##########--------------]  42%  612 MiB  38.2 MiB/s  0:51 left`
+fn progress_bar(progress: &Progress) -> String {
+    let mut text = format!("{} ", progress.action);
+    match progress.fraction {
+        Some(fraction) => {
+            let filled = ((fraction * BAR_CELLS as f64) as usize).min(BAR_CELLS);
+            text.push_str(&format!(
+                "[{}{}] {:>3.0}%",
+                "#".repeat(filled),
+                "-".repeat(BAR_CELLS - filled),
+                fraction * 100.0
+            ));
+        }
+        None => text.push_str(&format!("[{}]", "?".repeat(BAR_CELLS))),
+    }
+    text.push_str(&format!(
+        "  {}  {:.1} MiB/s",
+        format_bytes(progress.bytes),
+        progress.bytes_per_sec / f64::from(1 << 20)
+    ));
+    if let Some(eta) = progress.eta {
+        text.push_str(&format!("  {} left", format_elapsed(eta)));
+    }
+    text
 }
 
 fn format_elapsed(elapsed: Duration) -> String {
@@ -366,5 +454,53 @@ mod tests {
         ui.stop_live();
         ui.say("b", "done");
         assert!(sink.text().ends_with("==> b: done\n"));
+    }
+
+    fn upload(fraction: f64) -> Progress {
+        Progress {
+            action: "Uploading",
+            bytes: 600 << 20,
+            bytes_per_sec: f64::from(40 << 20),
+            fraction: Some(fraction),
+            eta: Some(Duration::from_secs(75)),
+        }
+    }
+
+    #[test]
+    fn tty_mode_draws_a_progress_bar_on_the_status_line() {
+        let sink = Sink::default();
+        let ui = Ui::new(Mode::Tty, false, Box::new(sink.clone()));
+        ui.stage("demo", Stage::Post);
+        ui.progress("demo", Some(&upload(0.5)));
+        let text = sink.text();
+        let bar = format!("Uploading [{}{}]  50%", "#".repeat(12), "-".repeat(12));
+        assert!(text.contains(&bar), "{text:?}");
+        assert!(text.contains("600 MiB  40.0 MiB/s  1:15 left"), "{text:?}");
+        // Over: the bar goes from the status line.
+        ui.progress("demo", None);
+        let after = sink.text()[text.len()..].to_string();
+        assert!(after.contains("post"), "{after:?}");
+        assert!(!after.contains("Uploading"), "{after:?}");
+    }
+
+    #[test]
+    fn without_a_terminal_progress_is_a_line_now_and_then() {
+        let sink = Sink::default();
+        let ui = Ui::new(Mode::Plain, false, Box::new(sink.clone()));
+        for step in 1..=50 {
+            ui.progress("demo", Some(&upload(f64::from(step) / 100.0)));
+        }
+        let text = sink.text();
+        // The first report is said at once; the next only after a pause.
+        assert_eq!(text.matches("Uploading").count(), 1, "{text}");
+        assert!(
+            text.contains("==> demo: Uploading: 600 MiB at 40.0 MiB/s, 1% done, about 1m15s left"),
+            "{text}"
+        );
+        assert!(!text.contains('\x1b'), "{text:?}");
+        // A new transfer is reported from its start.
+        ui.progress("demo", None);
+        ui.progress("demo", Some(&upload(0.9)));
+        assert!(sink.text().contains("90% done"), "{}", sink.text());
     }
 }

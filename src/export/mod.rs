@@ -7,6 +7,7 @@
 //! taken from `qemu-img map`. All-zero blocks inside the data become holes
 //! too. The gzip is compressed on every core but is one ordinary member.
 
+mod deflate_end;
 mod error;
 mod extents;
 mod gzip;
