@@ -5,7 +5,7 @@
 //! header. The CRC-32s of the blocks are combined into the trailer, so the
 //! result is one ordinary gzip member. libdeflate takes no preset
 //! dictionary, so blocks are large enough for the lost back-references
-//! across their edges not to matter (under 0.1% of the output).
+//! across their edges not to matter (about 0.1% of the output).
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -18,6 +18,9 @@ use libdeflater::{CompressionLvl, Compressor};
 use super::deflate_end;
 
 pub const DEFAULT_BLOCK: usize = 4 << 20;
+/// The default thread count's ceiling: more cores than this outrun any
+/// disk or network, and every thread holds two blocks in flight.
+const MAX_DEFAULT_THREADS: usize = 16;
 /// The smallest block accepted, so tests can use small ones.
 const MIN_BLOCK: usize = 32 << 10;
 
@@ -59,11 +62,13 @@ pub struct ParallelGzip<W: Write> {
 }
 
 impl<W: Write> ParallelGzip<W> {
-    /// `level` 0..=9; `threads` 0 means one per core.
+    /// `level` 0..=9; `threads` 0 means one per core, up to 16.
     pub fn new(out: W, level: u32, threads: usize, block_size: usize) -> io::Result<Self> {
         let level = level.min(9);
         let threads = match threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(MAX_DEFAULT_THREADS),
             n => n,
         };
         let (job_tx, job_rx) = mpsc::channel::<Job>();

@@ -43,7 +43,7 @@ pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
 pub struct PackageOptions<'a> {
     /// gzip level, 0 to 9.
     pub level: u32,
-    /// Compression threads; 0 means one per core.
+    /// Compression threads; 0 means one per core, up to 16.
     pub threads: usize,
     /// The entry's modification time (seconds since the epoch); `None`
     /// takes the disk file's. A fixed value makes the output reproducible.
