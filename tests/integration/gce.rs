@@ -219,14 +219,17 @@ async fn an_upload_through_faults_matches_a_local_export() {
     let seen = chunks.clone();
     let proxy = FaultProxy::start(&upstream, move |request| {
         // Spare the session start and the first chunk (the emulator
-        // misreports an empty session); then fault every third chunk.
+        // misreports an empty session). Then, of every six PUTs (chunks and
+        // status queries), drop the second mid-body and answer the fourth
+        // (the resent chunk, after the status query) with a 503: the disk
+        // fits in a few chunks, so faults must come early.
         if request.content_range.is_none() || request.method != "PUT" {
             return Fault::Pass;
         }
         match seen.fetch_add(1, Ordering::SeqCst) {
             0 => Fault::Pass,
             n if n % 6 == 1 => Fault::DropMidBody,
-            n if n % 6 == 4 => Fault::Respond(503),
+            n if n % 6 == 3 => Fault::Respond(503),
             _ => Fault::Pass,
         }
     })
