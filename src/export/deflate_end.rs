@@ -203,27 +203,53 @@ impl<'a> BitReader<'a> {
         Ok(())
     }
 
+    /// Walks a Huffman-coded block to its end. The reader's state lives in
+    /// locals here: kept in `self`, every step would wait on a store.
     fn skip_symbols(&mut self, tables: &WalkTables) -> Result<(), Malformed> {
         let (litlen, litlen_mask) = (tables.litlen.as_slice(), tables.litlen_mask);
         let (distance, distance_mask) = (tables.distance.as_slice(), tables.distance_mask);
-        loop {
-            if self.avail < LONGEST_STEP {
-                self.refill()?;
+        let data = self.data;
+        let (mut buf, mut avail, mut next) = (self.buf, self.avail, self.next);
+        let outcome = loop {
+            if avail < LONGEST_STEP {
+                match data.get(next..next + 8) {
+                    Some(bytes) => {
+                        let word = u64::from_le_bytes(bytes.try_into().expect("eight bytes"));
+                        buf |= word << avail;
+                        let whole = (63 - avail) / 8;
+                        next += whole as usize;
+                        avail += whole * 8;
+                    }
+                    None => {
+                        (self.buf, self.avail, self.next) = (buf, avail, next);
+                        self.refill_near_end()?;
+                        (buf, avail, next) = (self.buf, self.avail, self.next);
+                    }
+                }
             }
-            let entry = litlen[(self.buf & litlen_mask) as usize];
-            self.drop_bits(u32::from(entry & BITS_MASK));
+            let entry = litlen[(buf & litlen_mask) as usize];
+            let len = u32::from(entry & BITS_MASK);
+            buf >>= len;
+            avail -= len;
             match entry & !BITS_MASK {
                 LITERAL => continue,
                 LENGTH => {
-                    let entry = distance[(self.buf & distance_mask) as usize];
+                    let entry = distance[(buf & distance_mask) as usize];
                     if entry == INVALID {
-                        return Err(self.malformed("invalid distance code"));
+                        break Err("invalid distance code");
                     }
-                    self.drop_bits(u32::from(entry & BITS_MASK));
+                    let len = u32::from(entry & BITS_MASK);
+                    buf >>= len;
+                    avail -= len;
                 }
-                BLOCK_END => return self.check_in_bounds(),
-                _ => return Err(self.malformed("invalid literal/length code")),
+                BLOCK_END => break Ok(()),
+                _ => break Err("invalid literal/length code"),
             }
+        };
+        (self.buf, self.avail, self.next) = (buf, avail, next);
+        match outcome {
+            Ok(()) => self.check_in_bounds(),
+            Err(what) => Err(self.malformed(what)),
         }
     }
 }
