@@ -8,7 +8,7 @@ filesystem by `mke2fs -d`), cached under ~/.cache/kiln/bench/ between runs.
 The contenders, each writing a .tar.gz of that disk, gzip level 6:
 
 * kiln: `examples/package.rs`, built in release mode;
-* GNU tar: `tar --format=oldgnu -Sczf`;
+* GNU tar: `tar --format=oldgnu -S -I 'gzip -6' -cf` (`-Sczf` at level 6);
 * GNU tar piped to pigz: `tar --format=oldgnu -S -cf - | pigz -6`;
 * Packer 1.6.6: the `compress` post-processor after an `artifice` one, in a
   template with a `null` builder, run by `packer build`.
@@ -163,7 +163,7 @@ def main():
                 [kiln, str(disk), str(outs["kiln"]), "--level", str(LEVEL)], work, "kiln"
             ),
             "gnu-tar": lambda: timed(
-                ["bash", "-c", f"GZIP=-{LEVEL} tar --format=oldgnu -Sczf {quoted(outs['gnu-tar'])} "
+                ["bash", "-c", f"tar --format=oldgnu -S -I 'gzip -{LEVEL}' -cf {quoted(outs['gnu-tar'])} "
                  f"-C {quoted(disk.parent)} {quoted(disk.name)}"],
                 work,
                 "gnu-tar",
