@@ -126,7 +126,7 @@ impl Progress {
             format_bytes_fine(self.bytes_per_sec)
         );
         if let Some(fraction) = self.fraction {
-            text.push_str(&format!(", {:.0}% done", fraction * 100.0));
+            text.push_str(&format!(", {}% done", (fraction * 100.0) as u32));
         }
         if let Some(eta) = self.eta.filter(|_| self.fraction.is_some_and(|f| f < 1.0)) {
             text.push_str(&format!(", about {} left", crate::smoke::humantime(eta)));

@@ -295,14 +295,21 @@ fn redraw(state: &mut State) {
         if build.finished {
             continue;
         }
-        let stage = build.stage.map_or("", Stage::as_str);
-        let mut line = format!(
-            "\x1b[1m{}\x1b[0m  {:<10} {:>6}  (total {})",
-            build.name,
-            stage,
-            format_elapsed(now - build.stage_started),
-            format_elapsed(now - build.started),
-        );
+        let mut line = match build.stage {
+            Some(stage) => format!(
+                "\x1b[1m{}\x1b[0m  {:<10} {:>6}  (total {})",
+                build.name,
+                stage.as_str(),
+                format_elapsed(now - build.stage_started),
+                format_elapsed(now - build.started),
+            ),
+            // Not a build (`kiln export`): no stages to show.
+            None => format!(
+                "\x1b[1m{}\x1b[0m  {}",
+                build.name,
+                format_elapsed(now - build.started)
+            ),
+        };
         if let Some(progress) = &build.progress {
             line.push_str("  ");
             line.push_str(&progress_bar(progress));
@@ -322,10 +329,11 @@ fn progress_bar(progress: &Progress) -> String {
         Some(fraction) => {
             let filled = ((fraction * BAR_CELLS as f64) as usize).min(BAR_CELLS);
             text.push_str(&format!(
-                "[{}{}] {:>3.0}%",
+                "[{}{}] {:>3}%",
                 "#".repeat(filled),
                 "-".repeat(BAR_CELLS - filled),
-                fraction * 100.0
+                // Rounded down, as the bar is: 100% only when all is done.
+                (fraction * 100.0) as u32
             ));
         }
         None => text.push_str(&format!("[{}]", "?".repeat(BAR_CELLS))),
@@ -476,7 +484,15 @@ mod tests {
         let bar = format!("Uploading [{}{}]  50%", "#".repeat(12), "-".repeat(12));
         assert!(text.contains(&bar), "{text:?}");
         assert!(text.contains("600 MiB  40.0 MiB/s  1:15 left"), "{text:?}");
+        // Nearly done is not done.
+        let before = sink.text().len();
+        std::thread::sleep(PROGRESS_REDRAW_EVERY);
+        ui.progress("demo", Some(&upload(0.999)));
+        let nearly = sink.text()[before..].to_string();
+        let bar = format!("[{}-]  99%", "#".repeat(23));
+        assert!(nearly.contains(&bar), "{nearly:?}");
         // Over: the bar goes from the status line.
+        let text = sink.text();
         ui.progress("demo", None);
         let after = sink.text()[text.len()..].to_string();
         assert!(after.contains("post"), "{after:?}");
