@@ -30,6 +30,9 @@ pub async fn run(args: ExportArgs) -> ExitCode {
         cancel: cancel.clone(),
     };
     let work = async {
+        if !(1..=9).contains(&args.level) {
+            anyhow::bail!("--level {}: expected 1 to 9", args.level);
+        }
         if !args.disk.is_file() {
             anyhow::bail!("disk {} not found", args.disk.display());
         }
@@ -110,9 +113,6 @@ async fn publish(ctx: &BuildContext, args: &ExportArgs) -> anyhow::Result<()> {
     }
     let timeout = crate::template::parse_duration(&args.image_create_timeout)
         .map_err(|e| anyhow::anyhow!("--image-create-timeout: {e}"))?;
-    if !(1..=9).contains(&args.level) {
-        anyhow::bail!("--level {}: expected 1 to 9", args.level);
-    }
     let config = GceImportConfig {
         project_id: project,
         account_file: args.account_file.clone(),

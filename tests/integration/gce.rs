@@ -100,6 +100,30 @@ fn export_to_a_file_gives_back_the_disk_byte_for_byte() {
         .expect("cmp");
     assert!(same.success(), "the extracted disk differs from the source");
     assert!(scratch.leftover_temp_files().is_empty());
+    // Without a terminal, progress comes as lines.
+    let all = run.all();
+    assert!(all.contains("==> export: Packaging: "), "{all}");
+    assert!(all.contains("% done"), "{all}");
+}
+
+#[test]
+fn export_refuses_a_level_out_of_range_before_writing() {
+    let scratch = Scratch::new();
+    let disk = disk_copy(&scratch);
+    for level in ["0", "12"] {
+        let run = scratch.run(&[
+            "export",
+            "--output",
+            "image.tar.gz",
+            "--level",
+            level,
+            path_str(&disk),
+        ]);
+        run.assert_failure();
+        let expected = format!("--level {level}: expected 1 to 9");
+        assert!(run.all().contains(&expected), "{}", run.all());
+        assert!(!scratch.path().join("image.tar.gz").exists());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
