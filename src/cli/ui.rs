@@ -72,6 +72,8 @@ struct State {
 pub struct Ui {
     mode: Mode,
     timestamps: bool,
+    /// Between progress lines without a terminal.
+    progress_line_every: Duration,
     redactor: Redactor,
     state: Arc<Mutex<State>>,
 }
@@ -81,6 +83,7 @@ impl Ui {
         Ui {
             mode,
             timestamps,
+            progress_line_every: PROGRESS_LINE_EVERY,
             redactor: Redactor::default(),
             state: Arc::new(Mutex::new(State {
                 out,
@@ -258,8 +261,11 @@ impl Reporter for Ui {
                         redraw(state);
                     }
                 }
+                // The first line waits a while too: a transfer that ends
+                // sooner needs none, and early rates are noise.
+                Some(_) if shown.is_none() => status.progress_shown = Some(now),
                 Some(progress) => {
-                    if due(PROGRESS_LINE_EVERY) {
+                    if due(self.progress_line_every) {
                         status.progress_shown = Some(now);
                         line = Some(progress.describe());
                     }
@@ -502,21 +508,28 @@ mod tests {
     #[test]
     fn without_a_terminal_progress_is_a_line_now_and_then() {
         let sink = Sink::default();
-        let ui = Ui::new(Mode::Plain, false, Box::new(sink.clone()));
+        let mut ui = Ui::new(Mode::Plain, false, Box::new(sink.clone()));
+        ui.progress_line_every = Duration::from_millis(200);
+        // A transfer over before the first interval says nothing.
+        ui.progress("demo", Some(&upload(0.1)));
+        ui.progress("demo", None);
+        assert_eq!(sink.text(), "");
+        // One that lasts gets a line per interval, not one per report.
+        ui.progress("demo", Some(&upload(0.0)));
         for step in 1..=50 {
             ui.progress("demo", Some(&upload(f64::from(step) / 100.0)));
         }
+        assert_eq!(sink.text(), "");
+        std::thread::sleep(Duration::from_millis(250));
+        for step in 51..=60 {
+            ui.progress("demo", Some(&upload(f64::from(step) / 100.0)));
+        }
         let text = sink.text();
-        // The first report is said at once; the next only after a pause.
         assert_eq!(text.matches("Uploading").count(), 1, "{text}");
         assert!(
-            text.contains("==> demo: Uploading: 600 MiB at 40.0 MiB/s, 1% done, about 1m15s left"),
+            text.contains("==> demo: Uploading: 600 MiB at 40.0 MiB/s, 51% done, about 1m15s left"),
             "{text}"
         );
         assert!(!text.contains('\x1b'), "{text:?}");
-        // A new transfer is reported from its start.
-        ui.progress("demo", None);
-        ui.progress("demo", Some(&upload(0.9)));
-        assert!(sink.text().contains("90% done"), "{}", sink.text());
     }
 }
