@@ -330,3 +330,50 @@ fn ctrl_c_stops_the_build_and_removes_everything() {
     );
     assert_nothing_left(&scratch);
 }
+
+/// The README's main job: the demo template, as `scripts/demo.sh` runs it.
+#[test]
+fn the_demo_template_builds_tests_and_packages_the_fixture() {
+    let scratch = Scratch::new();
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/demo.json");
+    let fixture_var = format!("fixture_image={}", crate::util::fixture().display());
+    let run = scratch.run(&["build", "-force", "-var", &fixture_var, path_str(&demo)]);
+    run.assert_success();
+    let all = run.all();
+    assert!(all.contains("4 check(s), 4 passed, 0 failed"), "{all}");
+    assert!(!all.contains("demo-token-not-a-secret"), "{all}");
+
+    let out = scratch.path().join("output-demo");
+    let disk = out.join("demo.qcow2");
+    let guest = GuestRoot::open(&disk);
+    let motd = guest.read("/etc/motd").expect("motd");
+    assert!(motd.starts_with("hello from kiln, built "), "{motd}");
+    assert!(guest.read("/etc/kiln-demo/app.conf").is_some());
+
+    let tarball = out.join("demo.disk.raw.tar.gz");
+    let listing = std::process::Command::new("tar")
+        .arg("-tvzf")
+        .arg(&tarball)
+        .output()
+        .expect("tar");
+    assert!(listing.status.success());
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    assert_eq!(listing.lines().count(), 1, "{listing}");
+    assert!(listing.contains(" 1073741824 "), "{listing}");
+    assert!(listing.trim_end().ends_with(" disk.raw"), "{listing}");
+
+    let sums = std::fs::read_to_string(out.join("demo.sha256")).expect("checksum file");
+    let actual = std::process::Command::new("sha256sum")
+        .arg(&disk)
+        .output()
+        .expect("sha256sum");
+    let actual = String::from_utf8_lossy(&actual.stdout).into_owned();
+    let digest = actual.split_whitespace().next().expect("digest");
+    assert!(sums.contains(digest), "{sums} vs {actual}");
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("manifest.json")).expect("manifest"),
+    )
+    .expect("manifest json");
+    assert_eq!(manifest["builds"][0]["name"], "demo", "{manifest}");
+    assert_nothing_left(&scratch);
+}
