@@ -5,7 +5,7 @@
 mod disk;
 pub(crate) mod gce;
 mod machine;
-mod post;
+pub(crate) mod post;
 pub mod report;
 mod test_boot;
 mod undo;

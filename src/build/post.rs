@@ -7,6 +7,7 @@ use std::sync::Mutex;
 
 use super::BuildContext;
 use super::report::{Artifact, packaging_progress};
+use crate::export::{ExportError, PackageSummary};
 use crate::template::model::{ChecksumPostConfig, ChecksumType, CompressConfig, ManifestConfig};
 use crate::template::render_late;
 
@@ -247,8 +248,25 @@ pub async fn compress(
             source,
         })?;
     }
-    let level = config.level;
-    let (from, to) = (disk.clone(), output.clone());
+    package_to_file(ctx, &disk, &output, config.level).await?;
+    Ok(Artifact {
+        build_name: input.build_name.clone(),
+        builder_type: input.builder_type.clone(),
+        builder_id: "packer.post-processor.compress".to_string(),
+        description: format!("compressed artifacts in: {}", output.display()),
+        files: vec![output],
+    })
+}
+
+/// GCE's tarball of `disk` at `output`, made on a blocking thread with its
+/// progress on the build's status line.
+pub(crate) async fn package_to_file(
+    ctx: &BuildContext,
+    disk: &Path,
+    output: &Path,
+    level: u32,
+) -> Result<PackageSummary, ExportError> {
+    let (from, to) = (disk.to_path_buf(), output.to_path_buf());
     let progress = packaging_progress(ctx.reporter.clone(), ctx.name.clone());
     let packaged = tokio::task::spawn_blocking(move || {
         crate::export::package_to_file(
@@ -263,17 +281,10 @@ pub async fn compress(
     })
     .await;
     ctx.progress(None);
-    packaged.map_err(|err| PostError::Write {
-        path: output.clone(),
+    packaged.map_err(|err| ExportError::Write {
+        disk: disk.to_path_buf(),
         source: std::io::Error::other(err.to_string()),
-    })??;
-    Ok(Artifact {
-        build_name: input.build_name.clone(),
-        builder_type: input.builder_type.clone(),
-        builder_id: "packer.post-processor.compress".to_string(),
-        description: format!("compressed artifacts in: {}", output.display()),
-        files: vec![output],
-    })
+    })?
 }
 
 #[cfg(test)]

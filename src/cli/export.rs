@@ -12,7 +12,7 @@ use super::args::ExportArgs;
 use super::ui::Ui;
 use crate::build::BuildContext;
 use crate::build::gce::{self, Publish};
-use crate::build::report::packaging_progress;
+use crate::build::post;
 use crate::template::model::GceImportConfig;
 
 pub async fn run(args: ExportArgs) -> ExitCode {
@@ -67,22 +67,7 @@ async fn package(
         args.level
     ));
     let started = Instant::now();
-    let (disk, out, level) = (args.disk.clone(), output.to_path_buf(), args.level);
-    let progress = packaging_progress(ctx.reporter.clone(), ctx.name.clone());
-    let packaged = tokio::task::spawn_blocking(move || {
-        crate::export::package_to_file(
-            &disk,
-            &out,
-            &crate::export::PackageOptions {
-                level,
-                progress: Some(&progress),
-                ..Default::default()
-            },
-        )
-    })
-    .await;
-    ctx.progress(None);
-    let summary = packaged??;
+    let summary = post::package_to_file(ctx, &args.disk, output, args.level).await?;
     ctx.say(&format!(
         "Wrote {} ({:.0} MiB; disk.raw of {} GiB, {:.0} MiB of data) in {:.1}s",
         output.display(),
