@@ -14,13 +14,13 @@ pub struct UploadProgress {
 }
 
 /// Builds [`UploadProgress`] values from the start time.
-pub(crate) struct ProgressMeter {
+pub(crate) struct UploadMeter {
     started: Instant,
 }
 
-impl ProgressMeter {
+impl UploadMeter {
     pub(crate) fn new() -> Self {
-        ProgressMeter {
+        UploadMeter {
             started: Instant::now(),
         }
     }

@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::auth::{AuthError, TokenSource};
 use super::http::{self, CallError};
-use super::progress::{ProgressMeter, UploadProgress};
+use super::progress::{UploadMeter, UploadProgress};
 use super::retry::{RetryPolicy, retryable_status};
 
 /// The real endpoint.
@@ -356,7 +356,7 @@ impl StorageClient {
             return Err(StorageError::ChunkSize { size: chunk });
         }
         let session = self.start_session(bucket, object, options).await?;
-        let meter = ProgressMeter::new();
+        let meter = UploadMeter::new();
         let mut crc = 0u32;
         let mut current = Vec::with_capacity(chunk);
         let mut eof = fill(&mut reader, &mut current, chunk, &mut crc).await?;
