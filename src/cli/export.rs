@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use tokio_util::sync::CancellationToken;
 
 use super::args::ExportArgs;
 use super::ui::Ui;
@@ -21,8 +20,8 @@ pub async fn run(args: ExportArgs) -> ExitCode {
         false,
         Box::new(std::io::stdout()),
     );
-    let cancel = CancellationToken::new();
-    super::spawn_interrupt_handler(cancel.clone(), ui.clone());
+    let interrupt = super::interrupt::Interrupt::install(ui.clone());
+    let cancel = interrupt.token();
     let ctx = BuildContext {
         name: "export".to_string(),
         builder_type: "qemu".to_string(),
@@ -46,6 +45,9 @@ pub async fn run(args: ExportArgs) -> ExitCode {
         () = cancel.cancelled() => Err(anyhow::anyhow!("cancelled")),
     };
     ui.stop_live();
+    if let Some(status) = interrupt.exit_status() {
+        return super::exit::code(status);
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -1,8 +1,10 @@
 //! Command line: argument parsing, exit codes, output mode.
 
 mod args;
+pub mod exit;
 mod export;
 mod inspect;
+pub mod interrupt;
 pub mod redact;
 mod test;
 pub mod ui;
@@ -12,7 +14,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use tokio_util::sync::CancellationToken;
 
 use crate::build::{self, BuildOptions};
 use crate::template::{self, Override, Overrides};
@@ -152,8 +153,8 @@ async fn build(args: BuildArgs) -> ExitCode {
         test_report: args.test_report.clone(),
         many_builds: false,
     };
-    let cancel = CancellationToken::new();
-    spawn_interrupt_handler(cancel.clone(), ui.clone());
+    let interrupt = interrupt::Interrupt::install(ui.clone());
+    let cancel = interrupt.token();
     let ticker = ui.start_ticker();
     let reporter: Arc<dyn build::report::Reporter> = Arc::new(ui.clone());
     let outcomes = build::run_all(&plan, &options, reporter, cancel).await;
@@ -161,7 +162,11 @@ async fn build(args: BuildArgs) -> ExitCode {
         ticker.abort();
     }
     ui.stop_live();
-    summarize(&ui, &outcomes)
+    let code = summarize(&ui, &outcomes);
+    match interrupt.exit_status() {
+        Some(status) => exit::code(status),
+        None => code,
+    }
 }
 
 fn summarize(ui: &Ui, outcomes: &[build::Outcome]) -> ExitCode {
@@ -226,32 +231,6 @@ fn humanize(elapsed: std::time::Duration) -> String {
     } else {
         format!("{}m{:02}s", elapsed.as_secs() / 60, elapsed.as_secs() % 60)
     }
-}
-
-/// First Ctrl-C: cancel every build and let them clean up. A second one
-/// while that runs leaves at once (QEMU dies with kiln regardless).
-pub(crate) fn spawn_interrupt_handler(cancel: CancellationToken, ui: Ui) {
-    tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let terminated = async {
-            match term.as_mut() {
-                Some(term) => {
-                    term.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            () = terminated => {}
-        }
-        ui.error_global("Interrupted: cancelling builds and cleaning up...");
-        cancel.cancel();
-        if tokio::signal::ctrl_c().await.is_ok() {
-            std::process::exit(130);
-        }
-    });
 }
 
 pub use logging::{init as init_logging, set_secrets as set_log_secrets};

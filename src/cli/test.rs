@@ -4,7 +4,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use serde_json::{Map, Value as Json};
-use tokio_util::sync::CancellationToken;
 
 use super::args::TestArgs;
 use super::ui::Ui;
@@ -25,8 +24,8 @@ pub async fn run(args: TestArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let cancel = CancellationToken::new();
-    super::spawn_interrupt_handler(cancel.clone(), ui.clone());
+    let interrupt = super::interrupt::Interrupt::install(ui.clone());
+    let cancel = interrupt.token();
     let ticker = ui.start_ticker();
     let reporter: Arc<dyn build::report::Reporter> = Arc::new(ui.clone());
     let result = build::test_image(&args.image, &config, &checks, reporter, cancel).await;
@@ -34,6 +33,9 @@ pub async fn run(args: TestArgs) -> ExitCode {
         ticker.abort();
     }
     ui.stop_live();
+    if let Some(status) = interrupt.exit_status() {
+        return super::exit::code(status);
+    }
     let results = match result {
         Ok(results) => results,
         Err(err) => {
