@@ -584,3 +584,21 @@ fn assert_same_tree(expected: &Path, actual: &Path) {
         }
     }
 }
+
+#[test]
+fn debug_of_the_ssh_settings_hides_the_password() {
+    let config = SshConfig {
+        host: "127.0.0.1".into(),
+        port: 2222,
+        username: "builder".into(),
+        auth: Auth::Password("ssh-pa\"ss".into()),
+        timeout: Duration::from_secs(1),
+        handshake_attempts: 1,
+        pty: false,
+    };
+    for shown in [format!("{config:?}"), format!("{config:#?}"), format!("{:?}", config.auth)] {
+        assert!(!shown.contains("ssh-pa"), "{shown}");
+        assert!(shown.contains("Password(<sensitive>)"), "{shown}");
+    }
+    assert!(format!("{config:?}").contains("builder"));
+}
