@@ -108,7 +108,10 @@ mod tests {
         std::fs::write(&path, template.to_string()).unwrap();
         let plan = load(&path, &Overrides::default()).unwrap();
         let out = render(&plan);
-        assert!(!out.contains("pa\"ss") && !out.contains("w0rd-line"), "{out}");
+        assert!(
+            !out.contains("pa\"ss") && !out.contains("w0rd-line"),
+            "{out}"
+        );
         assert!(out.contains("password = <sensitive>"), "{out}");
         assert!(
             out.contains("url = https://user:<sensitive>@example.com/"),

@@ -256,7 +256,10 @@ mod tests {
     #[test]
     fn shell_quoted_form_is_masked() {
         let r = Redactor::new(&["it's".into()]);
-        assert_eq!(r.redact(r"TOKEN='it'\''s' ./run"), "TOKEN='<sensitive>' ./run");
+        assert_eq!(
+            r.redact(r"TOKEN='it'\''s' ./run"),
+            "TOKEN='<sensitive>' ./run"
+        );
     }
 
     #[test]

@@ -469,10 +469,16 @@ mod tests {
             for line in secret.lines() {
                 clone.output("demo", line);
             }
-            clone.stage(&format!("vm-{}", secret.lines().next().unwrap()), Stage::Connect);
+            clone.stage(
+                &format!("vm-{}", secret.lines().next().unwrap()),
+                Stage::Connect,
+            );
             let text = sink.text();
             assert!(!text.contains("line-of-it"), "{mode:?}: {text}");
-            assert!(text.contains("failed with <sensitive> in it"), "{mode:?}: {text}");
+            assert!(
+                text.contains("failed with <sensitive> in it"),
+                "{mode:?}: {text}"
+            );
         }
     }
 

@@ -63,11 +63,7 @@ impl fmt::Debug for Plan {
 
 impl fmt::Debug for VariableInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let value: &dyn fmt::Debug = if self.sensitive {
-            &MASK
-        } else {
-            &self.value
-        };
+        let value: &dyn fmt::Debug = if self.sensitive { &MASK } else { &self.value };
         f.debug_struct("VariableInfo")
             .field("name", &self.name)
             .field("value", value)

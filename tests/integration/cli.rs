@@ -241,7 +241,11 @@ fn inspect_lists_variables_with_sensitive_ones_masked() {
 
 /// kiln's answer to every command that reads a template, in each output
 /// mode, with the given extra arguments before the template.
-fn every_template_command(scratch: &Scratch, extra: &[&str], template: &str) -> Vec<crate::util::Run> {
+fn every_template_command(
+    scratch: &Scratch,
+    extra: &[&str],
+    template: &str,
+) -> Vec<crate::util::Run> {
     let commands: [&[&str]; 4] = [
         &["validate"],
         &["inspect"],
@@ -263,12 +267,28 @@ fn every_template_command(scratch: &Scratch, extra: &[&str], template: &str) -> 
 fn assert_masked(run: &crate::util::Run, secrets: &[&str], what: &str) {
     assert_ne!(run.code, Some(0), "{what} should fail:\n{}", run.all());
     for secret in secrets {
-        assert!(!run.stdout.contains(secret), "{what}: {secret:?} in stdout:\n{}", run.all());
-        assert!(!run.stderr.contains(secret), "{what}: {secret:?} in stderr:\n{}", run.all());
+        assert!(
+            !run.stdout.contains(secret),
+            "{what}: {secret:?} in stdout:\n{}",
+            run.all()
+        );
+        assert!(
+            !run.stderr.contains(secret),
+            "{what}: {secret:?} in stderr:\n{}",
+            run.all()
+        );
     }
-    assert!(run.all().contains("<sensitive>"), "{what}: no mask:\n{}", run.all());
+    assert!(
+        run.all().contains("<sensitive>"),
+        "{what}: no mask:\n{}",
+        run.all()
+    );
     // The error still says what is wrong, and where.
-    assert!(run.all().contains("builders[0].memory"), "{what}:\n{}", run.all());
+    assert!(
+        run.all().contains("builders[0].memory"),
+        "{what}:\n{}",
+        run.all()
+    );
 }
 
 #[test]
@@ -292,14 +312,28 @@ fn a_secret_quoted_by_a_template_error_is_masked_in_every_command_and_mode() {
     // The default, and a value given with -var.
     let secrets = ["s3cret-line", "cli-s3cret", "q\\b", "q\\\\b"];
     let runs = every_template_command(&scratch, &["-var", "pw=cli-s3cret"], template);
-    for (run, what) in runs.iter().zip(["validate", "inspect", "build", "build -machine-readable"]) {
+    for (run, what) in runs
+        .iter()
+        .zip(["validate", "inspect", "build", "build -machine-readable"])
+    {
         assert_masked(run, &secrets, what);
-        assert!(run.all().contains("builders[0].cpus"), "{what}:\n{}", run.all());
+        assert!(
+            run.all().contains("builders[0].cpus"),
+            "{what}:\n{}",
+            run.all()
+        );
     }
     // From a -var-file too.
     let file = scratch.write_json("vars.json", &json!({"mem": "file-s3cret-value", "pw": "2"}));
-    let runs = every_template_command(&scratch, &["-var-file", file.to_str().expect("utf-8")], template);
-    for (run, what) in runs.iter().zip(["validate", "inspect", "build", "build -machine-readable"]) {
+    let runs = every_template_command(
+        &scratch,
+        &["-var-file", file.to_str().expect("utf-8")],
+        template,
+    );
+    for (run, what) in runs
+        .iter()
+        .zip(["validate", "inspect", "build", "build -machine-readable"])
+    {
         assert_masked(run, &["file-s3cret-value"], what);
     }
     assert!(scratch.leftover_temp_files().is_empty());
@@ -323,7 +357,8 @@ fn inspect_masks_values_derived_from_a_secret() {
     run.assert_success();
     assert!(!run.all().contains("derived-s3cret"), "{}", run.all());
     assert!(
-        run.stdout.contains("url = https://user:<sensitive>@example.com/repo"),
+        run.stdout
+            .contains("url = https://user:<sensitive>@example.com/repo"),
         "{}",
         run.stdout
     );
