@@ -11,6 +11,7 @@ pub mod smoke;
 pub mod source;
 pub mod ssh;
 pub mod template;
+pub mod tmp;
 
 /// An error and all its sources on one line: `a: b: c`.
 pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {

@@ -463,10 +463,7 @@ async fn make_disk(config: &QemuConfig, source: &Path, disk_path: &Path) -> Resu
 
 /// A private (0700) temporary directory, removed when dropped.
 fn scratch_dir(prefix: &str) -> Result<tempfile::TempDir, BuildError> {
-    tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir()
-        .map_err(|source| BuildError::Io {
+    crate::tmp::private_dir(prefix).map_err(|source| BuildError::Io {
             path: std::env::temp_dir(),
             source,
         })
