@@ -6,6 +6,7 @@ pub mod export;
 pub mod gcp;
 pub mod provision;
 pub mod qemu;
+pub mod redact;
 pub mod seed;
 pub mod smoke;
 pub mod source;

@@ -166,6 +166,7 @@ async fn build(args: BuildArgs) -> ExitCode {
         selection,
         test_report: args.test_report.clone(),
         many_builds: false,
+        redactor: redact::Redactor::default(),
     };
     let interrupt = interrupt::Interrupt::install(ui.clone());
     let cancel = interrupt.token();

@@ -22,7 +22,10 @@ fn mode_of(path: &Path) -> u32 {
 fn assert_absent(texts: &[(&str, &str)], secrets: &[&str]) {
     for (name, text) in texts {
         for secret in secrets {
-            assert!(!text.contains(secret), "{secret:?} leaked in {name}:\n{text}");
+            assert!(
+                !text.contains(secret),
+                "{secret:?} leaked in {name}:\n{text}"
+            );
         }
     }
 }
@@ -67,7 +70,11 @@ fn a_secret_on_qemus_command_line_is_masked_in_output_and_log() {
         assert!(logged.contains("launching QEMU"), "{logged}");
         assert!(run.all().contains("Could not open"), "{}", run.all());
         assert_absent(
-            &[("stdout", &run.stdout), ("stderr", &run.stderr), ("log", &logged)],
+            &[
+                ("stdout", &run.stdout),
+                ("stderr", &run.stderr),
+                ("log", &logged),
+            ],
             &["mu-s3", "s3\\cret", "s3\\\\cret", "second-s3cret-line"],
         );
         assert!(logged.contains("string=<sensitive>"), "{logged}");
@@ -80,7 +87,7 @@ fn a_secret_on_qemus_command_line_is_masked_in_output_and_log() {
 /// - kiln's temp directories are 0700 and its key 0600 (seen from a
 ///   shell-local provisioner, while the build runs);
 /// - a multi-line secret the guest prints line by line is masked in the
-///   output and the log;
+///   output, the log and the test report;
 /// - a tree with setuid, setgid and sticky modes and links out of it comes
 ///   back without the special bits and without following the directory
 ///   link.
@@ -94,6 +101,8 @@ fn a_build_under_umask_000_keeps_temp_dirs_private_and_secrets_and_downloads_con
             "variables": {"token": null},
             "sensitive-variables": ["token"],
             "builders": [fixture_builder(json!({"output_directory": "out"}))],
+            // The check's output is the guest's, and goes to the report.
+            "tests": [{"name": "echo", "inline": ["echo 'check: {{user `token`}}'"]}],
             "provisioners": [
                 {
                     "type": "shell",
@@ -121,7 +130,14 @@ fn a_build_under_umask_000_keeps_temp_dirs_private_and_secrets_and_downloads_con
         }),
     );
     let log = scratch.path().join("debug.log");
-    let mut command = scratch.kiln(&["build", "-var", &format!("token={token}"), path_str(&template)]);
+    let mut command = scratch.kiln(&[
+        "build",
+        "-test-report",
+        "report.json",
+        "-var",
+        &format!("token={token}"),
+        path_str(&template),
+    ]);
     command.env("KILN_LOG", "debug").env("KILN_LOG_PATH", &log);
     // SAFETY: umask is async-signal-safe.
     unsafe {
@@ -159,21 +175,31 @@ fn a_build_under_umask_000_keeps_temp_dirs_private_and_secrets_and_downloads_con
             assert_eq!(bits & 0o077, 0, "{path} is open to others:\n{modes}");
         }
     }
-    assert!(dirs >= 1 && keys == 1, "no kiln temp dir or key seen:\n{modes}");
+    assert!(
+        dirs >= 1 && keys == 1,
+        "no kiln temp dir or key seen:\n{modes}"
+    );
 
     // The secret, in no output and no log; the guest's lines were masked.
     let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    let report = std::fs::read_to_string(scratch.path().join("report.json")).expect("report");
     assert_absent(
-        &[("stdout", &run.stdout), ("stderr", &run.stderr), ("log", &logged)],
+        &[
+            ("stdout", &run.stdout),
+            ("stderr", &run.stderr),
+            ("log", &logged),
+            ("test report", &report),
+        ],
         &["t0ken-line"],
     );
+    assert!(report.contains("check: <sensitive>"), "{report}");
+    assert!(run.stdout.contains("inline: <sensitive>"), "{}", run.stdout);
     assert!(
-        run.stdout.contains("inline: <sensitive>"),
-        "{}",
         run.stdout
-    );
-    assert!(
-        run.stdout.lines().filter(|l| l.ends_with(": <sensitive>")).count() >= 2,
+            .lines()
+            .filter(|l| l.ends_with(": <sensitive>"))
+            .count()
+            >= 2,
         "{}",
         run.stdout
     );
