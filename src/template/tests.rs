@@ -1018,9 +1018,8 @@ fn a_failed_load_still_names_its_secrets() {
         "builders": [qemu(json!({"memory": "{{user `mem`}}"}))]
     });
     let dir = tempfile::tempdir().unwrap();
-    let err = load_in(dir.path(), value, &Overrides::default())
-        .err()
-        .expect("memory is not a number");
+    let err =
+        load_in(dir.path(), value, &Overrides::default()).expect_err("memory is not a number");
     assert!(err.to_string().contains("not-a-number-s3cret"), "{err}");
     assert_eq!(err.sensitive_values(), ["not-a-number-s3cret".to_string()]);
 }
