@@ -4,7 +4,7 @@
 //! in a derived value (`https://user:<secret>@host`), in an error message,
 //! in a log line. Besides the value itself, the masker knows the forms it
 //! takes on the way out: Rust's `Debug` escaping (a `?argv` in a log turns
-//! `"` into `\"`), single-quoted shell text (`'` becomes `'\''`), and, for a
+//! `"` into `\"`), JSON, single-quoted shell text (`'` becomes `'\''`), and, for a
 //! value of several lines, each line alone (guest output, the live UI and
 //! a summary's first line split text into lines).
 
@@ -129,6 +129,11 @@ fn add_forms(patterns: &mut Vec<String>, value: &str) {
     // Debug of Debug: an error holding a `{:?}` printed with `{:?}` again.
     let twice = format!("{debug:?}");
     patterns.push(twice[1..twice.len() - 1].to_string());
+    // In JSON (a QMP message, a report): like Debug but for control
+    // characters (`\u0001`) and non-ASCII text, which JSON leaves as is.
+    if let Ok(json) = serde_json::to_string(value) {
+        patterns.push(json[1..json.len() - 1].to_string());
+    }
     // Single-quoted for a shell, as environment_vars are.
     patterns.push(value.replace('\'', r"'\''"));
     patterns.retain(|p| !p.is_empty());
@@ -220,6 +225,14 @@ mod tests {
         // An error holding a Debug rendering, rendered with Debug again.
         let twice = format!("{:?}", format!("{secret:?}"));
         assert!(!r.redact(&twice).contains("wo\\"), "{}", r.redact(&twice));
+    }
+
+    #[test]
+    fn json_escaped_form_is_masked() {
+        let secret = "ctl\u{1}-\u{e9}t\u{e9}\n\"x\"";
+        let r = Redactor::new(&[secret.into()]);
+        let json = serde_json::json!({"data": format!("[{secret}]")}).to_string();
+        assert_eq!(r.redact(&json), r#"{"data":"[<sensitive>]"}"#);
     }
 
     #[test]

@@ -27,10 +27,20 @@ use heads::{builder_heads, filter, filter_quiet, provisioner_heads};
 use interpolate::{EvalError, Resolver, Value};
 
 /// One `-var` or `-var-file` from the command line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Override {
     Var(String, String),
     File(PathBuf),
+}
+
+/// Without the value: it may be a sensitive variable's.
+impl std::fmt::Debug for Override {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Override::Var(name, _) => f.debug_tuple("Var").field(name).field(&"<hidden>").finish(),
+            Override::File(path) => f.debug_tuple("File").field(path).finish(),
+        }
+    }
 }
 
 /// `-var` and `-var-file` in the order given: as in Packer 1.6, a later one

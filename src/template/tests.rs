@@ -1077,5 +1077,7 @@ fn debug_never_shows_a_secret() {
         plan.variables, plan.builds[0].qemu.communicator
     );
     assert!(!shown.contains("debug-s3cret"), "{shown}");
+    let given = Override::Var("pw".into(), "given-s3cret".into());
+    assert_eq!(format!("{given:?}"), r#"Var("pw", "<hidden>")"#);
     assert!(shown.contains("pw"), "{shown}");
 }
