@@ -6,11 +6,13 @@ pub mod export;
 pub mod gcp;
 pub mod provision;
 pub mod qemu;
+pub mod redact;
 pub mod seed;
 pub mod smoke;
 pub mod source;
 pub mod ssh;
 pub mod template;
+pub mod tmp;
 
 /// An error and all its sources on one line: `a: b: c`.
 pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {

@@ -86,6 +86,9 @@ pub struct BuildOptions {
     pub test_report: Option<PathBuf>,
     /// Set by [`run_all`]: several builds write one report each.
     pub many_builds: bool,
+    /// Set by [`run_all`] from the plan: masked in the files the build
+    /// writes from guest output (the test reports).
+    pub redactor: crate::redact::Redactor,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -164,6 +167,7 @@ pub async fn run_all(
     let limit = Arc::new(tokio::sync::Semaphore::new(permits));
     let options = &BuildOptions {
         many_builds: builds.len() > 1,
+        redactor: crate::redact::Redactor::new(&plan.sensitive_values),
         ..options.clone()
     };
     let run_uuid = uuid::Uuid::new_v4().to_string();
@@ -359,6 +363,8 @@ async fn pipeline(
             &spec.tests,
         )
         .await?;
+        // A check's output is the guest's: it may print a secret.
+        let results = mask_results(results, &options.redactor);
         let report = match &options.test_report {
             Some(path) => {
                 let path = report_path(path, &spec.name, options.many_builds);
@@ -463,13 +469,10 @@ async fn make_disk(config: &QemuConfig, source: &Path, disk_path: &Path) -> Resu
 
 /// A private (0700) temporary directory, removed when dropped.
 fn scratch_dir(prefix: &str) -> Result<tempfile::TempDir, BuildError> {
-    tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir()
-        .map_err(|source| BuildError::Io {
-            path: std::env::temp_dir(),
-            source,
-        })
+    crate::tmp::private_dir(prefix).map_err(|source| BuildError::Io {
+        path: std::env::temp_dir(),
+        source,
+    })
 }
 
 /// The serial console log lives beside the output directory, so it outlives
@@ -488,6 +491,21 @@ fn log_beside(config: &QemuConfig, suffix: &str) -> PathBuf {
     name.push(".");
     name.push(suffix);
     config.output_directory.with_file_name(name)
+}
+
+fn mask_results(
+    results: Vec<crate::smoke::CheckResult>,
+    redactor: &crate::redact::Redactor,
+) -> Vec<crate::smoke::CheckResult> {
+    results
+        .into_iter()
+        .map(|r| crate::smoke::CheckResult {
+            name: redactor.redact(&r.name),
+            reason: redactor.redact(&r.reason),
+            output: redactor.redact(&r.output),
+            ..r
+        })
+        .collect()
 }
 
 /// With several builds, each writes its own report: `report-<build>.xml`.

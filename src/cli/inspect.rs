@@ -1,17 +1,22 @@
 //! `kiln inspect`: what a template holds, with secrets masked.
 
 use super::args::TemplateArgs;
-use super::redact::MASK;
+use super::redact::{MASK, Redactor};
 use crate::template::{self, PostProcessorSpec};
 
 pub fn run(args: &TemplateArgs) -> anyhow::Result<()> {
-    let overrides = super::overrides(args)?;
-    let plan = template::load(&args.template, &overrides)?;
+    let plan = super::load_plan(args)?;
     print!("{}", render(&plan));
     Ok(())
 }
 
+/// Everything shown, masked: a sensitive variable's own value, and any
+/// other value (a default, a description, a name) that holds one.
 fn render(plan: &template::Plan) -> String {
+    Redactor::new(&plan.sensitive_values).redact(&render_plain(plan))
+}
+
+fn render_plain(plan: &template::Plan) -> String {
     let mut out = String::new();
     if let Some(description) = &plan.description {
         out.push_str(&format!("Description:\n\n  {description}\n\n"));
@@ -73,5 +78,45 @@ fn join_or_none(items: &[&str]) -> String {
         "<none>".to_string()
     } else {
         items.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::template::{Overrides, load};
+
+    #[test]
+    fn values_derived_from_a_secret_are_masked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.json");
+        let template = serde_json::json!({
+            "variables": {
+                "password": "pa\"ss\nw0rd-line",
+                "url": "https://user:{{user `password`}}@example.com/",
+                "plain": "visible"
+            },
+            "sensitive-variables": ["password"],
+            "builders": [{
+                "type": "qemu",
+                "iso_url": "base.qcow2",
+                "iso_checksum": "none",
+                "disk_image": true,
+                "ssh_username": "root"
+            }]
+        });
+        std::fs::write(&path, template.to_string()).unwrap();
+        let plan = load(&path, &Overrides::default()).unwrap();
+        let out = render(&plan);
+        assert!(
+            !out.contains("pa\"ss") && !out.contains("w0rd-line"),
+            "{out}"
+        );
+        assert!(out.contains("password = <sensitive>"), "{out}");
+        assert!(
+            out.contains("url = https://user:<sensitive>@example.com/"),
+            "{out}"
+        );
+        assert!(out.contains("plain = visible"), "{out}");
     }
 }

@@ -1,36 +1,23 @@
 //! Diagnostic logs (`tracing`): off unless `KILN_LOG` is set (e.g.
 //! `KILN_LOG=debug`), to stderr or to `KILN_LOG_PATH`. Secrets are masked
-//! here too.
+//! here too, with every secret the process knows ([`super::redact::known`]).
 
 use std::io::Write;
-use std::sync::{Mutex, OnceLock};
 
-use super::redact::Redactor;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
-static SECRETS: OnceLock<Mutex<Redactor>> = OnceLock::new();
+use super::redact;
 
-fn secrets() -> &'static Mutex<Redactor> {
-    SECRETS.get_or_init(|| Mutex::new(Redactor::default()))
+/// Masks each write, which the formatter makes once per event: a secret
+/// inside an event, even one spanning lines, is seen whole.
+struct RedactingWriter<W: Write> {
+    inner: W,
 }
 
-/// Values that must never reach a log line.
-pub fn set_secrets(values: &[String]) {
-    if let Ok(mut redactor) = secrets().lock() {
-        *redactor = Redactor::new(values);
-    }
-}
-
-struct RedactingWriter {
-    inner: Box<dyn Write + Send>,
-}
-
-impl Write for RedactingWriter {
+impl<W: Write> Write for RedactingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let text = String::from_utf8_lossy(buf);
-        let masked = match secrets().lock() {
-            Ok(redactor) => redactor.redact(&text),
-            Err(_) => text.into_owned(),
-        };
+        let masked = redact::known().redact(&text);
         self.inner.write_all(masked.as_bytes())?;
         Ok(buf.len())
     }
@@ -38,6 +25,20 @@ impl Write for RedactingWriter {
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
     }
+}
+
+fn subscriber<W, F>(filter: &str, make_inner: F) -> impl tracing::Subscriber + Send + Sync
+where
+    W: Write + 'static,
+    F: Fn() -> W + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(move || RedactingWriter {
+            inner: make_inner(),
+        })
+        .with_ansi(false)
+        .finish()
 }
 
 pub fn init() {
@@ -49,8 +50,8 @@ pub fn init() {
         other => other.to_string(),
     };
     let path = std::env::var_os("KILN_LOG_PATH");
-    let make_writer = move || -> RedactingWriter {
-        let inner: Box<dyn Write + Send> = match &path {
+    let make_inner = move || -> Box<dyn Write + Send> {
+        match &path {
             Some(path) => match std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -60,12 +61,53 @@ pub fn init() {
                 Err(_) => Box::new(std::io::stderr()),
             },
             None => Box::new(std::io::stderr()),
-        };
-        RedactingWriter { inner }
+        }
     };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(make_writer)
-        .with_ansi(false)
-        .try_init();
+    // Also routes the `log` records of dependencies (russh) through here.
+    let _ = subscriber(&filter, make_inner).try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn debug_logged_argv_with_quotes_and_backslashes_is_masked() {
+        let secret = "lo\"g-se\\cret\nsecond-line";
+        redact::remember(&[secret.to_string()]);
+        let sink = Sink::default();
+        let inner = sink.clone();
+        let argv = vec![
+            "-name".to_string(),
+            format!("vm,password={secret}"),
+            "-smbios".to_string(),
+            format!("type=11,value={secret}"),
+        ];
+        tracing::subscriber::with_default(subscriber("debug", move || inner.clone()), || {
+            tracing::debug!(build = "b", ?argv, "launching QEMU");
+            tracing::debug!("plain {secret}");
+            tracing::debug!(%secret, "displayed");
+        });
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("launching QEMU"), "{text}");
+        for part in ["lo\"g", "lo\\\"g", "se\\cret", "se\\\\cret", "second-line"] {
+            assert!(!text.contains(part), "{part:?} leaked:\n{text}");
+        }
+        assert_eq!(text.matches(redact::MASK).count(), 4, "{text}");
+    }
 }

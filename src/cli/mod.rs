@@ -18,7 +18,6 @@ use anyhow::Context as _;
 use crate::build::{self, BuildOptions};
 use crate::template::{self, Override, Overrides};
 use args::{BuildArgs, Cli, Command, TemplateArgs};
-use redact::Redactor;
 use ui::{Mode, Ui};
 
 pub fn main() -> ExitCode {
@@ -67,7 +66,8 @@ async fn run(cli: Cli) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("Error: {}", format_anyhow(&err));
+            let text = format!("Error: {}", format_anyhow(&err));
+            eprintln!("{}", redact::known().redact(&text));
             ExitCode::from(1)
         }
     }
@@ -97,9 +97,25 @@ fn overrides(args: &TemplateArgs) -> anyhow::Result<Overrides> {
     })
 }
 
+/// Loads the template. Whatever the outcome, the values of its sensitive
+/// variables are known to the redactor from then on: a failed load's
+/// message may quote one.
+fn load_plan(args: &TemplateArgs) -> anyhow::Result<template::Plan> {
+    let overrides = overrides(args)?;
+    match template::load(&args.template, &overrides) {
+        Ok(plan) => {
+            redact::remember(&plan.sensitive_values);
+            Ok(plan)
+        }
+        Err(err) => {
+            redact::remember(err.sensitive_values());
+            Err(err.into())
+        }
+    }
+}
+
 fn validate(args: TemplateArgs) -> anyhow::Result<()> {
-    let overrides = overrides(&args)?;
-    let plan = template::load(&args.template, &overrides)?;
+    let plan = load_plan(&args)?;
     let selection = build::Selection::new(&args.only, &args.except);
     selection.check(&plan)?;
     println!("The configuration is valid.");
@@ -119,11 +135,10 @@ pub(crate) fn output_mode(machine_readable: bool) -> Mode {
 
 async fn build(args: BuildArgs) -> ExitCode {
     let mode = output_mode(args.machine_readable);
-    let mut ui = Ui::new(mode, args.timestamp_ui, Box::new(std::io::stdout()));
+    let ui = Ui::new(mode, args.timestamp_ui, Box::new(std::io::stdout()));
 
     let prepared = (|| {
-        let overrides = overrides(&args.template)?;
-        let plan = template::load(&args.template.template, &overrides)?;
+        let plan = load_plan(&args.template)?;
         let selection = build::Selection::new(&args.template.only, &args.template.except);
         selection.check(&plan)?;
         anyhow::Ok((plan, selection))
@@ -134,6 +149,8 @@ async fn build(args: BuildArgs) -> ExitCode {
         }
         Ok(ready)
     });
+    // Before anything is printed, the error about the template included.
+    ui.set_redactor(redact::known());
     let (plan, selection) = match prepared {
         Ok(ready) => ready,
         Err(err) => {
@@ -142,9 +159,6 @@ async fn build(args: BuildArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    ui.set_redactor(Redactor::new(&plan.sensitive_values));
-    crate::cli::set_log_secrets(&plan.sensitive_values);
-
     let options = BuildOptions {
         force: args.force,
         on_error: args.on_error,
@@ -152,6 +166,7 @@ async fn build(args: BuildArgs) -> ExitCode {
         selection,
         test_report: args.test_report.clone(),
         many_builds: false,
+        redactor: redact::Redactor::default(),
     };
     let interrupt = interrupt::Interrupt::install(ui.clone());
     let cancel = interrupt.token();
@@ -177,7 +192,7 @@ fn summarize(ui: &Ui, outcomes: &[build::Outcome]) -> ExitCode {
                 "Build '{}' errored after {}: {}",
                 outcome.name,
                 humanize(outcome.elapsed),
-                first_line(&crate::error_chain(err))
+                first_line(&ui.redact(&crate::error_chain(err)))
             ));
         }
     }
@@ -189,7 +204,7 @@ fn summarize(ui: &Ui, outcomes: &[build::Outcome]) -> ExitCode {
                 ui.error_global(&format!(
                     "--> {}: {}",
                     outcome.name,
-                    first_line(&crate::error_chain(err))
+                    first_line(&ui.redact(&crate::error_chain(err)))
                 ));
             }
         }
@@ -233,6 +248,6 @@ fn humanize(elapsed: std::time::Duration) -> String {
     }
 }
 
-pub use logging::{init as init_logging, set_secrets as set_log_secrets};
+pub use logging::init as init_logging;
 
 mod logging;

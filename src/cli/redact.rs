@@ -1,35 +1,39 @@
-//! Keeps the values of `sensitive-variables` out of every output.
+//! The secrets this process knows, for every output: the UI, error
+//! messages, the log. The masking itself is [`crate::redact`].
 
-use std::sync::Arc;
+use std::sync::RwLock;
 
-/// Replaces each secret value with `<sensitive>`.
-#[derive(Debug, Clone, Default)]
-pub struct Redactor {
-    // Longest first, so a secret that contains another is replaced whole.
-    secrets: Arc<Vec<String>>,
+pub use crate::redact::{MASK, Redactor};
+
+/// Every secret this process has learned, for the outputs that exist
+/// before (or apart from) any one command's output: error messages and
+/// the log.
+static KNOWN: RwLock<Option<Redactor>> = RwLock::new(None);
+
+/// Adds `values` to the process-wide secrets. Only ever grows: a secret
+/// once known stays masked for the rest of the run.
+pub fn remember(values: &[String]) {
+    if values.is_empty() {
+        return;
+    }
+    let mut known = match KNOWN.write() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    let merged = match known.as_ref() {
+        Some(redactor) => redactor.with(values),
+        None => Redactor::new(values),
+    };
+    *known = Some(merged);
 }
 
-pub const MASK: &str = "<sensitive>";
-
-impl Redactor {
-    pub fn new(values: &[String]) -> Self {
-        let mut secrets: Vec<String> = values.iter().filter(|v| !v.is_empty()).cloned().collect();
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        secrets.dedup();
-        Redactor {
-            secrets: Arc::new(secrets),
-        }
-    }
-
-    pub fn redact(&self, text: &str) -> String {
-        let mut text = text.to_string();
-        for secret in self.secrets.iter() {
-            if text.contains(secret.as_str()) {
-                text = text.replace(secret.as_str(), MASK);
-            }
-        }
-        text
-    }
+/// The process-wide secrets learned so far.
+pub fn known() -> Redactor {
+    let known = match KNOWN.read() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    known.clone().unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -37,23 +41,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn replaces_every_occurrence() {
-        let r = Redactor::new(&["hunter2".into()]);
-        assert_eq!(
-            r.redact("a hunter2 b hunter2"),
-            "a <sensitive> b <sensitive>"
-        );
-    }
-
-    #[test]
-    fn longest_secret_first() {
-        let r = Redactor::new(&["abc".into(), "abcdef".into()]);
-        assert_eq!(r.redact("xabcdefx abc"), "x<sensitive>x <sensitive>");
-    }
-
-    #[test]
-    fn empty_values_are_ignored() {
-        let r = Redactor::new(&[String::new()]);
-        assert_eq!(r.redact("plain"), "plain");
+    fn the_process_wide_secrets_only_grow() {
+        remember(&["first-process-secret".into()]);
+        remember(&["second-process-secret".into()]);
+        let out = known().redact("first-process-secret second-process-secret");
+        assert_eq!(out, "<sensitive> <sensitive>");
     }
 }

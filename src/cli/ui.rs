@@ -66,6 +66,9 @@ struct State {
     drawn: usize,
     /// Only a terminal gets the live status lines.
     live: bool,
+    /// Shared by every clone of the [`Ui`], so one set late (after the
+    /// template is loaded) reaches the clones made before.
+    redactor: Redactor,
 }
 
 #[derive(Clone)]
@@ -74,7 +77,6 @@ pub struct Ui {
     timestamps: bool,
     /// Between progress lines without a terminal.
     progress_line_every: Duration,
-    redactor: Redactor,
     state: Arc<Mutex<State>>,
 }
 
@@ -84,18 +86,27 @@ impl Ui {
             mode,
             timestamps,
             progress_line_every: PROGRESS_LINE_EVERY,
-            redactor: Redactor::default(),
             state: Arc::new(Mutex::new(State {
                 out,
                 builds: Vec::new(),
                 drawn: 0,
                 live: mode == Mode::Tty,
+                redactor: Redactor::default(),
             })),
         }
     }
 
-    pub fn set_redactor(&mut self, redactor: Redactor) {
-        self.redactor = redactor;
+    pub fn set_redactor(&self, redactor: Redactor) {
+        self.with_state(|state| state.redactor = redactor);
+    }
+
+    /// `text` with the secrets masked, for text cut before it is shown (a
+    /// first line): masking the whole first means no part of a secret is
+    /// left at the cut.
+    pub fn redact(&self, text: &str) -> String {
+        let mut masked = None;
+        self.with_state(|state| masked = Some(state.redactor.redact(text)));
+        masked.unwrap_or_default()
     }
 
     pub fn mode(&self) -> Mode {
@@ -140,7 +151,9 @@ impl Ui {
 
     /// A line for people; `kind` is Packer's ui type (say, message, error).
     fn line(&self, kind: &str, text: &str) {
-        let text = self.redactor.redact(text);
+        // Masked whole before being split into lines: a secret spanning
+        // lines is seen whole.
+        let text = self.redact(text);
         match self.mode {
             Mode::Machine => {
                 let record = machine_record("", &["ui", kind, &text]);
@@ -183,9 +196,9 @@ impl Ui {
         if self.mode != Mode::Machine {
             return;
         }
-        let fields: Vec<String> = fields.iter().map(|f| self.redactor.redact(f)).collect();
+        let fields: Vec<String> = fields.iter().map(|f| self.redact(f)).collect();
         let refs: Vec<&str> = fields.iter().map(String::as_str).collect();
-        let record = machine_record(target, &refs);
+        let record = machine_record(&self.redact(target), &refs);
         self.with_state(|state| {
             let _ = writeln!(state.out, "{record}");
         });
@@ -323,7 +336,8 @@ fn redraw(state: &mut State) {
         lines.push(line);
     }
     for line in &lines {
-        let _ = writeln!(state.out, "{line}");
+        // Build names come from the template, and may hold a variable.
+        let _ = writeln!(state.out, "{}", state.redactor.redact(line));
     }
     state.drawn = lines.len();
 }
@@ -410,7 +424,7 @@ mod tests {
     #[test]
     fn machine_mode_redacts_sensitive_values() {
         let sink = Sink::default();
-        let mut ui = Ui::new(Mode::Machine, false, Box::new(sink.clone()));
+        let ui = Ui::new(Mode::Machine, false, Box::new(sink.clone()));
         ui.set_redactor(Redactor::new(&["s3cret".into()]));
         ui.output("demo", "password is s3cret");
         ui.machine("demo", &["artifact", "0", "string", "s3cret"]);
@@ -429,7 +443,7 @@ mod tests {
     #[test]
     fn plain_mode_is_timestamped_and_redacted() {
         let sink = Sink::default();
-        let mut ui = Ui::new(Mode::Plain, false, Box::new(sink.clone()));
+        let ui = Ui::new(Mode::Plain, false, Box::new(sink.clone()));
         ui.set_redactor(Redactor::new(&["tok".into()]));
         ui.say("demo", "using tok");
         let text = sink.text();
@@ -439,6 +453,33 @@ mod tests {
             chrono::DateTime::parse_from_rfc3339(line.split(' ').next().unwrap()).is_ok(),
             "{line}"
         );
+    }
+
+    #[test]
+    fn a_multi_line_secret_leaks_in_no_mode() {
+        let secret = "first-line-of-it\nsecond-line-of-it";
+        for mode in [Mode::Tty, Mode::Plain, Mode::Machine] {
+            let sink = Sink::default();
+            let ui = Ui::new(mode, false, Box::new(sink.clone()));
+            // Set after the clone: the clone masks too.
+            let clone = ui.clone();
+            ui.set_redactor(Redactor::new(&[secret.into()]));
+            clone.error("demo", &format!("failed with {secret} in it"));
+            // Guest output comes a line at a time.
+            for line in secret.lines() {
+                clone.output("demo", line);
+            }
+            clone.stage(
+                &format!("vm-{}", secret.lines().next().unwrap()),
+                Stage::Connect,
+            );
+            let text = sink.text();
+            assert!(!text.contains("line-of-it"), "{mode:?}: {text}");
+            assert!(
+                text.contains("failed with <sensitive> in it"),
+                "{mode:?}: {text}"
+            );
+        }
     }
 
     #[test]

@@ -54,10 +54,8 @@ pub struct NbdServer {
 
 impl NbdServer {
     pub fn start(disk: &Path, format: &str) -> Result<NbdServer, NbdError> {
-        let dir = tempfile::Builder::new()
-            .prefix("kiln-nbd-")
-            .tempdir()
-            .map_err(NbdError::Spawn)?;
+        // Whoever can reach the socket can read the disk.
+        let dir = crate::tmp::private_dir("kiln-nbd-").map_err(NbdError::Spawn)?;
         let socket = dir.path().join("nbd.sock");
         let stderr = dir.path().join("stderr");
         let stderr_file = File::create(&stderr).map_err(NbdError::Spawn)?;

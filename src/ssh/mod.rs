@@ -15,11 +15,21 @@ use std::time::Duration;
 
 pub use keys::{GeneratedKey, generate_key};
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Auth {
     Password(String),
     /// An OpenSSH private key file (unencrypted).
     KeyFile(PathBuf),
+}
+
+/// Without the password (an `SshConfig` in a log shows this).
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::Password(_) => f.write_str("Password(<sensitive>)"),
+            Auth::KeyFile(path) => f.debug_tuple("KeyFile").field(path).finish(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -542,11 +542,62 @@ async fn transfers(session: &Session, server: &Sshd) {
     assert!(matches!(err, SshError::Transfer { .. }), "{err:?}");
     assert!(!local.path().join("x").exists());
 
+    hostile_download(session, &remote("hostile"), local.path()).await;
+
     // Leave nothing read-only behind for the temp dir cleanup.
     for root in [Path::new(&remote_tree), tree.as_path(), tree_back.as_path()] {
         std::fs::set_permissions(root.join("ro"), std::fs::Permissions::from_mode(0o755))
             .expect("chmod");
     }
+}
+
+/// A tree a hostile guest could make: setuid, setgid and sticky modes,
+/// links to a directory and to a file outside it. The copy keeps inside
+/// its destination and drops the special bits.
+async fn hostile_download(session: &Session, remote: &str, local: &Path) {
+    let root = Path::new(remote);
+    std::fs::create_dir_all(root.join("sgid")).expect("mkdir");
+    std::fs::create_dir_all(root.join("sticky")).expect("mkdir");
+    std::fs::write(root.join("suid"), "#!/bin/sh\n").expect("write");
+    std::fs::write(root.join("sgid/file"), "x").expect("write");
+    let outside = local.join("outside");
+    std::fs::create_dir(&outside).expect("mkdir");
+    std::fs::write(outside.join("target.txt"), "outside\n").expect("write");
+    std::os::unix::fs::symlink(&outside, root.join("dir-link")).expect("symlink");
+    std::os::unix::fs::symlink(outside.join("target.txt"), root.join("file-link"))
+        .expect("symlink");
+    for (path, mode) in [("suid", 0o4755), ("sgid", 0o2755), ("sticky", 0o1777)] {
+        std::fs::set_permissions(root.join(path), std::fs::Permissions::from_mode(mode))
+            .expect("chmod");
+    }
+    let back = local.join("hostile.back");
+    session.download(remote, &back).await.expect("download");
+    assert_eq!(mode_of(&back.join("suid")), 0o755);
+    assert_eq!(mode_of(&back.join("sgid")), 0o755);
+    assert_eq!(mode_of(&back.join("sticky")), 0o777);
+    // The link to a directory is left out; the one to a file is a copy.
+    assert!(std::fs::symlink_metadata(back.join("dir-link")).is_err());
+    let copy = std::fs::symlink_metadata(back.join("file-link")).expect("copied");
+    assert!(copy.file_type().is_file(), "{copy:?}");
+    assert_eq!(
+        std::fs::read_to_string(back.join("file-link")).expect("read"),
+        "outside\n"
+    );
+    // A single file: no setuid either.
+    let single = local.join("suid.single");
+    session
+        .download(&format!("{remote}/suid"), &single)
+        .await
+        .expect("download one");
+    assert_eq!(mode_of(&single), 0o755);
+
+    // A link already in the destination is not written through.
+    let again = local.join("hostile.again");
+    std::fs::create_dir(&again).expect("mkdir");
+    std::os::unix::fs::symlink(&outside, again.join("sgid")).expect("symlink");
+    let err = session.download(remote, &again).await.expect_err("refused");
+    assert!(err.to_string().contains("sgid"), "{err}");
+    assert!(!outside.join("file").exists(), "wrote through the link");
 }
 
 fn mode_of(path: &Path) -> u32 {
@@ -583,4 +634,26 @@ fn assert_same_tree(expected: &Path, actual: &Path) {
             assert_eq!(mode_of(&e), mode_of(&a), "mode of {}", a.display());
         }
     }
+}
+
+#[test]
+fn debug_of_the_ssh_settings_hides_the_password() {
+    let config = SshConfig {
+        host: "127.0.0.1".into(),
+        port: 2222,
+        username: "builder".into(),
+        auth: Auth::Password("ssh-pa\"ss".into()),
+        timeout: Duration::from_secs(1),
+        handshake_attempts: 1,
+        pty: false,
+    };
+    for shown in [
+        format!("{config:?}"),
+        format!("{config:#?}"),
+        format!("{:?}", config.auth),
+    ] {
+        assert!(!shown.contains("ssh-pa"), "{shown}");
+        assert!(shown.contains("Password(<sensitive>)"), "{shown}");
+    }
+    assert!(format!("{config:?}").contains("builder"));
 }

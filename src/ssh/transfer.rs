@@ -72,27 +72,37 @@ impl Session {
     }
 
     /// Downloads a remote file or directory tree to `local` (the exact
-    /// target path). File modes are kept.
+    /// target path). File modes are kept, but for setuid, setgid and
+    /// sticky bits. The guest names what is in the tree: a name that would
+    /// leave `local` (`..`, absolute), or a way through a symbolic link
+    /// already there, is refused before anything is written.
     pub async fn download(&self, remote: &str, local: &Path) -> Result<(), SshError> {
         if !self.is_dir(remote).await? {
             let mode = self.get_file(remote, local, true).await?;
             return set_local_mode(local, mode.unwrap_or(0o644));
         }
         let entries = self.remote_tree(remote).await?;
-        for entry in entries.iter().filter(|e| e.dir) {
-            let path = local.join(&entry.rel);
-            tokio::fs::create_dir_all(&path)
+        let mut paths = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            paths.push(
+                local_path(local, &entry.rel).map_err(|err| SshError::transfer(remote, err))?,
+            );
+        }
+        let dirs = || entries.iter().zip(&paths).filter(|(e, _)| e.dir);
+        for (_, path) in dirs() {
+            refuse_links(local, path)?;
+            tokio::fs::create_dir_all(path)
                 .await
-                .map_err(|err| SshError::local(&path, err))?;
+                .map_err(|err| SshError::local(path, err))?;
         }
-        for entry in entries.iter().filter(|e| !e.dir) {
-            let path = local.join(&entry.rel);
-            self.get_file(&join(remote, &entry.rel), &path, false)
+        for (entry, path) in entries.iter().zip(&paths).filter(|(e, _)| !e.dir) {
+            refuse_links(local, path)?;
+            self.get_file(&join(remote, &entry.rel), path, false)
                 .await?;
-            set_local_mode(&path, entry.mode)?;
+            set_local_mode(path, entry.mode)?;
         }
-        for entry in entries.iter().rev().filter(|e| e.dir) {
-            set_local_mode(&local.join(&entry.rel), entry.mode)?;
+        for (entry, path) in dirs().collect::<Vec<_>>().into_iter().rev() {
+            set_local_mode(path, entry.mode)?;
         }
         Ok(())
     }
@@ -491,9 +501,61 @@ fn local_tree(root: &Path) -> Result<Vec<Entry>, SshError> {
     Ok(entries)
 }
 
+/// A downloaded file's mode: the guest's permission bits, never its
+/// setuid, setgid or sticky bit (a guest must not hand the host a setuid
+/// binary).
+fn local_mode(mode: u32) -> u32 {
+    mode & 0o777
+}
+
 fn set_local_mode(path: &Path, mode: u32) -> Result<(), SshError> {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o7777))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(local_mode(mode)))
         .map_err(|err| SshError::local(path, err))
+}
+
+/// Where a guest-listed entry (`rel`, `/`-separated, empty for the root)
+/// goes under `root`: only plain names are taken, so the result is always
+/// inside `root`. A hostile SFTP server or shell can list anything.
+fn local_path(root: &Path, rel: &str) -> Result<PathBuf, String> {
+    let mut path = root.to_path_buf();
+    if rel.is_empty() {
+        return Ok(path);
+    }
+    for part in rel.split('/') {
+        if part.is_empty() || part == "." || part == ".." || part.contains('\0') {
+            return Err(format!(
+                "the guest listed {rel:?}, which would leave the destination"
+            ));
+        }
+        path.push(part);
+    }
+    Ok(path)
+}
+
+/// No symbolic link between `root` and `path` (both included), so writing
+/// `path` cannot land elsewhere. kiln never makes links here itself; this
+/// guards against one left by an earlier run or another program.
+fn refuse_links(root: &Path, path: &Path) -> Result<(), SshError> {
+    let Ok(rel) = path.strip_prefix(root) else {
+        return Err(SshError::local(
+            path,
+            std::io::Error::other("outside the download's destination"),
+        ));
+    };
+    // The destination itself may well be a link the user made.
+    let mut at = root.to_path_buf();
+    let check = |at: &Path| match std::fs::symlink_metadata(at) {
+        Ok(meta) if meta.file_type().is_symlink() => Err(SshError::local(
+            at,
+            std::io::Error::other("a symbolic link: refusing to download through it"),
+        )),
+        _ => Ok(()),
+    };
+    for part in rel.components() {
+        at.push(part);
+        check(&at)?;
+    }
+    Ok(())
 }
 
 fn mode_attrs(mode: u32) -> FileAttributes {
@@ -528,4 +590,58 @@ fn join(base: &str, rel: &str) -> String {
 /// quote itself, written as `'\''`.
 pub(super) fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_names_that_would_leave_the_destination_are_refused() {
+        let root = Path::new("/home/me/out");
+        for rel in [
+            "..",
+            "../x",
+            "a/../../x",
+            "/etc/passwd",
+            "a//b",
+            "./a",
+            "a/.",
+            "a\0b",
+        ] {
+            assert!(local_path(root, rel).is_err(), "{rel:?} accepted");
+        }
+        assert_eq!(local_path(root, "").unwrap(), root);
+        assert_eq!(
+            local_path(root, "a/b..c/..d").unwrap(),
+            root.join("a/b..c/..d")
+        );
+        // A backslash is an ordinary character in a Unix name.
+        assert_eq!(local_path(root, "a\\b").unwrap(), root.join("a\\b"));
+    }
+
+    #[test]
+    fn setuid_setgid_and_sticky_bits_are_dropped() {
+        assert_eq!(local_mode(0o4755), 0o755);
+        assert_eq!(local_mode(0o2711), 0o711);
+        assert_eq!(local_mode(0o1777), 0o777);
+        assert_eq!(local_mode(0o7644), 0o644);
+        assert_eq!(local_mode(0o100644), 0o644);
+    }
+
+    #[test]
+    fn a_link_below_the_destination_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("out");
+        std::fs::create_dir(&root).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("etc")).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", root.join("host")).unwrap();
+        assert!(refuse_links(&root, &root.join("etc/passwd")).is_err());
+        assert!(refuse_links(&root, &root.join("host")).is_err());
+        assert!(refuse_links(&root, &root.join("new/file")).is_ok());
+        // The destination itself may be a link.
+        let linked = dir.path().join("linked");
+        std::os::unix::fs::symlink(&root, &linked).unwrap();
+        assert!(refuse_links(&linked, &linked.join("new")).is_ok());
+    }
 }

@@ -27,10 +27,20 @@ use heads::{builder_heads, filter, filter_quiet, provisioner_heads};
 use interpolate::{EvalError, Resolver, Value};
 
 /// One `-var` or `-var-file` from the command line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Override {
     Var(String, String),
     File(PathBuf),
+}
+
+/// Without the value: it may be a sensitive variable's.
+impl std::fmt::Debug for Override {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Override::Var(name, _) => f.debug_tuple("Var").field(name).field(&"<hidden>").finish(),
+            Override::File(path) => f.debug_tuple("File").field(path).finish(),
+        }
+    }
 }
 
 /// `-var` and `-var-file` in the order given: as in Packer 1.6, a later one
@@ -80,7 +90,23 @@ pub enum TemplateError {
     Invalid {
         path: PathBuf,
         problems: Vec<Problem>,
+        /// The values of `sensitive-variables` known when loading stopped:
+        /// a problem's message may quote one (`expected an integer, got
+        /// "..."`), so whoever prints the error must mask them.
+        sensitive_values: Vec<String>,
     },
+}
+
+impl TemplateError {
+    /// The secrets this error's text may contain (see `Invalid`).
+    pub fn sensitive_values(&self) -> &[String] {
+        match self {
+            TemplateError::Invalid {
+                sensitive_values, ..
+            } => sensitive_values,
+            TemplateError::Read { .. } | TemplateError::Json { .. } => &[],
+        }
+    }
 }
 
 fn format_problems(problems: &[Problem]) -> String {
@@ -138,8 +164,9 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Plan, TemplateError> {
         cx.problem(p.path, p.message);
     }
 
+    let mut sensitive_values = Vec::new();
     let plan = match &root {
-        Json::Object(map) => plan(&mut cx, map, &given, &cwd),
+        Json::Object(map) => plan(&mut cx, map, &given, &cwd, &mut sensitive_values),
         other => {
             cx.problem(
                 "(template)",
@@ -161,6 +188,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Plan, TemplateError> {
         _ => Err(TemplateError::Invalid {
             path: path.to_path_buf(),
             problems,
+            sensitive_values,
         }),
     }
 }
@@ -211,11 +239,14 @@ fn read_var_file(
     Ok(out)
 }
 
+/// `sensitive_values` gets the secrets as soon as the variables are
+/// resolved, so that they are known even when a later part fails.
 fn plan(
     cx: &mut Cx,
     root: &Map<String, Json>,
     given: &[(String, String)],
     cwd: &Path,
+    sensitive_values: &mut Vec<String>,
 ) -> Option<Plan> {
     for key in root.keys() {
         if key.starts_with('_') || TOP_LEVEL.contains(&key.as_str()) {
@@ -233,6 +264,7 @@ fn plan(
         root.get("sensitive-variables"),
         given,
     );
+    sensitive_values.clone_from(&vars.sensitive_values);
     let description = match root.get("description") {
         None | Some(Json::Null) => None,
         Some(Json::String(s)) => Some(s.clone()),
@@ -393,6 +425,7 @@ pub fn image_config(
         _ => Err(TemplateError::Invalid {
             path: image.to_path_buf(),
             problems,
+            sensitive_values: Vec::new(),
         }),
     }
 }
@@ -452,6 +485,7 @@ pub fn load_checks(path: &Path) -> Result<Vec<CheckSpec>, TemplateError> {
         Err(TemplateError::Invalid {
             path: path.to_path_buf(),
             problems,
+            sensitive_values: Vec::new(),
         })
     }
 }

@@ -8,12 +8,13 @@
 //! ...), which stay in the string for [`super::render_late`].
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// A whole template after parsing, variable resolution and validation: one
 /// [`BuildSpec`] per builder, in template order.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Plan {
     pub description: Option<String>,
     pub builds: Vec<BuildSpec>,
@@ -25,13 +26,51 @@ pub struct Plan {
     pub variables: Vec<VariableInfo>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct VariableInfo {
     pub name: String,
     pub value: String,
     pub sensitive: bool,
     /// A variable declared with `null` has no default and must be set.
     pub required: bool,
+}
+
+const MASK: &str = "<sensitive>";
+
+/// Values derived from a secret (a URL holding a password, a command
+/// line) may be anywhere in the builds: the whole rendering is masked.
+impl fmt::Debug for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = format!(
+            "Plan {{ description: {:?}, builds: {:?}, sensitive_values: [{} hidden], variables: {:?} }}",
+            self.description,
+            self.builds,
+            self.sensitive_values.len(),
+            self.variables
+        );
+        let mut masked = inner;
+        for value in &self.sensitive_values {
+            let debug = format!("{value:?}");
+            for form in [value.as_str(), &debug[1..debug.len() - 1]] {
+                if !form.is_empty() {
+                    masked = masked.replace(form, MASK);
+                }
+            }
+        }
+        f.write_str(&masked)
+    }
+}
+
+impl fmt::Debug for VariableInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let value: &dyn fmt::Debug = if self.sensitive { &MASK } else { &self.value };
+        f.debug_struct("VariableInfo")
+            .field("name", &self.name)
+            .field("value", value)
+            .field("sensitive", &self.sensitive)
+            .field("required", &self.required)
+            .finish()
+    }
 }
 
 /// One build: a builder with the provisioners and post-processors that apply
@@ -149,7 +188,7 @@ pub enum KeyPairType {
     Rsa,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SshOptions {
     pub username: String,
     pub password: Option<String>,
@@ -162,6 +201,22 @@ pub struct SshOptions {
     pub handshake_attempts: u32,
     pub pty: bool,
     pub temporary_key_pair_type: KeyPairType,
+}
+
+/// Without the password.
+impl fmt::Debug for SshOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SshOptions")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| MASK))
+            .field("private_key_file", &self.private_key_file)
+            .field("timeout", &self.timeout)
+            .field("port", &self.port)
+            .field("handshake_attempts", &self.handshake_attempts)
+            .field("pty", &self.pty)
+            .field("temporary_key_pair_type", &self.temporary_key_pair_type)
+            .finish()
+    }
 }
 
 /// Settings every provisioner has.

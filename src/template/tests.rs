@@ -998,3 +998,86 @@ fn gce_import_and_compress_defaults() {
     );
     assert_eq!(compress.level, 6);
 }
+
+/// The secrets a failed load knows, for whoever prints its error.
+fn sensitive_of_failure(value: serde_json::Value, overrides: &Overrides) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    match load_in(dir.path(), value, overrides) {
+        Err(err @ TemplateError::Invalid { .. }) => err.sensitive_values().to_vec(),
+        Err(other) => panic!("unexpected error {other}"),
+        Ok(_) => panic!("template was accepted"),
+    }
+}
+
+#[test]
+fn a_failed_load_still_names_its_secrets() {
+    // The secret is quoted by the error of a later part of the template.
+    let value = json!({
+        "variables": {"mem": "not-a-number-s3cret"},
+        "sensitive-variables": ["mem"],
+        "builders": [qemu(json!({"memory": "{{user `mem`}}"}))]
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let err =
+        load_in(dir.path(), value, &Overrides::default()).expect_err("memory is not a number");
+    assert!(err.to_string().contains("not-a-number-s3cret"), "{err}");
+    assert_eq!(err.sensitive_values(), ["not-a-number-s3cret".to_string()]);
+}
+
+#[test]
+fn secrets_given_on_the_command_line_are_known_when_the_load_fails() {
+    let overrides = Overrides::new(
+        vec![
+            ("pw".into(), "from-the-command-line".into()),
+            ("undeclared".into(), "set-but-not-declared".into()),
+        ],
+        Vec::new(),
+    );
+    let values = sensitive_of_failure(
+        json!({
+            "variables": {"pw": null},
+            "sensitive-variables": ["pw", "undeclared"],
+            "builders": [qemu(json!({"cpus": "{{user `pw`}}"}))]
+        }),
+        &overrides,
+    );
+    assert_eq!(
+        values,
+        vec![
+            "from-the-command-line".to_string(),
+            "set-but-not-declared".to_string()
+        ]
+    );
+}
+
+#[test]
+fn a_secret_that_fails_to_render_is_known_as_given() {
+    let values = sensitive_of_failure(
+        json!({
+            "variables": {"pw": "{{ no_such_function }}-tail"},
+            "sensitive-variables": ["pw"],
+            "builders": [qemu(json!({}))]
+        }),
+        &Overrides::default(),
+    );
+    assert_eq!(values, vec!["{{ no_such_function }}-tail".to_string()]);
+}
+
+#[test]
+fn debug_never_shows_a_secret() {
+    let plan = load_json(json!({
+        "variables": {"pw": "debug-s3cret"},
+        "sensitive-variables": ["pw"],
+        "builders": [qemu(json!({"ssh_password": "{{user `pw`}}"}))]
+    }))
+    .unwrap();
+    // Each part on its own too: the SSH options, the variables.
+    let shown = format!(
+        "{plan:?} {:#?} {:?}",
+        plan.variables, plan.builds[0].qemu.communicator
+    );
+    assert!(!shown.contains("debug-s3cret"), "{shown}");
+    let given = Override::Var("pw".into(), "given-s3cret".into());
+    assert_eq!(format!("{given:?}"), r#"Var("pw", "<hidden>")"#);
+    assert!(shown.contains("pw"), "{shown}");
+}

@@ -111,14 +111,23 @@ pub fn resolve(
     cx.funcs.vars = values.clone();
 
     let sensitive_names = sensitive_names(cx, sensitive, &declared);
+    // Every value a sensitive name has, whatever else is wrong: set but not
+    // declared, or its text failed to render (the text as given is then
+    // the best guess of the secret, and an error may quote it).
     let mut sensitive_values = Vec::new();
+    for name in &sensitive_names {
+        let value = values.get(name).or_else(|| texts.get(name));
+        if let Some(value) = value
+            && !value.is_empty()
+            && !sensitive_values.contains(value)
+        {
+            sensitive_values.push(value.clone());
+        }
+    }
     let mut infos = Vec::new();
     for d in &declared {
         let value = values.get(&d.name).cloned().unwrap_or_default();
         let is_sensitive = sensitive_names.contains(&d.name);
-        if is_sensitive && !value.is_empty() && !sensitive_values.contains(&value) {
-            sensitive_values.push(value.clone());
-        }
         infos.push(VariableInfo {
             name: d.name.clone(),
             value,
@@ -188,10 +197,14 @@ fn sensitive_names(cx: &Cx, sensitive: Option<&Json>, declared: &[Declared]) -> 
             Json::String(name) if declared.iter().any(|d| &d.name == name) => {
                 out.push(name.clone())
             }
-            Json::String(name) => cx.problem(
-                path,
-                format!("variable {name:?} is marked sensitive but not declared in variables"),
-            ),
+            Json::String(name) => {
+                cx.problem(
+                    path,
+                    format!("variable {name:?} is marked sensitive but not declared in variables"),
+                );
+                // Still masked: a -var may have set it.
+                out.push(name.clone());
+            }
             other => cx.problem(
                 path,
                 format!("expected a variable name, got {}", json_type(other)),

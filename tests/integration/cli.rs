@@ -238,3 +238,128 @@ fn inspect_lists_variables_with_sensitive_ones_masked() {
     assert!(!run.stdout.contains("hunter2"), "{}", run.stdout);
     assert!(run.stdout.contains("<sensitive>"), "{}", run.stdout);
 }
+
+/// kiln's answer to every command that reads a template, in each output
+/// mode, with the given extra arguments before the template.
+fn every_template_command(
+    scratch: &Scratch,
+    extra: &[&str],
+    template: &str,
+) -> Vec<crate::util::Run> {
+    let commands: [&[&str]; 4] = [
+        &["validate"],
+        &["inspect"],
+        &["build"],
+        &["build", "-machine-readable"],
+    ];
+    commands
+        .iter()
+        .map(|command| {
+            let mut args: Vec<&str> = command.to_vec();
+            args.extend_from_slice(extra);
+            args.push(template);
+            scratch.run(&args)
+        })
+        .collect()
+}
+
+#[track_caller]
+fn assert_masked(run: &crate::util::Run, secrets: &[&str], what: &str) {
+    assert_ne!(run.code, Some(0), "{what} should fail:\n{}", run.all());
+    for secret in secrets {
+        assert!(
+            !run.stdout.contains(secret),
+            "{what}: {secret:?} in stdout:\n{}",
+            run.all()
+        );
+        assert!(
+            !run.stderr.contains(secret),
+            "{what}: {secret:?} in stderr:\n{}",
+            run.all()
+        );
+    }
+    assert!(
+        run.all().contains("<sensitive>"),
+        "{what}: no mask:\n{}",
+        run.all()
+    );
+    // The error still says what is wrong, and where.
+    assert!(
+        run.all().contains("builders[0].memory"),
+        "{what}:\n{}",
+        run.all()
+    );
+}
+
+#[test]
+fn a_secret_quoted_by_a_template_error_is_masked_in_every_command_and_mode() {
+    let scratch = Scratch::new();
+    // A multi-line secret with a quote and a backslash: the error quotes it
+    // escaped, and splits nothing.
+    let default = "first-s3cret-line \"q\\b\"\nsecond-s3cret-line";
+    let template = scratch.write_json(
+        "t.json",
+        &json!({
+            "variables": {"mem": default, "pw": null},
+            "sensitive-variables": ["mem", "pw"],
+            "builders": [builder(&scratch, json!({
+                "memory": "{{user `mem`}}",
+                "cpus": "{{user `pw`}}",
+            }))]
+        }),
+    );
+    let template = template.to_str().expect("utf-8");
+    // The default, and a value given with -var.
+    let secrets = ["s3cret-line", "cli-s3cret", "q\\b", "q\\\\b"];
+    let runs = every_template_command(&scratch, &["-var", "pw=cli-s3cret"], template);
+    for (run, what) in runs
+        .iter()
+        .zip(["validate", "inspect", "build", "build -machine-readable"])
+    {
+        assert_masked(run, &secrets, what);
+        assert!(
+            run.all().contains("builders[0].cpus"),
+            "{what}:\n{}",
+            run.all()
+        );
+    }
+    // From a -var-file too.
+    let file = scratch.write_json("vars.json", &json!({"mem": "file-s3cret-value", "pw": "2"}));
+    let runs = every_template_command(
+        &scratch,
+        &["-var-file", file.to_str().expect("utf-8")],
+        template,
+    );
+    for (run, what) in runs
+        .iter()
+        .zip(["validate", "inspect", "build", "build -machine-readable"])
+    {
+        assert_masked(run, &["file-s3cret-value"], what);
+    }
+    assert!(scratch.leftover_temp_files().is_empty());
+}
+
+#[test]
+fn inspect_masks_values_derived_from_a_secret() {
+    let scratch = Scratch::new();
+    let template = scratch.write_json(
+        "t.json",
+        &json!({
+            "variables": {
+                "password": "derived-s3cret",
+                "url": "https://user:{{user `password`}}@example.com/repo"
+            },
+            "sensitive-variables": ["password"],
+            "builders": [builder(&scratch, json!({"name": "base"}))]
+        }),
+    );
+    let run = scratch.run(&["inspect", template.to_str().expect("utf-8")]);
+    run.assert_success();
+    assert!(!run.all().contains("derived-s3cret"), "{}", run.all());
+    assert!(
+        run.stdout
+            .contains("url = https://user:<sensitive>@example.com/repo"),
+        "{}",
+        run.stdout
+    );
+}

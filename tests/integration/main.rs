@@ -4,5 +4,6 @@
 mod build;
 mod cli;
 mod gce;
+mod secrets;
 mod smoke;
 mod util;
