@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use super::BuildContext;
 use super::report::{Artifact, packaging_progress};
-use crate::export::{ExportError, PackageSummary};
+use crate::export::{ExportError, FormatPolicy, ImageFormat, PackageSummary};
 use crate::template::model::{ChecksumPostConfig, ChecksumType, CompressConfig, ManifestConfig};
 use crate::template::render_late;
 
@@ -233,6 +233,7 @@ pub async fn compress(
     ctx: &BuildContext,
     config: &CompressConfig,
     input: &Artifact,
+    format: ImageFormat,
 ) -> Result<Artifact, PostError> {
     let disk = disk_of("compress", input)?;
     let output = PathBuf::from(render_late(
@@ -248,7 +249,17 @@ pub async fn compress(
             source,
         })?;
     }
-    package_to_file(ctx, &disk, &output, config.level).await?;
+    // Packer's compress replaces an earlier output; the disk itself it
+    // must not.
+    package_to_file(
+        ctx,
+        &disk,
+        &output,
+        config.level,
+        FormatPolicy::Known(format),
+        true,
+    )
+    .await?;
     Ok(Artifact {
         build_name: input.build_name.clone(),
         builder_type: input.builder_type.clone(),
@@ -259,22 +270,33 @@ pub async fn compress(
 }
 
 /// GCE's tarball of `disk` at `output`, made on a blocking thread with its
-/// progress on the build's status line.
+/// progress on the build's status line. A cancel (or this future being
+/// dropped) stops the packaging within a block; kiln waits for it to remove
+/// its temp file and stop its tools before exiting.
 pub(crate) async fn package_to_file(
     ctx: &BuildContext,
     disk: &Path,
     output: &Path,
     level: u32,
+    format: FormatPolicy,
+    force: bool,
 ) -> Result<PackageSummary, ExportError> {
     let (from, to) = (disk.to_path_buf(), output.to_path_buf());
     let progress = packaging_progress(ctx.reporter.clone(), ctx.name.clone());
+    let cancel = ctx.cancel.child_token();
+    let _stop_when_dropped = cancel.clone().drop_guard();
+    let pending = crate::cleanup::Pending::start();
     let packaged = tokio::task::spawn_blocking(move || {
+        let _pending = pending;
         crate::export::package_to_file(
             &from,
             &to,
+            force,
             &crate::export::PackageOptions {
                 level,
                 progress: Some(&progress),
+                format,
+                cancel: Some(&cancel),
                 ..Default::default()
             },
         )

@@ -84,15 +84,24 @@ async fn run_script(
         what: format!("cannot run {program}"),
         source,
     };
-    let mut child = tokio::process::Command::new(program)
+    let mut command = tokio::process::Command::new(program);
+    command
         .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(spawn_error)?;
+        // A group of its own: a cancel ends the command and everything it
+        // started; a terminal's Ctrl-C is kiln's to handle.
+        .process_group(0)
+        .kill_on_drop(true);
+    let parent = std::process::id();
+    // SAFETY: the hook makes only async-signal-safe calls.
+    unsafe {
+        command.pre_exec(move || crate::export::tool::parent_death_signal(parent));
+    }
+    let mut child = command.spawn().map_err(spawn_error)?;
+    let mut group = GroupKill(child.id());
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let output = ctx.output;
@@ -101,6 +110,9 @@ async fn run_script(
         forward_lines(stdout, output),
         forward_lines(stderr, output)
     );
+    // Finished on its own: what it left running in the background (a local
+    // server for later provisioners, say) is the template's business.
+    group.0 = None;
     let status = status.map_err(spawn_error)?;
     match status.code() {
         Some(code) if config.valid_exit_codes.contains(&i64::from(code)) => Ok(()),
@@ -120,5 +132,20 @@ async fn forward_lines<R: AsyncRead + Unpin>(
     let mut lines = BufReader::new(stream).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         output(&line);
+    }
+}
+
+/// Kills a command's whole process group when the provisioner is cancelled
+/// (its future dropped) before the command finished.
+struct GroupKill(Option<u32>);
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.and_then(|pid| libc::pid_t::try_from(pid).ok()) {
+            // SAFETY: kill takes no pointers; the group is the command's own.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+        }
     }
 }
