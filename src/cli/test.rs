@@ -75,6 +75,13 @@ pub async fn run(args: TestArgs) -> ExitCode {
 /// Everything that can be wrong before a boot: the image, the checks, the
 /// report name, the settings.
 fn prepare(args: &TestArgs) -> anyhow::Result<(template::QemuConfig, Vec<template::CheckSpec>)> {
+    if let Some(path) = &args.test_report {
+        crate::smoke::report::check_path(path)?;
+    }
+    let checks = template::load_checks(&args.tests)?;
+    if checks.is_empty() {
+        anyhow::bail!("{} holds no checks", args.tests.display());
+    }
     // A tarball is unpacked and its disk.raw read as raw; anything else
     // must be a disk kiln may boot as it stands.
     if args.format.is_some() || !crate::smoke::tarball::is_gzip(&args.image) {
@@ -82,13 +89,6 @@ fn prepare(args: &TestArgs) -> anyhow::Result<(template::QemuConfig, Vec<templat
             &args.image,
             crate::export::FormatPolicy::from_flag(args.format),
         )?;
-    }
-    if let Some(path) = &args.test_report {
-        crate::smoke::report::check_path(path)?;
-    }
-    let checks = template::load_checks(&args.tests)?;
-    if checks.is_empty() {
-        anyhow::bail!("{} holds no checks", args.tests.display());
     }
     let mut settings = Map::new();
     settings.insert(
