@@ -309,6 +309,19 @@ fn a_raw_disk_carrying_a_qcow2_header_is_not_followed() {
     );
     assert!(run.all().contains("--format raw"), "{}", run.all());
     assert!(!scratch.path().join("out.tar.gz").exists());
+    // kiln test would hand it to QEMU: refused the same way, before a boot.
+    let checks = scratch.write(
+        "checks.json",
+        r#"{"tests": [{"name": "t", "command": "true"}]}"#,
+    );
+    let run = scratch.run(&["test", "--tests", path_str(&checks), path_str(&disk)]);
+    assert_ne!(run.code, Some(0), "{}", run.all());
+    assert!(
+        run.all().contains("naming the backing file"),
+        "{}",
+        run.all()
+    );
+    assert!(!run.all().contains("Booting"), "{}", run.all());
 
     scratch
         .run(&[
