@@ -654,3 +654,40 @@ async fn a_signal_during_image_creation_removes_the_object() {
     );
     assert_nothing_left(&scratch);
 }
+
+/// The compress post-processor packages on a blocking thread: a signal
+/// while it runs still ends the build with its status, and leaves neither
+/// the partial tarball nor qemu-nbd nor the output directory.
+#[test]
+fn a_signal_during_a_builds_compress_leaves_nothing_behind() {
+    let scratch = Scratch::new();
+    let template = scratch.write_json(
+        "t.json",
+        &serde_json::json!({
+            "builders": [crate::util::fixture_builder(serde_json::json!({
+                "output_directory": "out",
+                "skip_compaction": true,
+            }))],
+            "provisioners": [{"type": "shell", "inline": [
+                "dd if=/dev/urandom of=/root/noise bs=1048576 count=160 2>/dev/null",
+                "sync",
+            ]}],
+            "post-processors": [{
+                "type": "compress",
+                "output": "image.tar.gz",
+                "compression_level": 9,
+            }],
+        }),
+    );
+    let (mut child, rx) = spawn_kiln(&scratch, &["build", path_str(&template)], &[]);
+    let mut seen = Vec::new();
+    wait_for_line(&rx, &mut seen, "Running post-processor: compress");
+    wait_for_partial_output(scratch.path(), &mut child);
+    signal(&child, libc::SIGTERM);
+    let exit = child.wait().expect("wait");
+    seen.extend(rx.iter());
+    assert_eq!(exit.code(), Some(143), "{}", seen.join("\n"));
+    assert!(!scratch.path().join("image.tar.gz").exists());
+    assert!(!scratch.path().join("out").exists(), "{}", seen.join("\n"));
+    assert_nothing_left(&scratch);
+}
