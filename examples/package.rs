@@ -29,7 +29,8 @@ fn main() -> anyhow::Result<()> {
     let [disk, out] = paths.as_slice() else {
         bail!("usage: package DISK OUT.tar.gz [--level N] [--threads N] [--mtime SECONDS]");
     };
-    let summary = package_to_file(disk, out, &options)
+    // As before: the example replaces its output (never its input).
+    let summary = package_to_file(disk, out, true, &options)
         .map_err(|err| anyhow::anyhow!(kiln::error_chain(&err)))?;
     let json = serde_json::json!({
         "format": summary.format,

@@ -1,6 +1,7 @@
 //! kiln: a local-first machine image builder.
 
 pub mod build;
+pub mod cleanup;
 pub mod cli;
 pub mod export;
 pub mod gcp;

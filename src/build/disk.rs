@@ -13,8 +13,8 @@ pub enum DiskError {
     Spawn(#[source] std::io::Error),
     #[error("qemu-img {args} failed: {stderr}")]
     Failed { args: String, stderr: String },
-    #[error("qemu-img info printed something unexpected")]
-    Info(#[source] serde_json::Error),
+    #[error("source image")]
+    Source(#[from] crate::export::ImageError),
     #[error(
         "disk_size {wanted} MiB is smaller than the source image ({actual} MiB); raise disk_size or set skip_resize_disk"
     )]
@@ -35,13 +35,20 @@ pub enum DiskError {
 }
 
 async fn qemu_img(args: &[&str]) -> Result<String, DiskError> {
-    let output = tokio::process::Command::new("qemu-img")
+    let mut command = tokio::process::Command::new("qemu-img");
+    let parent = std::process::id();
+    command
         .args(args)
         .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(DiskError::Spawn)?;
+        // Its own group (a terminal's Ctrl-C is kiln's to handle), killed
+        // when this future is dropped and when kiln dies.
+        .process_group(0)
+        .kill_on_drop(true);
+    // SAFETY: the hook makes only async-signal-safe calls.
+    unsafe {
+        command.pre_exec(move || crate::export::tool::parent_death_signal(parent));
+    }
+    let output = command.output().await.map_err(DiskError::Spawn)?;
     if !output.status.success() {
         return Err(DiskError::Failed {
             args: args.join(" "),
@@ -49,18 +56,6 @@ async fn qemu_img(args: &[&str]) -> Result<String, DiskError> {
         });
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
-#[derive(Debug, serde::Deserialize)]
-struct ImageInfo {
-    format: String,
-    #[serde(rename = "virtual-size")]
-    virtual_size: u64,
-}
-
-async fn info(path: &Path) -> Result<ImageInfo, DiskError> {
-    let text = qemu_img(&["info", "--output=json", &path.to_string_lossy()]).await?;
-    serde_json::from_str(&text).map_err(DiskError::Info)
 }
 
 /// How the build disk is made from the source.
@@ -75,8 +70,19 @@ pub struct DiskPlan<'a> {
 
 /// Makes the build disk from a bootable source image (`disk_image: true`).
 pub async fn from_image(plan: &DiskPlan<'_>) -> Result<(), DiskError> {
-    let source = info(plan.source).await?;
-    let source_path = plan.source.to_string_lossy();
+    // The format is read from the header once and then told to qemu-img;
+    // a backing chain must be sound (no loop, every format recorded).
+    let source_path_owned = plan.source.to_path_buf();
+    let source = tokio::task::spawn_blocking(move || {
+        crate::export::check_image(
+            &source_path_owned,
+            crate::export::FormatPolicy::DetectTrusted,
+        )
+    })
+    .await
+    .map_err(|err| DiskError::Spawn(std::io::Error::other(err)))??;
+    let source_format = source.format.as_str();
+    let source_path = source.path.to_string_lossy();
     let target = plan.target.to_string_lossy();
     if plan.use_backing_file {
         qemu_img(&[
@@ -85,13 +91,13 @@ pub async fn from_image(plan: &DiskPlan<'_>) -> Result<(), DiskError> {
             "-f",
             "qcow2",
             "-F",
-            &source.format,
+            source_format,
             "-b",
             &source_path,
             &target,
         ])
         .await?;
-    } else if source.format == plan.format.as_str() {
+    } else if source_format == plan.format.as_str() {
         // Same format: a plain copy keeps holes and is far quicker than a
         // convert.
         let (from, to) = (plan.source.to_path_buf(), plan.target.to_path_buf());
@@ -107,7 +113,7 @@ pub async fn from_image(plan: &DiskPlan<'_>) -> Result<(), DiskError> {
             "convert",
             "-q",
             "-f",
-            &source.format,
+            source_format,
             "-O",
             plan.format.as_str(),
             &source_path,
@@ -271,6 +277,10 @@ mod tests {
         );
     }
 
+    async fn info(path: &Path) -> Result<crate::export::CheckedImage, crate::export::ImageError> {
+        crate::export::check_image(path, crate::export::FormatPolicy::DetectTrusted)
+    }
+
     #[tokio::test]
     async fn image_copy_resize_and_compact() {
         let dir = tempfile::tempdir().unwrap();
@@ -288,7 +298,10 @@ mod tests {
         from_image(&plan).await.unwrap();
         assert_eq!(info(&target).await.unwrap().virtual_size, 128 << 20);
         compact(&target, DiskFormat::Qcow2, true).await.unwrap();
-        assert_eq!(info(&target).await.unwrap().format, "qcow2");
+        assert_eq!(
+            info(&target).await.unwrap().format,
+            crate::export::ImageFormat::Qcow2
+        );
 
         let raw = dir.path().join("out.raw");
         let plan = DiskPlan {
@@ -297,7 +310,10 @@ mod tests {
             ..plan
         };
         from_image(&plan).await.unwrap();
-        assert_eq!(info(&raw).await.unwrap().format, "raw");
+        assert_eq!(
+            info(&raw).await.unwrap().format,
+            crate::export::ImageFormat::Raw
+        );
     }
 
     #[tokio::test]

@@ -14,6 +14,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 
 use super::BuildContext;
 use super::report::{Artifact, ProgressMeter};
+use crate::export::{FormatPolicy, ImageFormat};
 use crate::gcp::{
     ComputeClient, ComputeError, Credentials, ImageRequest, StorageClient, StorageError,
     TokenSource, UploadOptions, validate_image_request,
@@ -55,6 +56,8 @@ pub struct Publish<'a> {
     pub force: bool,
     /// `--compute-endpoint`; `None` reads `KILN_COMPUTE_ENDPOINT`.
     pub compute_endpoint: Option<&'a str>,
+    /// What the disk's format may be taken to be.
+    pub format: FormatPolicy,
 }
 
 /// The image request a config describes; checked before anything is sent.
@@ -83,6 +86,12 @@ pub async fn publish(
     let config = publish.config;
     let request = image_request(config);
     validate_image_request(&request)?;
+    // Not a disk, or not one kiln may read as it stands: said before any
+    // request is sent.
+    crate::export::check_image(disk, publish.format).map_err(|source| GceError::Package {
+        disk: disk.to_path_buf(),
+        source: source.into(),
+    })?;
 
     let (storage_base, storage_emulated) = StorageClient::endpoint_from_env();
     let compute_endpoint = publish
@@ -136,7 +145,11 @@ pub async fn publish(
         config.gcs_object_name,
         config.compression_level
     ));
-    let uploaded = upload(ctx, &storage, disk, config).await;
+    let uploaded = upload(ctx, &storage, disk, config, publish.format).await;
+    // The object may exist from here on; a cancel during the image's
+    // creation must not leave it behind (unless skip_clean keeps it).
+    let object_guard = (!config.skip_clean)
+        .then(|| storage.delete_on_drop(&config.bucket, &config.gcs_object_name));
     let result = match uploaded {
         Ok(()) => {
             ctx.say(&format!(
@@ -162,6 +175,9 @@ pub async fn publish(
     };
     // The object only carried the disk to GCE: it goes whether the image
     // was made or not.
+    if let Some(guard) = object_guard {
+        guard.disarm();
+    }
     if config.skip_clean {
         ctx.say(&format!(
             "skip_clean: keeping gs://{}/{}",
@@ -206,8 +222,14 @@ async fn upload(
     storage: &StorageClient,
     disk: &Path,
     config: &GceImportConfig,
+    format: FormatPolicy,
 ) -> Result<(), GceError> {
     let started = Instant::now();
+    // Stops the packaging thread when the build or export is cancelled, or
+    // when this future is dropped; kiln waits for it to clean up.
+    let cancel = ctx.cancel.child_token();
+    let _stop_when_dropped = cancel.clone().drop_guard();
+    let pending = crate::cleanup::Pending::start();
     let (reader, writer) = tokio::io::simplex(PIPE_BYTES);
     let finished = Arc::new(AtomicBool::new(false));
     // How far the packaging is through the disk's data: the upload's ETA.
@@ -220,6 +242,7 @@ async fn upload(
         let level = config.compression_level;
         let mut bridge = tokio_util::io::SyncIoBridge::new(writer);
         tokio::task::spawn_blocking(move || {
+            let _pending = pending;
             let progress = |done: u64, total: u64| {
                 packaged_bytes.store(done, Ordering::Relaxed);
                 data_bytes.store(total, Ordering::Relaxed);
@@ -227,6 +250,8 @@ async fn upload(
             let options = crate::export::PackageOptions {
                 level,
                 progress: Some(&progress),
+                format,
+                cancel: Some(&cancel),
                 ..Default::default()
             };
             let packaged = crate::export::package(&disk, &mut bridge, &options);
@@ -319,6 +344,7 @@ pub async fn import(
     ctx: &BuildContext,
     config: &GceImportConfig,
     input: &Artifact,
+    format: ImageFormat,
 ) -> Result<Artifact, super::BuildError> {
     let disk = super::post::disk_of("googlecompute-import", input)?;
     let image = publish(
@@ -328,6 +354,7 @@ pub async fn import(
             config,
             force: false,
             compute_endpoint: None,
+            format: FormatPolicy::Known(format),
         },
     )
     .await?;

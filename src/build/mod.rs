@@ -133,6 +133,8 @@ pub enum BuildError {
     Tarball(#[from] crate::smoke::tarball::TarballError),
     #[error("googlecompute-import")]
     Gce(#[source] Box<gce::GceError>),
+    #[error(transparent)]
+    Image(#[from] crate::export::ImageError),
     #[error("cancelled")]
     Cancelled,
 }
@@ -529,6 +531,7 @@ fn report_path(path: &Path, build: &str, many_builds: bool) -> PathBuf {
 /// never written.
 pub async fn test_image(
     image: &Path,
+    format: crate::export::FormatPolicy,
     config: &QemuConfig,
     checks: &[crate::template::model::CheckSpec],
     reporter: Arc<dyn Reporter>,
@@ -542,7 +545,9 @@ pub async fn test_image(
     };
     let scratch = scratch_dir("kiln-")?;
     let work = async {
-        let (disk, format) = if crate::smoke::tarball::is_gzip(image) {
+        let (disk, format) = if format == crate::export::FormatPolicy::Detect
+            && crate::smoke::tarball::is_gzip(image)
+        {
             ctx.stage(Stage::Source);
             ctx.say(&format!("Unpacking disk.raw from {}...", image.display()));
             let raw = scratch.path().join("disk.raw");
@@ -557,8 +562,10 @@ pub async fn test_image(
             })??;
             (raw, "raw")
         } else {
-            let format = crate::source::detect_format(image).map_err(BuildError::Source)?;
-            (image.to_path_buf(), format)
+            // Checked once and then told to QEMU: a raw image is never
+            // probed, and a bad backing chain never reaches it.
+            let checked = crate::export::check_image(image, format)?;
+            (checked.path, checked.format.as_str())
         };
         let serial_log = scratch.path().join("serial.log");
         test_boot::run(&ctx, config, &disk, format, &serial_log, checks).await
@@ -603,7 +610,7 @@ async fn run_post_processors(
                 }
                 PostProcessorSpec::Compress(config) => {
                     ctx.say("Running post-processor: compress (GCE disk.raw tarball)");
-                    let out = post::compress(ctx, config, &current).await?;
+                    let out = post::compress(ctx, config, &current, disk_format(spec)).await?;
                     for file in &out.files {
                         undo.push(Created::File(file.clone()));
                     }
@@ -612,7 +619,7 @@ async fn run_post_processors(
                 }
                 PostProcessorSpec::GceImport(config) => {
                     ctx.say("Running post-processor: googlecompute-import");
-                    gce::import(ctx, config, &current).await?
+                    gce::import(ctx, config, &current, disk_format(spec)).await?
                 }
             };
             if position == 0 {
@@ -628,6 +635,16 @@ async fn run_post_processors(
         remove_files(ctx, &artifact.files);
     }
     Ok(())
+}
+
+/// The format the build wrote its disk in: told to every tool that reads
+/// it, never probed (the guest could have written any header into a raw
+/// disk).
+fn disk_format(spec: &BuildSpec) -> crate::export::ImageFormat {
+    match spec.qemu.format {
+        crate::template::model::DiskFormat::Qcow2 => crate::export::ImageFormat::Qcow2,
+        crate::template::model::DiskFormat::Raw => crate::export::ImageFormat::Raw,
+    }
 }
 
 /// Checksum and manifest describe their input and always keep it.

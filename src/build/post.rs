@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use super::BuildContext;
 use super::report::{Artifact, packaging_progress};
-use crate::export::{ExportError, PackageSummary};
+use crate::export::{ExportError, FormatPolicy, ImageFormat, PackageSummary};
 use crate::template::model::{ChecksumPostConfig, ChecksumType, CompressConfig, ManifestConfig};
 use crate::template::render_late;
 
@@ -233,6 +233,7 @@ pub async fn compress(
     ctx: &BuildContext,
     config: &CompressConfig,
     input: &Artifact,
+    format: ImageFormat,
 ) -> Result<Artifact, PostError> {
     let disk = disk_of("compress", input)?;
     let output = PathBuf::from(render_late(
@@ -248,7 +249,17 @@ pub async fn compress(
             source,
         })?;
     }
-    package_to_file(ctx, &disk, &output, config.level).await?;
+    // Packer's compress replaces an earlier output; the disk itself it
+    // must not.
+    package_to_file(
+        ctx,
+        &disk,
+        &output,
+        config.level,
+        FormatPolicy::Known(format),
+        true,
+    )
+    .await?;
     Ok(Artifact {
         build_name: input.build_name.clone(),
         builder_type: input.builder_type.clone(),
@@ -259,22 +270,33 @@ pub async fn compress(
 }
 
 /// GCE's tarball of `disk` at `output`, made on a blocking thread with its
-/// progress on the build's status line.
+/// progress on the build's status line. A cancel (or this future being
+/// dropped) stops the packaging within a block; kiln waits for it to remove
+/// its temp file and stop its tools before exiting.
 pub(crate) async fn package_to_file(
     ctx: &BuildContext,
     disk: &Path,
     output: &Path,
     level: u32,
+    format: FormatPolicy,
+    force: bool,
 ) -> Result<PackageSummary, ExportError> {
     let (from, to) = (disk.to_path_buf(), output.to_path_buf());
     let progress = packaging_progress(ctx.reporter.clone(), ctx.name.clone());
+    let cancel = ctx.cancel.child_token();
+    let _stop_when_dropped = cancel.clone().drop_guard();
+    let pending = crate::cleanup::Pending::start();
     let packaged = tokio::task::spawn_blocking(move || {
+        let _pending = pending;
         crate::export::package_to_file(
             &from,
             &to,
+            force,
             &crate::export::PackageOptions {
                 level,
                 progress: Some(&progress),
+                format,
+                cancel: Some(&cancel),
                 ..Default::default()
             },
         )
@@ -364,6 +386,109 @@ mod tests {
             Err(PostError::BadManifest { .. })
         ));
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "not json");
+    }
+
+    struct Quiet;
+
+    impl crate::build::report::Reporter for Quiet {
+        fn stage(&self, _: &str, _: crate::build::report::Stage) {}
+        fn say(&self, _: &str, _: &str) {}
+        fn output(&self, _: &str, _: &str) {}
+        fn error(&self, _: &str, _: &str) {}
+        fn artifact(&self, _: &str, _: &Artifact) {}
+        fn progress(&self, _: &str, _: Option<&crate::build::report::Progress>) {}
+    }
+
+    /// A qcow2 of incompressible data, read through qemu-nbd: long enough
+    /// to be caught mid-way.
+    fn busy_disk(dir: &Path) -> PathBuf {
+        let raw = dir.join("busy.raw");
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let data: Vec<u8> = (0..(96usize << 20) / 8)
+            .flat_map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state.to_le_bytes()
+            })
+            .collect();
+        std::fs::write(&raw, data).unwrap();
+        let disk = dir.join("busy.qcow2");
+        let ok = std::process::Command::new("qemu-img")
+            .args(["convert", "-f", "raw", "-O", "qcow2"])
+            .arg(&raw)
+            .arg(&disk)
+            .status()
+            .expect("qemu-img is needed for this test");
+        assert!(ok.success());
+        disk
+    }
+
+    fn partial_tarball(dir: &Path) -> Option<PathBuf> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().ends_with(".tmp"))
+    }
+
+    /// Cancelled, or dropped as a cancelled build drops its stages, the
+    /// packaging stops, and its temp file and qemu-nbd are gone once the
+    /// cleanup kiln waits for at exit is over.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn packaging_stops_and_cleans_up_when_cancelled_or_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = busy_disk(dir.path());
+        let out = dir.path().join("out.tar.gz");
+        for drop_it in [false, true] {
+            let ctx = BuildContext {
+                name: "t".into(),
+                builder_type: "qemu".into(),
+                reporter: std::sync::Arc::new(Quiet),
+                cancel: tokio_util::sync::CancellationToken::new(),
+            };
+            let mut packaging = Box::pin(package_to_file(
+                &ctx,
+                &disk,
+                &out,
+                9,
+                FormatPolicy::Known(ImageFormat::Qcow2),
+                false,
+            ));
+            // Until the tarball holds data: the packaging is under way.
+            let started = async {
+                loop {
+                    if partial_tarball(dir.path())
+                        .is_some_and(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0))
+                    {
+                        return;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+            };
+            tokio::select! {
+                result = &mut packaging => panic!("finished before the cancel: {result:?}"),
+                () = started => {}
+            }
+            if drop_it {
+                drop(packaging);
+            } else {
+                ctx.cancel.cancel();
+                let err = packaging.await.unwrap_err();
+                assert!(matches!(err, ExportError::Cancelled { .. }), "{err:?}");
+            }
+            assert!(crate::cleanup::wait(std::time::Duration::from_secs(600)));
+            assert_eq!(partial_tarball(dir.path()), None);
+            assert!(!out.exists());
+            let marker = disk.to_string_lossy().into_owned();
+            let running: Vec<String> = std::fs::read_dir("/proc")
+                .unwrap()
+                .flatten()
+                .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+                .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+                .filter(|c| c.contains("qemu-nbd") && c.contains(&marker))
+                .collect();
+            assert!(running.is_empty(), "{running:?}");
+        }
     }
 
     #[test]

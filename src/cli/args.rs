@@ -158,9 +158,14 @@ pub struct ExportArgs {
     /// gzip level, 1 to 9.
     #[arg(long, default_value_t = 6, value_name = "N")]
     pub level: u32,
-    /// Delete an existing image of the same name first.
+    /// Replace an existing --output file; when publishing, delete an
+    /// existing image of the same name first.
     #[arg(long)]
     pub force: bool,
+    /// The disk's format, qcow2 or raw (default: detected from its header;
+    /// a raw disk that holds an image header needs --format raw).
+    #[arg(long, value_name = "FORMAT", value_parser = parse_format)]
+    pub format: Option<crate::export::ImageFormat>,
     /// Keep the uploaded object after the import.
     #[arg(long = "skip-clean")]
     pub skip_clean: bool,
@@ -205,6 +210,10 @@ pub struct TestArgs {
     /// Write the report here (.xml: JUnit, .json).
     #[arg(long = "test-report", value_name = "FILE")]
     pub test_report: Option<PathBuf>,
+    /// The image's format, qcow2 or raw (default: detected from its header;
+    /// a raw disk that holds an image header needs --format raw).
+    #[arg(long, value_name = "FORMAT", value_parser = parse_format)]
+    pub format: Option<crate::export::ImageFormat>,
     /// Prefix each line of output with a timestamp.
     #[arg(long = "timestamp-ui")]
     pub timestamp_ui: bool,
@@ -213,6 +222,11 @@ pub struct TestArgs {
     pub machine_readable: bool,
     /// The image to test.
     pub image: PathBuf,
+}
+
+fn parse_format(text: &str) -> Result<crate::export::ImageFormat, String> {
+    crate::export::ImageFormat::parse(text)
+        .ok_or_else(|| format!("{text:?}: expected qcow2 or raw"))
 }
 
 /// Flags that Packer writes with a single dash.
@@ -248,6 +262,7 @@ const LONG_FLAGS: &[&str] = &[
     "skip-clean",
     "image-create-timeout",
     "compute-endpoint",
+    "format",
     "memory",
     "cpus",
     "help",

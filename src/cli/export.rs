@@ -12,6 +12,7 @@ use super::ui::Ui;
 use crate::build::BuildContext;
 use crate::build::gce::{self, Publish};
 use crate::build::post;
+use crate::export::FormatPolicy;
 use crate::template::model::GceImportConfig;
 
 pub async fn run(args: ExportArgs) -> ExitCode {
@@ -32,8 +33,16 @@ pub async fn run(args: ExportArgs) -> ExitCode {
         if !(1..=9).contains(&args.level) {
             anyhow::bail!("--level {}: expected 1 to 9", args.level);
         }
-        if !args.disk.is_file() {
-            anyhow::bail!("disk {} not found", args.disk.display());
+        // Not a disk, a format kiln must not guess, a bad backing chain:
+        // said before anything is written or sent.
+        crate::export::check_image(&args.disk, FormatPolicy::from_flag(args.format))?;
+        if let Some(output) = &args.output {
+            crate::export::check_output(
+                &args.disk,
+                output,
+                args.force,
+                FormatPolicy::from_flag(args.format),
+            )?;
         }
         match &args.output {
             Some(output) => package(&ctx, &args, output).await,
@@ -69,7 +78,15 @@ async fn package(
         args.level
     ));
     let started = Instant::now();
-    let summary = post::package_to_file(ctx, &args.disk, output, args.level).await?;
+    let summary = post::package_to_file(
+        ctx,
+        &args.disk,
+        output,
+        args.level,
+        FormatPolicy::from_flag(args.format),
+        args.force,
+    )
+    .await?;
     ctx.say(&format!(
         "Wrote {} ({:.0} MiB; disk.raw of {} GiB, {:.0} MiB of data) in {:.1}s",
         output.display(),
@@ -127,6 +144,7 @@ async fn publish(ctx: &BuildContext, args: &ExportArgs) -> anyhow::Result<()> {
             config: &config,
             force: args.force,
             compute_endpoint: args.compute_endpoint.as_deref(),
+            format: FormatPolicy::from_flag(args.format),
         },
     )
     .await?;

@@ -45,6 +45,9 @@ pub fn main() -> ExitCode {
         }
     };
     let code = runtime.block_on(run(cli));
+    // Cleanup started by cancelled work (a packaging thread, an upload
+    // session being cancelled) finishes before the exit status is seen.
+    crate::cleanup::wait(std::time::Duration::from_secs(10));
     // Builds kill their QEMU and clean up before returning; anything still
     // running in the background (a ticker) can go.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));

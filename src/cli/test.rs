@@ -28,7 +28,8 @@ pub async fn run(args: TestArgs) -> ExitCode {
     let cancel = interrupt.token();
     let ticker = ui.start_ticker();
     let reporter: Arc<dyn build::report::Reporter> = Arc::new(ui.clone());
-    let result = build::test_image(&args.image, &config, &checks, reporter, cancel).await;
+    let format = crate::export::FormatPolicy::from_flag(args.format);
+    let result = build::test_image(&args.image, format, &config, &checks, reporter, cancel).await;
     if let Some(ticker) = ticker {
         ticker.abort();
     }
@@ -74,15 +75,20 @@ pub async fn run(args: TestArgs) -> ExitCode {
 /// Everything that can be wrong before a boot: the image, the checks, the
 /// report name, the settings.
 fn prepare(args: &TestArgs) -> anyhow::Result<(template::QemuConfig, Vec<template::CheckSpec>)> {
-    if !args.image.is_file() {
-        anyhow::bail!("image {} not found", args.image.display());
-    }
     if let Some(path) = &args.test_report {
         crate::smoke::report::check_path(path)?;
     }
     let checks = template::load_checks(&args.tests)?;
     if checks.is_empty() {
         anyhow::bail!("{} holds no checks", args.tests.display());
+    }
+    // A tarball is unpacked and its disk.raw read as raw; anything else
+    // must be a disk kiln may boot as it stands.
+    if args.format.is_some() || !crate::smoke::tarball::is_gzip(&args.image) {
+        crate::export::check_image(
+            &args.image,
+            crate::export::FormatPolicy::from_flag(args.format),
+        )?;
     }
     let mut settings = Map::new();
     settings.insert(

@@ -13,12 +13,9 @@ pub enum ExportError {
         #[source]
         source: io::Error,
     },
-    #[error("{disk} is not a disk image qemu-img can read")]
-    NotAnImage {
-        disk: PathBuf,
-        #[source]
-        source: ToolError,
-    },
+    /// Names the disk itself.
+    #[error(transparent)]
+    Image(#[from] super::format::ImageError),
     #[error("disk {disk} has a virtual size of 0")]
     EmptyImage { disk: PathBuf },
     #[error("cannot map the allocated extents of {disk}")]
@@ -45,6 +42,14 @@ pub enum ExportError {
         #[source]
         source: io::Error,
     },
+    #[error("packaging {disk} was cancelled")]
+    Cancelled { disk: PathBuf },
+    #[error("the output {path} is the disk being read ({input}); choose another output")]
+    OutputIsInput { path: PathBuf, input: PathBuf },
+    #[error("the output {path} exists; give --force to replace it")]
+    OutputExists { path: PathBuf },
+    #[error("the output {path} is a directory; give a file name")]
+    OutputIsDirectory { path: PathBuf },
     #[error("cannot create the tarball {path}")]
     Output {
         path: PathBuf,
@@ -68,6 +73,10 @@ pub enum ToolError {
         status: String,
         stderr: String,
     },
+    #[error("{program} was cancelled")]
+    Cancelled { program: &'static str },
+    #[error("{program} did not finish within {seconds}s and was killed")]
+    TimedOut { program: &'static str, seconds: u64 },
     #[error("unexpected output from {program}")]
     Parse {
         program: &'static str,

@@ -10,19 +10,24 @@
 mod deflate_end;
 mod error;
 mod extents;
+pub mod format;
 mod gzip;
 mod nbd;
 mod qemu_img;
 mod tar;
 #[cfg(test)]
 mod tests;
+pub mod tool;
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::time::UNIX_EPOCH;
 
+use tokio_util::sync::CancellationToken;
+
 pub use error::{ExportError, ToolError};
+pub use format::{CheckedImage, FormatPolicy, ImageError, ImageFormat, check_image};
 pub use gzip::{GzipSummary, ParallelGzip};
 pub use nbd::NbdError;
 
@@ -49,6 +54,11 @@ pub struct PackageOptions<'a> {
     /// takes the disk file's. A fixed value makes the output reproducible.
     pub mtime: Option<u64>,
     pub progress: Option<Progress<'a>>,
+    /// What the disk's format may be taken to be: never probed.
+    pub format: FormatPolicy,
+    /// Checked before every block: the packaging stops, kills its tools and
+    /// removes what it made.
+    pub cancel: Option<&'a CancellationToken>,
 }
 
 impl Default for PackageOptions<'_> {
@@ -58,6 +68,8 @@ impl Default for PackageOptions<'_> {
             threads: 0,
             mtime: None,
             progress: None,
+            format: FormatPolicy::Detect,
+            cancel: None,
         }
     }
 }
@@ -65,7 +77,7 @@ impl Default for PackageOptions<'_> {
 /// What was packaged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackageSummary {
-    /// The format qemu-img found.
+    /// The format the disk was read as.
     pub format: String,
     /// The guest-visible size of the disk.
     pub virtual_size: u64,
@@ -87,14 +99,24 @@ pub fn package(
     out: &mut dyn Write,
     options: &PackageOptions,
 ) -> Result<PackageSummary, ExportError> {
-    let opened = open(disk)?;
-    let mut reader = opened.reader;
-    let map = extents::drop_zero_blocks(reader.as_mut(), &opened.extents, ZERO_BLOCK).map_err(
-        |source| ExportError::Read {
+    let opened = open(disk, options.format, options.cancel)?;
+    let cancelled = |err: ExportError| match options.cancel {
+        Some(cancel) if cancel.is_cancelled() => ExportError::Cancelled {
             disk: disk.to_path_buf(),
-            source,
         },
-    )?;
+        _ => err,
+    };
+    let mut reader = Cancellable {
+        inner: opened.reader,
+        cancel: options.cancel,
+    };
+    let map =
+        extents::drop_zero_blocks(&mut reader, &opened.extents, ZERO_BLOCK).map_err(|source| {
+            cancelled(ExportError::Read {
+                disk: disk.to_path_buf(),
+                source,
+            })
+        })?;
     let raw_size = opened.virtual_size.div_ceil(GIB) * GIB;
     let data_bytes = tar::stored_size(&map);
     tracing::debug!(
@@ -123,14 +145,14 @@ pub fn package(
         }
     };
     let tar_bytes =
-        tar::write_archive(&entry, reader.as_mut(), &mut gzip, &mut progress).map_err(|err| {
-            match err {
+        tar::write_archive(&entry, &mut reader, &mut gzip, &mut progress).map_err(|err| {
+            cancelled(match err {
                 tar::StreamError::Read(source) => ExportError::Read {
                     disk: disk.to_path_buf(),
                     source,
                 },
                 tar::StreamError::Write(source) => write_error(source),
-            }
+            })
         })?;
     let compressed = gzip.finish().map_err(write_error)?;
     Ok(PackageSummary {
@@ -144,21 +166,25 @@ pub fn package(
 }
 
 /// `package` into the file `out`, which appears whole or not at all: the
-/// tarball is written beside it under a temporary name and renamed.
+/// tarball is written beside it under a temporary name and renamed. An
+/// existing `out` is replaced only with `force`, and never when it is the
+/// disk or one of its backing files.
 pub fn package_to_file(
     disk: &Path,
     out: &Path,
+    force: bool,
     options: &PackageOptions,
 ) -> Result<PackageSummary, ExportError> {
     let output_error = |source| ExportError::Output {
         path: out.to_path_buf(),
         source,
     };
+    check_output(disk, out, force, options.format)?;
     let parent = match out.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     };
-    // Dropped on any error below, which deletes it.
+    // Dropped on any error or cancel below, which deletes it.
     let temp = tempfile::Builder::new()
         .prefix(".kiln-export-")
         .suffix(".tmp")
@@ -170,8 +196,68 @@ pub fn package_to_file(
     drop(writer);
     temp.as_file().sync_all().map_err(output_error)?;
     set_mode_0644(temp.as_file()).map_err(output_error)?;
-    temp.persist(out).map_err(|err| output_error(err.error))?;
+    if force {
+        temp.persist(out).map_err(|err| output_error(err.error))?;
+    } else {
+        // Made meanwhile by someone else: still not ours to replace.
+        temp.persist_noclobber(out).map_err(|err| {
+            if err.error.kind() == std::io::ErrorKind::AlreadyExists {
+                ExportError::OutputExists {
+                    path: out.to_path_buf(),
+                }
+            } else {
+                output_error(err.error)
+            }
+        })?;
+    }
     Ok(summary)
+}
+
+/// Refuses an output that is the disk (or a file it reads through), by
+/// device and inode, so neither a symlink nor a hard link hides it; and an
+/// existing one without `force`.
+pub fn check_output(
+    disk: &Path,
+    out: &Path,
+    force: bool,
+    policy: FormatPolicy,
+) -> Result<(), ExportError> {
+    use std::os::unix::fs::MetadataExt;
+    let existing = match std::fs::metadata(out) {
+        Ok(metadata) => metadata,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(ExportError::Output {
+                path: out.to_path_buf(),
+                source,
+            });
+        }
+    };
+    if existing.is_dir() {
+        return Err(ExportError::OutputIsDirectory {
+            path: out.to_path_buf(),
+        });
+    }
+    let image = format::check_image(disk, policy)?;
+    let same = |path: &Path| {
+        std::fs::metadata(path)
+            .is_ok_and(|m| m.dev() == existing.dev() && m.ino() == existing.ino())
+    };
+    if let Some(input) = std::iter::once(&image.path)
+        .chain(&image.backing_chain)
+        .find(|path| same(path))
+    {
+        return Err(ExportError::OutputIsInput {
+            path: out.to_path_buf(),
+            input: input.clone(),
+        });
+    }
+    if !force {
+        return Err(ExportError::OutputExists {
+            path: out.to_path_buf(),
+        });
+    }
+    Ok(())
 }
 
 /// A temp file is private; the tarball is an ordinary file.
@@ -191,58 +277,86 @@ struct Opened {
     _server: Option<nbd::NbdServer>,
 }
 
-fn open(disk: &Path) -> Result<Opened, ExportError> {
+fn open(
+    disk: &Path,
+    policy: FormatPolicy,
+    cancel: Option<&CancellationToken>,
+) -> Result<Opened, ExportError> {
     let open_error = |source| ExportError::Open {
         disk: disk.to_path_buf(),
         source,
     };
-    // Absolute, so qemu reads neither a leading '-' as an option nor a
-    // colon as a protocol prefix.
-    let path = std::fs::canonicalize(disk).map_err(open_error)?;
+    let image = format::check_image(disk, policy)?;
+    let path = image.path;
     let metadata = std::fs::metadata(&path).map_err(open_error)?;
     let mtime = metadata
         .modified()
         .ok()
         .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |age| age.as_secs());
-    let info = qemu_img::info(&path).map_err(|source| ExportError::NotAnImage {
-        disk: disk.to_path_buf(),
-        source,
-    })?;
-    if info.virtual_size == 0 {
+    if image.virtual_size == 0 {
         return Err(ExportError::EmptyImage {
             disk: disk.to_path_buf(),
         });
     }
-    let limit = info.virtual_size.next_multiple_of(extents::SECTOR);
-    if info.format == "raw" {
+    let limit = image.virtual_size.next_multiple_of(extents::SECTOR);
+    if image.format == ImageFormat::Raw {
         let file = File::open(&path).map_err(open_error)?;
-        let found = extents::raw_extents(&file, info.virtual_size).map_err(open_error)?;
+        let found = extents::raw_extents(&file, image.virtual_size).map_err(open_error)?;
         return Ok(Opened {
-            format: info.format,
-            virtual_size: info.virtual_size,
+            format: image.format.as_str().to_string(),
+            virtual_size: image.virtual_size,
             mtime,
             extents: extents::normalize(found, limit),
             reader: Box::new(RawFile(file)),
             _server: None,
         });
     }
-    let found = qemu_img::map(&path, &info.format).map_err(|source| ExportError::Map {
-        disk: disk.to_path_buf(),
-        source,
+    let found = qemu_img::map(&path, image.format, cancel).map_err(|source| match source {
+        ToolError::Cancelled { .. } => ExportError::Cancelled {
+            disk: disk.to_path_buf(),
+        },
+        source => ExportError::Map {
+            disk: disk.to_path_buf(),
+            source,
+        },
     })?;
     let nbd_error = |source| ExportError::Nbd {
         disk: disk.to_path_buf(),
         source,
     };
-    let mut server = nbd::NbdServer::start(&path, &info.format).map_err(nbd_error)?;
-    let client = server.connect().map_err(nbd_error)?;
+    let mut server = nbd::NbdServer::start(&path, image.format.as_str()).map_err(nbd_error)?;
+    let client = server.connect(cancel).map_err(|source| match source {
+        nbd::NbdError::Cancelled => ExportError::Cancelled {
+            disk: disk.to_path_buf(),
+        },
+        source => nbd_error(source),
+    })?;
     Ok(Opened {
-        format: info.format,
-        virtual_size: info.virtual_size,
+        format: image.format.as_str().to_string(),
+        virtual_size: image.virtual_size,
         mtime,
         extents: extents::normalize(found, limit),
         reader: Box::new(client),
         _server: Some(server),
     })
+}
+
+/// A reader that fails every read once the packaging is cancelled: both
+/// passes over the disk stop within one block.
+struct Cancellable<'a> {
+    inner: Box<dyn ReadAt>,
+    cancel: Option<&'a CancellationToken>,
+}
+
+impl ReadAt for Cancellable<'_> {
+    fn read_exact_at(&mut self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        if self.cancel.is_some_and(CancellationToken::is_cancelled) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "cancelled",
+            ));
+        }
+        self.inner.read_exact_at(buf, offset)
+    }
 }

@@ -6,12 +6,14 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use tokio_util::sync::CancellationToken;
+
 use super::extents::{READ_CHUNK, ReadAt};
+use super::tool::Killable;
 
 const QEMU_NBD: &str = "qemu-nbd";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -41,12 +43,14 @@ pub enum NbdError {
     Timeout,
     #[error("NBD handshake failed")]
     Handshake(#[source] io::Error),
+    #[error("cancelled")]
+    Cancelled,
 }
 
 /// A read-only `qemu-nbd` serving one disk on a private socket; killed when
 /// dropped, and by the kernel if kiln dies first.
 pub struct NbdServer {
-    child: Child,
+    child: Killable,
     socket: PathBuf,
     stderr: PathBuf,
     _dir: tempfile::TempDir,
@@ -68,26 +72,11 @@ impl NbdServer {
             .arg(disk)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(stderr_file)
-            // Its own group: a terminal's Ctrl-C goes to kiln, which then
-            // ends the server itself.
-            .process_group(0);
-        let parent = std::process::id();
-        // SAFETY: only async-signal-safe calls (prctl, getppid) between fork
-        // and exec.
-        unsafe {
-            command.pre_exec(move || {
-                // The server must not outlive kiln, even after a SIGKILL.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                if libc::getppid() as u32 != parent {
-                    return Err(io::Error::other("kiln exited during qemu-nbd's start"));
-                }
-                Ok(())
-            });
-        }
-        let child = command.spawn().map_err(NbdError::Spawn)?;
+            .stderr(stderr_file);
+        // Its own group, so a terminal's Ctrl-C goes to kiln, which then
+        // ends the server itself; and it must not outlive kiln, even after
+        // a SIGKILL.
+        let child = Killable::spawn(&mut command).map_err(NbdError::Spawn)?;
         Ok(NbdServer {
             child,
             socket,
@@ -97,9 +86,12 @@ impl NbdServer {
     }
 
     /// Connects once the server listens, or reports why it never will.
-    pub fn connect(&mut self) -> Result<NbdClient, NbdError> {
+    pub fn connect(&mut self, cancel: Option<&CancellationToken>) -> Result<NbdClient, NbdError> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
+            if cancel.is_some_and(CancellationToken::is_cancelled) {
+                return Err(NbdError::Cancelled);
+            }
             if let Some(exited) = self.exited()? {
                 return Err(exited);
             }
@@ -142,7 +134,7 @@ impl NbdServer {
     }
 
     fn exited(&mut self) -> Result<Option<NbdError>, NbdError> {
-        let Some(status) = self.child.try_wait().map_err(NbdError::Spawn)? else {
+        let Some(status) = self.child.child().try_wait().map_err(NbdError::Spawn)? else {
             return Ok(None);
         };
         let stderr = std::fs::read_to_string(&self.stderr).unwrap_or_default();
@@ -150,13 +142,6 @@ impl NbdServer {
             status: status.to_string(),
             stderr: stderr.trim().to_string(),
         }))
-    }
-}
-
-impl Drop for NbdServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -322,7 +307,7 @@ mod tests {
             .expect("qemu-io is needed for this test");
         assert!(ok.success());
         let mut server = NbdServer::start(&disk, "qcow2").unwrap();
-        let mut client = server.connect().unwrap();
+        let mut client = server.connect(None).unwrap();
         assert_eq!(client.size(), 8 << 20);
         let mut buf = vec![0u8; 128 << 10];
         client
@@ -343,7 +328,7 @@ mod tests {
         let disk = dir.path().join("not.qcow2");
         std::fs::write(&disk, b"plain text").unwrap();
         let mut server = NbdServer::start(&disk, "qcow2").unwrap();
-        let err = server.connect().err().unwrap();
+        let err = server.connect(None).err().unwrap();
         assert!(matches!(err, NbdError::Exited { .. }), "{err}");
     }
 }

@@ -1,28 +1,21 @@
-//! What `qemu-img` says about a disk: its format, virtual size and map.
+//! Where a disk's data is, as `qemu-img map` sees it, always told the
+//! format and run killable within a time bound.
 
+use std::ffi::OsStr;
 use std::path::Path;
-use std::process::Command;
+use std::time::Duration;
 
 use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
 
 use super::error::ToolError;
 use super::extents::Extent;
+use super::format::ImageFormat;
 
 const QEMU_IMG: &str = "qemu-img";
-
-/// The disk as qemu-img sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageInfo {
-    pub format: String,
-    pub virtual_size: u64,
-}
-
-#[derive(Deserialize)]
-struct InfoJson {
-    format: String,
-    #[serde(rename = "virtual-size")]
-    virtual_size: u64,
-}
+/// A map of a sound chain takes seconds even for a large disk; far longer
+/// means something is wrong, and the tool must not run on forever.
+const MAP_LIMIT: Duration = Duration::from_secs(600);
 
 #[derive(Deserialize)]
 struct MapEntry {
@@ -32,23 +25,26 @@ struct MapEntry {
     zero: bool,
 }
 
-/// The format qemu-img probes and the guest-visible size.
-pub fn info(disk: &Path) -> Result<ImageInfo, ToolError> {
-    let stdout = run(&["info", "--output=json"], disk)?;
-    let parsed: InfoJson = serde_json::from_slice(&stdout).map_err(|source| ToolError::Parse {
-        program: QEMU_IMG,
-        source,
-    })?;
-    Ok(ImageInfo {
-        format: parsed.format,
-        virtual_size: parsed.virtual_size,
-    })
-}
-
 /// The ranges of the guest-visible disk that hold data, backing files
 /// included; ranges known to read as zeros are left out.
-pub fn map(disk: &Path, format: &str) -> Result<Vec<Extent>, ToolError> {
-    let stdout = run(&["map", "--output=json", "-f", format], disk)?;
+pub fn map(
+    disk: &Path,
+    format: ImageFormat,
+    cancel: Option<&CancellationToken>,
+) -> Result<Vec<Extent>, ToolError> {
+    let stdout = super::tool::run(
+        QEMU_IMG,
+        &[
+            OsStr::new("map"),
+            OsStr::new("--output=json"),
+            OsStr::new("-f"),
+            OsStr::new(format.as_str()),
+            OsStr::new("--"),
+            disk.as_os_str(),
+        ],
+        MAP_LIMIT,
+        cancel,
+    )?;
     parse_map(&stdout)
 }
 
@@ -63,25 +59,6 @@ fn parse_map(json: &[u8]) -> Result<Vec<Extent>, ToolError> {
         .filter(|entry| entry.data && !entry.zero && entry.length > 0)
         .map(|entry| Extent::new(entry.start, entry.length))
         .collect())
-}
-
-fn run(args: &[&str], disk: &Path) -> Result<Vec<u8>, ToolError> {
-    let output = Command::new(QEMU_IMG)
-        .args(args)
-        .arg(disk)
-        .output()
-        .map_err(|source| ToolError::Spawn {
-            program: QEMU_IMG,
-            source,
-        })?;
-    if !output.status.success() {
-        return Err(ToolError::Failed {
-            program: QEMU_IMG,
-            status: output.status.to_string(),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        });
-    }
-    Ok(output.stdout)
 }
 
 #[cfg(test)]

@@ -68,8 +68,16 @@ fn options() -> PackageOptions<'static> {
 /// gzip -t, one `disk.raw` of the rounded size, and extraction giving the
 /// disk's raw view, zero-extended, byte for byte.
 fn package_and_check(disk: &Path, dir: &Path) -> PackageSummary {
+    package_and_check_as(disk, dir, FormatPolicy::Detect)
+}
+
+fn package_and_check_as(disk: &Path, dir: &Path, format: FormatPolicy) -> PackageSummary {
     let tarball = dir.join("disk.tar.gz");
-    let summary = package_to_file(disk, &tarball, &options()).unwrap();
+    let options = PackageOptions {
+        format,
+        ..options()
+    };
+    let summary = package_to_file(disk, &tarball, false, &options).unwrap();
     assert_eq!(summary.raw_size % GIB, 0);
     assert!(summary.raw_size >= summary.virtual_size);
     assert!(summary.raw_size < summary.virtual_size + GIB);
@@ -131,7 +139,7 @@ fn gnu_tar_writes_the_same_archive() {
         ],
     );
 
-    let opened = open(&disk).unwrap();
+    let opened = open(&disk, FormatPolicy::Detect, None).unwrap();
     let mut reader = opened.reader;
     let map = extents::drop_zero_blocks(reader.as_mut(), &opened.extents, ZERO_BLOCK).unwrap();
     let entry = tar::SparseEntry {
@@ -203,7 +211,17 @@ fn qcow2_overlay_reads_through_its_backing_file() {
         ],
     );
     run("qemu-io", &["-c", "write -P 0x33 512k 1M", s(&overlay)]);
-    let summary = package_and_check(&overlay, dir.path());
+    // Following a backing file takes an explicit qcow2.
+    let err = package(&overlay, &mut std::io::sink(), &options()).unwrap_err();
+    assert!(
+        matches!(err, ExportError::Image(ImageError::DetectedBacking { .. })),
+        "{err:?}"
+    );
+    let summary = package_and_check_as(
+        &overlay,
+        dir.path(),
+        FormatPolicy::Known(ImageFormat::Qcow2),
+    );
     assert_eq!(summary.data_bytes, 3 << 19);
 }
 
@@ -288,8 +306,11 @@ fn missing_disk_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let disk = dir.path().join("nope.qcow2");
     let out = dir.path().join("out.tar.gz");
-    let err = package_to_file(&disk, &out, &options()).unwrap_err();
-    assert!(matches!(err, ExportError::Open { .. }), "{err:?}");
+    let err = package_to_file(&disk, &out, false, &options()).unwrap_err();
+    assert!(
+        matches!(err, ExportError::Image(ImageError::Read { .. })),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("nope.qcow2"));
     assert!(!out.exists());
 }
@@ -303,21 +324,30 @@ fn not_a_disk_image_is_refused_and_leaves_no_output() {
     bytes.extend_from_slice(&[0xff; 1020]);
     std::fs::write(&disk, bytes).unwrap();
     let out = dir.path().join("out.tar.gz");
-    let err = package_to_file(&disk, &out, &options()).unwrap_err();
-    assert!(matches!(err, ExportError::NotAnImage { .. }), "{err:?}");
+    let err = package_to_file(&disk, &out, false, &options()).unwrap_err();
+    assert!(
+        matches!(err, ExportError::Image(ImageError::OtherFormat { .. })),
+        "{err:?}"
+    );
     let text = crate::error_chain(&err);
     assert!(
-        text.contains("broken.qcow2") && text.contains("qemu-img"),
+        text.contains("broken.qcow2") && text.contains("kiln reads qcow2 and raw only"),
         "{text}"
     );
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(left.len(), 1, "the temporary file must be gone");
 
     let err = package(dir.path(), &mut std::io::sink(), &options()).unwrap_err();
-    assert!(matches!(err, ExportError::NotAnImage { .. }), "{err:?}");
+    assert!(
+        matches!(err, ExportError::Image(ImageError::NotAFile { .. })),
+        "{err:?}"
+    );
 
     let empty = dir.path().join("empty.img");
     std::fs::write(&empty, b"").unwrap();
     let err = package(&empty, &mut std::io::sink(), &options()).unwrap_err();
-    assert!(matches!(err, ExportError::EmptyImage { .. }), "{err:?}");
+    assert!(
+        matches!(err, ExportError::Image(ImageError::TooSmall { .. })),
+        "{err:?}"
+    );
 }

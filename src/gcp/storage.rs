@@ -213,6 +213,84 @@ enum ChunkOutcome {
     Finished(ObjectMetadata),
 }
 
+/// An upload session that did not finish: cancelled from `Drop` (which
+/// cannot wait) on a task kiln waits for before exiting.
+struct SessionGuard {
+    client: StorageClient,
+    bucket: String,
+    object: String,
+    session: String,
+    /// The last chunk went out, so the object may exist.
+    final_sent: bool,
+    armed: bool,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let pending = crate::cleanup::Pending::start();
+        let client = self.client.clone();
+        let (bucket, object, session) = (
+            self.bucket.clone(),
+            self.object.clone(),
+            self.session.clone(),
+        );
+        let final_sent = self.final_sent;
+        runtime.spawn(async move {
+            let _pending = pending;
+            tracing::debug!(bucket, object, "cancelling the upload session");
+            // GCS answers 499 to a cancelled session; any answer will do.
+            let _ = client.http.delete(&session).send().await;
+            if final_sent {
+                let _ = client.delete_object(&bucket, &object).await;
+            }
+        });
+    }
+}
+
+/// Deletes an object when dropped, unless disarmed: for an object that
+/// only serves a step a cancel can cut short.
+pub struct DeleteOnDrop {
+    client: StorageClient,
+    bucket: String,
+    object: String,
+    armed: bool,
+}
+
+impl DeleteOnDrop {
+    pub fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for DeleteOnDrop {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let pending = crate::cleanup::Pending::start();
+        let (client, bucket, object) = (
+            self.client.clone(),
+            self.bucket.clone(),
+            self.object.clone(),
+        );
+        runtime.spawn(async move {
+            let _pending = pending;
+            if let Err(err) = client.delete_object(&bucket, &object).await {
+                tracing::warn!(bucket, object, error = %err, "could not delete the object");
+            }
+        });
+    }
+}
+
 /// A Cloud Storage JSON API client.
 #[derive(Debug, Clone)]
 pub struct StorageClient {
@@ -292,6 +370,16 @@ impl StorageClient {
         Ok(self.get_object_metadata(bucket, object).await?.is_some())
     }
 
+    /// Deletes `gs://bucket/object` when the guard is dropped armed.
+    pub fn delete_on_drop(&self, bucket: &str, object: &str) -> DeleteOnDrop {
+        DeleteOnDrop {
+            client: self.clone(),
+            bucket: bucket.to_string(),
+            object: object.to_string(),
+            armed: true,
+        }
+    }
+
     /// Deletes the object; `false` when there was none.
     pub async fn delete_object(&self, bucket: &str, object: &str) -> Result<bool, StorageError> {
         let what = format!("deleting gs://{bucket}/{object}");
@@ -356,6 +444,16 @@ impl StorageClient {
             return Err(StorageError::ChunkSize { size: chunk });
         }
         let session = self.start_session(bucket, object, options).await?;
+        // Cancels the session if this future is dropped or fails before the
+        // object is whole: an interrupted upload leaves nothing behind.
+        let mut guard = SessionGuard {
+            client: self.clone(),
+            bucket: bucket.to_string(),
+            object: object.to_string(),
+            session: session.clone(),
+            final_sent: false,
+            armed: true,
+        };
         let meter = UploadMeter::new();
         let mut crc = 0u32;
         let mut current = Vec::with_capacity(chunk);
@@ -365,6 +463,7 @@ impl StorageClient {
             let len = current.len() as u64;
             let total = eof.then_some(offset + len);
             let body = Bytes::from(std::mem::take(&mut current));
+            guard.final_sent |= eof;
             let outcome = if eof {
                 self.send_chunk(&session, offset, body, total, options)
                     .await?
@@ -385,6 +484,8 @@ impl StorageClient {
                 }
             }
         };
+        // Whole: from here on the object is the caller's to keep or delete.
+        guard.armed = false;
         let total = finished.size_bytes().unwrap_or(offset);
         progress(meter.snapshot(total, Some(total)));
         self.check_crc(bucket, object, finished, crc).await

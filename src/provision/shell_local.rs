@@ -84,23 +84,42 @@ async fn run_script(
         what: format!("cannot run {program}"),
         source,
     };
-    let mut child = tokio::process::Command::new(program)
+    let mut command = tokio::process::Command::new(program);
+    command
         .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(spawn_error)?;
+        // A group of its own: a cancel ends the command and everything it
+        // started; a terminal's Ctrl-C is kiln's to handle.
+        .process_group(0)
+        .kill_on_drop(true);
+    let parent = std::process::id();
+    // SAFETY: the hook makes only async-signal-safe calls.
+    unsafe {
+        command.pre_exec(move || crate::export::tool::parent_death_signal(parent));
+    }
+    let mut child = command.spawn().map_err(spawn_error)?;
+    let mut group = GroupKill(child.id());
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let output = ctx.output;
-    let (status, (), ()) = tokio::join!(
-        child.wait(),
-        forward_lines(stdout, output),
-        forward_lines(stderr, output)
-    );
+    let finished = async {
+        tokio::join!(
+            child.wait(),
+            forward_lines(stdout, output),
+            forward_lines(stderr, output)
+        )
+    };
+    let (status, (), ()) = tokio::select! {
+        finished = finished => finished,
+        // `group` kills the command and what it started.
+        () = ctx.cancel.cancelled() => return Err(ProvisionError::Cancelled),
+    };
+    // Finished on its own: what it left running in the background (a local
+    // server for later provisioners, say) is the template's business.
+    group.0 = None;
     let status = status.map_err(spawn_error)?;
     match status.code() {
         Some(code) if config.valid_exit_codes.contains(&i64::from(code)) => Ok(()),
@@ -120,5 +139,83 @@ async fn forward_lines<R: AsyncRead + Unpin>(
     let mut lines = BufReader::new(stream).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         output(&line);
+    }
+}
+
+/// Kills a command's whole process group when the provisioner is cancelled
+/// (its future dropped) before the command finished.
+struct GroupKill(Option<u32>);
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.and_then(|pid| libc::pid_t::try_from(pid).ok()) {
+            // SAFETY: kill takes no pointers; the group is the command's own.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cancel ends the command and what it started in the background,
+    /// not just the shell kiln spawned.
+    #[tokio::test]
+    async fn a_cancel_kills_the_whole_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let config = ShellLocalConfig {
+            source: ShellLocalSource::Command(format!(
+                "sleep 600 & echo $! > {}; wait",
+                pid_file.display()
+            )),
+            environment: Vec::new(),
+            execute_command: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "{{.Vars}} {{.Script}}".into(),
+            ],
+            inline_shebang: "/bin/sh -e".into(),
+            valid_exit_codes: vec![0],
+        };
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let quiet = |_: &str| {};
+        let mut ctx = Context {
+            build_name: "t",
+            builder_type: "qemu",
+            guest: None,
+            output: &quiet,
+            say: &quiet,
+            cancel: cancel.clone(),
+        };
+        let watcher = {
+            let pid_file = pid_file.clone();
+            tokio::spawn(async move {
+                while std::fs::metadata(&pid_file).map_or(true, |m| m.len() == 0) {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                cancel.cancel();
+            })
+        };
+        let err = run(&config, &mut ctx).await.unwrap_err();
+        watcher.await.unwrap();
+        assert!(matches!(err, ProvisionError::Cancelled), "{err}");
+        let pid = std::fs::read_to_string(&pid_file).unwrap();
+        let stat = format!("/proc/{}/stat", pid.trim());
+        // Killed: gone, or a zombie until init reaps it. (The bound only
+        // keeps a broken kill from hanging the suite.)
+        let mut alive = true;
+        for _ in 0..6000 {
+            let state = std::fs::read_to_string(&stat).unwrap_or_default();
+            if state.is_empty() || state.split(' ').nth(2) == Some("Z") {
+                alive = false;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(!alive, "the background sleep outlived the cancel");
     }
 }

@@ -3,6 +3,7 @@
 
 mod build;
 mod cli;
+mod disks;
 mod gce;
 mod secrets;
 mod smoke;

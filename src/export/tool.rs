@@ -1,0 +1,199 @@
+//! External tools (qemu-img) run so that they can always be stopped: in a
+//! process group of their own, killed with kiln (PR_SET_PDEATHSIG), within
+//! a time bound, on a cancel, and on every way out of the call.
+
+use std::ffi::OsStr;
+use std::io::{self, Read, Seek};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::error::ToolError;
+
+/// How often a running tool is checked on.
+const POLL: Duration = Duration::from_millis(10);
+
+/// Makes a command's child die when the thread that spawned it does (kiln
+/// exiting for any reason, SIGKILL included), and refuses to start it if
+/// kiln is already gone.
+pub fn die_with_parent(command: &mut Command) {
+    let parent = std::process::id();
+    // SAFETY: only async-signal-safe calls (prctl, getppid) between fork
+    // and exec.
+    unsafe {
+        command.pre_exec(move || parent_death_signal(parent));
+    }
+}
+
+/// The `pre_exec` body, for std's and tokio's `Command`.
+pub fn parent_death_signal(parent: u32) -> io::Result<()> {
+    // SAFETY: prctl and getppid are async-signal-safe and take no pointers.
+    unsafe {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::getppid() as u32 != parent {
+            return Err(io::Error::other("kiln exited while starting a tool"));
+        }
+    }
+    Ok(())
+}
+
+/// A child that is killed (its whole process group) and reaped when this
+/// is dropped.
+pub struct Killable {
+    child: Child,
+}
+
+impl Killable {
+    pub fn spawn(command: &mut Command) -> io::Result<Killable> {
+        command.process_group(0);
+        die_with_parent(command);
+        Ok(Killable {
+            child: command.spawn()?,
+        })
+    }
+
+    pub fn child(&mut self) -> &mut Child {
+        &mut self.child
+    }
+}
+
+impl Drop for Killable {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: kill takes no pointers; the group is the child's own.
+            unsafe {
+                libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL);
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `program args`, returning its stdout; fails when it fails, takes
+/// longer than `limit` or `cancel` fires, and never leaves it running.
+pub fn run(
+    program: &'static str,
+    args: &[&OsStr],
+    limit: Duration,
+    cancel: Option<&CancellationToken>,
+) -> Result<Vec<u8>, ToolError> {
+    let spawn_err = |source| ToolError::Spawn { program, source };
+    // Unnamed files: nothing is left behind whatever happens.
+    let mut stdout = tempfile::tempfile().map_err(spawn_err)?;
+    let mut stderr = tempfile::tempfile().map_err(spawn_err)?;
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(stdout.try_clone().map_err(spawn_err)?)
+        .stderr(stderr.try_clone().map_err(spawn_err)?);
+    let mut running = Killable::spawn(&mut command).map_err(spawn_err)?;
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = running.child().try_wait().map_err(spawn_err)? {
+            break status;
+        }
+        if cancel.is_some_and(CancellationToken::is_cancelled) {
+            return Err(ToolError::Cancelled { program });
+        }
+        if Instant::now() >= deadline {
+            return Err(ToolError::TimedOut {
+                program,
+                seconds: limit.as_secs(),
+            });
+        }
+        std::thread::sleep(POLL);
+    };
+    let read_back = |file: &mut std::fs::File| -> io::Result<Vec<u8>> {
+        file.rewind()?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        Ok(bytes)
+    };
+    if !status.success() {
+        let text = read_back(&mut stderr).unwrap_or_default();
+        return Err(ToolError::Failed {
+            program,
+            status: status.to_string(),
+            stderr: String::from_utf8_lossy(&text).trim().to_string(),
+        });
+    }
+    read_back(&mut stdout).map_err(spawn_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tool_past_its_time_is_killed() {
+        let err = run(
+            "sleep",
+            &[OsStr::new("600")],
+            Duration::from_millis(50),
+            None,
+        )
+        .unwrap_err();
+        assert!(matches!(err, ToolError::TimedOut { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_cancelled_tool_is_killed_with_its_children() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let cancel = CancellationToken::new();
+        let script = format!("sleep 600 & echo $! > {}; wait", pid_file.to_str().unwrap());
+        let waiter = {
+            let cancel = cancel.clone();
+            let pid_file = pid_file.clone();
+            std::thread::spawn(move || {
+                while std::fs::metadata(&pid_file).map_or(true, |m| m.len() == 0) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                cancel.cancel();
+            })
+        };
+        let err = run(
+            "sh",
+            &[OsStr::new("-c"), OsStr::new(&script)],
+            Duration::from_secs(600),
+            Some(&cancel),
+        )
+        .unwrap_err();
+        waiter.join().unwrap();
+        assert!(matches!(err, ToolError::Cancelled { .. }), "{err}");
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // The grandchild went with the group: reaped by init or gone.
+        let mut alive = true;
+        for _ in 0..6000 {
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if state.is_empty() || state.split(' ').nth(2) == Some("Z") {
+                alive = false;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!alive, "sleep {pid} outlived the cancelled tool");
+    }
+
+    #[test]
+    fn a_failure_carries_stderr() {
+        let err = run(
+            "sh",
+            &[OsStr::new("-c"), OsStr::new("echo boom >&2; exit 3")],
+            Duration::from_secs(600),
+            None,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("boom"), "{err}");
+    }
+}
