@@ -157,7 +157,6 @@ impl Machine {
                             &crate::seed::NoCloud {
                                 instance_id: &instance_id,
                                 hostname,
-                                username: &options.username,
                                 public_key: &key.public_key_openssh,
                             },
                         )
