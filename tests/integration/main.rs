@@ -4,5 +4,6 @@
 mod build;
 mod cli;
 mod gce;
+mod guest;
 mod smoke;
 mod util;
