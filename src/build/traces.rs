@@ -146,7 +146,13 @@ pub async fn remove(
     // Root's home is where cloud-init always copies the key; other homes
     // this user cannot search never got it.
     let mut left = report.failed;
-    left.extend(report.unchecked.into_iter().filter(|p| p == "/root"));
+    left.extend(
+        report
+            .unchecked
+            .into_iter()
+            .filter(|p| p == "/root" || p.starts_with("/root/"))
+            .map(|p| format!("{p}: not readable without root, and `sudo -n` was refused")),
+    );
     if status != ExitStatus::Code(0) || !left.is_empty() {
         return Err(MachineError::KeyLeft {
             failure: match status {

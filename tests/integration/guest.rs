@@ -97,9 +97,7 @@ fn a_build_as_the_default_user_leaves_no_key_no_user_and_no_root_policy() {
         "/home/ubuntu/.ssh/authorized_keys",
         "/root/.ssh/authorized_keys",
     ] {
-        let text = image
-            .read(file)
-            .unwrap_or_else(|| panic!("{file} is gone"));
+        let text = image.read(file).unwrap_or_else(|| panic!("{file} is gone"));
         assert!(key_lines(&text).is_empty(), "{file} keeps a key:\n{text}");
     }
 
@@ -115,7 +113,9 @@ fn a_build_as_the_default_user_leaves_no_key_no_user_and_no_root_policy() {
     );
     assert_eq!(
         image.read("/etc/group"),
-        Some("root:x:0:\ntty:x:5:\nsudo:x:27:ubuntu\nnogroup:x:65534:\nubuntu:x:1000:\n".to_string())
+        Some(
+            "root:x:0:\ntty:x:5:\nsudo:x:27:ubuntu\nnogroup:x:65534:\nubuntu:x:1000:\n".to_string()
+        )
     );
 
     // cloud-init's copy of the seed (with the key) is gone too.
@@ -218,4 +218,34 @@ fn kiln_test_on_a_cloud_image_suggests_ssh_username() {
         path_str(cloud_fixture()),
     ]);
     run.assert_success();
+}
+
+/// A user that cannot become root cannot take the key out of root's
+/// `authorized_keys`: the build fails rather than ship it.
+#[test]
+fn a_key_that_cannot_be_removed_fails_the_build() {
+    let scratch = Scratch::new();
+    let template = scratch.write_json(
+        "t.json",
+        &json!({
+            "builders": [cloud_builder(json!({"shutdown_command": "echo no poweroff without sudo"}))],
+            "provisioners": [{
+                "type": "shell",
+                "inline": ["sudo -n sed -i 's/^sudo:x:27:ubuntu$/sudo:x:27:/' /etc/group"]
+            }]
+        }),
+    );
+    let run = scratch.run(&["build", path_str(&template)]);
+    run.assert_failure();
+    let all = run.all();
+    assert!(
+        all.contains("the build key may stay in the image (/root: not readable without root, and `sudo -n` was refused)"),
+        "{all}"
+    );
+    assert!(
+        all.contains("Removed the build key from /home/ubuntu/.ssh/authorized_keys"),
+        "{all}"
+    );
+    assert!(!scratch.path().join("out").exists());
+    assert_nothing_left(&scratch);
 }
