@@ -124,12 +124,15 @@ pub async fn remove(
     ctx.say("Removing the build key from the guest...");
     let session = guest.session().await.map_err(MachineError::Ssh)?;
     let mut lines = Vec::new();
+    let mut errors = Vec::new();
     let status = session
         .exec(
             &cleanup_command(blob, &key.instance_id),
             &mut |stream, line| {
-                if stream == Stream::Stdout {
-                    lines.push(line.to_string());
+                match stream {
+                    Stream::Stdout => lines.push(line.to_string()),
+                    Stream::Stderr if errors.len() < 20 => errors.push(line.to_string()),
+                    Stream::Stderr => {}
                 }
                 tracing::debug!(build = %ctx.name, ?stream, "key cleanup: {line}");
             },
@@ -162,7 +165,7 @@ pub async fn remove(
                 ExitStatus::Disconnected => Some("the connection closed".to_string()),
             },
             places: left,
-            said: lines.join("\n"),
+            said: errors.join("\n"),
         });
     }
     Ok(())
