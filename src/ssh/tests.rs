@@ -613,6 +613,16 @@ async fn a_refused_login_says_what_the_guest_said() {
             ),
             "sftp {sftp}: {text}"
         );
+        let local = server.dir.path().join("never-read");
+        let err = session
+            .download("/etc/hostname", &local)
+            .await
+            .expect_err("the forced command refuses the download");
+        let text = crate::error_chain(&err);
+        assert!(
+            text.contains("exit code 142: Please login as the user \"ubuntu\""),
+            "sftp {sftp}: {text}"
+        );
         session.close().await;
     }
 }
