@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
-# Builds the kiln VM fixture: a small BIOS-bootable qcow2 disk image made
+# Builds the kiln VM fixture: small BIOS-bootable qcow2 disk images made
 # from Debian packages (kernel, busybox, dropbear, sftp-server) with
-# unprivileged tools only, cached outside the repository.
+# unprivileged tools only, cached outside the repository. Two images come
+# from one build, differing only in /etc/cloud/cloud.cfg:
+#   default  root is the default user and may log in (fixture.qcow2)
+#   cloud    like a cloud image: default user ubuntu (uid 1000, sudo),
+#            root refused with cloud-init's "Please login as" command
+#            (fixture-cloud.qcow2)
 #
-# Prints the absolute path of the image as the last line on stdout; all
-# other output goes to stderr. See vm-fixtures/README.md.
+#   build.sh [default|cloud]
+#
+# Prints the absolute path of the image asked for (default: the default
+# one) as the last line on stdout; all other output goes to stderr. See
+# vm-fixtures/README.md.
 #
 # Environment:
 #   KILN_FIXTURE_CACHE       cache directory
@@ -16,6 +24,13 @@ set -euo pipefail
 
 # stdout is kept for the final path only.
 exec 3>&1 1>&2
+
+variant=${1:-default}
+case "$variant" in
+  default) image_name=fixture.qcow2 ;;
+  cloud) image_name=fixture-cloud.qcow2 ;;
+  *) echo "fixture: error: unknown variant '$variant' (default or cloud)" >&2; exit 2 ;;
+esac
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 files=$here/files
@@ -77,17 +92,20 @@ uris=$(grep "^'" <<<"$uris" | sort)
 
 key=$(
   {
-    echo "kiln-vm-fixture 1"
+    echo "kiln-vm-fixture 2"
     cd "$here" && find build.sh modules.txt files -type f | LC_ALL=C sort | xargs sha256sum
     awk '{print $2, $4}' <<<"$uris"
   } | sha256sum | cut -c1-16
 )
 dest=$cache/$key
-image=$dest/fixture.qcow2
+image=$dest/$image_name
 
 verify_cached() {
-  [ -f "$image" ] && [ -f "$image.sha256" ] || return 1
-  (cd "$dest" && sha256sum --quiet -c fixture.qcow2.sha256 >/dev/null 2>&1)
+  local name
+  for name in fixture.qcow2 fixture-cloud.qcow2; do
+    [ -f "$dest/$name" ] && [ -f "$dest/$name.sha256" ] || return 1
+    (cd "$dest" && sha256sum --quiet -c "$name.sha256" >/dev/null 2>&1) || return 1
+  done
 }
 
 # One builder at a time; the others wait and then find the image cached.
@@ -243,6 +261,16 @@ install -m 644 "$files/inittab" "$root/etc/inittab"
 install -m 755 "$files/shutdown" "$root/sbin/shutdown"
 install -m 755 "$files/halt" "$root/sbin/halt"
 install -m 755 "$files/power-button" "$root/etc/acpi/PWRF/00000080"
+mkdir -p "$root/usr/lib/fixture" "$root/usr/lib/fixture-sudo" "$root/etc/cloud" "$root/var/lib/cloud"
+install -m 755 "$files/cloud-init" "$root/usr/lib/fixture/cloud-init"
+install -m 644 "$files/yaml-flat" "$root/usr/lib/fixture/yaml-flat"
+install -m 755 "$files/sudo" "$root/usr/bin/sudo"
+# The setuid busybox behind sudo: mode and group are set in the ext4
+# below (4750 root:sudo); only start-stop-daemon may keep root.
+cp "$x/bin/busybox" "$root/usr/lib/fixture-sudo/busybox"
+chmod 750 "$root/usr/lib/fixture-sudo/busybox"
+printf '[SUID]\nstart-stop-daemon = sx- root.sudo\n' >"$root/etc/busybox.conf"
+chmod 644 "$root/etc/busybox.conf"
 cat >"$root/etc/passwd" <<'EOF'
 root:x:0:0:root:/root:/bin/sh
 nobody:x:65534:65534:nobody:/nonexistent:/bin/false
@@ -254,6 +282,7 @@ EOF
 cat >"$root/etc/group" <<'EOF'
 root:x:0:
 tty:x:5:
+sudo:x:27:
 nogroup:x:65534:
 EOF
 chmod 640 "$root/etc/shadow"
@@ -275,6 +304,7 @@ awk '{print $2}' <<<"$uris" | sed 's/%3a/:/g' >"$root/etc/fixture-packages"
 : >"$root/root/.ssh/authorized_keys"
 chmod 700 "$root/root" "$root/root/.ssh"
 chmod 600 "$root/root/.ssh/authorized_keys"
+chmod 755 "$root/home"
 chmod 1777 "$root/tmp" "$root/var/tmp"
 
 # --- disk: MBR, FAT boot partition with syslinux, ext4 root ------------------------
@@ -285,59 +315,88 @@ boot_mib=40        # kernel (~14 MiB), initramfs and syslinux
 root_start_mib=$((boot_start_mib + boot_mib))
 root_mib=$((disk_mib - root_start_mib))
 
-# ext4 root. Files are owned by whoever runs this script; debugfs makes
-# them all root's afterwards, so the result is the same with or without root.
-mke2fs -q -t ext4 -L kiln-root -d "$root" -m 0 -N 16384 \
-  -E root_owner=0:0,lazy_itable_init=0,lazy_journal_init=0 \
-  "$work/root.img" "${root_mib}M"
-if [ "$(id -u)" != 0 ]; then
-  (cd "$root" && find . -mindepth 1 | sed 's#^\.##') | while read -r path; do
-    printf 'sif "%s" uid 0\nsif "%s" gid 0\n' "$path" "$path"
-  done >"$work/chown.debugfs"
-  debugfs -w -f "$work/chown.debugfs" "$work/root.img" >/dev/null 2>"$work/debugfs.log" ||
-    die "debugfs failed: $(cat "$work/debugfs.log")"
-fi
-e2fsck -fn "$work/root.img" >/dev/null 2>&1 || die "the new root filesystem does not check clean"
-
 mkfs.vfat -C -n KILNBOOT "$work/boot.img" $((boot_mib * 1024)) >/dev/null
 syslinux --install "$work/boot.img"
 mcopy -i "$work/boot.img" "$x/boot/vmlinuz-$kver" ::vmlinuz
 mcopy -i "$work/boot.img" "$work/initrd.gz" ::initrd.gz
 mcopy -i "$work/boot.img" "$files/syslinux.cfg" ::syslinux.cfg
 
-truncate -s "${disk_mib}M" "$work/disk.img"
-sfdisk -q "$work/disk.img" <<EOF
-label: dos
-start=${boot_start_mib}MiB, size=${boot_mib}MiB, type=c, bootable
-start=${root_start_mib}MiB, size=${root_mib}MiB, type=83
-EOF
-dd if="$mbr_bin" of="$work/disk.img" bs=440 count=1 conv=notrunc status=none
-dd if="$work/boot.img" of="$work/disk.img" bs=1M seek=$boot_start_mib conv=notrunc,sparse status=none
-dd if="$work/root.img" of="$work/disk.img" bs=1M seek=$root_start_mib conv=notrunc,sparse status=none
-
 mkdir -p "$work/out"
-qemu-img convert -O qcow2 "$work/disk.img" "$work/out/fixture.qcow2"
 
-# --- verify ----------------------------------------------------------------------
+# cloud_cfg VARIANT: the settings files/cloud-init reads, as cloud-init's
+# own /etc/cloud/cloud.cfg spells them.
+cloud_cfg() {
+  echo "# The kiln fixture's cloud-init settings (variant $1), read at the first"
+  echo "# boot of each instance by /usr/lib/fixture/cloud-init."
+  case "$1" in
+    default) printf 'disable_root: false\nsystem_info:\n  default_user:\n    name: root\n' ;;
+    cloud) printf 'disable_root: true\nsystem_info:\n  default_user:\n    name: ubuntu\n    groups: [sudo]\n' ;;
+  esac
+}
 
-qemu-img check -q "$work/out/fixture.qcow2" || die "qemu-img check failed"
-qemu-img convert -O raw "$work/out/fixture.qcow2" "$work/check.img"
-cmp -s "$work/check.img" "$work/disk.img" || die "the qcow2 image does not read back as the disk"
-table=$(sfdisk -d "$work/check.img")
-grep -q 'start= *2048,.*type=c, bootable' <<<"$table" || die "bad partition 1: $table"
-grep -q "start= *$((root_start_mib * 2048)),.*type=83" <<<"$table" || die "bad partition 2: $table"
-dd if="$work/check.img" of="$work/check-root.img" bs=1M skip=$root_start_mib count=$root_mib \
-  conv=sparse status=none
-for path in /bin/busybox /bin/dash /etc/init.d/rcS /usr/sbin/dropbear /usr/lib/openssh/sftp-server \
-  /lib/x86_64-linux-gnu/libc.so.6; do
-  stat=$(debugfs -R "stat $path" "$work/check-root.img" 2>/dev/null)
-  grep -q 'Type: regular' <<<"$stat" && grep -q 'User: *0 *Group: *0' <<<"$stat" ||
-    die "$path missing, not a file or not root-owned in the root filesystem"
-done
-mdir -i "$work/check.img@@${boot_start_mib}M" ::vmlinuz >/dev/null || die "no kernel in the boot partition"
-rm -f "$work/check.img" "$work/check-root.img" "$work/disk.img"
+# make_image VARIANT NAME: the disk of one variant, checked, as $work/out/NAME.
+make_image() {
+  local variant=$1 name=$2 path stat table
+  cloud_cfg "$variant" >"$root/etc/cloud/cloud.cfg"
+  chmod 644 "$root/etc/cloud/cloud.cfg"
+  rm -f "$work/root.img" "$work/disk.img"
 
-(cd "$work/out" && sha256sum fixture.qcow2 >fixture.qcow2.sha256)
+  # ext4 root. Files are owned by whoever runs this script; debugfs makes
+  # them all root's afterwards, so the result is the same with or without
+  # root. The sudo busybox is setuid root, for group sudo (27) only.
+  mke2fs -q -t ext4 -L kiln-root -d "$root" -m 0 -N 16384 \
+    -E root_owner=0:0,lazy_itable_init=0,lazy_journal_init=0 \
+    "$work/root.img" "${root_mib}M"
+  {
+    if [ "$(id -u)" != 0 ]; then
+      (cd "$root" && find . -mindepth 1 | sed 's#^\.##') | while read -r path; do
+        printf 'sif "%s" uid 0\nsif "%s" gid 0\n' "$path" "$path"
+      done
+    fi
+    printf 'sif /usr/lib/fixture-sudo/busybox gid 27\nsif /usr/lib/fixture-sudo/busybox mode 0104750\n'
+  } >"$work/chown.debugfs"
+  debugfs -w -f "$work/chown.debugfs" "$work/root.img" >/dev/null 2>"$work/debugfs.log" ||
+    die "debugfs failed: $(cat "$work/debugfs.log")"
+  e2fsck -fn "$work/root.img" >/dev/null 2>&1 || die "the new root filesystem does not check clean"
+
+  truncate -s "${disk_mib}M" "$work/disk.img"
+  printf '%s\n' 'label: dos' \
+    "start=${boot_start_mib}MiB, size=${boot_mib}MiB, type=c, bootable" \
+    "start=${root_start_mib}MiB, size=${root_mib}MiB, type=83" | sfdisk -q "$work/disk.img"
+  dd if="$mbr_bin" of="$work/disk.img" bs=440 count=1 conv=notrunc status=none
+  dd if="$work/boot.img" of="$work/disk.img" bs=1M seek=$boot_start_mib conv=notrunc,sparse status=none
+  dd if="$work/root.img" of="$work/disk.img" bs=1M seek=$root_start_mib conv=notrunc,sparse status=none
+
+  qemu-img convert -f raw -O qcow2 "$work/disk.img" "$work/out/$name"
+
+  # Checks.
+  qemu-img check -q -f qcow2 "$work/out/$name" || die "qemu-img check failed"
+  qemu-img convert -f qcow2 -O raw "$work/out/$name" "$work/check.img"
+  cmp -s "$work/check.img" "$work/disk.img" || die "the qcow2 image does not read back as the disk"
+  table=$(sfdisk -d "$work/check.img")
+  grep -q 'start= *2048,.*type=c, bootable' <<<"$table" || die "bad partition 1: $table"
+  grep -q "start= *$((root_start_mib * 2048)),.*type=83" <<<"$table" || die "bad partition 2: $table"
+  dd if="$work/check.img" of="$work/check-root.img" bs=1M skip=$root_start_mib count=$root_mib \
+    conv=sparse status=none
+  for path in /bin/busybox /bin/dash /etc/init.d/rcS /usr/sbin/dropbear /usr/lib/openssh/sftp-server \
+    /lib/x86_64-linux-gnu/libc.so.6 /usr/lib/fixture/cloud-init /etc/cloud/cloud.cfg; do
+    stat=$(debugfs -R "stat $path" "$work/check-root.img" 2>/dev/null)
+    grep -q 'Type: regular' <<<"$stat" && grep -q 'User: *0 *Group: *0' <<<"$stat" ||
+      die "$path missing, not a file or not root-owned in the root filesystem"
+  done
+  stat=$(debugfs -R "stat /usr/lib/fixture-sudo/busybox" "$work/check-root.img" 2>/dev/null)
+  grep -q 'Mode: *04750' <<<"$stat" && grep -q 'User: *0 *Group: *27' <<<"$stat" ||
+    die "the sudo busybox is not setuid root for group sudo: $stat"
+  debugfs -R "cat /etc/cloud/cloud.cfg" "$work/check-root.img" 2>/dev/null | cmp -s - "$root/etc/cloud/cloud.cfg" ||
+    die "/etc/cloud/cloud.cfg of variant $variant does not read back"
+  mdir -i "$work/check.img@@${boot_start_mib}M" ::vmlinuz >/dev/null || die "no kernel in the boot partition"
+  rm -f "$work/check.img" "$work/check-root.img" "$work/disk.img"
+  (cd "$work/out" && sha256sum "$name" >"$name.sha256")
+}
+
+make_image default fixture.qcow2
+make_image cloud fixture-cloud.qcow2
+
 {
   echo "kernel $kver"
   awk '{print $2}' <<<"$uris" | sed 's/%3a/:/g'

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::BuildContext;
+use super::traces::{self, BuildKey};
 use crate::provision::Guest;
 use crate::qemu::{self, Accel, LaunchSpec, QemuProcess, Qmp};
 use crate::ssh::{Auth, Session, SshConfig, SshError};
@@ -42,6 +43,31 @@ pub enum MachineError {
     },
     #[error("ssh")]
     Ssh(#[source] SshError),
+    #[error("authentication as {username} was rejected; {}", user_advice(.username, .default_user))]
+    AuthRejected {
+        username: String,
+        /// The image's default user, as the guest's console names it.
+        default_user: Option<String>,
+    },
+    #[error("logged in as {username}, every command gets the answer \"{said}\"; {}", user_advice(.username, .default_user))]
+    LoginRefused {
+        username: String,
+        said: String,
+        default_user: Option<String>,
+    },
+    #[error(
+        "the build key may stay in the image{}{}{}",
+        if .places.is_empty() { String::new() } else { format!(" ({})", .places.join(", ")) },
+        .failure.as_ref().map(|f| format!("; the cleanup ended with {f}")).unwrap_or_default(),
+        if .said.trim().is_empty() { String::new() } else { format!("; the guest said: {}", .said.trim()) }
+    )]
+    KeyLeft {
+        /// How the cleanup command ended, when not with status 0.
+        failure: Option<String>,
+        /// Files or homes the key could not be removed from or checked in.
+        places: Vec<String>,
+        said: String,
+    },
     #[error("the guest did not power off within shutdown_timeout ({0:?}); QEMU was killed")]
     ShutdownTimeout(Duration),
     /// QEMU's own words come first, the console after them.
@@ -50,6 +76,35 @@ pub enum MachineError {
         failure: qemu::QemuError,
         serial_tail: String,
     },
+}
+
+fn user_advice(tried: &str, default_user: &Option<String>) -> String {
+    match default_user {
+        Some(user) if user != tried => format!(
+            "the image's default user is {user} (from the guest's console): set ssh_username to {user}"
+        ),
+        Some(user) => format!("cloud-init on the guest's console gave the key to {user}"),
+        None => "the guest's console does not name the image's default user; ssh_username must be the user cloud-init gives the key to (its console line \"Authorized keys from ... for user NAME\")".to_string(),
+    }
+}
+
+impl MachineError {
+    /// The user tried and the image's default user, when the login failed
+    /// because of the user name.
+    pub fn wrong_user(&self) -> Option<(&str, Option<&str>)> {
+        match self {
+            MachineError::AuthRejected {
+                username,
+                default_user,
+            }
+            | MachineError::LoginRefused {
+                username,
+                default_user,
+                ..
+            } => Some((username, default_user.as_deref())),
+            _ => None,
+        }
+    }
 }
 
 fn tail_suffix(tail: &str) -> String {
@@ -98,6 +153,8 @@ pub struct Machine {
     process: Option<QemuProcess>,
     qmp: Option<Qmp>,
     serial_log: PathBuf,
+    /// Set when kiln's seed gave the guest the build's key.
+    build_key: Option<BuildKey>,
 }
 
 impl Machine {
@@ -134,6 +191,7 @@ impl Machine {
             .is_some_and(|l| l.eq_ignore_ascii_case("cidata"))
             && (!config.cd_files.is_empty() || !config.cd_content.is_empty());
 
+        let mut build_key = None;
         let ssh = match &config.communicator {
             Communicator::None => None,
             Communicator::Ssh(options) => {
@@ -157,12 +215,15 @@ impl Machine {
                             &crate::seed::NoCloud {
                                 instance_id: &instance_id,
                                 hostname,
-                                username: &options.username,
                                 public_key: &key.public_key_openssh,
                             },
                         )
                         .map_err(MachineError::Seed)?;
                         cdroms.push(seed_path);
+                        build_key = Some(BuildKey {
+                            public_key: key.public_key_openssh.clone(),
+                            instance_id,
+                        });
                     }
                     Auth::KeyFile(key.private_key_path)
                 };
@@ -223,6 +284,7 @@ impl Machine {
             process: None,
             qmp: None,
             serial_log: serial_log.to_path_buf(),
+            build_key,
         })
     }
 
@@ -331,14 +393,55 @@ impl Machine {
                     "Connected to SSH in {:.1}s",
                     started.elapsed().as_secs_f64()
                 ));
-                Ok(Guest::new(ssh, session))
+                let mut guest = Guest::new(ssh.clone(), session);
+                // Only root is ever refused this way (cloud-init's
+                // disable_root); other users cost nothing here.
+                if ssh.username == "root"
+                    && let Some(said) = traces::refused_login(&mut guest).await?
+                {
+                    guest.close().await;
+                    let default_user = traces::refused_for(&said)
+                        .or_else(|| traces::default_user(&self.console()));
+                    return Err(MachineError::LoginRefused {
+                        username: ssh.username.clone(),
+                        said,
+                        default_user,
+                    });
+                }
+                Ok(guest)
             }
+            Err(SshError::AuthRejected { username }) => Err(MachineError::AuthRejected {
+                username,
+                default_user: traces::default_user(&self.console()),
+            }),
             Err(SshError::Timeout { last_error, .. }) => Err(MachineError::SshTimeout {
                 timeout: ssh.timeout,
                 last_error,
                 serial_tail: serial_tail(&self.serial_log, 20),
             }),
             Err(err) => Err(MachineError::Ssh(err)),
+        }
+    }
+
+    /// What the guest printed on its serial console so far.
+    fn console(&self) -> String {
+        std::fs::read(&self.serial_log)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Takes out of the guest what kiln's seed put in (the build key, in
+    /// every file cloud-init wrote it to, and cloud-init's copy of the
+    /// seed), so the image holds only what the provisioners made. Nothing
+    /// to do when the template brought its own key or seed.
+    pub async fn remove_build_key(
+        &self,
+        ctx: &BuildContext,
+        guest: &mut Guest,
+    ) -> Result<(), MachineError> {
+        match &self.build_key {
+            Some(key) => traces::remove(ctx, guest, key).await,
+            None => Ok(()),
         }
     }
 

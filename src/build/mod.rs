@@ -8,6 +8,7 @@ mod machine;
 pub(crate) mod post;
 pub mod report;
 mod test_boot;
+mod traces;
 mod undo;
 
 use std::path::{Path, PathBuf};
@@ -137,6 +138,17 @@ pub enum BuildError {
     Image(#[from] crate::export::ImageError),
     #[error("cancelled")]
     Cancelled,
+}
+
+impl BuildError {
+    /// The user tried and the image's default user (when known), when the
+    /// login failed because of the user name.
+    pub fn wrong_user(&self) -> Option<(&str, Option<&str>)> {
+        match self {
+            BuildError::Machine(err) => err.wrong_user(),
+            _ => None,
+        }
+    }
 }
 
 /// How one build ended.
@@ -352,6 +364,9 @@ async fn pipeline(
     }
 
     ctx.stage(Stage::Shutdown);
+    if let Some(guest) = guest.as_mut() {
+        vm.remove_build_key(ctx, guest).await?;
+    }
     vm.shutdown(ctx, guest).await?;
     drop(vm);
 

@@ -45,6 +45,9 @@ pub async fn run(args: TestArgs) -> ExitCode {
                 args.image.display(),
                 crate::error_chain(&err)
             ));
+            if let Some((tried, default_user)) = err.wrong_user() {
+                ui.error_global(&ssh_username_hint(tried, default_user));
+            }
             return ExitCode::from(1);
         }
     };
@@ -69,6 +72,19 @@ pub async fn run(args: TestArgs) -> ExitCode {
             results.len()
         ));
         ExitCode::from(1)
+    }
+}
+
+/// `kiln test` logs in as root unless told otherwise, which cloud images
+/// refuse: say how to pick the user.
+fn ssh_username_hint(tried: &str, default_user: Option<&str>) -> String {
+    match default_user {
+        Some(user) if user != tried => format!(
+            "kiln test logged in as {tried} (--ssh-username, default root); this image's default user is {user}: try --ssh-username {user}"
+        ),
+        _ => format!(
+            "kiln test logged in as {tried} (--ssh-username, default root); pass --ssh-username with the image's default user"
+        ),
     }
 }
 

@@ -46,9 +46,6 @@ pub enum SeedError {
 pub struct NoCloud<'a> {
     pub instance_id: &'a str,
     pub hostname: &'a str,
-    /// The SSH user the build logs in as; created by cloud-init when it is
-    /// not the image's default user.
-    pub username: &'a str,
     /// One OpenSSH public key line.
     pub public_key: &'a str,
 }

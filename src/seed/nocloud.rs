@@ -15,31 +15,21 @@ pub fn meta_data(seed: &NoCloud<'_>) -> String {
     )
 }
 
-/// `user-data`: the key goes to the image's default user through the
-/// top-level `ssh_authorized_keys`; another user is created with the same
-/// key and password-less sudo; for root, `disable_root: false` makes
-/// cloud-init install the same keys for root without the "login as the
-/// default user" forced command.
+/// `user-data`: only the build's key, through the top-level
+/// `ssh_authorized_keys`, which cloud-init gives to the image's default
+/// user (and to root, behind the image's own `disable_root` policy).
 ///
-/// Every key sits on its own `- <key>` line: the busybox test fixture
-/// finds keys by grepping for them.
+/// No `users:` entry and no `disable_root`: either would change the image
+/// (a user that stays, a root login the image refuses) and would turn a
+/// wrong `ssh_username` into a successful build instead of a failed login.
+///
+/// The key sits on its own `- <key>` line: the busybox test fixture
+/// reads it from there.
 pub fn user_data(seed: &NoCloud<'_>) -> String {
-    let key = yaml_scalar(seed.public_key.trim());
-    let mut text = String::from("#cloud-config\n");
-    if seed.username == "root" {
-        text.push_str("disable_root: false\n");
-    }
-    text.push_str(&format!("ssh_authorized_keys:\n  - {key}\n"));
-    if seed.username != "root" {
-        // Listing `default` keeps the image's default user; a user that
-        // already exists (the default one under its own name) is not
-        // recreated by cloud-init, only given the sudo rule and the key.
-        text.push_str(&format!(
-            "users:\n  - default\n  - name: {}\n    sudo: \"ALL=(ALL) NOPASSWD:ALL\"\n    shell: /bin/bash\n    lock_passwd: true\n    ssh_authorized_keys:\n      - {key}\n",
-            yaml_scalar(seed.username)
-        ));
-    }
-    text
+    format!(
+        "#cloud-config\nssh_authorized_keys:\n  - {}\n",
+        yaml_scalar(seed.public_key.trim())
+    )
 }
 
 pub fn write(out: &Path, seed: &NoCloud<'_>, timestamp: i64) -> Result<(), SeedError> {
@@ -104,37 +94,26 @@ mod tests {
 
     const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx0Zm9vYmFyYmF6cXV4 kiln";
 
-    fn seed(username: &str) -> NoCloud<'_> {
+    fn seed() -> NoCloud<'static> {
         NoCloud {
             instance_id: "kiln-1234",
             hostname: "web",
-            username,
             public_key: KEY,
         }
     }
 
     #[test]
-    fn user_data_for_a_new_user() {
+    fn user_data_holds_the_key_and_nothing_else() {
         assert_eq!(
-            user_data(&seed("ubuntu")),
-            format!(
-                "#cloud-config\nssh_authorized_keys:\n  - {KEY}\nusers:\n  - default\n  - name: ubuntu\n    sudo: \"ALL=(ALL) NOPASSWD:ALL\"\n    shell: /bin/bash\n    lock_passwd: true\n    ssh_authorized_keys:\n      - {KEY}\n"
-            )
-        );
-    }
-
-    #[test]
-    fn user_data_for_root() {
-        assert_eq!(
-            user_data(&seed("root")),
-            format!("#cloud-config\ndisable_root: false\nssh_authorized_keys:\n  - {KEY}\n")
+            user_data(&seed()),
+            format!("#cloud-config\nssh_authorized_keys:\n  - {KEY}\n")
         );
     }
 
     #[test]
     fn meta_data_text() {
         assert_eq!(
-            meta_data(&seed("root")),
+            meta_data(&seed()),
             "instance-id: kiln-1234\nlocal-hostname: web\n"
         );
     }

@@ -8,8 +8,8 @@ use super::{ExitStatus, Session, SshError, Stream};
 
 /// The SSH extended-data type of stderr.
 const STDERR: u32 = 1;
-/// Enough stderr to explain a failure, not enough to hurt.
-const STDERR_KEEP: usize = 16 * 1024;
+/// Enough of what the guest said to explain a failure, not enough to hurt.
+const SAID_KEEP: usize = 16 * 1024;
 
 impl Session {
     /// Runs `command`, calling `on_line` for each complete line of output
@@ -102,22 +102,24 @@ impl Session {
         let receive = async {
             let mut outcome = RawOutcome {
                 status: ExitStatus::Disconnected,
+                stdout: Vec::new(),
                 stderr: Vec::new(),
             };
             let mut write_error = None;
             while let Some(msg) = read_half.wait().await {
                 match msg {
-                    ChannelMsg::Data { data } if write_error.is_none() => {
-                        if let Err(err) = output.write_all(&data).await {
+                    ChannelMsg::Data { data } => {
+                        // The start is kept too: a guest that refuses the
+                        // command (a forced command in authorized_keys)
+                        // says why on stdout, which the caller may discard.
+                        keep(&mut outcome.stdout, &data);
+                        if write_error.is_none()
+                            && let Err(err) = output.write_all(&data).await
+                        {
                             write_error = Some(err);
                         }
                     }
-                    ChannelMsg::ExtendedData { data, .. } => {
-                        let room = STDERR_KEEP.saturating_sub(outcome.stderr.len());
-                        outcome
-                            .stderr
-                            .extend_from_slice(&data[..data.len().min(room)]);
-                    }
+                    ChannelMsg::ExtendedData { data, .. } => keep(&mut outcome.stderr, &data),
                     ChannelMsg::ExitStatus { exit_status } => {
                         outcome.status = ExitStatus::Code(exit_status);
                     }
@@ -149,19 +151,33 @@ impl Session {
     }
 }
 
+/// Appends what fits of `data` under [`SAID_KEEP`].
+fn keep(buffer: &mut Vec<u8>, data: &[u8]) {
+    let room = SAID_KEEP.saturating_sub(buffer.len());
+    buffer.extend_from_slice(&data[..data.len().min(room)]);
+}
+
 pub(super) struct RawOutcome {
     pub status: ExitStatus,
+    /// The first [`SAID_KEEP`] bytes of stdout (all of it also went to the
+    /// caller's output).
+    pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
 }
 
 impl RawOutcome {
-    /// Ok for exit code 0, else an error carrying the command's stderr.
+    /// Ok for exit code 0, else an error carrying what the command said:
+    /// its stderr, or its stdout when stderr is empty.
     pub fn check(self, path: &str) -> Result<(), SshError> {
         match self.status {
             ExitStatus::Code(0) => Ok(()),
             status => {
                 let stderr = String::from_utf8_lossy(&self.stderr);
-                let detail = stderr.trim();
+                let stdout = String::from_utf8_lossy(&self.stdout);
+                let detail = match stderr.trim() {
+                    "" => stdout.trim(),
+                    stderr => stderr,
+                };
                 let how = match status {
                     ExitStatus::Code(code) => format!("exit code {code}"),
                     ExitStatus::Signal(signal) => format!("signal {signal}"),

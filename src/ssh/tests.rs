@@ -657,3 +657,45 @@ fn debug_of_the_ssh_settings_hides_the_password() {
     }
     assert!(format!("{config:?}").contains("builder"));
 }
+
+/// cloud-init's answer to a root login on an image with `disable_root`
+/// (without its `sleep 10`): the upload error carries what the guest said,
+/// not just its exit code.
+#[tokio::test]
+async fn a_refused_login_says_what_the_guest_said() {
+    for sftp in [true, false] {
+        let server = start(sftp);
+        let authorized = server.dir.path().join("authorized_keys");
+        let key = std::fs::read_to_string(&authorized).expect("read");
+        std::fs::write(
+            &authorized,
+            format!(
+                "no-port-forwarding,no-agent-forwarding,no-X11-forwarding,command=\"echo 'Please login as the user \\\"ubuntu\\\" rather than the user \\\"root\\\".';echo;exit 142\" {key}"
+            ),
+        )
+        .expect("write");
+        let session = session(&server).await;
+        let err = session
+            .upload_bytes(b"data", "/tmp/never-written", 0o644)
+            .await
+            .expect_err("the forced command refuses the upload");
+        let text = crate::error_chain(&err);
+        assert!(
+            text.contains(
+                "exit code 142: Please login as the user \"ubuntu\" rather than the user \"root\"."
+            ),
+            "sftp {sftp}: {text}"
+        );
+        let local = server.dir.path().join("never-read");
+        let err = session
+            .download("/etc/hostname", &local)
+            .await
+            .expect_err("the forced command refuses the download");
+        let text = crate::error_chain(&err);
+        assert!(
+            text.contains("exit code 142: Please login as the user \"ubuntu\""),
+            "sftp {sftp}: {text}"
+        );
+        session.close().await;
+    }
+}

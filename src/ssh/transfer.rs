@@ -117,17 +117,14 @@ impl Session {
             },
             Transport::Shell => {
                 let command = format!("test -d {}", shell_quote(remote));
-                match self
+                let outcome = self
                     .exec_raw(&command, None, &mut tokio::io::sink())
-                    .await?
-                    .status
-                {
+                    .await?;
+                match outcome.status {
                     ExitStatus::Code(0) => Ok(true),
                     ExitStatus::Code(1) => Ok(false),
-                    other => Err(SshError::transfer(
-                        remote,
-                        format!("test -d ended with {other:?}"),
-                    )),
+                    // Anything else is an error that says what the guest said.
+                    _ => outcome.check(remote).map(|()| false),
                 }
             }
         }

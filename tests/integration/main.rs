@@ -5,6 +5,7 @@ mod build;
 mod cli;
 mod disks;
 mod gce;
+mod guest;
 mod secrets;
 mod smoke;
 mod util;

@@ -34,6 +34,33 @@ pub fn fixture() -> &'static Path {
     })
 }
 
+/// The cloud-style fixture (`vm-fixtures/build.sh cloud`): default user
+/// `ubuntu` made by the fixture's cloud-init, root refused with
+/// cloud-init's "Please login as the user" command.
+pub fn cloud_fixture() -> &'static Path {
+    static FIXTURE: OnceLock<PathBuf> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        if let Some(path) = std::env::var_os("KILN_TEST_CLOUD_FIXTURE") {
+            return PathBuf::from(path);
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("vm-fixtures/build.sh");
+        let output = Command::new("bash")
+            .arg(&script)
+            .arg("cloud")
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run vm-fixtures/build.sh cloud");
+        assert!(output.status.success(), "vm-fixtures/build.sh cloud failed");
+        let stdout = String::from_utf8(output.stdout).expect("utf-8 path");
+        let path = PathBuf::from(stdout.lines().last().expect("a path").trim());
+        assert!(
+            path.is_absolute() && path.exists(),
+            "bad fixture path {path:?}"
+        );
+        path
+    })
+}
+
 /// A directory of its own for one test, with its own TMPDIR inside so the
 /// test can check that kiln left no temporary files behind.
 pub struct Scratch {
@@ -242,6 +269,35 @@ impl GuestRoot {
             {
                 return Some(String::from_utf8_lossy(&out.stdout).into_owned());
             }
+        }
+        None
+    }
+}
+
+impl GuestRoot {
+    /// The names in a directory (without `.` and `..`), from whichever
+    /// partition has it.
+    pub fn list(&self, guest_dir: &str) -> Option<Vec<String>> {
+        for part in &self.partitions {
+            let out = Command::new("debugfs")
+                .args(["-R", &format!("ls -p {guest_dir}")])
+                .arg(part)
+                .output()
+                .expect("debugfs");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if !out.status.success()
+                || stderr.contains("File not found")
+                || stderr.contains("Bad magic")
+            {
+                continue;
+            }
+            // `ls -p`: /inode/mode/uid/gid/name/size/ per entry.
+            let names = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|line| line.split('/').nth(5).map(str::to_string))
+                .filter(|name| !name.is_empty() && name != "." && name != "..")
+                .collect();
+            return Some(names);
         }
         None
     }
