@@ -99,7 +99,15 @@ fn package_and_check_as(disk: &Path, dir: &Path, format: FormatPolicy) -> Packag
     );
 
     let expected = dir.join("expected.raw");
-    run("qemu-img", &["convert", "-O", "raw", s(disk), s(&expected)]);
+    let format = if disk.extension().is_some_and(|ext| ext == "qcow2") {
+        "qcow2"
+    } else {
+        "raw"
+    };
+    run(
+        "qemu-img",
+        &["convert", "-f", format, "-O", "raw", s(disk), s(&expected)],
+    );
     run(
         "truncate",
         &["-s", &summary.raw_size.to_string(), s(&expected)],

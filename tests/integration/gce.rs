@@ -87,7 +87,13 @@ fn export_to_a_file_gives_back_the_disk_byte_for_byte() {
     assert!(status.success());
     let raw = scratch.path().join("expected.raw");
     let status = Command::new("qemu-img")
-        .args(["convert", "-O", "raw"])
+        .args([
+            "convert",
+            "-f",
+            crate::util::disk_format(&disk),
+            "-O",
+            "raw",
+        ])
         .arg(&disk)
         .arg(&raw)
         .status()

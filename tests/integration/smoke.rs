@@ -170,7 +170,7 @@ fn kiln_test_checks_a_qcow2_image_without_writing_it() {
 fn raw_copy_of_fixture(scratch: &Scratch) -> PathBuf {
     let raw = scratch.path().join("disk.raw");
     let status = Command::new("qemu-img")
-        .args(["convert", "-O", "raw"])
+        .args(["convert", "-f", "qcow2", "-O", "raw"])
         .arg(fixture())
         .arg(&raw)
         .status()

@@ -214,7 +214,7 @@ impl GuestRoot {
         let dir = tempfile::tempdir().expect("tmp");
         let raw = dir.path().join("disk.raw");
         let status = Command::new("qemu-img")
-            .args(["convert", "-O", "raw"])
+            .args(["convert", "-f", disk_format(disk), "-O", "raw"])
             .arg(disk)
             .arg(&raw)
             .status()
@@ -319,4 +319,13 @@ pub fn assert_nothing_left(scratch: &Scratch) {
         "temporary files left: {:?}",
         scratch.leftover_temp_files()
     );
+}
+
+/// The test disks are named for their format; qemu-img is never left to
+/// probe one.
+pub fn disk_format(disk: &Path) -> &'static str {
+    match disk.extension().and_then(|ext| ext.to_str()) {
+        Some("qcow2") => "qcow2",
+        _ => "raw",
+    }
 }
