@@ -19,9 +19,10 @@ pub async fn run(args: TestArgs) -> ExitCode {
     let prepared = prepare(&args);
     let (config, checks) = match prepared {
         Ok(ready) => ready,
+        // Nothing was booted: the arguments or the checks are wrong.
         Err(err) => {
             ui.error_global(&format!("Error: {}", crate::error_chain(err.as_ref())));
-            return ExitCode::from(1);
+            return super::exit::code(super::exit::USAGE);
         }
     };
     let interrupt = super::interrupt::Interrupt::install(ui.clone());
@@ -38,13 +39,15 @@ pub async fn run(args: TestArgs) -> ExitCode {
     }
     let results = match result {
         Ok(results) => results,
+        // The image did not boot, could not be reached, or was lost
+        // before the checks were through: there is no verdict on it.
         Err(err) => {
             ui.error_global(&format!(
                 "Error: testing {}: {}",
                 args.image.display(),
                 crate::error_chain(&err)
             ));
-            return ExitCode::from(1);
+            return super::exit::code(super::exit::TEST_NOT_RUN);
         }
     };
     if let Some(path) = &args.test_report {
@@ -55,7 +58,7 @@ pub async fn run(args: TestArgs) -> ExitCode {
             .unwrap_or_else(|| "kiln".into());
         if let Err(err) = crate::smoke::report::write(path, &suite, &results) {
             ui.error_global(&format!("Error: {}", crate::error_chain(&err)));
-            return ExitCode::from(1);
+            return super::exit::code(super::exit::FAILURE);
         }
     }
     let failed = results.iter().filter(|r| !r.passed).count();
@@ -67,7 +70,7 @@ pub async fn run(args: TestArgs) -> ExitCode {
             "==> {failed} of {} check(s) failed.",
             results.len()
         ));
-        ExitCode::from(1)
+        super::exit::code(super::exit::FAILURE)
     }
 }
 
