@@ -21,9 +21,12 @@ scripts/setup.sh
 at "vm-fixtures/build.sh (building the VM fixture image)" \
   "read the fixture's message above; KILN_FIXTURE_REBUILD=1 vm-fixtures/build.sh builds it again"
 fixture=$(vm-fixtures/build.sh | tail -n 1)
-at "cargo build --release" \
-  "install Rust with rustup (https://rustup.rs), then run scripts/demo.sh again; cargo's message is above"
-command -v cargo >/dev/null || { echo "demo: error: cargo is not on PATH" >&2; echo "demo: to fix: $hint" >&2; exit 1; }
+command -v cargo >/dev/null || {
+  echo "demo: error: cargo is not on PATH" >&2
+  echo "demo: to fix: install Rust with rustup (https://rustup.rs), then run scripts/demo.sh again" >&2
+  exit 1
+}
+at "cargo build --release" "cargo's message above says what failed; fix that and run scripts/demo.sh again"
 echo "demo: building kiln in release mode; the first build takes about 7.5 minutes on 2 cores" >&2
 cargo build --release --locked
 at "the demo build (kiln build templates/demo.json)" "kiln's message above says what failed"
