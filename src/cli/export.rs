@@ -29,24 +29,18 @@ pub async fn run(args: ExportArgs) -> ExitCode {
         reporter: Arc::new(ui.clone()),
         cancel: cancel.clone(),
     };
+    // Wrong arguments stop the export before anything is written.
+    let target = match check(&args) {
+        Ok(target) => target,
+        Err(err) => {
+            ui.error_global(&format!("Error: {}", crate::error_chain(err.as_ref())));
+            return super::exit::code(super::exit::USAGE);
+        }
+    };
     let work = async {
-        if !(1..=9).contains(&args.level) {
-            anyhow::bail!("--level {}: expected 1 to 9", args.level);
-        }
-        // Not a disk, a format kiln must not guess, a bad backing chain:
-        // said before anything is written or sent.
-        crate::export::check_image(&args.disk, FormatPolicy::from_flag(args.format))?;
-        if let Some(output) = &args.output {
-            crate::export::check_output(
-                &args.disk,
-                output,
-                args.force,
-                FormatPolicy::from_flag(args.format),
-            )?;
-        }
-        match &args.output {
-            Some(output) => package(&ctx, &args, output).await,
-            None => publish(&ctx, &args).await,
+        match &target {
+            Target::File(output) => package(&ctx, &args, output).await,
+            Target::Image(config) => publish(&ctx, &args, config).await,
         }
     };
     let result = tokio::select! {
@@ -61,9 +55,40 @@ pub async fn run(args: ExportArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             ui.error_global(&format!("Error: {}", crate::error_chain(err.as_ref())));
-            ExitCode::from(1)
+            super::exit::code(super::exit::FAILURE)
         }
     }
+}
+
+/// Where the tarball goes.
+enum Target {
+    File(std::path::PathBuf),
+    Image(Box<GceImportConfig>),
+}
+
+fn check(args: &ExportArgs) -> anyhow::Result<Target> {
+    if !(1..=9).contains(&args.level) {
+        anyhow::bail!("--level {}: expected 1 to 9", args.level);
+    }
+    if std::fs::symlink_metadata(&args.disk).is_err() {
+        anyhow::bail!("disk {} not found", args.disk.display());
+    }
+    // Not a disk, a format kiln must not guess, a bad backing chain: said
+    // before anything is written or sent.
+    let format = FormatPolicy::from_flag(args.format);
+    crate::export::check_image(&args.disk, format)?;
+    Ok(match &args.output {
+        Some(output) => {
+            crate::export::check_output(&args.disk, output, args.force, format)?;
+            Target::File(output.clone())
+        }
+        None => {
+            let config = import_config(args)?;
+            // Names and labels GCE would refuse, before a byte is packaged.
+            crate::gcp::validate_image_request(&gce::image_request(&config))?;
+            Target::Image(Box::new(config))
+        }
+    })
 }
 
 async fn package(
@@ -98,7 +123,8 @@ async fn package(
     Ok(())
 }
 
-async fn publish(ctx: &BuildContext, args: &ExportArgs) -> anyhow::Result<()> {
+/// The image to publish, from the arguments.
+fn import_config(args: &ExportArgs) -> anyhow::Result<GceImportConfig> {
     let (Some(bucket), Some(image_name)) = (&args.bucket, &args.image_name) else {
         anyhow::bail!("give --output FILE, or --bucket and --image-name to publish to GCE");
     };
@@ -117,7 +143,7 @@ async fn publish(ctx: &BuildContext, args: &ExportArgs) -> anyhow::Result<()> {
     }
     let timeout = crate::template::parse_duration(&args.image_create_timeout)
         .map_err(|e| anyhow::anyhow!("--image-create-timeout: {e}"))?;
-    let config = GceImportConfig {
+    Ok(GceImportConfig {
         project_id: project,
         account_file: args.account_file.clone(),
         bucket: bucket.clone(),
@@ -136,12 +162,19 @@ async fn publish(ctx: &BuildContext, args: &ExportArgs) -> anyhow::Result<()> {
         skip_clean: args.skip_clean,
         image_create_timeout: timeout,
         compression_level: args.level,
-    };
+    })
+}
+
+async fn publish(
+    ctx: &BuildContext,
+    args: &ExportArgs,
+    config: &GceImportConfig,
+) -> anyhow::Result<()> {
     gce::publish(
         ctx,
         &args.disk,
         &Publish {
-            config: &config,
+            config,
             force: args.force,
             compute_endpoint: args.compute_endpoint.as_deref(),
             format: FormatPolicy::from_flag(args.format),

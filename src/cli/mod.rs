@@ -25,9 +25,10 @@ pub fn main() -> ExitCode {
     let cli = match Cli::parse_with_positions(argv) {
         Ok(cli) => cli,
         Err(err) => {
+            // Errors go to stderr, --help and --version to stdout.
             let _ = err.print();
             return if err.use_stderr() {
-                ExitCode::from(1)
+                exit::code(exit::USAGE)
             } else {
                 ExitCode::SUCCESS
             };
@@ -41,7 +42,7 @@ pub fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
-            return ExitCode::from(1);
+            return exit::code(exit::FAILURE);
         }
     };
     let code = runtime.block_on(run(cli));
@@ -68,10 +69,12 @@ async fn run(cli: Cli) -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // validate and inspect only load the template: whatever stops
+        // them is in the template or the arguments.
         Err(err) => {
             let text = format!("Error: {}", format_anyhow(&err));
             eprintln!("{}", redact::known().redact(&text));
-            ExitCode::from(1)
+            exit::code(exit::USAGE)
         }
     }
 }
@@ -159,7 +162,8 @@ async fn build(args: BuildArgs) -> ExitCode {
         Err(err) => {
             ui.error_global(&format!("Error: {}", format_anyhow(&err)));
             ui.machine("", &["error-count", "1"]);
-            return ExitCode::from(1);
+            // Nothing was started: the template or the arguments are wrong.
+            return exit::code(exit::USAGE);
         }
     };
     let options = BuildOptions {
@@ -232,7 +236,7 @@ fn summarize(ui: &Ui, outcomes: &[build::Outcome]) -> ExitCode {
     if failed.is_empty() {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(1)
+        exit::code(exit::FAILURE)
     }
 }
 

@@ -19,9 +19,10 @@ pub async fn run(args: TestArgs) -> ExitCode {
     let prepared = prepare(&args);
     let (config, checks) = match prepared {
         Ok(ready) => ready,
+        // Nothing was booted: the arguments or the checks are wrong.
         Err(err) => {
             ui.error_global(&format!("Error: {}", crate::error_chain(err.as_ref())));
-            return ExitCode::from(1);
+            return super::exit::code(super::exit::USAGE);
         }
     };
     let interrupt = super::interrupt::Interrupt::install(ui.clone());
@@ -39,6 +40,8 @@ pub async fn run(args: TestArgs) -> ExitCode {
     }
     let results = match result {
         Ok(results) => results,
+        // The image did not boot, could not be reached, or was lost
+        // before the checks were through: there is no verdict on it.
         Err(err) => {
             ui.error_global(&format!(
                 "Error: testing {}: {}",
@@ -48,7 +51,7 @@ pub async fn run(args: TestArgs) -> ExitCode {
             if let Some((tried, default_user)) = err.wrong_user() {
                 ui.error_global(&ssh_username_hint(tried, default_user));
             }
-            return ExitCode::from(1);
+            return super::exit::code(super::exit::TEST_NOT_RUN);
         }
     };
     if let Some(path) = &args.test_report {
@@ -59,7 +62,7 @@ pub async fn run(args: TestArgs) -> ExitCode {
             .unwrap_or_else(|| "kiln".into());
         if let Err(err) = crate::smoke::report::write(path, &suite, &results) {
             ui.error_global(&format!("Error: {}", crate::error_chain(&err)));
-            return ExitCode::from(1);
+            return super::exit::code(super::exit::FAILURE);
         }
     }
     let failed = results.iter().filter(|r| !r.passed).count();
@@ -71,7 +74,7 @@ pub async fn run(args: TestArgs) -> ExitCode {
             "==> {failed} of {} check(s) failed.",
             results.len()
         ));
-        ExitCode::from(1)
+        super::exit::code(super::exit::FAILURE)
     }
 }
 

@@ -1,7 +1,9 @@
 //! What the user sees: a live status line per build on a TTY, plain
 //! timestamped lines otherwise, or Packer's machine-readable format.
+//! Errors for people go to stderr in every mode; in the machine-readable
+//! mode their records stay on stdout too, as Packer writes them.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -61,6 +63,8 @@ fn status_of<'a>(state: &'a mut State, build: &str, now: Instant) -> &'a mut Bui
 
 struct State {
     out: Box<dyn Write + Send>,
+    /// Where errors for people go: stderr, but for tests.
+    err: Box<dyn Write + Send>,
     builds: Vec<BuildStatus>,
     /// Status lines currently on screen (TTY mode), to erase before printing.
     drawn: usize,
@@ -75,19 +79,24 @@ struct State {
 pub struct Ui {
     mode: Mode,
     timestamps: bool,
+    /// Errors in red: only on a terminal's stderr, and only in TTY mode.
+    color_errors: bool,
     /// Between progress lines without a terminal.
     progress_line_every: Duration,
     state: Arc<Mutex<State>>,
 }
 
 impl Ui {
+    /// Everything but errors goes to `out`; errors go to stderr.
     pub fn new(mode: Mode, timestamps: bool, out: Box<dyn Write + Send>) -> Self {
         Ui {
             mode,
             timestamps,
+            color_errors: mode == Mode::Tty && std::io::stderr().is_terminal(),
             progress_line_every: PROGRESS_LINE_EVERY,
             state: Arc::new(Mutex::new(State {
                 out,
+                err: Box::new(std::io::stderr()),
                 builds: Vec::new(),
                 drawn: 0,
                 live: mode == Mode::Tty,
@@ -107,6 +116,13 @@ impl Ui {
         let mut masked = None;
         self.with_state(|state| masked = Some(state.redactor.redact(text)));
         masked.unwrap_or_default()
+    }
+
+    /// Errors to `err` instead of stderr (for tests).
+    pub fn with_error_output(mut self, err: Box<dyn Write + Send>) -> Self {
+        self.color_errors = false;
+        self.with_state(|state| state.err = err);
+        self
     }
 
     pub fn mode(&self) -> Mode {
@@ -147,6 +163,7 @@ impl Ui {
         };
         f(&mut state);
         let _ = state.out.flush();
+        let _ = state.err.flush();
     }
 
     /// A line for people; `kind` is Packer's ui type (say, message, error).
@@ -154,11 +171,15 @@ impl Ui {
         // Masked whole before being split into lines: a secret spanning
         // lines is seen whole.
         let text = self.redact(text);
+        let error = kind == "error";
         match self.mode {
             Mode::Machine => {
                 let record = machine_record("", &["ui", kind, &text]);
                 self.with_state(|state| {
                     let _ = writeln!(state.out, "{record}");
+                    if error {
+                        let _ = writeln!(state.err, "{text}");
+                    }
                 });
             }
             Mode::Plain | Mode::Tty => {
@@ -167,16 +188,25 @@ impl Ui {
                 } else {
                     String::new()
                 };
-                let colored = self.mode == Mode::Tty && kind == "error";
+                let colored = error && self.color_errors;
                 self.with_state(|state| {
                     erase(state);
+                    // The live lines are gone from the terminal before the
+                    // error appears on it through the other stream.
+                    let _ = state.out.flush();
+                    let to: &mut dyn Write = if error {
+                        &mut state.err
+                    } else {
+                        &mut state.out
+                    };
                     for line in text.split('\n') {
                         if colored {
-                            let _ = writeln!(state.out, "{stamp}\x1b[31m{line}\x1b[0m");
+                            let _ = writeln!(to, "{stamp}\x1b[31m{line}\x1b[0m");
                         } else {
-                            let _ = writeln!(state.out, "{stamp}{line}");
+                            let _ = writeln!(to, "{stamp}{line}");
                         }
                     }
+                    let _ = to.flush();
                     redraw(state);
                 });
             }
@@ -415,6 +445,42 @@ mod tests {
     }
 
     #[test]
+    fn errors_go_to_stderr_in_every_mode() {
+        for mode in [Mode::Tty, Mode::Plain, Mode::Machine] {
+            let (out, err) = (Sink::default(), Sink::default());
+            let ui = Ui::new(mode, false, Box::new(out.clone()))
+                .with_error_output(Box::new(err.clone()));
+            ui.set_redactor(Redactor::new(&["s3cret".into()]));
+            ui.say("demo", "starting");
+            ui.error("demo", "it broke, s3cret");
+            ui.error_global("Error: all of it");
+            let (out, err) = (out.text(), err.text());
+            assert!(out.contains("starting"), "{mode:?}: {out:?}");
+            assert!(!err.contains("starting"), "{mode:?}: {err:?}");
+            assert!(
+                err.contains("==> demo: it broke, <sensitive>\n"),
+                "{mode:?}: {err:?}"
+            );
+            assert!(err.contains("Error: all of it\n"), "{mode:?}: {err:?}");
+            assert!(!err.contains("s3cret") && !out.contains("s3cret"));
+            assert!(!err.contains('\x1b'), "{mode:?}: {err:?}");
+            if mode == Mode::Machine {
+                // The records stay where Packer writes them.
+                assert!(
+                    out.contains(",,ui,error,==> demo: it broke%!(PACKER_COMMA) <sensitive>"),
+                    "{out}"
+                );
+                assert!(out.lines().all(|l| l.split(',').count() >= 3), "{out}");
+            } else {
+                assert!(
+                    !out.contains("broke") && !out.contains("all of it"),
+                    "{mode:?}: {out:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn machine_record_escapes_commas_and_newlines() {
         let record = machine_record("demo", &["ui", "say", "a,b\nc"]);
         let (_, rest) = record.split_once(',').unwrap();
@@ -550,7 +616,8 @@ mod tests {
     fn without_a_terminal_progress_is_a_line_now_and_then() {
         let sink = Sink::default();
         let mut ui = Ui::new(Mode::Plain, false, Box::new(sink.clone()));
-        ui.progress_line_every = Duration::from_millis(200);
+        // The interval is set by hand, so no step below hangs on the clock.
+        ui.progress_line_every = Duration::from_secs(3600);
         // A transfer over before the first interval says nothing.
         ui.progress("demo", Some(&upload(0.1)));
         ui.progress("demo", None);
@@ -561,8 +628,12 @@ mod tests {
             ui.progress("demo", Some(&upload(f64::from(step) / 100.0)));
         }
         assert_eq!(sink.text(), "");
-        std::thread::sleep(Duration::from_millis(250));
-        for step in 51..=60 {
+        // The interval is over: the next report is a line, the ones after
+        // it wait for the next interval.
+        ui.progress_line_every = Duration::ZERO;
+        ui.progress("demo", Some(&upload(0.51)));
+        ui.progress_line_every = Duration::from_secs(3600);
+        for step in 52..=60 {
             ui.progress("demo", Some(&upload(f64::from(step) / 100.0)));
         }
         let text = sink.text();

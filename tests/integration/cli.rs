@@ -59,7 +59,7 @@ fn validate_reports_every_problem_with_its_path() {
         }),
     );
     let run = scratch.run(&["validate", template.to_str().expect("utf-8")]);
-    run.assert_failure();
+    run.assert_usage_error();
     let err = &run.stderr;
     for path in [
         "builders[0].disk_size",
@@ -70,6 +70,11 @@ fn validate_reports_every_problem_with_its_path() {
         "provisioners[1].source",
     ] {
         assert!(err.contains(path), "no error names {path}:\n{err}");
+        assert!(
+            !run.stdout.contains(path),
+            "an error on stdout:\n{}",
+            run.stdout
+        );
     }
     assert!(err.contains("memory"), "no suggestion for memroy:\n{err}");
     assert!(err.contains("missing.txt"), "{err}");
@@ -89,7 +94,7 @@ fn validate_rejects_what_is_not_supported_yet_by_name() {
         }),
     );
     let run = scratch.run(&["validate", template.to_str().expect("utf-8")]);
-    run.assert_failure();
+    run.assert_usage_error();
     let err = &run.stderr;
     assert!(err.contains("builders[0].iso_url"), "{err}");
     assert!(err.contains("builders[1].boot_command"), "{err}");
@@ -108,7 +113,7 @@ fn validate_names_a_required_variable_that_is_not_set() {
         }),
     );
     let run = scratch.run(&["validate", template.to_str().expect("utf-8")]);
-    run.assert_failure();
+    run.assert_usage_error();
     assert!(run.stderr.contains("image"), "{}", run.all());
 }
 
@@ -120,7 +125,7 @@ fn bad_json_names_line_and_column() {
         "{\n  \"builders\": [\n    {\"type\": \"qemu\",}\n  ]\n}\n",
     );
     let run = scratch.run(&["validate", template.to_str().expect("utf-8")]);
-    run.assert_failure();
+    run.assert_usage_error();
     assert!(run.stderr.contains("line 3"), "{}", run.all());
 }
 
@@ -142,12 +147,8 @@ fn single_and_double_dash_flags_both_work() {
         .run(&["validate", "--var", "size=2G", "--only", "a", path])
         .assert_success();
     let run = scratch.run(&["validate", "-var", "size=huge", path]);
-    run.assert_failure();
-    assert!(
-        run.stderr.contains("builders[0].disk_size"),
-        "{}",
-        run.all()
-    );
+    run.assert_usage_error();
+    run.assert_error_on_stderr("builders[0].disk_size");
 }
 
 #[test]
@@ -158,9 +159,9 @@ fn only_naming_an_unknown_build_is_an_error() {
         &json!({"builders": [builder(&scratch, json!({"name": "base"}))]}),
     );
     let run = scratch.run(&["build", "-only=bsae", template.to_str().expect("utf-8")]);
-    run.assert_failure();
-    assert!(run.all().contains("bsae"), "{}", run.all());
-    assert!(run.all().contains("base"), "{}", run.all());
+    run.assert_usage_error();
+    run.assert_error_on_stderr("bsae");
+    assert!(run.stderr.contains("base"), "{}", run.all());
 }
 
 #[test]
@@ -174,7 +175,7 @@ fn existing_output_directory_needs_force() {
     );
     let run = scratch.run(&["build", template.to_str().expect("utf-8")]);
     run.assert_failure();
-    assert!(run.all().contains("-force"), "{}", run.all());
+    run.assert_error_on_stderr("-force");
     assert_eq!(
         std::fs::read_to_string(scratch.path().join("out/keep.txt")).expect("kept"),
         "precious",
@@ -192,7 +193,7 @@ fn a_missing_source_image_is_named() {
     );
     let run = scratch.run(&["build", template.to_str().expect("utf-8")]);
     run.assert_failure();
-    assert!(run.all().contains("nowhere/base.qcow2"), "{}", run.all());
+    run.assert_error_on_stderr("nowhere/base.qcow2");
     assert!(!scratch.path().join("output-qemu").exists());
     assert!(scratch.leftover_temp_files().is_empty());
 }
@@ -237,6 +238,154 @@ fn inspect_lists_variables_with_sensitive_ones_masked() {
     assert!(run.stdout.contains("shell"), "{}", run.stdout);
     assert!(!run.stdout.contains("hunter2"), "{}", run.stdout);
     assert!(run.stdout.contains("<sensitive>"), "{}", run.stdout);
+}
+
+/// Exit statuses: 2 when the command line, the template or the checks are
+/// wrong (nothing started), 1 when the work started and failed; the error
+/// text on stderr and never on stdout, in every command and output mode.
+#[test]
+fn argument_errors_exit_2_on_stderr() {
+    let scratch = Scratch::new();
+    for args in [
+        &["build", "--no-such-flag", "t.json"][..],
+        &["frobnicate"][..],
+        &["validate"][..],
+        &["test", "image.qcow2"][..],
+        &["export", "--level", "many", "disk.qcow2"][..],
+    ] {
+        let run = scratch.run(args);
+        run.assert_usage_error();
+        assert!(run.stdout.is_empty(), "{args:?}: {}", run.stdout);
+        assert!(run.stderr.contains("error"), "{args:?}: {}", run.stderr);
+    }
+    // Help is no error: stdout, status 0.
+    let run = scratch.run(&["--help"]);
+    run.assert_success();
+    assert!(run.stdout.contains("Usage"), "{}", run.all());
+}
+
+#[test]
+fn a_template_that_does_not_validate_exits_2_in_every_command() {
+    let scratch = Scratch::new();
+    let template = scratch.write_json(
+        "t.json",
+        &json!({"builders": [builder(&scratch, json!({"disk_size": "ten gigabytes"}))]}),
+    );
+    let path = template.to_str().expect("utf-8");
+    for args in [
+        &["validate", path][..],
+        &["inspect", path][..],
+        &["build", path][..],
+        &["build", "-timestamp-ui", path][..],
+    ] {
+        let run = scratch.run(args);
+        run.assert_usage_error();
+        run.assert_error_on_stderr("builders[0].disk_size");
+    }
+    // Machine-readable: the records on stdout (the error's among them, as
+    // Packer writes it), the error for people on stderr.
+    let run = scratch.run(&["build", "-machine-readable", path]);
+    run.assert_usage_error();
+    run.assert_only_records_on_stdout();
+    assert!(
+        run.stderr.contains("builders[0].disk_size"),
+        "{}",
+        run.all()
+    );
+    assert!(run.stdout.contains(",ui,error,"), "{}", run.stdout);
+    assert!(run.stdout.contains(",error-count,1"), "{}", run.stdout);
+    assert!(scratch.leftover_temp_files().is_empty());
+}
+
+#[test]
+fn a_build_that_fails_exits_1_with_its_error_on_stderr() {
+    let scratch = Scratch::new();
+    let template = scratch.write_json(
+        "t.json",
+        &json!({"builders": [builder(&scratch, json!({"iso_url": "nowhere/base.qcow2"}))]}),
+    );
+    let path = template.to_str().expect("utf-8");
+    let run = scratch.run(&["build", "-machine-readable", path]);
+    run.assert_failure();
+    run.assert_only_records_on_stdout();
+    assert!(run.stderr.contains("nowhere/base.qcow2"), "{}", run.all());
+    assert!(
+        run.stderr
+            .contains("Some builds didn't complete successfully"),
+        "{}",
+        run.all()
+    );
+    let run = scratch.run(&["build", path]);
+    run.assert_failure();
+    run.assert_error_on_stderr("Some builds didn't complete successfully");
+    run.assert_error_on_stderr("errored after");
+}
+
+#[test]
+fn export_errors_are_on_stderr_with_their_exit_status() {
+    let scratch = Scratch::new();
+    // Wrong arguments: 2, before anything is written.
+    let run = scratch.run(&["export", "--output", "x.tar.gz", "missing.qcow2"]);
+    run.assert_usage_error();
+    run.assert_error_on_stderr("missing.qcow2");
+    let disk = scratch.path().join("disk.qcow2");
+    let status = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&disk)
+        .arg("16M")
+        .status()
+        .expect("qemu-img");
+    assert!(status.success());
+    let disk = disk.to_str().expect("utf-8");
+    let run = scratch.run(&["export", disk]);
+    run.assert_usage_error();
+    run.assert_error_on_stderr("--bucket and --image-name");
+    let run = scratch.run(&[
+        "export",
+        "--bucket",
+        "b",
+        "--image-name",
+        "Bad_Name",
+        "--project",
+        "p",
+        disk,
+    ]);
+    run.assert_usage_error();
+    run.assert_error_on_stderr("Bad_Name");
+    // A failure on the way: 1.
+    let run = scratch.run(&["export", "--output", "no-such-dir/x.tar.gz", disk]);
+    run.assert_failure();
+    run.assert_error_on_stderr("Error: ");
+    assert!(run.stderr.contains("no-such-dir"), "{}", run.all());
+    // The progress on the way stays on stdout.
+    assert!(run.stdout.contains("Packaging"), "{}", run.all());
+    assert!(scratch.leftover_temp_files().is_empty());
+}
+
+#[test]
+fn kiln_test_with_bad_checks_exits_2_before_booting() {
+    let scratch = Scratch::new();
+    let image = scratch.write("image.qcow2", "");
+    let checks = scratch.write(
+        "checks.json",
+        r#"{"tests": [{"name": "c", "comand": "x"}]}"#,
+    );
+    let run = scratch.run(&[
+        "test",
+        image.to_str().expect("utf-8"),
+        "--tests",
+        checks.to_str().expect("utf-8"),
+    ]);
+    run.assert_usage_error();
+    run.assert_error_on_stderr("tests[0].comand");
+    let run = scratch.run(&[
+        "test",
+        "missing.qcow2",
+        "--tests",
+        checks.to_str().expect("utf-8"),
+    ]);
+    run.assert_usage_error();
+    run.assert_error_on_stderr("missing.qcow2");
 }
 
 /// kiln's answer to every command that reads a template, in each output

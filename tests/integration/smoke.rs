@@ -193,9 +193,11 @@ fn kiln_test_on_a_raw_image_reports_failures_and_exits_1() {
         ]}"#,
     );
     let run = kiln_test(&scratch, &raw, &checks, "junit.xml");
+    // Checks ran and some failed: 1 (an image that cannot boot is 3).
     run.assert_failure();
+    run.assert_error_on_stderr("2 of 3 check(s) failed");
+    run.assert_error_on_stderr("check missing file: FAIL");
     let all = run.all();
-    assert!(all.contains("2 of 3 check(s) failed"), "{all}");
     assert!(all.contains("/etc/nothing-here does not exist"), "{all}");
     // busybox's rpm answers for the fixture.
     assert!(
@@ -246,11 +248,11 @@ fn bad_checks_are_reported_before_anything_boots() {
         ]}"#,
     );
     let run = kiln_test(&scratch, &image, &checks, "r.txt");
-    run.assert_failure();
+    run.assert_usage_error();
     let all = run.all();
     assert!(all.contains("r.txt"), "{all}");
     let run = kiln_test(&scratch, &image, &checks, "r.json");
-    run.assert_failure();
+    run.assert_usage_error();
     let all = run.all();
     for expected in [
         "tests[0].expect_stdout",
@@ -263,4 +265,34 @@ fn bad_checks_are_reported_before_anything_boots() {
         assert!(all.contains(expected), "no error names {expected}:\n{all}");
     }
     assert!(!scratch.path().join("r.json").exists());
+}
+
+/// No check can run on an image that does not boot: exit status 3, apart
+/// from 1 for checks that ran and failed.
+#[test]
+fn kiln_test_on_an_image_that_cannot_boot_exits_3() {
+    let scratch = Scratch::new();
+    let blank = scratch.path().join("blank.qcow2");
+    let status = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&blank)
+        .arg("64M")
+        .status()
+        .expect("qemu-img");
+    assert!(status.success());
+    let checks = scratch.write("checks.json", PASSING);
+    let run = scratch.run(&[
+        "test",
+        "--tests",
+        path_str(&checks),
+        "--accelerator",
+        "tcg",
+        "--ssh-timeout",
+        "20s",
+        path_str(&blank),
+    ]);
+    run.assert_code(3);
+    run.assert_error_on_stderr("Error: testing");
+    assert!(!run.all().contains("check(s) passed"), "{}", run.all());
+    assert_nothing_left(&scratch);
 }

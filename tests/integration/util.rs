@@ -150,13 +150,59 @@ impl Run {
     }
 
     #[track_caller]
-    pub fn assert_failure(&self) -> &Self {
+    pub fn assert_code(&self, code: i32) -> &Self {
         assert_eq!(
             self.code,
-            Some(1),
-            "kiln did not fail as expected:\n{}",
+            Some(code),
+            "kiln did not exit with {code}:\n{}",
             self.all()
         );
+        self
+    }
+
+    /// Exit status 1: the work started and failed.
+    #[track_caller]
+    pub fn assert_failure(&self) -> &Self {
+        self.assert_code(1)
+    }
+
+    /// Exit status 2: the arguments, the template or the checks are wrong,
+    /// and nothing was started.
+    #[track_caller]
+    pub fn assert_usage_error(&self) -> &Self {
+        self.assert_code(2)
+    }
+
+    /// `text` is in the error output, and not on stdout.
+    #[track_caller]
+    pub fn assert_error_on_stderr(&self, text: &str) -> &Self {
+        assert!(
+            self.stderr.contains(text),
+            "{text:?} is not on stderr:\n{}",
+            self.all()
+        );
+        assert!(
+            !self.stdout.contains(text),
+            "{text:?} is on stdout:\n{}",
+            self.stdout
+        );
+        self
+    }
+
+    /// In -machine-readable mode: stdout holds records and nothing else.
+    #[track_caller]
+    pub fn assert_only_records_on_stdout(&self) -> &Self {
+        for line in self.stdout.lines() {
+            let mut fields = line.split(',');
+            let stamp = fields.next().unwrap_or_default();
+            assert!(
+                !stamp.is_empty()
+                    && stamp.bytes().all(|b| b.is_ascii_digit())
+                    && fields.count() >= 2,
+                "not a machine-readable record on stdout: {line:?}\n{}",
+                self.stdout
+            );
+        }
         self
     }
 }
