@@ -526,7 +526,8 @@ mod tests {
         let secret = "first-line-of-it\nsecond-line-of-it";
         for mode in [Mode::Tty, Mode::Plain, Mode::Machine] {
             let sink = Sink::default();
-            let ui = Ui::new(mode, false, Box::new(sink.clone()));
+            let ui = Ui::new(mode, false, Box::new(sink.clone()))
+                .with_error_output(Box::new(sink.clone()));
             // Set after the clone: the clone masks too.
             let clone = ui.clone();
             ui.set_redactor(Redactor::new(&[secret.into()]));
