@@ -56,7 +56,7 @@ pub enum MachineError {
     #[error("the guest did not power off within shutdown_timeout ({0:?}); QEMU was killed")]
     ShutdownTimeout(Duration),
     /// QEMU's own words come first, the console after them.
-    #[error("{failure}{}", tail_suffix(.serial_tail))]
+    #[error("{failure}{}", failure_tail_suffix(.failure, .serial_tail))]
     GuestFailed {
         failure: qemu::QemuError,
         serial_tail: String,
@@ -68,6 +68,18 @@ fn qemu_said(stderr: &str) -> String {
         String::new()
     } else {
         format!("; QEMU said: {}", stderr.replace('\n', "; "))
+    }
+}
+
+/// The firmware's words already say why a boot failed, and a console that
+/// printed nothing is then expected.
+fn failure_tail_suffix(failure: &qemu::QemuError, tail: &str) -> String {
+    match failure {
+        qemu::QemuError::NotBootable { .. } if tail.trim().is_empty() => String::new(),
+        qemu::QemuError::NotBootable { .. } => {
+            format!("\nlast lines of the serial console:\n{tail}")
+        }
+        _ => tail_suffix(tail),
     }
 }
 

@@ -232,15 +232,11 @@ impl QemuProcess {
 }
 
 impl Drop for QemuProcess {
+    /// A build that fails or is cancelled drops its QEMU: it is killed and
+    /// reaped here (a bounded wait), so that when kiln exits right after,
+    /// no QEMU is still on its way out holding the disk.
     fn drop(&mut self) {
-        if self.status.is_none() {
-            self.kill_group();
-            // kill_on_drop also signals the child; tokio reaps it in the
-            // background if it is not reaped here.
-            if let Ok(Some(status)) = self.child.try_wait() {
-                self.status = Some(status);
-            }
-        }
+        self.kill();
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod build;
 mod cli;
+mod dead_machine;
 mod gce;
 mod smoke;
 mod util;
