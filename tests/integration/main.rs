@@ -2,6 +2,7 @@
 //! that boot the fixture image under QEMU.
 
 mod build;
+mod build_signals;
 mod cli;
 mod dead_machine;
 mod gce;
