@@ -264,3 +264,76 @@ fn kiln_test_on_an_empty_qcow2_fails_as_not_bootable() {
 fn kiln_test_on_a_disk_without_a_boot_loader_fails_as_not_bootable() {
     kiln_test_on(Unbootable::Filesystem);
 }
+
+/// A reboot the template asked for is not a machine going away: the build
+/// reconnects and goes on.
+#[test]
+fn a_guest_reboot_in_a_provisioner_is_not_a_dead_machine() {
+    let scratch = Scratch::new();
+    let template = scratch.write_json(
+        "t.json",
+        &json!({
+            "builders": [fixture_builder(json!({
+                "output_directory": "out",
+                "vm_name": "disk.qcow2",
+                "ssh_timeout": "30m",
+            }))],
+            "provisioners": [
+                {
+                    "type": "shell",
+                    "expect_disconnect": true,
+                    "inline": [
+                        "cat /proc/sys/kernel/random/boot_id > /root/first-boot-id",
+                        "reboot",
+                        "sleep 60",
+                    ]
+                },
+                {"type": "shell", "inline": [
+                    "test \"$(cat /proc/sys/kernel/random/boot_id)\" != \"$(cat /root/first-boot-id)\"",
+                    "echo after-the-reboot > /root/rebooted",
+                ]}
+            ]
+        }),
+    );
+    let run = scratch.run(&["build", path_str(&template)]);
+    run.assert_success();
+    let disk = scratch.path().join("out/disk.qcow2");
+    assert_eq!(
+        crate::util::GuestRoot::open(&disk)
+            .read("/root/rebooted")
+            .as_deref(),
+        Some("after-the-reboot\n")
+    );
+    assert_nothing_left(&scratch);
+}
+
+/// A guest that powers itself off during a provisioner ends the build with
+/// QEMU's (clean) exit, at once.
+#[test]
+fn a_guest_powering_off_in_a_provisioner_ends_the_build_at_once() {
+    let scratch = Scratch::new();
+    let template = scratch.write_json(
+        "t.json",
+        &json!({
+            "builders": [fixture_builder(json!({
+                "output_directory": "out",
+                "ssh_timeout": "30m",
+            }))],
+            "provisioners": [
+                {"type": "shell", "expect_disconnect": true, "inline": ["poweroff", "sleep 60"]},
+                {"type": "shell", "inline": ["echo never-runs"]}
+            ]
+        }),
+    );
+    let run = scratch.run(&["build", path_str(&template)]);
+    run.assert_failure();
+    let all = run.all();
+    assert!(
+        all.contains("QEMU exited with status 0 while the provisioners ran"),
+        "{all}"
+    );
+    assert!(!all.contains("never-runs"), "{all}");
+    assert!(!all.contains("timed out"), "{all}");
+    assert!(!scratch.path().join("out").exists(), "output left behind");
+    assert_nothing_left(&scratch);
+}
