@@ -337,3 +337,37 @@ fn a_guest_powering_off_in_a_provisioner_ends_the_build_at_once() {
     assert!(!scratch.path().join("out").exists(), "output left behind");
     assert_nothing_left(&scratch);
 }
+
+/// The guest's SSH server goes away with the connection: the script's own
+/// error is reported at once. (Removing the script used to reconnect for
+/// the whole `ssh_timeout` first, then report that timeout instead.)
+#[test]
+fn a_lost_connection_is_reported_without_reconnecting_to_clean_up() {
+    let scratch = Scratch::new();
+    let template = scratch.write_json(
+        "t.json",
+        &json!({
+            "builders": [fixture_builder(json!({
+                "output_directory": "out",
+                "ssh_timeout": "30m",
+            }))],
+            "provisioners": [{"type": "shell", "inline": [
+                "echo stopping-the-ssh-server",
+                "killall dropbear",
+                "sleep 60",
+            ]}]
+        }),
+    );
+    let run = scratch.run(&["build", path_str(&template)]);
+    run.assert_failure();
+    let all = run.all();
+    assert!(all.contains("stopping-the-ssh-server"), "{all}");
+    assert!(
+        all.contains("the guest closed the connection while the script ran"),
+        "{all}"
+    );
+    assert!(!all.contains("timed out"), "{all}");
+    assert!(!all.contains("QEMU exited"), "{all}");
+    assert!(!scratch.path().join("out").exists(), "output left behind");
+    assert_nothing_left(&scratch);
+}
