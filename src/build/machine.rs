@@ -98,10 +98,26 @@ pub fn serial_tail(path: &Path, lines: usize) -> String {
         return String::new();
     };
     let text = String::from_utf8_lossy(&bytes);
-    let clean: String = text
-        .chars()
-        .filter(|c| *c == '\n' || *c == '\t' || !c.is_control())
-        .collect();
+    let mut clean = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        // Firmware (OVMF) draws its screen with CSI sequences, ESC [ ...
+        // final letter: dropped whole, not just their ESC.
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        if c == '\n' || c == '\t' || !c.is_control() {
+            clean.push(c);
+        }
+    }
     let all: Vec<&str> = clean.lines().filter(|l| !l.trim().is_empty()).collect();
     let start = all.len().saturating_sub(lines);
     all[start..]
@@ -600,5 +616,7 @@ mod tests {
         std::fs::write(&log, "one\n\x1b[0mtwo\r\nthree\n\nfour\n").unwrap();
         let tail = serial_tail(&log, 2);
         assert_eq!(tail, "    | three\n    | four");
+        std::fs::write(&log, "\x1b[2J\x1b[01;01H\x1b[=3hBdsDxe: x\r\n").unwrap();
+        assert_eq!(serial_tail(&log, 2), "    | BdsDxe: x");
     }
 }

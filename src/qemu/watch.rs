@@ -280,15 +280,20 @@ fn seabios_line(line: &str) -> Option<BootVerdict> {
 
 /// OVMF, on the serial console: `BdsDxe: failed to load Boot0002 "UEFI
 /// Misc Device" ...: Not Found` for each boot option, then (after its
-/// network boot attempts) `BdsDxe: No bootable option or device was
-/// found.` Reaching the network boot, with its `>>Start PXE over IPv4`,
-/// already means that every disk and CD failed: kiln's network has no
-/// boot server.
+/// network boot attempts, a minute or more under TCG) `BdsDxe: No bootable
+/// option or device was found.` OVMF tries every disk and CD before the
+/// network, so reaching the network boot (iPXE's banner, or
+/// `>>Start PXE over IPv4`) already means that they all failed: kiln's
+/// network has no boot server.
 fn ovmf_line(line: &str, network_boot: bool) -> Option<BootVerdict> {
     if line.contains("No bootable option or device was found") {
         return Some(BootVerdict::Failed(line.to_string()));
     }
-    if !network_boot && line.contains(">>Start PXE over IPv") {
+    // iPXE's banner comes first, seconds before OVMF's own PXE attempt.
+    if !network_boot
+        && (line.contains(">>Start PXE over IPv")
+            || line.contains("Open Source Network Boot Firmware"))
+    {
         return Some(BootVerdict::Failed(
             "every disk and CD failed to boot; the firmware moved on to a network boot".into(),
         ));
@@ -326,6 +331,11 @@ fn boot_failure(
             Some(BootVerdict::Failed(last)) => return Some(not_bootable(&serial.notes, &last)),
             None => {}
         }
+    }
+    // ">>Start PXE over IPv4." waits for its end of line until the attempt
+    // times out.
+    if let Some(BootVerdict::Failed(last)) = ovmf_line(&serial.pending(), network_boot) {
+        return Some(not_bootable(&serial.notes, &last));
     }
     None
 }
@@ -629,6 +639,17 @@ mod tests {
         assert!(text.contains("UEFI Misc Device"), "{text}");
         assert!(text.contains("network boot"), "{text}");
         assert!(!text.contains('\x1b'), "{text}");
+        std::fs::write(
+            &serial_path,
+            "BdsDxe: failed to load Boot0002 \"UEFI Misc Device\" from PciRoot(0x0)/Pci(0x4,0x0): Not Found\r\n\
+             \x1b[1m\x1b[37m\x1b[40miPXE 1.0.0+git-20190125.36a4c85-5.1\x1b[0m\x1b[37m\x1b[40m -- Open Source Network Boot Firmware -- \r\n",
+        )
+        .unwrap();
+        let text = boot_failure(None, &mut LogTail::new(&serial_path), false)
+            .expect("a verdict at iPXE's banner")
+            .to_string();
+        assert!(text.contains("UEFI Misc Device"), "{text}");
+        std::fs::write(&serial_path, serial).unwrap();
         // A template that boots from the network on purpose.
         assert!(boot_failure(None, &mut LogTail::new(&serial_path), true).is_none());
         std::fs::write(

@@ -198,6 +198,41 @@ fn a_build_from_a_disk_of_zeros_fails_as_not_bootable() {
     build_from(Unbootable::Zeros);
 }
 
+/// Under UEFI the firmware's words come on the serial console (OVMF).
+#[test]
+fn a_uefi_build_from_a_disk_of_zeros_fails_as_not_bootable() {
+    if !std::path::Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd").is_file() {
+        eprintln!("skipped: no OVMF (package ovmf)");
+        return;
+    }
+    let scratch = Scratch::new();
+    let disk = Unbootable::Zeros.make(&scratch);
+    let template = scratch.write_json(
+        "t.json",
+        &json!({
+            "builders": [fixture_builder(json!({
+                "iso_url": path_str(&disk),
+                "output_directory": "out",
+                "format": "raw",
+                "disk_size": "64M",
+                "memory": 256,
+                "efi_boot": true,
+                "ssh_timeout": "30m",
+            }))]
+        }),
+    );
+    let run = scratch.run(&["build", path_str(&template)]);
+    run.assert_failure();
+    assert_not_bootable(&run);
+    assert!(
+        run.all().contains("BdsDxe: failed to load"),
+        "{}",
+        run.all()
+    );
+    assert!(!scratch.path().join("out").exists(), "output left behind");
+    assert_nothing_left(&scratch);
+}
+
 #[test]
 fn a_build_from_a_text_file_fails_as_not_bootable() {
     build_from(Unbootable::Text);
