@@ -326,6 +326,16 @@ fn boot_failure(
         }
     }
     for line in serial.new_lines() {
+        // Linux, before it halts or (with `panic=N`) reboots: no run state
+        // shows this without a pvpanic device, and a rebooting guest looks
+        // alive.
+        if let Some(at) = line.find("Kernel panic - not syncing") {
+            return Some(QemuError::GuestFailed {
+                state: "guest-panicked".into(),
+                detail: line[at..].to_string(),
+                kvm: false,
+            });
+        }
         match ovmf_line(&line, network_boot) {
             Some(BootVerdict::Note(note)) => serial.note(note),
             Some(BootVerdict::Failed(last)) => return Some(not_bootable(&serial.notes, &last)),
@@ -658,6 +668,23 @@ mod tests {
         )
         .unwrap();
         assert!(boot_failure(None, &mut LogTail::new(&serial_path), true).is_some());
+    }
+
+    #[test]
+    fn a_kernel_panic_on_the_console_is_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let serial_path = dir.path().join("serial.log");
+        std::fs::write(
+            &serial_path,
+            "[   12.1] sysrq: Trigger a crash\n\
+             [   12.2] Kernel panic - not syncing: sysrq triggered crash\n",
+        )
+        .unwrap();
+        let err = boot_failure(None, &mut LogTail::new(&serial_path), false).expect("a verdict");
+        let text = err.to_string();
+        assert!(text.contains("guest-panicked"), "{text}");
+        assert!(text.contains("sysrq triggered crash"), "{text}");
+        assert!(!text.contains("tcg"), "{text}");
     }
 
     #[test]

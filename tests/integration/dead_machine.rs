@@ -406,3 +406,33 @@ fn a_lost_connection_is_reported_without_reconnecting_to_clean_up() {
     assert!(!scratch.path().join("out").exists(), "output left behind");
     assert_nothing_left(&scratch);
 }
+
+/// A kernel panic in the guest during a provisioner ends the build with
+/// the panic, not with a lost connection or an SSH timeout (the fixture
+/// reboots 10 s after a panic, and would look alive again).
+#[test]
+fn a_guest_kernel_panic_during_a_provisioner_fails_the_build() {
+    let scratch = Scratch::new();
+    let template = scratch.write_json(
+        "t.json",
+        &json!({
+            "builders": [fixture_builder(json!({
+                "output_directory": "out",
+                "ssh_timeout": "30m",
+            }))],
+            "provisioners": [{"type": "shell", "max_retries": 3, "inline": [
+                "echo c > /proc/sysrq-trigger",
+                "sleep 60",
+            ]}]
+        }),
+    );
+    let run = scratch.run(&["build", path_str(&template)]);
+    run.assert_failure();
+    let all = run.all();
+    assert!(all.contains("the guest failed: guest-panicked"), "{all}");
+    assert!(all.contains("Kernel panic - not syncing"), "{all}");
+    assert!(!all.contains("retrying"), "{all}");
+    assert!(!all.contains("timed out"), "{all}");
+    assert!(!scratch.path().join("out").exists(), "output left behind");
+    assert_nothing_left(&scratch);
+}
