@@ -29,8 +29,19 @@ pub enum MachineError {
     NoPort { min: u16, max: u16 },
     #[error("QEMU")]
     Qemu(#[source] qemu::QemuError),
-    #[error("QEMU exited before SSH answered ({status}){}", tail_suffix(.serial_tail))]
-    ExitedEarly { status: String, serial_tail: String },
+    /// The machine is gone: nothing that follows can work, and nothing is
+    /// retried.
+    #[error(
+        "QEMU exited {} {during}{}{}",
+        .exit.status,
+        qemu_said(&.exit.stderr),
+        tail_suffix(.serial_tail)
+    )]
+    QemuExited {
+        exit: qemu::QemuExit,
+        during: &'static str,
+        serial_tail: String,
+    },
     #[error(
         "timed out after {timeout:?} waiting for SSH{}{}",
         .last_error.as_ref().map(|e| format!(" (last error: {e})")).unwrap_or_default(),
@@ -71,7 +82,7 @@ pub enum MachineError {
     #[error("the guest did not power off within shutdown_timeout ({0:?}); QEMU was killed")]
     ShutdownTimeout(Duration),
     /// QEMU's own words come first, the console after them.
-    #[error("{failure}{}", tail_suffix(.serial_tail))]
+    #[error("{failure}{}", failure_tail_suffix(.failure, .serial_tail))]
     GuestFailed {
         failure: qemu::QemuError,
         serial_tail: String,
@@ -107,6 +118,26 @@ impl MachineError {
     }
 }
 
+fn qemu_said(stderr: &str) -> String {
+    if stderr.is_empty() {
+        String::new()
+    } else {
+        format!("; QEMU said: {}", stderr.replace('\n', "; "))
+    }
+}
+
+/// The firmware's words already say why a boot failed, and a console that
+/// printed nothing is then expected.
+fn failure_tail_suffix(failure: &qemu::QemuError, tail: &str) -> String {
+    match failure {
+        qemu::QemuError::NotBootable { .. } if tail.trim().is_empty() => String::new(),
+        qemu::QemuError::NotBootable { .. } => {
+            format!("\nlast lines of the serial console:\n{tail}")
+        }
+        _ => tail_suffix(tail),
+    }
+}
+
 fn tail_suffix(tail: &str) -> String {
     if tail.trim().is_empty() {
         "; the serial console printed nothing".to_string()
@@ -122,10 +153,26 @@ pub fn serial_tail(path: &Path, lines: usize) -> String {
         return String::new();
     };
     let text = String::from_utf8_lossy(&bytes);
-    let clean: String = text
-        .chars()
-        .filter(|c| *c == '\n' || *c == '\t' || !c.is_control())
-        .collect();
+    let mut clean = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        // Firmware (OVMF) draws its screen with CSI sequences, ESC [ ...
+        // final letter: dropped whole, not just their ESC.
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        if c == '\n' || c == '\t' || !c.is_control() {
+            clean.push(c);
+        }
+    }
     let all: Vec<&str> = clean.lines().filter(|l| !l.trim().is_empty()).collect();
     let start = all.len().saturating_sub(lines);
     all[start..]
@@ -155,7 +202,15 @@ pub struct Machine {
     serial_log: PathBuf,
     /// Set when kiln's seed gave the guest the build's key.
     build_key: Option<BuildKey>,
+    /// The template boots from the network on purpose (a TFTP boot file).
+    network_boot: bool,
 }
+
+/// What each stage after launch says when the machine goes away.
+pub const DURING_SSH_WAIT: &str = "while kiln waited for SSH";
+pub const DURING_PROVISIONING: &str = "while the provisioners ran";
+pub const DURING_SHUTDOWN: &str = "while the guest shut down";
+pub const DURING_TESTS: &str = "while the checks ran";
 
 impl Machine {
     /// Picks the accelerator and the credentials, and writes the seed and CD
@@ -275,6 +330,7 @@ impl Machine {
             headless: config.headless || !qemu::display_available(),
             qmp_socket: scratch.join("qmp.sock"),
             serial_log: serial_log.to_path_buf(),
+            firmware_log: Some(scratch.join("firmware.log")),
             extra_args: Vec::new(),
         };
         Ok(Machine {
@@ -285,6 +341,7 @@ impl Machine {
             qmp: None,
             serial_log: serial_log.to_path_buf(),
             build_key,
+            network_boot: false,
         })
     }
 
@@ -345,6 +402,7 @@ impl Machine {
                     self.process = Some(process);
                     self.qmp = Some(qmp);
                     self.spec = spec;
+                    self.network_boot = argv.iter().any(|arg| arg.contains("bootfile="));
                     return Ok(());
                 }
                 Err(err) if err.is_port_in_use() => last_error = Some(err),
@@ -356,36 +414,80 @@ impl Machine {
         })))
     }
 
-    /// Waits for SSH, while watching QEMU: a guest that dies or a QEMU that
-    /// exits ends the wait at once.
+    /// Resolves only when the machine is gone for good: QEMU exited, the
+    /// guest reached a state it does not come back from (panic, internal
+    /// error, power off), or the firmware found nothing to boot. Every
+    /// stage after launch runs against this, so that a dead machine ends
+    /// the build at once instead of being waited for or reconnected to.
+    /// `during` names the stage in the message. Cancel-safe.
+    pub async fn lost(&mut self, during: &'static str) -> MachineError {
+        let Machine {
+            process,
+            qmp,
+            serial_log,
+            ..
+        } = self;
+        let Some(process) = process.as_mut() else {
+            return std::future::pending().await;
+        };
+        let watch = qemu::Watch {
+            accel: self.spec.accel,
+            serial_log,
+            firmware_log: self.spec.firmware_log.as_deref(),
+            shutdown_expected: false,
+            network_boot: self.network_boot,
+        };
+        enum Ended {
+            Exited(qemu::QemuExit),
+            Failed(qemu::QemuError),
+        }
+        let ended = tokio::select! {
+            exit = process.exited() => Ended::Exited(exit),
+            failure = watch_or_pending(qmp.as_ref(), &watch) => Ended::Failed(failure),
+        };
+        let serial_tail = serial_tail(serial_log, 20);
+        match ended {
+            Ended::Exited(exit) => MachineError::QemuExited {
+                exit,
+                during,
+                serial_tail,
+            },
+            Ended::Failed(failure) => MachineError::GuestFailed {
+                failure,
+                serial_tail,
+            },
+        }
+    }
+
+    /// `lost` if the machine is gone or goes within `grace`: asked after a
+    /// stage failed, as the SSH connection breaks a moment before QEMU's
+    /// exit is seen, and the machine's end is the cause worth reporting.
+    pub async fn lost_within(
+        &mut self,
+        during: &'static str,
+        grace: Duration,
+    ) -> Option<MachineError> {
+        tokio::time::timeout(grace, self.lost(during)).await.ok()
+    }
+
+    /// Waits for SSH, while watching QEMU: a guest that dies, a QEMU that
+    /// exits or a disk that does not boot ends the wait at once.
     pub async fn connect(&mut self, ctx: &BuildContext) -> Result<Guest, MachineError> {
         let Some(ssh) = self.ssh.clone() else {
             return Err(MachineError::Ssh(SshError::Protocol(
                 "no communicator".into(),
             )));
         };
-        let (Some(process), Some(qmp)) = (self.process.as_mut(), self.qmp.as_ref()) else {
+        if self.process.is_none() {
             return Err(MachineError::Qemu(qemu::QemuError::other(
                 "QEMU is not running",
             )));
-        };
+        }
         ctx.say(&format!("Waiting for SSH on 127.0.0.1:{}...", ssh.port));
         let started = Instant::now();
-        let accel = self.spec.accel;
         let result = tokio::select! {
             session = Session::connect(&ssh) => session,
-            status = process.exited() => {
-                return Err(MachineError::ExitedEarly {
-                    status,
-                    serial_tail: serial_tail(&self.serial_log, 20),
-                });
-            }
-            failure = qemu::watch_guest(qmp, accel, &self.serial_log) => {
-                return Err(MachineError::GuestFailed {
-                    failure,
-                    serial_tail: serial_tail(&self.serial_log, 20),
-                });
-            }
+            lost = self.lost(DURING_SSH_WAIT) => return Err(lost),
         };
         match result {
             Ok(session) => {
@@ -410,16 +512,23 @@ impl Machine {
                 }
                 Ok(guest)
             }
-            Err(SshError::AuthRejected { username }) => Err(MachineError::AuthRejected {
-                username,
-                default_user: traces::default_user(&self.console()),
-            }),
-            Err(SshError::Timeout { last_error, .. }) => Err(MachineError::SshTimeout {
-                timeout: ssh.timeout,
-                last_error,
-                serial_tail: serial_tail(&self.serial_log, 20),
-            }),
-            Err(err) => Err(MachineError::Ssh(err)),
+            Err(err) => {
+                if let Some(lost) = self.lost_within(DURING_SSH_WAIT, LOST_GRACE).await {
+                    return Err(lost);
+                }
+                match err {
+                    SshError::AuthRejected { username } => Err(MachineError::AuthRejected {
+                        username,
+                        default_user: traces::default_user(&self.console()),
+                    }),
+                    SshError::Timeout { last_error, .. } => Err(MachineError::SshTimeout {
+                        timeout: ssh.timeout,
+                        last_error,
+                        serial_tail: serial_tail(&self.serial_log, 20),
+                    }),
+                    err => Err(MachineError::Ssh(err)),
+                }
+            }
         }
     }
 
@@ -446,50 +555,116 @@ impl Machine {
     }
 
     /// Powers the guest off (shutdown_command, or the ACPI power button) and
-    /// waits for QEMU to exit.
+    /// waits for QEMU to exit, watching the guest all along: a panic or an
+    /// abnormal exit on the way is an error, as the disk may be incomplete.
     pub async fn shutdown(
         &mut self,
         ctx: &BuildContext,
         guest: Option<Guest>,
     ) -> Result<(), MachineError> {
         let timeout = self.config.shutdown_timeout;
-        match (&self.config.shutdown_command, guest) {
-            (Some(command), Some(mut guest)) => {
-                ctx.say(&format!(
-                    "Gracefully halting the virtual machine: {command}"
-                ));
-                let output = |line: &str| ctx.reporter.output(&ctx.name, line);
-                if let Ok(session) = guest.session().await {
-                    // The guest going away mid-command is the point.
-                    let ended = session.exec(command, &mut |_, line| output(line)).await;
-                    tracing::debug!(?ended, "shutdown command returned");
-                }
-                guest.close().await;
-                tracing::debug!("ssh session closed");
-            }
-            (None, guest) if !matches!(self.config.communicator, Communicator::None) => {
-                if let Some(guest) = guest {
-                    guest.close().await;
-                }
-                ctx.say("Pressing the ACPI power button...");
-                if let Some(qmp) = &self.qmp {
-                    qmp.system_powerdown().await.map_err(MachineError::Qemu)?;
-                }
-            }
-            _ => ctx.say("Waiting for the guest to power off by itself..."),
-        }
-        let Some(process) = self.process.as_mut() else {
+        let Machine {
+            config,
+            spec,
+            process,
+            qmp,
+            serial_log,
+            network_boot,
+            ..
+        } = &mut *self;
+        let watch = qemu::Watch {
+            accel: spec.accel,
+            serial_log,
+            firmware_log: spec.firmware_log.as_deref(),
+            shutdown_expected: true,
+            network_boot: *network_boot,
+        };
+        let Some(running) = process.as_mut() else {
             return Ok(());
         };
-        if process.wait_timeout(timeout).await.is_some() {
+        let lost = |failure| MachineError::GuestFailed {
+            failure,
+            serial_tail: serial_tail(serial_log, 20),
+        };
+        // QEMU may exit while the command is still "running": that is the
+        // command doing its job.
+        let exit = tokio::select! {
+            requested = request_shutdown(ctx, config, qmp.as_ref(), guest) => {
+                requested?;
+                None
+            }
+            exit = running.exited() => Some(exit),
+            failure = watch_or_pending(qmp.as_ref(), &watch) => return Err(lost(failure)),
+        };
+        let exit = match exit {
+            Some(exit) => exit,
+            None => tokio::select! {
+                exit = running.exited() => exit,
+                failure = watch_or_pending(qmp.as_ref(), &watch) => return Err(lost(failure)),
+                () = tokio::time::sleep(timeout) => {
+                    running.kill();
+                    return Err(MachineError::ShutdownTimeout(timeout));
+                }
+            },
+        };
+        *process = None;
+        if exit.success {
             ctx.say("The virtual machine is off.");
-            self.process = None;
             Ok(())
         } else {
-            process.kill();
-            Err(MachineError::ShutdownTimeout(timeout))
+            Err(MachineError::QemuExited {
+                exit,
+                during: DURING_SHUTDOWN,
+                serial_tail: serial_tail(serial_log, 20),
+            })
         }
     }
+}
+
+/// After a failure, how long the machine is given to show it died.
+pub const LOST_GRACE: Duration = Duration::from_secs(2);
+
+async fn watch_or_pending(qmp: Option<&Qmp>, watch: &qemu::Watch<'_>) -> qemu::QemuError {
+    match qmp {
+        Some(qmp) => qemu::watch_guest(qmp, watch).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Asks the guest to power off: its shutdown_command over SSH, or the ACPI
+/// power button.
+async fn request_shutdown(
+    ctx: &BuildContext,
+    config: &QemuConfig,
+    qmp: Option<&Qmp>,
+    guest: Option<Guest>,
+) -> Result<(), MachineError> {
+    match (&config.shutdown_command, guest) {
+        (Some(command), Some(mut guest)) => {
+            ctx.say(&format!(
+                "Gracefully halting the virtual machine: {command}"
+            ));
+            let output = |line: &str| ctx.reporter.output(&ctx.name, line);
+            if let Ok(session) = guest.session().await {
+                // The guest going away mid-command is the point.
+                let ended = session.exec(command, &mut |_, line| output(line)).await;
+                tracing::debug!(?ended, "shutdown command returned");
+            }
+            guest.close().await;
+            tracing::debug!("ssh session closed");
+        }
+        (None, guest) if !matches!(config.communicator, Communicator::None) => {
+            if let Some(guest) = guest {
+                guest.close().await;
+            }
+            ctx.say("Pressing the ACPI power button...");
+            if let Some(qmp) = qmp {
+                qmp.system_powerdown().await.map_err(MachineError::Qemu)?;
+            }
+        }
+        _ => ctx.say("Waiting for the guest to power off by itself..."),
+    }
+    Ok(())
 }
 
 fn accel_name(accel: Accel) -> &'static str {
@@ -544,5 +719,7 @@ mod tests {
         std::fs::write(&log, "one\n\x1b[0mtwo\r\nthree\n\nfour\n").unwrap();
         let tail = serial_tail(&log, 2);
         assert_eq!(tail, "    | three\n    | four");
+        std::fs::write(&log, "\x1b[2J\x1b[01;01H\x1b[=3hBdsDxe: x\r\n").unwrap();
+        assert_eq!(serial_tail(&log, 2), "    | BdsDxe: x");
     }
 }

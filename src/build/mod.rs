@@ -343,25 +343,29 @@ async fn pipeline(
     };
 
     ctx.stage(Stage::Provision);
-    for provisioner in &spec.provisioners {
-        let output = |line: &str| ctx.reporter.output(&ctx.name, line);
-        let say = |line: &str| ctx.reporter.say(&ctx.name, line);
-        let mut pctx = crate::provision::Context {
-            build_name: &ctx.name,
-            builder_type: &ctx.builder_type,
-            guest: guest.as_mut(),
-            output: &output,
-            say: &say,
-            cancel: ctx.cancel.clone(),
-        };
-        crate::provision::run(provisioner, &mut pctx)
-            .await
-            .map_err(|source| BuildError::Provision {
-                index: provisioner.index,
-                kind: provisioner.type_name.clone(),
-                source,
-            })?;
-    }
+    let provisioning = async {
+        for provisioner in &spec.provisioners {
+            let output = |line: &str| ctx.reporter.output(&ctx.name, line);
+            let say = |line: &str| ctx.reporter.say(&ctx.name, line);
+            let mut pctx = crate::provision::Context {
+                build_name: &ctx.name,
+                builder_type: &ctx.builder_type,
+                guest: guest.as_mut(),
+                output: &output,
+                say: &say,
+                cancel: ctx.cancel.clone(),
+            };
+            crate::provision::run(provisioner, &mut pctx)
+                .await
+                .map_err(|source| BuildError::Provision {
+                    index: provisioner.index,
+                    kind: provisioner.type_name.clone(),
+                    source,
+                })?;
+        }
+        Ok(())
+    };
+    against_machine(&mut vm, machine::DURING_PROVISIONING, provisioning).await?;
 
     ctx.stage(Stage::Shutdown);
     if let Some(guest) = guest.as_mut() {
@@ -430,6 +434,31 @@ async fn pipeline(
         run_post_processors(spec, &artifact, ctx, undo, run_uuid).await?;
     }
     Ok(artifact)
+}
+
+/// Runs a stage's work while watching the machine: a machine that dies
+/// ends the work at once with its own error (no reconnecting to a guest
+/// that is gone), and a failure of the work just as the machine dies is
+/// reported as the machine's end, its cause.
+pub(crate) async fn against_machine<T>(
+    vm: &mut machine::Machine,
+    during: &'static str,
+    work: impl std::future::Future<Output = Result<T, BuildError>>,
+) -> Result<T, BuildError> {
+    let result = tokio::select! {
+        result = work => result,
+        lost = vm.lost(during) => return Err(lost.into()),
+    };
+    match result {
+        Err(err) => match vm.lost_within(during, machine::LOST_GRACE).await {
+            Some(lost) => {
+                tracing::debug!(error = %crate::error_chain(&err), "failed as the machine went away");
+                Err(lost.into())
+            }
+            None => Err(err),
+        },
+        ok => ok,
+    }
 }
 
 async fn resolve_source(config: &QemuConfig) -> Result<PathBuf, BuildError> {

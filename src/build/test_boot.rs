@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use super::machine::Machine;
+use super::machine::{DURING_TESTS, Machine};
 use super::report::Stage;
 use super::{BuildContext, BuildError, disk};
 use crate::smoke::{self, CheckResult};
@@ -65,9 +65,12 @@ pub async fn run(
             );
         }
     };
-    let results = smoke::run_checks(checks, &mut guest, &ctx.cancel, &report)
-        .await
-        .map_err(|source| BuildError::Machine(super::MachineError::Ssh(source)))?;
+    let checking = async {
+        smoke::run_checks(checks, &mut guest, &ctx.cancel, &report)
+            .await
+            .map_err(|source| BuildError::Machine(super::MachineError::Ssh(source)))
+    };
+    let results = super::against_machine(&mut vm, DURING_TESTS, checking).await?;
     vm.shutdown(ctx, Some(guest)).await?;
     for line in smoke::report::table(&results) {
         ctx.say(&line);

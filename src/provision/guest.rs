@@ -27,6 +27,11 @@ impl Guest {
         Ok(self.session.insert(session))
     }
 
+    /// The current session, if there is one, without reconnecting.
+    pub fn live_session(&self) -> Option<&Session> {
+        self.session.as_ref()
+    }
+
     /// Forgets the current session: the next use reconnects.
     pub async fn disconnected(&mut self) {
         if let Some(session) = self.session.take() {

@@ -96,15 +96,18 @@ pub async fn run(spec: &ProvisionerSpec, ctx: &mut Context<'_>) -> Result<(), Pr
             Err(ProvisionError::Cancelled) => return Err(ProvisionError::Cancelled),
             Err(err) if attempt < common.max_retries => {
                 attempt += 1;
+                // Packer waits between retries so a guest that is mid-reboot
+                // can come back. The pause comes before the word: a machine
+                // that died (the likely cause of a broken connection) ends
+                // the build in the meantime, and is then not announced as
+                // retried.
+                cancellable_sleep(Duration::from_secs(2), &ctx.cancel).await?;
                 (ctx.say)(&format!(
                     "{} failed ({}); retrying ({attempt}/{})",
                     spec.type_name,
                     crate::error_chain(&err),
                     common.max_retries
                 ));
-                // Packer waits between retries so a guest that is mid-reboot
-                // can come back.
-                cancellable_sleep(Duration::from_secs(2), &ctx.cancel).await?;
             }
             Err(err) => return Err(err),
         }

@@ -91,13 +91,45 @@ async fn run_script(
         Err(err) => Err(err.into()),
     };
 
-    if !config.skip_clean {
-        let cleanup = format!("rm -f {}", super::env::shell_quote(&path));
-        let session = guest.session().await?;
-        let _ = session.exec(&cleanup, &mut |_, line| output(line)).await;
+    // The script ended and said how: the connection works, the script can
+    // go. After a broken connection there is nothing to clean up with,
+    // and reconnecting (to a guest that may be gone) would only wait, and
+    // put its own error in place of the one that matters.
+    let connection_works = matches!(
+        outcome,
+        Ok(()) | Err(ProvisionError::ExitCode { .. } | ProvisionError::Signal(_))
+    );
+    if !config.skip_clean && connection_works {
+        remove_script(guest, &path, output).await;
     }
     outcome
 }
+
+/// Best effort and bounded: a failure here is logged, never reported in
+/// place of the script's outcome.
+async fn remove_script(
+    guest: &mut super::Guest,
+    path: &str,
+    output: &(dyn Fn(&str) + Send + Sync),
+) {
+    let cleanup = format!("rm -f {}", super::env::shell_quote(path));
+    let Some(session) = guest.live_session() else {
+        return;
+    };
+    let removed = tokio::time::timeout(
+        CLEANUP_LIMIT,
+        session.exec(&cleanup, &mut |_, line| output(line)),
+    )
+    .await;
+    match removed {
+        Ok(Ok(ExitStatus::Code(0))) => {}
+        Ok(ended) => tracing::debug!(%path, ?ended, "could not remove the script"),
+        Err(_) => tracing::debug!(%path, "removing the script took too long"),
+    }
+}
+
+/// Removing the script is one short command.
+const CLEANUP_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Uploads the script, reconnecting and trying again until
 /// `start_retry_timeout` when the guest is not reachable yet (after a reboot

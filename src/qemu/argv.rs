@@ -11,7 +11,36 @@ const DEFAULT_OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 
 /// The full argv (without the binary itself).
 pub fn argv(spec: &LaunchSpec) -> Vec<String> {
-    merge_qemuargs(&default_args(spec), &spec.extra_args, &spec.net_device)
+    let mut argv = merge_qemuargs(&default_args(spec), &spec.extra_args, &spec.net_device);
+    // kiln's own, after the merge: a template's `-device` or `-chardev`
+    // replaces Packer's defaults, and must not silently take away what
+    // tells kiln that the disk does not boot.
+    if let Some(log) = &spec.firmware_log
+        && has_isa_debug_port(spec)
+        && !argv.iter().any(|arg| arg.contains("debugcon"))
+    {
+        argv.extend([
+            "-chardev".to_string(),
+            format!("file,id=kiln-firmware,path={}", escape(log)),
+            "-device".to_string(),
+            format!("isa-debugcon,iobase={SEABIOS_DEBUG_PORT:#x},chardev=kiln-firmware"),
+        ]);
+    }
+    argv
+}
+
+/// The I/O port SeaBIOS (as built for QEMU) writes its messages to.
+const SEABIOS_DEBUG_PORT: u16 = 0x402;
+
+/// Only x86 PC machines have the ISA bus an `isa-debugcon` sits on.
+fn has_isa_debug_port(spec: &LaunchSpec) -> bool {
+    let binary = Path::new(&spec.binary)
+        .file_name()
+        .and_then(|name| name.to_str())
+        .unwrap_or_default();
+    let x86 = binary.contains("x86_64") || binary.contains("i386") || binary == "qemu-kvm";
+    let pc = spec.machine_type.starts_with("pc") || spec.machine_type.starts_with("q35");
+    x86 && pc
 }
 
 /// Whether a QEMU window could open on this host: without it a template
@@ -292,6 +321,7 @@ mod tests {
             headless: true,
             qmp_socket: "/scratch/qmp.sock".into(),
             serial_log: "/out/serial.log".into(),
+            firmware_log: None,
             extra_args: vec![],
         }
     }
@@ -338,6 +368,52 @@ mod tests {
                 "none",
             ])
         );
+    }
+
+    #[test]
+    fn the_firmware_log_is_kilns_own_debug_console() {
+        let mut spec = spec();
+        spec.firmware_log = Some("/scratch/fw,1.log".into());
+        let argv = argv(&spec);
+        assert_eq!(
+            argv[argv.len() - 4..],
+            strings(&[
+                "-chardev",
+                "file,id=kiln-firmware,path=/scratch/fw,,1.log",
+                "-device",
+                "isa-debugcon,iobase=0x402,chardev=kiln-firmware",
+            ])
+        );
+        // A template's `-device` replaces Packer's defaults, not this.
+        spec.extra_args = vec![strings(&["-device", "virtio-rng-pci"])];
+        assert!(values(&argv_of(&spec), "-device").contains(&"virtio-rng-pci".to_string()));
+        assert!(
+            values(&argv_of(&spec), "-device")
+                .contains(&"isa-debugcon,iobase=0x402,chardev=kiln-firmware".to_string())
+        );
+    }
+
+    #[test]
+    fn no_firmware_log_where_it_cannot_or_need_not_be() {
+        let with = |binary: &str, machine: &str, extra: Vec<Vec<String>>| {
+            let mut spec = spec();
+            spec.firmware_log = Some("/scratch/fw.log".into());
+            spec.binary = binary.into();
+            spec.machine_type = machine.into();
+            spec.extra_args = extra;
+            argv(&spec).iter().any(|a| a.contains("kiln-firmware"))
+        };
+        assert!(with("/usr/bin/qemu-system-x86_64", "q35", vec![]));
+        assert!(with("qemu-system-i386", "pc-i440fx-9.0", vec![]));
+        assert!(!with("qemu-system-aarch64", "virt", vec![]));
+        assert!(!with("qemu-system-x86_64", "microvm", vec![]));
+        // The template has its own debug console on the port.
+        assert!(!with(
+            "qemu-system-x86_64",
+            "pc",
+            vec![strings(&["-debugcon", "file:/tmp/debug.log"])]
+        ));
+        assert!(!argv(&spec()).iter().any(|a| a.contains("debugcon")));
     }
 
     #[test]

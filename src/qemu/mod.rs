@@ -15,9 +15,9 @@ use std::path::PathBuf;
 
 pub use accel::{choose_accel, cpu_has_virtualization, detect_accel};
 pub use argv::{argv, display_available, efi_vars_path, merge_qemuargs, prepare_efi_vars};
-pub use process::QemuProcess;
+pub use process::{QemuExit, QemuProcess};
 pub use qmp::Qmp;
-pub use watch::watch_guest;
+pub use watch::{Watch, watch_guest};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accel {
@@ -64,6 +64,9 @@ pub struct LaunchSpec {
     pub headless: bool,
     pub qmp_socket: PathBuf,
     pub serial_log: PathBuf,
+    /// Where the firmware's debug console (I/O port 0x402) is written:
+    /// SeaBIOS reports boot failures there, not on the serial port.
+    pub firmware_log: Option<PathBuf>,
     /// The template's `qemuargs`, already rendered, merged as Packer does.
     pub extra_args: Vec<Vec<String>>,
 }
@@ -83,7 +86,7 @@ pub enum QemuError {
         source: std::io::Error,
     },
     /// QEMU exited while starting; `stderr` is the tail of what it printed.
-    #[error("QEMU exited at once ({status}){}", stderr_suffix(.stderr))]
+    #[error("QEMU exited at once {status}{}", stderr_suffix(.stderr))]
     Exited { status: String, stderr: String },
     #[error("could not connect to QMP at {path}: {reason}")]
     QmpConnect { path: PathBuf, reason: String },
@@ -105,6 +108,13 @@ pub enum QemuError {
         detail: String,
         kvm: bool,
     },
+    /// The firmware went through every boot device and found nothing to
+    /// boot: the disk has no boot loader (or is not a disk at all).
+    #[error(
+        "the disk is not bootable: the firmware found nothing to boot from; it said:\n{}",
+        indent(.firmware_said)
+    )]
+    NotBootable { firmware_said: String },
     /// KVM accepted the guest but the vCPU makes no progress.
     #[error("the guest makes no progress under KVM ({detail}): {KVM_HINT}")]
     KvmUnusable { detail: String },
@@ -124,6 +134,13 @@ fn stderr_suffix(stderr: &str) -> String {
     } else {
         format!(": {}", stderr.trim())
     }
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|line| format!("    | {line}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn detail_suffix(detail: &str) -> String {
@@ -192,10 +209,10 @@ mod tests {
         assert!(text.contains("internal-error"), "{text}");
         assert!(text.contains("use accelerator tcg"), "{text}");
         let err = QemuError::Exited {
-            status: "exit code 1".into(),
+            status: "with status 1".into(),
             stderr: "boom\n".into(),
         };
-        assert_eq!(err.to_string(), "QEMU exited at once (exit code 1): boom");
+        assert_eq!(err.to_string(), "QEMU exited at once with status 1: boom");
     }
 
     /// Every shape of argv kiln produces must be one QEMU accepts.
@@ -253,6 +270,7 @@ mod tests {
                 headless: true,
                 qmp_socket: dir.path().join("qmp.sock"),
                 serial_log: dir.path().join("serial.log"),
+                firmware_log: Some(dir.path().join("firmware.log")),
                 extra_args: vec![vec!["-no-reboot".into()]],
             };
             prepare_efi_vars(&spec).unwrap();

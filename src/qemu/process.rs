@@ -21,6 +21,27 @@ const STARTUP_GRACE: Duration = Duration::from_millis(1500);
 
 type Lines = Arc<Mutex<VecDeque<String>>>;
 
+/// How QEMU ended.
+#[derive(Debug, Clone)]
+pub struct QemuExit {
+    /// Exit code 0.
+    pub success: bool,
+    /// "with status N" or "on signal N (NAME)", to follow "QEMU exited".
+    pub status: String,
+    /// The last lines QEMU printed on stderr.
+    pub stderr: String,
+}
+
+impl std::fmt::Display for QemuExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "QEMU exited {}", self.status)?;
+        if !self.stderr.is_empty() {
+            write!(f, " ({})", self.stderr.replace('\n', "; "))?;
+        }
+        Ok(())
+    }
+}
+
 /// A running QEMU: its own process group, killed (the whole group) when this
 /// is dropped or kiln dies; stderr captured for error messages.
 pub struct QemuProcess {
@@ -137,9 +158,9 @@ impl QemuProcess {
         }
     }
 
-    /// Resolves when QEMU has exited; describes how (exit code or signal, and
-    /// the last lines of its stderr). Cancel-safe.
-    pub async fn exited(&mut self) -> String {
+    /// Resolves when QEMU has exited: how (exit code or signal) and the
+    /// last lines of its stderr. Cancel-safe.
+    pub async fn exited(&mut self) -> QemuExit {
         let status = match self.status {
             Some(status) => status,
             // Child::wait is cancel-safe: the status is kept by tokio until
@@ -149,20 +170,25 @@ impl QemuProcess {
                     self.status = Some(status);
                     status
                 }
-                Err(err) => return format!("QEMU could not be waited for: {err}"),
+                Err(err) => {
+                    return QemuExit {
+                        success: false,
+                        status: format!("(it could not be waited for: {err})"),
+                        stderr: String::new(),
+                    };
+                }
             },
         };
         self.drain_stderr().await;
-        let tail = self.stderr_tail();
-        if tail.trim().is_empty() {
-            describe_status(status)
-        } else {
-            format!("{}: {}", describe_status(status), tail.trim())
+        QemuExit {
+            success: status.success(),
+            status: describe_status(status),
+            stderr: self.stderr_tail().trim().to_string(),
         }
     }
 
     /// Waits up to `timeout` for QEMU to exit; `None` if it is still running.
-    pub async fn wait_timeout(&mut self, timeout: Duration) -> Option<String> {
+    pub async fn wait_timeout(&mut self, timeout: Duration) -> Option<QemuExit> {
         tokio::time::timeout(timeout, self.exited()).await.ok()
     }
 
@@ -206,15 +232,11 @@ impl QemuProcess {
 }
 
 impl Drop for QemuProcess {
+    /// A build that fails or is cancelled drops its QEMU: it is killed and
+    /// reaped here (a bounded wait), so that when kiln exits right after,
+    /// no QEMU is still on its way out holding the disk.
     fn drop(&mut self) {
-        if self.status.is_none() {
-            self.kill_group();
-            // kill_on_drop also signals the child; tokio reaps it in the
-            // background if it is not reaped here.
-            if let Ok(Some(status)) = self.child.try_wait() {
-                self.status = Some(status);
-            }
-        }
+        self.kill();
     }
 }
 
@@ -300,13 +322,31 @@ async fn main_loop_answers(path: &std::path::Path) -> bool {
         .unwrap_or(false)
 }
 
+/// "with status N" or "on signal N (NAME)", to follow "QEMU exited".
 fn describe_status(status: ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit code {code}"),
-        (None, Some(signal)) => format!("killed by signal {signal}"),
-        (None, None) => "exited".to_string(),
+        (Some(code), _) => format!("with status {code}"),
+        (None, Some(signal)) => match signal_name(signal) {
+            Some(name) => format!("on signal {signal} ({name})"),
+            None => format!("on signal {signal}"),
+        },
+        (None, None) => "for an unknown reason".to_string(),
     }
+}
+
+fn signal_name(signal: i32) -> Option<&'static str> {
+    Some(match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGTERM => "SIGTERM",
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -454,6 +494,12 @@ mod tests {
         process.kill();
         assert!(!alive(pid));
         let how = process.exited().await;
-        assert!(how.contains("signal 9"), "{how}");
+        assert!(!how.success);
+        assert_eq!(how.status, "on signal 9 (SIGKILL)");
+        assert!(
+            how.to_string()
+                .starts_with("QEMU exited on signal 9 (SIGKILL)"),
+            "{how}"
+        );
     }
 }

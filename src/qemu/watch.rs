@@ -39,11 +39,28 @@ const FAILED_STATES: &[&str] = &[
     "watchdog",
 ];
 
+/// What to watch, and what counts as failure.
+#[derive(Debug, Clone, Copy)]
+pub struct Watch<'a> {
+    pub accel: Accel,
+    pub serial_log: &'a Path,
+    /// The firmware's debug console (see `LaunchSpec::firmware_log`).
+    pub firmware_log: Option<&'a Path>,
+    /// The guest is being powered off: the `shutdown` run state is the
+    /// goal, not a failure.
+    pub shutdown_expected: bool,
+    /// The template set up a network boot (a TFTP boot file): the
+    /// firmware turning to the network is then not a failure.
+    pub network_boot: bool,
+}
+
 /// Resolves only if the guest fails: a run state such as `internal-error`
-/// or `guest-panicked`, or (with KVM) a guest that makes no progress after
-/// the firmware. Never resolves while the guest is healthy.
-pub async fn watch_guest(qmp: &Qmp, accel: Accel, serial_log: &Path) -> QemuError {
-    let kvm = accel == Accel::Kvm;
+/// or `guest-panicked`, firmware that found nothing to boot, or (with KVM)
+/// a guest that makes no progress after the firmware. Never resolves while
+/// the guest is healthy. QEMU exiting is the caller's to watch (it owns the
+/// process); here it shows as a lost QMP connection, reported after a grace.
+pub async fn watch_guest(qmp: &Qmp, watch: &Watch<'_>) -> QemuError {
+    let kvm = watch.accel == Accel::Kvm;
     let mut events = qmp.subscribe();
     for event in qmp.recent_events() {
         if let Some(failure) = failure_from_event(&event, kvm) {
@@ -58,18 +75,19 @@ pub async fn watch_guest(qmp: &Qmp, accel: Accel, serial_log: &Path) -> QemuErro
     };
     let mut stalls = StallTracker::new(window);
     let mut sample_registers = kvm;
+    let mut firmware = watch.firmware_log.map(LogTail::new);
+    let mut serial = LogTail::new(watch.serial_log);
     let started = tokio::time::Instant::now();
     let mut state_tick = tokio::time::interval(STATE_POLL);
     let mut register_tick = tokio::time::interval(REGISTER_POLL);
     loop {
         tokio::select! {
             _ = state_tick.tick() => {
-                match qmp.run_state().await {
-                    Ok(state) if FAILED_STATES.contains(&state.as_str()) => {
-                        return failed(state, String::new(), kvm);
-                    }
-                    Ok(_) => {}
-                    Err(err) => return lost(err).await,
+                if let Some(failure) = check_state(qmp, watch, kvm).await {
+                    return failure;
+                }
+                if let Some(failure) = boot_failure(firmware.as_mut(), &mut serial, watch.network_boot) {
+                    return failure;
                 }
             }
             _ = register_tick.tick(), if sample_registers => {
@@ -84,7 +102,7 @@ pub async fn watch_guest(qmp: &Qmp, accel: Accel, serial_log: &Path) -> QemuErro
                             at: started.elapsed(),
                             ip,
                             halted,
-                            serial_len: file_len(serial_log),
+                            serial_len: file_len(watch.serial_log),
                         };
                         tracing::trace!(?sample, "vCPU sample");
                         if let Some(mut detail) = stalls.observe(sample) {
@@ -106,6 +124,14 @@ pub async fn watch_guest(qmp: &Qmp, accel: Accel, serial_log: &Path) -> QemuErro
                     if let Some(failure) = failure_from_event(&event, kvm) {
                         return failure;
                     }
+                    // The guest stopped or went down: look at once rather
+                    // than at the next tick.
+                    let name = event.get("event").and_then(Value::as_str).unwrap_or("");
+                    if matches!(name, "STOP" | "SHUTDOWN")
+                        && let Some(failure) = check_state(qmp, watch, kvm).await
+                    {
+                        return failure;
+                    }
                 }
                 // Missed events are covered by the state poll.
                 Err(RecvError::Lagged(_)) => {}
@@ -114,6 +140,221 @@ pub async fn watch_guest(qmp: &Qmp, accel: Accel, serial_log: &Path) -> QemuErro
                 }
             }
         }
+    }
+}
+
+/// `Some` when the run state is one the guest does not come back from.
+async fn check_state(qmp: &Qmp, watch: &Watch<'_>, kvm: bool) -> Option<QemuError> {
+    match qmp.run_state().await {
+        Ok(state) if state == "shutdown" && watch.shutdown_expected => None,
+        Ok(state) if FAILED_STATES.contains(&state.as_str()) => {
+            Some(failed(state, String::new(), kvm))
+        }
+        Ok(_) => None,
+        Err(err) => Some(lost(err).await),
+    }
+}
+
+/// New lines of a log file QEMU appends to, read as they come.
+struct LogTail<'a> {
+    path: &'a Path,
+    offset: u64,
+    partial: Vec<u8>,
+    /// The lines that may explain a failure, the last few kept.
+    notes: VecDeque<String>,
+}
+
+/// Firmware logs are small; a guest writing to them without end is read
+/// no further than this (per poll, and in all).
+const LOG_READ_CHUNK: u64 = 256 * 1024;
+const LOG_READ_LIMIT: u64 = 16 << 20;
+const NOTES_KEPT: usize = 8;
+
+impl<'a> LogTail<'a> {
+    fn new(path: &'a Path) -> Self {
+        LogTail {
+            path,
+            offset: 0,
+            partial: Vec::new(),
+            notes: VecDeque::new(),
+        }
+    }
+
+    /// The complete lines written since the last call.
+    fn new_lines(&mut self) -> Vec<String> {
+        use std::io::{Read, Seek, SeekFrom};
+        if self.offset >= LOG_READ_LIMIT {
+            return Vec::new();
+        }
+        let Ok(mut file) = std::fs::File::open(self.path) else {
+            return Vec::new();
+        };
+        if file.seek(SeekFrom::Start(self.offset)).is_err() {
+            return Vec::new();
+        }
+        let mut bytes = Vec::new();
+        let Ok(read) = file.take(LOG_READ_CHUNK).read_to_end(&mut bytes) else {
+            return Vec::new();
+        };
+        self.offset += read as u64;
+        self.partial.extend_from_slice(&bytes);
+        let mut lines = Vec::new();
+        // OVMF ends its lines with \r\n and moves the cursor with escape
+        // sequences; either end of line will do.
+        while let Some(end) = self.partial.iter().position(|b| *b == b'\n' || *b == b'\r') {
+            let line: Vec<u8> = self.partial.drain(..=end).collect();
+            let text = clean_line(&line);
+            if !text.is_empty() {
+                lines.push(text);
+            }
+        }
+        // A firmware message without its end of line yet ("No bootable
+        // device." is SeaBIOS's last word) is looked at as it stands.
+        if self.partial.len() > 4096 {
+            self.partial.clear();
+        }
+        lines
+    }
+
+    fn note(&mut self, line: String) {
+        if self.notes.len() == NOTES_KEPT {
+            self.notes.pop_front();
+        }
+        self.notes.push_back(line);
+    }
+
+    fn pending(&self) -> String {
+        clean_line(&self.partial)
+    }
+}
+
+/// Printable text only: no escape sequences (OVMF draws its screen with
+/// them), no control characters.
+fn clean_line(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters final-byte.
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        if !c.is_control() {
+            out.push(c);
+        }
+    }
+    out.trim().to_string()
+}
+
+/// What the firmware said about a boot that went nowhere.
+#[derive(Debug, PartialEq, Eq)]
+enum BootVerdict {
+    /// A line worth quoting if the boot fails.
+    Note(String),
+    /// Nothing is left to boot from.
+    Failed(String),
+}
+
+/// SeaBIOS, on its debug console: `Booting from Hard Disk...`, then
+/// `Boot failed: not a bootable disk` (and the same for every other
+/// device), and last `No bootable device.`, after which it only waits to
+/// retry. Only that last line is final: a blank disk before an installer
+/// CD fails first on the way to the CD.
+fn seabios_line(line: &str) -> Option<BootVerdict> {
+    if line.starts_with("No bootable device") {
+        return Some(BootVerdict::Failed(line.to_string()));
+    }
+    if line.starts_with("Booting from ") || line.starts_with("Boot failed") {
+        return Some(BootVerdict::Note(line.to_string()));
+    }
+    None
+}
+
+/// OVMF, on the serial console: `BdsDxe: failed to load Boot0002 "UEFI
+/// Misc Device" ...: Not Found` for each boot option, then (after its
+/// network boot attempts, a minute or more under TCG) `BdsDxe: No bootable
+/// option or device was found.` OVMF tries every disk and CD before the
+/// network, so reaching the network boot (iPXE's banner, or
+/// `>>Start PXE over IPv4`) already means that they all failed: kiln's
+/// network has no boot server.
+fn ovmf_line(line: &str, network_boot: bool) -> Option<BootVerdict> {
+    if line.contains("No bootable option or device was found") {
+        return Some(BootVerdict::Failed(line.to_string()));
+    }
+    // iPXE's banner comes first, seconds before OVMF's own PXE attempt.
+    if !network_boot
+        && (line.contains(">>Start PXE over IPv")
+            || line.contains("Open Source Network Boot Firmware"))
+    {
+        return Some(BootVerdict::Failed(
+            "every disk and CD failed to boot; the firmware moved on to a network boot".into(),
+        ));
+    }
+    if line.starts_with("BdsDxe: failed to load") {
+        return Some(BootVerdict::Note(line.to_string()));
+    }
+    None
+}
+
+fn boot_failure(
+    firmware: Option<&mut LogTail>,
+    serial: &mut LogTail,
+    network_boot: bool,
+) -> Option<QemuError> {
+    if let Some(firmware) = firmware {
+        for line in firmware.new_lines() {
+            match seabios_line(&line) {
+                Some(BootVerdict::Note(note)) => firmware.note(note),
+                Some(BootVerdict::Failed(last)) => {
+                    return Some(not_bootable(&firmware.notes, &last));
+                }
+                None => {}
+            }
+        }
+        // SeaBIOS's last word has no end of line: it is looked at as it
+        // stands, for a verdict only (a note would be taken twice).
+        if let Some(BootVerdict::Failed(last)) = seabios_line(&firmware.pending()) {
+            return Some(not_bootable(&firmware.notes, &last));
+        }
+    }
+    for line in serial.new_lines() {
+        // Linux, before it halts or (with `panic=N`) reboots: no run state
+        // shows this without a pvpanic device, and a rebooting guest looks
+        // alive.
+        if let Some(at) = line.find("Kernel panic - not syncing") {
+            return Some(QemuError::GuestFailed {
+                state: "guest-panicked".into(),
+                detail: line[at..].to_string(),
+                kvm: false,
+            });
+        }
+        match ovmf_line(&line, network_boot) {
+            Some(BootVerdict::Note(note)) => serial.note(note),
+            Some(BootVerdict::Failed(last)) => return Some(not_bootable(&serial.notes, &last)),
+            None => {}
+        }
+    }
+    // ">>Start PXE over IPv4." waits for its end of line until the attempt
+    // times out.
+    if let Some(BootVerdict::Failed(last)) = ovmf_line(&serial.pending(), network_boot) {
+        return Some(not_bootable(&serial.notes, &last));
+    }
+    None
+}
+
+fn not_bootable(notes: &VecDeque<String>, last: &str) -> QemuError {
+    let mut said: Vec<&str> = notes.iter().map(String::as_str).collect();
+    said.push(last);
+    QemuError::NotBootable {
+        firmware_said: said.join("\n"),
     }
 }
 
@@ -360,7 +601,120 @@ mod tests {
         assert!(failure_from_event(&unknown, false).is_none());
     }
 
+    #[test]
+    fn seabios_fails_only_when_nothing_is_left_to_boot() {
+        // As SeaBIOS 1.16 under QEMU 10 writes it to port 0x402.
+        let log = "enter handle_19:\n  NULL\nBooting from Hard Disk...\n\
+                   Boot failed: not a bootable disk\n\nenter handle_18:\n  NULL\n\
+                   Booting from DVD/CD...\nBoot failed: Could not read from CDROM (code 0004)\n\
+                   enter handle_18:\n  NULL\nBooting from ROM...\nBooting from ca00:0385\n\
+                   enter handle_18:\n  NULL\nNo bootable device.";
+        let dir = tempfile::tempdir().unwrap();
+        let firmware_path = dir.path().join("firmware.log");
+        let serial_path = dir.path().join("serial.log");
+        // Up to the CD: an installer CD may still boot.
+        let cut = log
+            .find("enter handle_18:\n  NULL\nBooting from ROM")
+            .unwrap();
+        std::fs::write(&firmware_path, &log[..cut]).unwrap();
+        let mut firmware = LogTail::new(&firmware_path);
+        let mut serial = LogTail::new(&serial_path);
+        assert!(boot_failure(Some(&mut firmware), &mut serial, false).is_none());
+        std::fs::write(&firmware_path, log).unwrap();
+        let err = boot_failure(Some(&mut firmware), &mut serial, false).expect("a verdict");
+        let text = err.to_string();
+        assert!(text.starts_with("the disk is not bootable"), "{text}");
+        for said in [
+            "Booting from Hard Disk...",
+            "Boot failed: not a bootable disk",
+            "Could not read from CDROM",
+            "No bootable device.",
+        ] {
+            assert_eq!(text.matches(said).count(), 1, "{said} in {text}");
+        }
+        assert!(!text.contains("handle_18"), "{text}");
+    }
+
+    #[test]
+    fn ovmf_fails_at_the_network_boot_or_its_last_word() {
+        let serial = "\x1b[2J\x1b[01;01H\x1b[=3h\x1b[2J\x1b[01;01HBdsDxe: failed to load Boot0001 \
+                      \"UEFI QEMU DVD-ROM QM00003 \" from PciRoot(0x0)/Pci(0x1,0x1)/Ata(Secondary,Master,0x0): Not Found\r\n\
+                      BdsDxe: failed to load Boot0002 \"UEFI Misc Device\" from PciRoot(0x0)/Pci(0x4,0x0): Not Found\r\n\
+                      >>Start PXE over IPv4.\r\n";
+        let dir = tempfile::tempdir().unwrap();
+        let serial_path = dir.path().join("serial.log");
+        std::fs::write(&serial_path, serial).unwrap();
+        let err = boot_failure(None, &mut LogTail::new(&serial_path), false).expect("a verdict");
+        let text = err.to_string();
+        assert!(text.contains("UEFI Misc Device"), "{text}");
+        assert!(text.contains("network boot"), "{text}");
+        assert!(!text.contains('\x1b'), "{text}");
+        std::fs::write(
+            &serial_path,
+            "BdsDxe: failed to load Boot0002 \"UEFI Misc Device\" from PciRoot(0x0)/Pci(0x4,0x0): Not Found\r\n\
+             \x1b[1m\x1b[37m\x1b[40miPXE 1.0.0+git-20190125.36a4c85-5.1\x1b[0m\x1b[37m\x1b[40m -- Open Source Network Boot Firmware -- \r\n",
+        )
+        .unwrap();
+        let text = boot_failure(None, &mut LogTail::new(&serial_path), false)
+            .expect("a verdict at iPXE's banner")
+            .to_string();
+        assert!(text.contains("UEFI Misc Device"), "{text}");
+        std::fs::write(&serial_path, serial).unwrap();
+        // A template that boots from the network on purpose.
+        assert!(boot_failure(None, &mut LogTail::new(&serial_path), true).is_none());
+        std::fs::write(
+            &serial_path,
+            "BdsDxe: No bootable option or device was found.\r\n",
+        )
+        .unwrap();
+        assert!(boot_failure(None, &mut LogTail::new(&serial_path), true).is_some());
+    }
+
+    #[test]
+    fn a_kernel_panic_on_the_console_is_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let serial_path = dir.path().join("serial.log");
+        std::fs::write(
+            &serial_path,
+            "[   12.1] sysrq: Trigger a crash\n\
+             [   12.2] Kernel panic - not syncing: sysrq triggered crash\n",
+        )
+        .unwrap();
+        let err = boot_failure(None, &mut LogTail::new(&serial_path), false).expect("a verdict");
+        let text = err.to_string();
+        assert!(text.contains("guest-panicked"), "{text}");
+        assert!(text.contains("sysrq triggered crash"), "{text}");
+        assert!(!text.contains("tcg"), "{text}");
+    }
+
+    #[test]
+    fn a_booted_guest_is_not_taken_for_a_failed_boot() {
+        let dir = tempfile::tempdir().unwrap();
+        let firmware_path = dir.path().join("firmware.log");
+        let serial_path = dir.path().join("serial.log");
+        std::fs::write(
+            &firmware_path,
+            "Booting from Hard Disk...\nBooting from 0000:7c00\n",
+        )
+        .unwrap();
+        std::fs::write(&serial_path, "[    0.000000] Linux version 6.1\nlogin: ").unwrap();
+        let mut firmware = LogTail::new(&firmware_path);
+        let mut serial = LogTail::new(&serial_path);
+        assert!(boot_failure(Some(&mut firmware), &mut serial, false).is_none());
+        assert!(boot_failure(Some(&mut firmware), &mut serial, false).is_none());
+    }
+
     // ---- with a real QEMU ----
+
+    fn plain_watch(accel: Accel, serial_log: &Path) -> Watch<'_> {
+        Watch {
+            accel,
+            serial_log,
+            firmware_log: None,
+            shutdown_expected: false,
+            network_boot: false,
+        }
+    }
 
     use crate::qemu::test_support::{QEMU, require_qemu};
 
@@ -467,9 +821,10 @@ mod tests {
         // The watch must report the failure itself; without it the build
         // would wait for the whole ssh_timeout. The timeout only keeps a
         // missed detection from hanging the test.
+        let watch = plain_watch(Accel::Kvm, &serial);
         let outcome = tokio::time::timeout(Duration::from_secs(120), async {
             tokio::select! {
-                err = watch_guest(&qmp, Accel::Kvm, &serial) => Ok(err),
+                err = watch_guest(&qmp, &watch) => Ok(err),
                 status = process.exited() => Err(status),
             }
         })
@@ -500,7 +855,7 @@ mod tests {
         let serial = dir.path().join("serial.log");
         let fired = tokio::time::timeout(
             Duration::from_secs(4),
-            watch_guest(&qmp, Accel::Tcg, &serial),
+            watch_guest(&qmp, &plain_watch(Accel::Tcg, &serial)),
         )
         .await;
         assert!(
@@ -509,6 +864,59 @@ mod tests {
             fired.map(|e| e.to_string())
         );
         assert_eq!(qmp.run_state().await.unwrap(), "running");
+    }
+
+    /// What SeaBIOS in this QEMU really prints for a disk of zeros and a
+    /// CD that is not bootable, through the debug console kiln adds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_disk_that_cannot_boot_is_reported() {
+        require_qemu();
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("zero.raw");
+        std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+        let spec = crate::qemu::LaunchSpec {
+            binary: QEMU.into(),
+            vm_name: "kiln-test".into(),
+            accel: Accel::Tcg,
+            machine_type: "pc".into(),
+            cpus: 1,
+            memory_mib: 128,
+            disks: vec![crate::qemu::Disk {
+                path: disk,
+                format: "raw".into(),
+                interface: "virtio".into(),
+                cache: "writeback".into(),
+                discard: "ignore".into(),
+                detect_zeroes: "off".into(),
+                read_only: false,
+            }],
+            cdroms: vec![],
+            net_device: "virtio-net".into(),
+            ssh_forward: None,
+            firmware: None,
+            efi_boot: false,
+            headless: true,
+            qmp_socket: dir.path().join("qmp.sock"),
+            serial_log: dir.path().join("serial.log"),
+            firmware_log: Some(dir.path().join("firmware.log")),
+            extra_args: vec![],
+        };
+        let _process = QemuProcess::spawn(QEMU, &crate::qemu::argv(&spec))
+            .await
+            .unwrap();
+        let qmp = Qmp::connect(&spec.qmp_socket, Duration::from_secs(10))
+            .await
+            .unwrap();
+        let watch = Watch {
+            firmware_log: spec.firmware_log.as_deref(),
+            ..plain_watch(Accel::Tcg, &spec.serial_log)
+        };
+        // No time bound: a regression hangs here, it does not pass.
+        let err = watch_guest(&qmp, &watch).await;
+        let text = err.to_string();
+        assert!(matches!(err, QemuError::NotBootable { .. }), "{err:?}");
+        assert!(text.contains("Boot failed: not a bootable disk"), "{text}");
+        assert!(text.contains("No bootable device."), "{text}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -531,7 +939,7 @@ mod tests {
         let serial = dir.path().join("serial.log");
         let err = tokio::time::timeout(
             Duration::from_secs(60),
-            watch_guest(&qmp, Accel::Tcg, &serial),
+            watch_guest(&qmp, &plain_watch(Accel::Tcg, &serial)),
         )
         .await
         .expect("the dead guest was not reported");

@@ -2,7 +2,9 @@
 //! that boot the fixture image under QEMU.
 
 mod build;
+mod build_signals;
 mod cli;
+mod dead_machine;
 mod disks;
 mod gce;
 mod guest;
