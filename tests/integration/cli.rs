@@ -378,6 +378,10 @@ fn kiln_test_with_bad_checks_exits_2_before_booting() {
     ]);
     run.assert_usage_error();
     run.assert_error_on_stderr("tests[0].comand");
+    let checks = scratch.write(
+        "good-checks.json",
+        r#"{"tests": [{"name": "c", "command": "true"}]}"#,
+    );
     let run = scratch.run(&[
         "test",
         "missing.qcow2",

@@ -119,9 +119,10 @@ impl Unbootable {
                 file.set_len(64 << 20).expect("size");
                 path
             }
+            // Whole sectors of text: only a disk when told it is one.
             Unbootable::Text => scratch.write(
                 "notes.txt",
-                "These are my notes, not a disk.\nSecond line of notes.\n",
+                &"These are my notes, not a disk. Line of notes.\n".repeat(1024),
             ),
             Unbootable::Filesystem => {
                 let path = scratch.path().join("data.ext4");
@@ -233,9 +234,35 @@ fn a_uefi_build_from_a_disk_of_zeros_fails_as_not_bootable() {
     assert_nothing_left(&scratch);
 }
 
+/// A build reads its source's format from the header: a text file is
+/// refused as one before QEMU starts (`kiln test --format raw` boots it).
 #[test]
-fn a_build_from_a_text_file_fails_as_not_bootable() {
-    build_from(Unbootable::Text);
+fn a_build_from_a_text_file_is_refused_as_not_a_disk() {
+    let scratch = Scratch::new();
+    let disk = Unbootable::Text.make(&scratch);
+    let template = scratch.write_json(
+        "t.json",
+        &json!({
+            "builders": [fixture_builder(json!({
+                "iso_url": path_str(&disk),
+                "output_directory": "out",
+                "format": "raw",
+                "disk_size": "64M",
+                "ssh_timeout": "30m",
+            }))]
+        }),
+    );
+    let run = scratch.run(&["build", path_str(&template)]);
+    run.assert_failure();
+    assert!(
+        run.all()
+            .contains("looks like a text file, not a disk image"),
+        "{}",
+        run.all()
+    );
+    assert!(!run.all().contains("Starting QEMU"), "{}", run.all());
+    assert!(!scratch.path().join("out").exists(), "output left behind");
+    assert_nothing_left(&scratch);
 }
 
 #[test]

@@ -161,7 +161,7 @@ fn backing_chain_loops_are_refused_and_named() {
             "out.tar.gz",
             path_str(disk),
         ]);
-        run.assert_failure();
+        run.assert_usage_error();
         assert!(
             run.all().contains("the backing chain loops"),
             "{}",
@@ -170,7 +170,7 @@ fn backing_chain_loops_are_refused_and_named() {
         assert!(run.all().contains(&expected), "{}", run.all());
         // Detected rather than told, the backing file is refused sooner.
         let run = scratch.run(&["export", "--output", "out.tar.gz", path_str(disk)]);
-        run.assert_failure();
+        run.assert_usage_error();
         assert!(run.all().contains("--format qcow2"), "{}", run.all());
         assert!(!dir.join("out.tar.gz").exists());
         assert_nothing_left(&scratch);
@@ -200,7 +200,7 @@ fn an_output_that_is_the_input_is_refused() {
                 args.insert(1, "--force");
             }
             let run = scratch.run(&args);
-            run.assert_failure();
+            run.assert_usage_error();
             assert!(
                 run.all().contains("is the disk being read"),
                 "{input} -> {output}: {}",
@@ -230,7 +230,7 @@ fn an_output_that_is_the_input_is_refused() {
         "disk.raw",
         "top.qcow2",
     ]);
-    run.assert_failure();
+    run.assert_usage_error();
     assert!(
         run.all().contains("is the disk being read"),
         "{}",
@@ -246,13 +246,13 @@ fn an_existing_output_needs_force() {
     let disk = random_disk(&scratch, "disk.raw", 1);
     let out = scratch.write("out.tar.gz", "keep me");
     let run = scratch.run(&["export", "--output", "out.tar.gz", path_str(&disk)]);
-    run.assert_failure();
+    run.assert_usage_error();
     assert!(run.all().contains("exists; give --force"), "{}", run.all());
     assert_eq!(std::fs::read_to_string(&out).expect("read"), "keep me");
     let dir_out = scratch.path().join("somedir");
     std::fs::create_dir(&dir_out).expect("mkdir");
     let run = scratch.run(&["export", "--force", "--output", "somedir", path_str(&disk)]);
-    run.assert_failure();
+    run.assert_usage_error();
     assert!(run.all().contains("is a directory"), "{}", run.all());
 
     scratch
@@ -301,7 +301,7 @@ fn a_raw_disk_carrying_a_qcow2_header_is_not_followed() {
     std::fs::write(&disk, &bytes).expect("write disk");
 
     let run = scratch.run(&["export", "--output", "out.tar.gz", path_str(&disk)]);
-    run.assert_failure();
+    run.assert_usage_error();
     assert!(
         run.all().contains("naming the backing file"),
         "{}",
@@ -385,7 +385,7 @@ fn non_disk_inputs_are_refused_before_anything_runs() {
     ];
     for (input, expected) in cases {
         let run = scratch.run(&["export", "--output", "out.tar.gz", input]);
-        run.assert_failure();
+        run.assert_usage_error();
         assert!(
             run.all().contains(expected),
             "export {input}: {}",
