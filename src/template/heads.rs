@@ -7,6 +7,11 @@ use serde_json::{Map, Value as Json};
 
 use super::decode::{Cx, json_type};
 
+/// The most builders one template may have. Every provisioner and
+/// post-processor is decoded once per build, so the work grows with their
+/// product; real templates have a handful of builders.
+pub const MAX_BUILDERS: usize = 100;
+
 pub struct BuilderHead<'a> {
     pub path: String,
     pub name: String,
@@ -28,9 +33,19 @@ pub fn builder_heads<'a>(cx: &Cx, section: Option<&'a Json>) -> Vec<BuilderHead<
             return Vec::new();
         }
     };
+    if items.len() > MAX_BUILDERS {
+        cx.problem(
+            "builders",
+            format!(
+                "{} builders: kiln builds at most {MAX_BUILDERS} from one template \
+                 (only the first {MAX_BUILDERS} are checked)",
+                items.len()
+            ),
+        );
+    }
     let mut out: Vec<BuilderHead<'a>> = Vec::new();
     let mut names = HashSet::new();
-    for (i, item) in items.iter().enumerate() {
+    for (i, item) in items.iter().enumerate().take(MAX_BUILDERS) {
         let path = format!("builders[{i}]");
         let Json::Object(map) = item else {
             cx.problem(path, format!("expected an object, got {}", json_type(item)));

@@ -34,9 +34,8 @@ pub enum ReadError {
     Syntax(serde_json::Error),
 }
 
-/// The file's JSON, and the problems that do not stop decoding (duplicate
-/// keys, at their JSON path).
-pub fn read(path: &Path) -> Result<(Json, Vec<Problem>), ReadError> {
+/// The file's bytes, up to [`MAX_FILE_BYTES`].
+pub fn read(path: &Path) -> Result<Vec<u8>, ReadError> {
     let file = std::fs::File::open(path).map_err(ReadError::Io)?;
     let mut bytes = Vec::new();
     file.take(MAX_FILE_BYTES as u64 + 1)
@@ -51,8 +50,13 @@ pub fn read(path: &Path) -> Result<(Json, Vec<Problem>), ReadError> {
             ),
         });
     }
-    let text = text(&bytes)?;
-    parse(text)
+    Ok(bytes)
+}
+
+/// The JSON, and the problems that do not stop decoding (duplicate keys,
+/// at their JSON path).
+pub fn decode(bytes: &[u8]) -> Result<(Json, Vec<Problem>), ReadError> {
+    parse(text(bytes)?)
 }
 
 /// Checks the encoding: Packer reads templates with Go's encoding/json,
@@ -83,10 +87,7 @@ fn text(bytes: &[u8]) -> Result<&str, ReadError> {
         // The prefix is valid UTF-8, so the column counts characters.
         let column = 1 + String::from_utf8_lossy(&good[line_start..]).chars().count();
         ReadError::Text {
-            location: format!(
-                "line {line}, column {column} (byte {})",
-                e.valid_up_to()
-            ),
+            location: format!("line {line}, column {column} (byte {})", e.valid_up_to()),
             message: format!(
                 "the file is not UTF-8 (byte 0x{:02X} here): save it as UTF-8",
                 bytes[e.valid_up_to()]

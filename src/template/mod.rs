@@ -141,9 +141,23 @@ const TOP_LEVEL: &[&str] = &[
     "post-processors",
 ];
 
+/// How many provisioners and post-processors, counted once per build they
+/// apply to, one template may have: each is decoded per build (its
+/// `{{build_name}}` differs). 10 builds of 1000 steps each is far beyond any
+/// real template and still decodes in a fraction of a second.
+const MAX_BUILD_STEPS: usize = 10_000;
+
 /// Reads, interpolates and validates a template.
 pub fn load(path: &Path, overrides: &Overrides) -> Result<Plan, TemplateError> {
-    let (root, mut file_problems) = read_json(path)?;
+    let bytes = json::read(path).map_err(|e| read_error(path, e))?;
+    load_bytes(path, &bytes, overrides)
+}
+
+/// [`load`] for a template already in memory (the fuzz target and the
+/// property tests); `path` names it in messages and locates relative paths.
+#[doc(hidden)]
+pub fn load_bytes(path: &Path, bytes: &[u8], overrides: &Overrides) -> Result<Plan, TemplateError> {
+    let (root, mut file_problems) = json::decode(bytes).map_err(|e| read_error(path, e))?;
     let mut given = Vec::new();
     for entry in &overrides.entries {
         match entry {
@@ -204,7 +218,12 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Plan, TemplateError> {
 
 /// The file's JSON and its duplicate keys, as problems at their paths.
 fn read_json(path: &Path) -> Result<(Json, Vec<Problem>), TemplateError> {
-    json::read(path).map_err(|e| match e {
+    let bytes = json::read(path).map_err(|e| read_error(path, e))?;
+    json::decode(&bytes).map_err(|e| read_error(path, e))
+}
+
+fn read_error(path: &Path, e: json::ReadError) -> TemplateError {
+    match e {
         json::ReadError::Io(source) => TemplateError::Read {
             path: path.to_path_buf(),
             source,
@@ -217,10 +236,12 @@ fn read_json(path: &Path) -> Result<(Json, Vec<Problem>), TemplateError> {
         json::ReadError::Syntax(source) => TemplateError::Json {
             path: path.to_path_buf(),
             line: source.line(),
-            column: source.column(),
+            // serde_json says column 0 for the end of the file after a
+            // newline: the first column of the next line.
+            column: source.column().max(1),
             source,
         },
-    })
+    }
 }
 
 /// A `-var-file`: a JSON object of strings (numbers and bools are taken as
@@ -317,6 +338,20 @@ fn plan(
                 let _ = filter(cx, &pp.path, map, &names);
             }
         }
+    }
+
+    let steps = provisioners.len() + pp_chains.iter().map(Vec::len).sum::<usize>();
+    let work = builders.len().saturating_mul(steps);
+    if work > MAX_BUILD_STEPS {
+        cx.problem(
+            "provisioners",
+            format!(
+                "{} builds × {steps} provisioners and post-processors make {work} to check, \
+                 more than the {MAX_BUILD_STEPS} kiln takes from one template: split it",
+                builders.len()
+            ),
+        );
+        return None;
     }
 
     let checks = match root.get("tests") {
@@ -568,5 +603,7 @@ pub fn render_late(text: &str, values: &[(&str, &str)]) -> String {
     interpolate::render(text, &r).unwrap_or_else(|_| text.to_string())
 }
 
+#[cfg(test)]
+mod prop_tests;
 #[cfg(test)]
 mod tests;

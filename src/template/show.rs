@@ -53,7 +53,10 @@ mod tests {
     fn control_characters_are_escaped() {
         assert_eq!(escape("plain é"), "plain é");
         assert_eq!(escape("a\u{1b}[31mb"), "a\\u{1b}[31mb");
-        assert_eq!(escape("x\ny\r\0\u{7f}\u{9b}"), "x\\u{a}y\\u{d}\\u{0}\\u{7f}\\u{9b}");
+        assert_eq!(
+            escape("x\ny\r\0\u{7f}\u{9b}"),
+            "x\\u{a}y\\u{d}\\u{0}\\u{7f}\\u{9b}"
+        );
         assert_eq!(escape("\u{202e}txt"), "\\u{202e}txt");
         assert!(matches!(escape("ok"), Cow::Borrowed(_)));
     }

@@ -130,7 +130,15 @@ fn resolve_in_order(
         if state.get(root.as_str()) != Some(&State::Pending) {
             continue;
         }
-        start(cx, texts, &mut state, &mut parsed, &mut stack, root, path_of);
+        start(
+            cx,
+            texts,
+            &mut state,
+            &mut parsed,
+            &mut stack,
+            root,
+            path_of,
+        );
         while let Some(frame) = stack.last_mut() {
             if let Some(dep) = frame.deps.get(frame.next) {
                 frame.next += 1;
@@ -237,10 +245,7 @@ fn cycle(
     names.push(dep.to_string());
     cx.problem(
         path_of(dep),
-        format!(
-            "is part of a cycle of variables: {}",
-            names.join(" -> ")
-        ),
+        format!("is part of a cycle of variables: {}", names.join(" -> ")),
     );
     for name in members {
         fail(cx, state, name);
@@ -308,9 +313,7 @@ fn sensitive_names(cx: &Cx, sensitive: Option<&Json>, declared: &HashSet<&str>) 
     for (i, item) in items.iter().enumerate() {
         let path = format!("sensitive-variables[{i}]");
         match item {
-            Json::String(name) if declared.contains(name.as_str()) => {
-                out.push(name.clone())
-            }
+            Json::String(name) if declared.contains(name.as_str()) => out.push(name.clone()),
             Json::String(name) => cx.problem(
                 path,
                 format!("variable {name:?} is marked sensitive but not declared in variables"),
