@@ -43,10 +43,14 @@ impl Cx {
     }
 
     pub fn problem(&self, path: impl Into<String>, message: impl Into<String>) {
-        let p = Problem {
+        let mut p = Problem {
             path: path.into(),
             message: message.into(),
         };
+        // Only a gap in the callers could leave it empty: still say where.
+        if p.path.is_empty() {
+            p.path = "(template)".into();
+        }
         let mut probs = self.problems.borrow_mut();
         if !probs.seen.contains(&p) {
             probs.list.push(p.clone());
@@ -77,6 +81,16 @@ impl Cx {
                 None
             }
         }
+    }
+}
+
+/// A key as a step of a problem's path: an empty key (valid JSON) shows as
+/// `""` so every problem names a place.
+pub fn key_name(key: &str) -> String {
+    if key.is_empty() {
+        "\"\"".to_string()
+    } else {
+        key.to_string()
     }
 }
 
@@ -119,8 +133,9 @@ impl<'a> Obj<'a> {
     }
 
     pub fn key_path(&self, key: &str) -> String {
+        let key = key_name(key);
         if self.path.is_empty() {
-            key.to_string()
+            key
         } else {
             format!("{}.{key}", self.path)
         }
@@ -201,7 +216,7 @@ impl<'a> Obj<'a> {
         let mut out = BTreeMap::new();
         let mut ok = true;
         for (k, item) in map {
-            match string_value(self.cx, &format!("{path}.{k}"), item) {
+            match string_value(self.cx, &format!("{path}.{}", key_name(k)), item) {
                 Some(s) => {
                     out.insert(k.clone(), s);
                 }

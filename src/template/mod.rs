@@ -297,7 +297,7 @@ fn plan(
         {
             message.push_str(&format!(" (did you mean {best}?)"));
         }
-        cx.problem(key.clone(), message);
+        cx.problem(decode::key_name(key), message);
     }
     let vars = variables::resolve(
         cx,
@@ -516,7 +516,7 @@ pub fn load_checks(path: &Path) -> Result<Vec<CheckSpec>, TemplateError> {
             for key in map.keys() {
                 if key != "tests" && !key.starts_with('_') {
                     cx.problem(
-                        key.clone(),
+                        decode::key_name(key),
                         "unknown key: a checks file holds only \"tests\"",
                     );
                 }

@@ -622,6 +622,29 @@ fn pathological_templates_are_refused_at_their_place() {
     }
 }
 
+/// Inputs the fuzzer found, kept as regressions.
+#[test]
+fn fuzzer_findings() {
+    let cases: &[(&[u8], &str)] = &[
+        // An empty key (valid JSON) left a problem without a place.
+        (
+            br#"{"": 1, "builders": [{"type": "qemu", "": 2}], "variables": {"": "x"}}"#,
+            "\"\"",
+        ),
+    ];
+    for (input, place) in cases {
+        let result = load_bytes(Path::new("/t/t.json"), input, &Overrides::default());
+        check_answer(input, &result);
+        let Err(TemplateError::Invalid { problems, .. }) = result else {
+            panic!("expected problems");
+        };
+        assert!(
+            problems.iter().any(|p| p.path.contains(place)),
+            "{problems:?}"
+        );
+    }
+}
+
 #[test]
 fn a_long_chain_of_variables_resolves_and_a_long_cycle_is_named() {
     let mut v = Map::new();

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde_json::Value as Json;
 
-use super::decode::{Cx, json_type};
+use super::decode::{Cx, json_type, key_name};
 use super::interpolate::{EvalError, Template};
 use super::model::VariableInfo;
 
@@ -51,7 +51,7 @@ pub fn resolve(
         if d.default.is_none() && !texts.contains_key(&d.name) {
             cx.funcs.failed_vars.insert(d.name.clone());
             cx.problem(
-                format!("variables.{}", d.name),
+                format!("variables.{}", key_name(&d.name)),
                 "required variable not set: give it with -var or -var-file",
             );
         }
@@ -59,7 +59,7 @@ pub fn resolve(
     let declared_names: HashSet<&str> = declared.iter().map(|d| d.name.as_str()).collect();
     let path_of = |name: &str| {
         if declared_names.contains(name) {
-            format!("variables.{name}")
+            format!("variables.{}", key_name(name))
         } else {
             format!("-var {name}")
         }
@@ -281,7 +281,7 @@ fn declarations(cx: &Cx, variables: Option<&Json>) -> Vec<Declared> {
             Json::Bool(b) => Some(b.to_string()),
             other => {
                 cx.problem(
-                    format!("variables.{name}"),
+                    format!("variables.{}", key_name(name)),
                     format!(
                         "expected a string (or null for a required variable), got {}",
                         json_type(other)

@@ -341,7 +341,11 @@ fn encoding_errors_name_a_position_and_the_fix() {
     let run = scratch.run(&["validate", latin1.to_str().expect("utf-8")]);
     assert_refused(
         &run,
-        &["line 2, column 29 (byte 30)", "not UTF-8", "save it as UTF-8"],
+        &[
+            "line 2, column 29 (byte 30)",
+            "not UTF-8",
+            "save it as UTF-8",
+        ],
     );
 
     let deep = scratch.write(
