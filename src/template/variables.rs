@@ -126,7 +126,7 @@ fn resolve_in_order(
         texts.keys().map(|k| (k.as_str(), State::Pending)).collect();
     let mut parsed: HashMap<&str, Template> = HashMap::new();
     let mut stack: Vec<Frame> = Vec::new();
-    for (root, _) in texts {
+    for root in texts.keys() {
         if state.get(root.as_str()) != Some(&State::Pending) {
             continue;
         }
