@@ -6,7 +6,7 @@
 //! number and `"headless": "true"` as a bool.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use serde_json::{Map, Value as Json};
@@ -16,38 +16,59 @@ use super::duration;
 use super::funcs::FuncCtx;
 use super::interpolate;
 
+/// Past this many problems, unknown keys get no suggestion: only the first
+/// ones are shown (see `format_problems`), and a generated template can have
+/// thousands.
+pub const SUGGEST_UNDER: usize = 100;
+
 /// The problems found so far, and the function context strings render with.
 pub struct Cx {
     pub funcs: FuncCtx,
-    problems: RefCell<Vec<Problem>>,
+    problems: RefCell<Problems>,
+}
+
+#[derive(Default)]
+struct Problems {
+    list: Vec<Problem>,
+    /// Per-build decoding can find the same problem once per build.
+    seen: HashSet<Problem>,
 }
 
 impl Cx {
     pub fn new(funcs: FuncCtx) -> Cx {
         Cx {
             funcs,
-            problems: RefCell::new(Vec::new()),
+            problems: RefCell::new(Problems::default()),
         }
     }
 
     pub fn problem(&self, path: impl Into<String>, message: impl Into<String>) {
-        let p = Problem {
+        let mut p = Problem {
             path: path.into(),
             message: message.into(),
         };
+        // Only a gap in the callers could leave it empty: still say where.
+        if p.path.is_empty() {
+            p.path = "(template)".into();
+        }
         let mut probs = self.problems.borrow_mut();
-        // Per-build decoding can find the same problem once per build.
-        if !probs.contains(&p) {
-            probs.push(p);
+        if !probs.seen.contains(&p) {
+            probs.list.push(p.clone());
+            probs.seen.insert(p);
         }
     }
 
     pub fn take_problems(&self) -> Vec<Problem> {
-        std::mem::take(&mut *self.problems.borrow_mut())
+        std::mem::take(&mut *self.problems.borrow_mut()).list
     }
 
     pub fn has_problems(&self) -> bool {
-        !self.problems.borrow().is_empty()
+        !self.problems.borrow().list.is_empty()
+    }
+
+    /// Whether a suggestion is still worth computing.
+    pub fn listing(&self) -> bool {
+        self.problems.borrow().list.len() < SUGGEST_UNDER
     }
 
     /// Renders the `{{ }}` in a string, reporting failures at `path`.
@@ -60,6 +81,16 @@ impl Cx {
                 None
             }
         }
+    }
+}
+
+/// A key as a step of a problem's path: an empty key (valid JSON) shows as
+/// `""` so every problem names a place.
+pub fn key_name(key: &str) -> String {
+    if key.is_empty() {
+        "\"\"".to_string()
+    } else {
+        key.to_string()
     }
 }
 
@@ -102,8 +133,9 @@ impl<'a> Obj<'a> {
     }
 
     pub fn key_path(&self, key: &str) -> String {
+        let key = key_name(key);
         if self.path.is_empty() {
-            key.to_string()
+            key
         } else {
             format!("{}.{key}", self.path)
         }
@@ -184,7 +216,7 @@ impl<'a> Obj<'a> {
         let mut out = BTreeMap::new();
         let mut ok = true;
         for (k, item) in map {
-            match string_value(self.cx, &format!("{path}.{k}"), item) {
+            match string_value(self.cx, &format!("{path}.{}", key_name(k)), item) {
                 Some(s) => {
                     out.insert(k.clone(), s);
                 }
@@ -219,12 +251,15 @@ impl<'a> Obj<'a> {
 
     /// Reports every key that was never asked for.
     pub fn finish(self) {
+        let asked: HashSet<&str> = self.asked.iter().copied().collect();
         for key in self.map.keys() {
-            if self.asked.contains(&key.as_str()) {
+            if asked.contains(key.as_str()) {
                 continue;
             }
             let mut message = "unknown key".to_string();
-            if let Some(best) = closest(key, &self.asked) {
+            if self.cx.listing()
+                && let Some(best) = closest(key, &self.asked)
+            {
                 message.push_str(&format!(" (did you mean {best}?)"));
             }
             self.cx.problem(self.key_path(key), message);
@@ -333,26 +368,47 @@ pub fn string_list_value(cx: &Cx, path: &str, v: &Json) -> Option<Vec<String>> {
 
 /// The known key nearest to `key`, if it is plausibly a typo.
 pub fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
+    // A typo is within a few edits, so the lengths differ by as much at
+    // most: a long key is compared with nothing.
+    let key: Vec<char> = key.chars().take(MAX_KEY_CHARS + 1).collect();
+    if key.len() > MAX_KEY_CHARS {
+        return None;
+    }
+    let mut row = Vec::with_capacity(MAX_KEY_CHARS + 1);
     known
         .iter()
-        .map(|k| (levenshtein(key, k), *k))
-        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .filter_map(|k| {
+            let limit = 2.max(k.len() / 4);
+            if k.len().abs_diff(key.len()) > limit {
+                return None;
+            }
+            let d = levenshtein(&key, k, &mut row);
+            (d <= limit).then_some((d, *k))
+        })
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| k)
 }
 
-fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+/// Keys longer than this get no suggestion: every known key is shorter.
+const MAX_KEY_CHARS: usize = 64;
+
+/// The edit distance, in one reused row.
+fn levenshtein(a: &[char], b: &str, row: &mut Vec<usize>) -> usize {
+    row.clear();
+    row.extend(0..=a.len());
+    for (j, cb) in b.chars().enumerate() {
+        // row[i] holds the distance of a[..i] to b[..j]; `diag` the one to
+        // b[..j - 1] before it is overwritten.
+        let mut diag = row[0];
+        row[0] = j + 1;
+        for (i, ca) in a.iter().enumerate() {
+            let cost = usize::from(*ca != cb);
+            let next = (diag + cost).min(row[i + 1] + 1).min(row[i] + 1);
+            diag = row[i + 1];
+            row[i + 1] = next;
         }
-        prev = cur;
     }
-    prev[b.len()]
+    row[a.len()]
 }
 
 #[cfg(test)]
@@ -366,5 +422,15 @@ mod tests {
             Some("disk_size")
         );
         assert_eq!(closest("zzzzzz", &["disk_size", "format"]), None);
+        assert_eq!(closest("fromat", &["disk_size", "format"]), Some("format"));
+        assert_eq!(closest("memroy", &["memory"]), Some("memory"));
+        assert_eq!(closest("", &["cpus"]), None);
+        assert_eq!(closest("cpu", &["cpus"]), Some("cpus"));
+        assert_eq!(closest(&"k".repeat(1 << 20), &["disk_size"]), None);
+        let mut row = Vec::new();
+        let chars = |s: &str| s.chars().collect::<Vec<_>>();
+        assert_eq!(levenshtein(&chars("kitten"), "sitting", &mut row), 3);
+        assert_eq!(levenshtein(&chars(""), "abc", &mut row), 3);
+        assert_eq!(levenshtein(&chars("abc"), "", &mut row), 3);
     }
 }

@@ -1,10 +1,17 @@
 //! Packer's template functions, evaluated at load time.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
 
-use super::interpolate::{EvalError, Resolver, Value};
+use super::interpolate::{EvalError, MAX_VALUE_BYTES, Resolver, Value, human_bytes, too_long};
+
+/// The most text one template may render in all, function results and
+/// final values together: with [`MAX_VALUE_BYTES`] per value this bounds a
+/// template with many large values, or one value piped through many
+/// functions, to a fraction of a second and a few MiB at a time.
+pub const MAX_TOTAL_BYTES: usize = 64 << 20;
 
 const FUNCTIONS: &[&str] = &[
     "user",
@@ -39,6 +46,16 @@ pub struct FuncCtx {
     pub pwd: String,
     /// One instant per run, shared by `timestamp` and `isotime`.
     pub now: DateTime<Utc>,
+    pub budget: Budget,
+}
+
+/// What has been rendered so far, against [`MAX_TOTAL_BYTES`].
+#[derive(Debug, Clone, Default)]
+pub struct Budget {
+    spent: Cell<usize>,
+    /// Over budget and said so once: every later string fails quietly
+    /// rather than repeating the message for every field.
+    reported: Cell<bool>,
 }
 
 fn msg(m: impl Into<String>) -> EvalError {
@@ -81,6 +98,41 @@ impl Resolver for FuncCtx {
     }
 
     fn call(&self, name: &str, args: &[Value]) -> Result<Value, EvalError> {
+        let value = self.call_unbounded(name, args)?;
+        if let Value::Str(s) = &value {
+            if s.len() > MAX_VALUE_BYTES {
+                return Err(too_long());
+            }
+            self.charge(s.len())?;
+        }
+        Ok(value)
+    }
+
+    fn field(&self, _name: &str) -> Option<Value> {
+        None
+    }
+
+    fn charge(&self, bytes: usize) -> Result<(), EvalError> {
+        let spent = self.budget.spent.get().saturating_add(bytes);
+        self.budget.spent.set(spent);
+        if spent <= MAX_TOTAL_BYTES {
+            Ok(())
+        } else if self.budget.reported.replace(true) {
+            Err(EvalError::AlreadyReported)
+        } else {
+            Err(msg(format!(
+                "the template renders more than {} of text in all (the limit for one template); \
+                 later values are not checked",
+                human_bytes(MAX_TOTAL_BYTES)
+            )))
+        }
+    }
+}
+
+impl FuncCtx {
+    /// The functions themselves; [`Resolver::call`] bounds what they return.
+    /// The ones that can grow their input check the size before building it.
+    fn call_unbounded(&self, name: &str, args: &[Value]) -> Result<Value, EvalError> {
         let s = |v: String| Ok(Value::Str(v));
         match name {
             "user" => {
@@ -143,15 +195,14 @@ impl Resolver for FuncCtx {
                 let text = string_arg(name, args, 0)?;
                 let sep = string_arg(name, args, 1)?;
                 let i = int_arg(name, args, 2)?;
-                let parts = go_split(&text, &sep);
                 usize::try_from(i)
                     .ok()
-                    .and_then(|i| parts.get(i))
-                    .map(|p| Value::Str(p.clone()))
+                    .and_then(|i| go_split_nth(&text, &sep, i))
+                    .map(Value::Str)
                     .ok_or_else(|| {
                         msg(format!(
                             "the substring {i} was unavailable using the separator value, {sep}, only {} values were found",
-                            parts.len()
+                            go_split_count(&text, &sep)
                         ))
                     })
             }
@@ -162,14 +213,14 @@ impl Resolver for FuncCtx {
                 let new = string_arg(name, args, 1)?;
                 let n = int_arg(name, args, 2)?;
                 let src = string_arg(name, args, 3)?;
-                s(go_replace(&src, &old, &new, n))
+                s(go_replace(&src, &old, &new, n)?)
             }
             "replace_all" => {
                 arity(name, args, 3)?;
                 let old = string_arg(name, args, 0)?;
                 let new = string_arg(name, args, 1)?;
                 let src = string_arg(name, args, 2)?;
-                s(go_replace(&src, &old, &new, -1))
+                s(go_replace(&src, &old, &new, -1)?)
             }
             "lower" => {
                 arity(name, args, 1)?;
@@ -186,27 +237,46 @@ impl Resolver for FuncCtx {
             other => Err(msg(format!("function {other:?} is not defined"))),
         }
     }
-
-    fn field(&self, _name: &str) -> Option<Value> {
-        None
-    }
 }
 
-/// Go's `strings.Split`: an empty separator splits into characters.
-fn go_split(text: &str, sep: &str) -> Vec<String> {
+/// Part `i` of Go's `strings.Split`, where an empty separator splits into
+/// characters; the parts are not collected, as a long text has many.
+fn go_split_nth(text: &str, sep: &str, i: usize) -> Option<String> {
     if sep.is_empty() {
-        return text.chars().map(String::from).collect();
+        return text.chars().nth(i).map(String::from);
     }
-    text.split(sep).map(String::from).collect()
+    text.split(sep).nth(i).map(String::from)
+}
+
+fn go_split_count(text: &str, sep: &str) -> usize {
+    if sep.is_empty() {
+        return text.chars().count();
+    }
+    text.matches(sep).count() + 1
 }
 
 /// Go's `strings.Replace`: `n < 0` replaces all; an empty `old` matches
-/// before every character and at the end.
-fn go_replace(src: &str, old: &str, new: &str, n: i64) -> String {
+/// before every character and at the end. The result's size is worked out
+/// first: nested replacements can double a value at every level.
+fn go_replace(src: &str, old: &str, new: &str, n: i64) -> Result<String, EvalError> {
     if n == 0 {
-        return src.to_string();
+        return Ok(src.to_string());
     }
     let limit = usize::try_from(n).unwrap_or(usize::MAX);
+    let matches = if old.is_empty() {
+        src.chars().count().saturating_add(1)
+    } else {
+        src.matches(old).count()
+    }
+    .min(limit);
+    let size = (src.len() - matches * old.len()).saturating_add(matches.saturating_mul(new.len()));
+    if size > MAX_VALUE_BYTES {
+        return Err(too_long());
+    }
+    Ok(replace_counted(src, old, new, limit))
+}
+
+fn replace_counted(src: &str, old: &str, new: &str, limit: usize) -> String {
     if old.is_empty() {
         let mut out = String::new();
         let mut done = 0;
@@ -289,49 +359,49 @@ pub fn go_format(t: &DateTime<Utc>, layout: &str) -> String {
         0 => 12,
         h => h,
     };
+    // Longest tokens first, as Go does. Built once: a layout can be long.
+    let table: &[(&str, String)] = &[
+        ("January", MONTHS[month - 1].to_string()),
+        ("Jan", MONTHS[month - 1][..3].to_string()),
+        (
+            "Monday",
+            DAYS[t.weekday().num_days_from_monday() as usize].to_string(),
+        ),
+        (
+            "Mon",
+            DAYS[t.weekday().num_days_from_monday() as usize][..3].to_string(),
+        ),
+        ("MST", "UTC".to_string()),
+        ("2006", format!("{:04}", t.year())),
+        ("Z07:00:00", "Z".to_string()),
+        ("Z070000", "Z".to_string()),
+        ("Z07:00", "Z".to_string()),
+        ("Z0700", "Z".to_string()),
+        ("Z07", "Z".to_string()),
+        ("-07:00:00", "+00:00:00".to_string()),
+        ("-070000", "+000000".to_string()),
+        ("-07:00", "+00:00".to_string()),
+        ("-0700", "+0000".to_string()),
+        ("-07", "+00".to_string()),
+        ("002", format!("{:03}", t.ordinal())),
+        ("__2", format!("{:>3}", t.ordinal())),
+        ("_2", format!("{:>2}", t.day())),
+        ("01", format!("{month:02}")),
+        ("02", format!("{:02}", t.day())),
+        ("03", format!("{hour12:02}")),
+        ("04", format!("{:02}", t.minute())),
+        ("05", format!("{:02}", t.second())),
+        ("06", format!("{:02}", t.year() % 100)),
+        ("15", format!("{:02}", t.hour())),
+        ("PM", if t.hour() >= 12 { "PM" } else { "AM" }.to_string()),
+        ("pm", if t.hour() >= 12 { "pm" } else { "am" }.to_string()),
+        ("1", month.to_string()),
+        ("2", t.day().to_string()),
+        ("3", hour12.to_string()),
+        ("4", t.minute().to_string()),
+        ("5", t.second().to_string()),
+    ];
     while !rest.is_empty() {
-        // Longest tokens first, as Go does.
-        let table: &[(&str, String)] = &[
-            ("January", MONTHS[month - 1].to_string()),
-            ("Jan", MONTHS[month - 1][..3].to_string()),
-            (
-                "Monday",
-                DAYS[t.weekday().num_days_from_monday() as usize].to_string(),
-            ),
-            (
-                "Mon",
-                DAYS[t.weekday().num_days_from_monday() as usize][..3].to_string(),
-            ),
-            ("MST", "UTC".to_string()),
-            ("2006", format!("{:04}", t.year())),
-            ("Z07:00:00", "Z".to_string()),
-            ("Z070000", "Z".to_string()),
-            ("Z07:00", "Z".to_string()),
-            ("Z0700", "Z".to_string()),
-            ("Z07", "Z".to_string()),
-            ("-07:00:00", "+00:00:00".to_string()),
-            ("-070000", "+000000".to_string()),
-            ("-07:00", "+00:00".to_string()),
-            ("-0700", "+0000".to_string()),
-            ("-07", "+00".to_string()),
-            ("002", format!("{:03}", t.ordinal())),
-            ("__2", format!("{:>3}", t.ordinal())),
-            ("_2", format!("{:>2}", t.day())),
-            ("01", format!("{month:02}")),
-            ("02", format!("{:02}", t.day())),
-            ("03", format!("{hour12:02}")),
-            ("04", format!("{:02}", t.minute())),
-            ("05", format!("{:02}", t.second())),
-            ("06", format!("{:02}", t.year() % 100)),
-            ("15", format!("{:02}", t.hour())),
-            ("PM", if t.hour() >= 12 { "PM" } else { "AM" }.to_string()),
-            ("pm", if t.hour() >= 12 { "pm" } else { "am" }.to_string()),
-            ("1", month.to_string()),
-            ("2", t.day().to_string()),
-            ("3", hour12.to_string()),
-            ("4", t.minute().to_string()),
-            ("5", t.second().to_string()),
-        ];
         if let Some((frac_len, text)) = fraction(t, rest) {
             out.push_str(&text);
             rest = &rest[frac_len..];
@@ -393,6 +463,7 @@ mod tests {
             pwd: "/p".into(),
             now: Utc.with_ymd_and_hms(2024, 3, 5, 14, 7, 9).unwrap()
                 + chrono::Duration::milliseconds(120),
+            budget: Budget::default(),
         }
     }
 

@@ -1,11 +1,16 @@
 //! The first pass over `builders` and `provisioners`: names, types,
 //! `only`/`except` and `override`, which every build's decoding needs.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use serde_json::{Map, Value as Json};
 
 use super::decode::{Cx, json_type};
+
+/// The most builders one template may have. Every provisioner and
+/// post-processor is decoded once per build, so the work grows with their
+/// product; real templates have a handful of builders.
+pub const MAX_BUILDERS: usize = 100;
 
 pub struct BuilderHead<'a> {
     pub path: String,
@@ -28,8 +33,19 @@ pub fn builder_heads<'a>(cx: &Cx, section: Option<&'a Json>) -> Vec<BuilderHead<
             return Vec::new();
         }
     };
+    if items.len() > MAX_BUILDERS {
+        cx.problem(
+            "builders",
+            format!(
+                "{} builders: kiln builds at most {MAX_BUILDERS} from one template \
+                 (only the first {MAX_BUILDERS} are checked)",
+                items.len()
+            ),
+        );
+    }
     let mut out: Vec<BuilderHead<'a>> = Vec::new();
-    for (i, item) in items.iter().enumerate() {
+    let mut names = HashSet::new();
+    for (i, item) in items.iter().enumerate().take(MAX_BUILDERS) {
         let path = format!("builders[{i}]");
         let Json::Object(map) = item else {
             cx.problem(path, format!("expected an object, got {}", json_type(item)));
@@ -74,7 +90,7 @@ pub fn builder_heads<'a>(cx: &Cx, section: Option<&'a Json>) -> Vec<BuilderHead<
                 continue;
             }
         };
-        if out.iter().any(|b| b.name == name) {
+        if !names.insert(name.clone()) {
             cx.problem(
                 format!("{path}.name"),
                 format!("duplicate build name {name:?}: give each builder a distinct name"),
@@ -86,6 +102,21 @@ pub fn builder_heads<'a>(cx: &Cx, section: Option<&'a Json>) -> Vec<BuilderHead<
             name,
             map: type_ok.then_some(map),
         });
+    }
+    out
+}
+
+/// The build names for a message: the first few of many.
+fn list(builds: &[String]) -> String {
+    const SHOWN: usize = 10;
+    let mut out = builds
+        .iter()
+        .take(SHOWN)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if builds.len() > SHOWN {
+        out.push_str(&format!(" and {} more", builds.len() - SHOWN));
     }
     out
 }
@@ -123,7 +154,7 @@ pub fn filter(cx: &Cx, path: &str, map: &Map<String, Json>, builds: &[String]) -
                 }
                 Json::String(n) => cx.problem(
                     format!("{kpath}[{i}]"),
-                    format!("no build is named {n:?} (builds: {})", builds.join(", ")),
+                    format!("no build is named {n:?} (builds: {})", list(builds)),
                 ),
                 other => cx.problem(
                     format!("{kpath}[{i}]"),
@@ -216,7 +247,7 @@ pub fn provisioner_heads<'a>(
                     if !builds.contains(name) {
                         cx.problem(
                             opath,
-                            format!("no build is named {name:?} (builds: {})", builds.join(", ")),
+                            format!("no build is named {name:?} (builds: {})", list(builds)),
                         );
                         continue;
                     }

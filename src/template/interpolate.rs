@@ -8,6 +8,34 @@
 
 use std::fmt;
 
+/// The longest text one string may render to. Real values (a script, a
+/// boot command) are kilobytes; without a bound, a few variables that each
+/// repeat the previous one twice ask for gigabytes.
+pub const MAX_VALUE_BYTES: usize = 1 << 20;
+
+/// How deep `( )` may nest in one action. Parsing and evaluation recurse
+/// once per level, so this bounds their stack use; real templates nest two
+/// or three levels.
+pub const MAX_NESTING: usize = 64;
+
+/// The error for a value over [`MAX_VALUE_BYTES`]; callers name the place.
+pub fn too_long() -> EvalError {
+    EvalError::Message(format!(
+        "renders to more than {} (the limit for one value)",
+        human_bytes(MAX_VALUE_BYTES)
+    ))
+}
+
+pub fn human_bytes(n: usize) -> String {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
+        format!("{} MiB", n >> 20)
+    } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
+        format!("{} KiB", n >> 10)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
 /// A value flowing through a pipeline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Value {
@@ -53,6 +81,11 @@ pub trait Resolver {
     fn call(&self, name: &str, args: &[Value]) -> Result<Value, EvalError>;
     /// `None` keeps the whole action verbatim.
     fn field(&self, name: &str) -> Option<Value>;
+    /// Accounts for `bytes` of rendered text against whatever budget the
+    /// resolver keeps across strings; an error stops the rendering.
+    fn charge(&self, _bytes: usize) -> Result<(), EvalError> {
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -103,17 +136,40 @@ impl Template {
 
     pub fn render(&self, r: &dyn Resolver) -> Result<String, EvalError> {
         let mut outputs: Vec<Option<String>> = Vec::with_capacity(self.0.len());
+        // Checked as the outputs accumulate, so a string of many actions
+        // that each yield a large value stops at the first one over.
+        let mut size = 0usize;
         for seg in &self.0 {
-            outputs.push(match seg {
-                Segment::Text(_) => None,
+            let output = match seg {
+                Segment::Text(t) => {
+                    size = size.saturating_add(t.len());
+                    None
+                }
                 Segment::Action { pipeline: None, .. } => Some(String::new()),
                 Segment::Action {
-                    pipeline: Some(p), ..
+                    pipeline: Some(p),
+                    src,
+                    ..
                 } => {
                     check_functions(p, r)?;
-                    eval_pipeline(p, r)?.map(|v| v.to_string())
+                    let v = eval_pipeline(p, r)?.map(|v| v.to_string());
+                    match &v {
+                        Some(v) => {
+                            size = size.saturating_add(v.len());
+                            r.charge(v.len())?;
+                        }
+                        // Kept verbatim for the late pass.
+                        None => size = size.saturating_add(src.len()),
+                    }
+                    v
                 }
-            });
+            };
+            // Text alone is bounded by the input; only what actions add is
+            // held to the limit.
+            if output.is_some() && size > MAX_VALUE_BYTES {
+                return Err(too_long());
+            }
+            outputs.push(output);
         }
         let mut out = String::new();
         for (i, seg) in self.0.iter().enumerate() {
@@ -155,6 +211,38 @@ impl Template {
             }
         }
         Ok(out)
+    }
+}
+
+impl Template {
+    /// The variables named by a literal `user` call (`{{user `a`}}`): what
+    /// must be resolved before this text renders. A name computed at render
+    /// time is not listed; rendering reports it as unknown.
+    pub fn user_refs(&self) -> Vec<String> {
+        fn walk(p: &Pipeline, out: &mut Vec<String>) {
+            for cmd in &p.0 {
+                if let [Operand::Ident(f), Operand::Str(name)] = cmd.as_slice()
+                    && f == "user"
+                {
+                    out.push(name.clone());
+                }
+                for op in cmd {
+                    if let Operand::Paren(inner) = op {
+                        walk(inner, out);
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for seg in &self.0 {
+            if let Segment::Action {
+                pipeline: Some(p), ..
+            } = seg
+            {
+                walk(p, &mut out);
+            }
+        }
+        out
     }
 }
 
@@ -389,7 +477,7 @@ fn parse_action(s: &str) -> Result<(usize, Segment), String> {
         }
     }
     let mut pos = 0;
-    let pipeline = parse_pipeline(&tokens, &mut pos)?;
+    let pipeline = parse_pipeline(&tokens, &mut pos, 0)?;
     if pos != tokens.len() {
         return Err("unexpected )".into());
     }
@@ -450,7 +538,7 @@ fn lex_quoted(s: &str) -> Result<(usize, String), String> {
     Err("unterminated quoted string".into())
 }
 
-fn parse_pipeline(tokens: &[Token], pos: &mut usize) -> Result<Pipeline, String> {
+fn parse_pipeline(tokens: &[Token], pos: &mut usize, depth: usize) -> Result<Pipeline, String> {
     let mut cmds = Vec::new();
     let mut cmd = Vec::new();
     while let Some(tok) = tokens.get(*pos) {
@@ -465,8 +553,11 @@ fn parse_pipeline(tokens: &[Token], pos: &mut usize) -> Result<Pipeline, String>
                 continue;
             }
             Token::LParen => {
+                if depth >= MAX_NESTING {
+                    return Err(format!("parentheses nested more than {MAX_NESTING} deep"));
+                }
                 *pos += 1;
-                let inner = parse_pipeline(tokens, pos)?;
+                let inner = parse_pipeline(tokens, pos, depth + 1)?;
                 if tokens.get(*pos) != Some(&Token::RParen) {
                     return Err("unclosed (".into());
                 }

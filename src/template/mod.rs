@@ -8,10 +8,12 @@ mod duration;
 mod funcs;
 mod heads;
 mod interpolate;
+mod json;
 pub mod model;
 mod paths;
 mod post_processor;
 mod provisioner;
+mod show;
 mod variables;
 
 pub use duration::parse as parse_duration;
@@ -63,21 +65,23 @@ impl Overrides {
 
 /// One thing wrong with a template, at a JSON path such as
 /// `builders[0].disk_size`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Problem {
     pub path: String,
     pub message: String,
 }
 
+// Paths and messages hold text from the input: they are escaped when
+// shown, never written raw to a terminal.
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
-    #[error("cannot read {}", path.display())]
+    #[error("cannot read {}", shown(path))]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{}: not valid JSON at line {line}, column {column}", path.display())]
+    #[error("{}: not valid JSON at line {line}, column {column}", shown(path))]
     Json {
         path: PathBuf,
         line: usize,
@@ -85,8 +89,16 @@ pub enum TemplateError {
         #[source]
         source: serde_json::Error,
     },
+    /// Not text kiln decodes (a byte-order mark, not UTF-8, too large or
+    /// too deeply nested); `message` says how to fix it.
+    #[error("{}: {location}: {message}", shown(path))]
+    Decode {
+        path: PathBuf,
+        location: String,
+        message: String,
+    },
     /// Every problem found, all at once.
-    #[error("{} has {} error(s):\n{}", path.display(), problems.len(), format_problems(problems))]
+    #[error("{} has {} error(s):\n{}", shown(path), problems.len(), format_problems(problems))]
     Invalid {
         path: PathBuf,
         problems: Vec<Problem>,
@@ -104,17 +116,44 @@ impl TemplateError {
             TemplateError::Invalid {
                 sensitive_values, ..
             } => sensitive_values,
-            TemplateError::Read { .. } | TemplateError::Json { .. } => &[],
+            TemplateError::Read { .. }
+            | TemplateError::Json { .. }
+            | TemplateError::Decode { .. } => &[],
         }
     }
 }
 
+fn shown(path: &Path) -> String {
+    show::clip(&path.to_string_lossy(), 1024)
+}
+
+/// How much of one problem's path and message is shown: a value quoted in a
+/// message can be a mebibyte.
+const SHOWN_PATH_BYTES: usize = 512;
+const SHOWN_MESSAGE_BYTES: usize = 8 << 10;
+/// How many problems are listed: nobody reads past the first screenfuls,
+/// and a generated template can have thousands.
+const SHOWN_PROBLEMS: usize = 100;
+
 fn format_problems(problems: &[Problem]) -> String {
-    problems
+    let mut lines: Vec<String> = problems
         .iter()
-        .map(|p| format!("  * {}: {}", p.path, p.message))
-        .collect::<Vec<_>>()
-        .join("\n")
+        .take(SHOWN_PROBLEMS)
+        .map(|p| {
+            format!(
+                "  * {}: {}",
+                show::clip(&p.path, SHOWN_PATH_BYTES),
+                show::clip(&p.message, SHOWN_MESSAGE_BYTES)
+            )
+        })
+        .collect();
+    if problems.len() > SHOWN_PROBLEMS {
+        lines.push(format!(
+            "  ... and {} more: fix these and validate again",
+            problems.len() - SHOWN_PROBLEMS
+        ));
+    }
+    lines.join("\n")
 }
 
 /// The top-level keys of a template. Keys starting with `_` are comments, as
@@ -130,11 +169,24 @@ const TOP_LEVEL: &[&str] = &[
     "post-processors",
 ];
 
+/// How many provisioners and post-processors, counted once per build they
+/// apply to, one template may have: each is decoded per build (its
+/// `{{build_name}}` differs). 10 builds of 1000 steps each is far beyond any
+/// real template and still decodes in a fraction of a second.
+const MAX_BUILD_STEPS: usize = 10_000;
+
 /// Reads, interpolates and validates a template.
 pub fn load(path: &Path, overrides: &Overrides) -> Result<Plan, TemplateError> {
-    let root = read_json(path)?;
+    let bytes = json::read(path).map_err(|e| read_error(path, e))?;
+    load_bytes(path, &bytes, overrides)
+}
+
+/// [`load`] for a template already in memory (the fuzz target and the
+/// property tests); `path` names it in messages and locates relative paths.
+#[doc(hidden)]
+pub fn load_bytes(path: &Path, bytes: &[u8], overrides: &Overrides) -> Result<Plan, TemplateError> {
+    let (root, mut file_problems) = json::decode(bytes).map_err(|e| read_error(path, e))?;
     let mut given = Vec::new();
-    let mut file_problems = Vec::new();
     for entry in &overrides.entries {
         match entry {
             Override::File(file) => given.extend(read_var_file(file, &mut file_problems)?),
@@ -159,6 +211,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Plan, TemplateError> {
         template_dir: template_dir.to_string_lossy().into_owned(),
         pwd: cwd.to_string_lossy().into_owned(),
         now: chrono::Utc::now(),
+        budget: Default::default(),
     });
     for p in file_problems {
         cx.problem(p.path, p.message);
@@ -193,17 +246,32 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Plan, TemplateError> {
     }
 }
 
-fn read_json(path: &Path) -> Result<Json, TemplateError> {
-    let text = std::fs::read_to_string(path).map_err(|source| TemplateError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    serde_json::from_str(&text).map_err(|source| TemplateError::Json {
-        path: path.to_path_buf(),
-        line: source.line(),
-        column: source.column(),
-        source,
-    })
+/// The file's JSON and its duplicate keys, as problems at their paths.
+fn read_json(path: &Path) -> Result<(Json, Vec<Problem>), TemplateError> {
+    let bytes = json::read(path).map_err(|e| read_error(path, e))?;
+    json::decode(&bytes).map_err(|e| read_error(path, e))
+}
+
+fn read_error(path: &Path, e: json::ReadError) -> TemplateError {
+    match e {
+        json::ReadError::Io(source) => TemplateError::Read {
+            path: path.to_path_buf(),
+            source,
+        },
+        json::ReadError::Text { location, message } => TemplateError::Decode {
+            path: path.to_path_buf(),
+            location,
+            message,
+        },
+        json::ReadError::Syntax(source) => TemplateError::Json {
+            path: path.to_path_buf(),
+            line: source.line(),
+            // serde_json says column 0 for the end of the file after a
+            // newline: the first column of the next line.
+            column: source.column().max(1),
+            source,
+        },
+    }
 }
 
 /// A `-var-file`: a JSON object of strings (numbers and bools are taken as
@@ -212,8 +280,12 @@ fn read_var_file(
     file: &Path,
     problems: &mut Vec<Problem>,
 ) -> Result<Vec<(String, String)>, TemplateError> {
-    let root = read_json(file)?;
+    let (root, duplicates) = read_json(file)?;
     let where_ = format!("-var-file {}", file.display());
+    problems.extend(duplicates.into_iter().map(|p| Problem {
+        path: format!("{where_}: {}", p.path),
+        message: p.message,
+    }));
     let Json::Object(map) = root else {
         problems.push(Problem {
             path: where_,
@@ -253,10 +325,12 @@ fn plan(
             continue;
         }
         let mut message = "unknown top-level key".to_string();
-        if let Some(best) = decode::closest(key, TOP_LEVEL) {
+        if cx.listing()
+            && let Some(best) = decode::closest(key, TOP_LEVEL)
+        {
             message.push_str(&format!(" (did you mean {best}?)"));
         }
-        cx.problem(key.clone(), message);
+        cx.problem(decode::key_name(key), message);
     }
     let vars = variables::resolve(
         cx,
@@ -298,6 +372,20 @@ fn plan(
                 let _ = filter(cx, &pp.path, map, &names);
             }
         }
+    }
+
+    let steps = provisioners.len() + pp_chains.iter().map(Vec::len).sum::<usize>();
+    let work = builders.len().saturating_mul(steps);
+    if work > MAX_BUILD_STEPS {
+        cx.problem(
+            "provisioners",
+            format!(
+                "{} builds × {steps} provisioners and post-processors make {work} to check, \
+                 more than the {MAX_BUILD_STEPS} kiln takes from one template: split it",
+                builders.len()
+            ),
+        );
+        return None;
     }
 
     let checks = match root.get("tests") {
@@ -415,6 +503,7 @@ pub fn image_config(
         template_dir: cwd.to_string_lossy().into_owned(),
         pwd: cwd.to_string_lossy().into_owned(),
         now: chrono::Utc::now(),
+        budget: Default::default(),
     });
     let mut o = Obj::new(&cx, "", &map);
     o.allow(&["type"]);
@@ -434,7 +523,7 @@ pub fn image_config(
 /// in a template's `tests` (without `only`/`except`). `{{ }}` functions
 /// work, but there are no variables.
 pub fn load_checks(path: &Path) -> Result<Vec<CheckSpec>, TemplateError> {
-    let root = read_json(path)?;
+    let (root, duplicates) = read_json(path)?;
     let cwd = std::env::current_dir().map_err(|source| TemplateError::Read {
         path: PathBuf::from("."),
         source,
@@ -451,14 +540,18 @@ pub fn load_checks(path: &Path) -> Result<Vec<CheckSpec>, TemplateError> {
             .unwrap_or_default(),
         pwd: cwd.to_string_lossy().into_owned(),
         now: chrono::Utc::now(),
+        budget: Default::default(),
     });
+    for p in duplicates {
+        cx.problem(p.path, p.message);
+    }
     let mut checks = Vec::new();
     match &root {
         Json::Object(map) => {
             for key in map.keys() {
                 if key != "tests" && !key.starts_with('_') {
                     cx.problem(
-                        key.clone(),
+                        decode::key_name(key),
                         "unknown key: a checks file holds only \"tests\"",
                     );
                 }
@@ -540,10 +633,13 @@ pub fn render_late(text: &str, values: &[(&str, &str)]) -> String {
             template_dir: String::new(),
             pwd: String::new(),
             now: chrono::Utc::now(),
+            budget: Default::default(),
         },
     };
     interpolate::render(text, &r).unwrap_or_else(|_| text.to_string())
 }
 
+#[cfg(test)]
+mod prop_tests;
 #[cfg(test)]
 mod tests;

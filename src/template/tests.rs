@@ -906,18 +906,38 @@ fn variable_cycles_and_unknown_references() {
         vec![
             (
                 "variables.a".to_string(),
-                "refers to variable \"b\", which is not declared, not set, or part of a cycle"
-                    .to_string()
-            ),
-            (
-                "variables.b".to_string(),
-                "refers to variable \"a\", which is not declared, not set, or part of a cycle"
-                    .to_string()
+                "is part of a cycle of variables: a -> b -> a".to_string()
             ),
             (
                 "variables.c".to_string(),
-                "refers to variable \"zz\", which is not declared, not set, or part of a cycle"
-                    .to_string()
+                "refers to variable \"zz\", which is not declared or not set".to_string()
+            ),
+        ]
+    );
+    // A variable that waits on a cycle fails with it, without a message of
+    // its own; one that refers to itself is a cycle of one; a name computed
+    // at render time is followed too.
+    assert_eq!(
+        problems(json!({
+            "variables": {
+                "d": "{{user `e`}}", "e": "x{{user `f`}}", "f": "{{user `e`}}",
+                "s": "{{user `s`}}",
+                "g": "{{user (lower `H`)}}", "h": "{{user `g`}}"
+            },
+            "builders": [qemu(json!({}))]
+        })),
+        vec![
+            (
+                "variables.e".to_string(),
+                "is part of a cycle of variables: e -> f -> e".to_string()
+            ),
+            (
+                "variables.g".to_string(),
+                "is part of a cycle of variables: g -> h -> g".to_string()
+            ),
+            (
+                "variables.s".to_string(),
+                "is part of a cycle of variables: s -> s".to_string()
             ),
         ]
     );

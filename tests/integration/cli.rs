@@ -516,3 +516,163 @@ fn inspect_masks_values_derived_from_a_secret() {
         run.stdout
     );
 }
+
+/// Refused the way a bad template is: an exit status (not a signal such as a
+/// stack overflow's abort) that is not success, and the reason on stderr.
+#[track_caller]
+fn assert_refused(run: &crate::util::Run, needles: &[&str]) {
+    assert!(
+        matches!(run.code, Some(code) if code != 0),
+        "expected a failing exit status, got {:?}:\n{}",
+        run.code,
+        run.all()
+    );
+    for needle in needles {
+        assert!(
+            run.stderr.contains(needle),
+            "stderr does not say {needle:?}:\n{}",
+            run.stderr
+        );
+    }
+}
+
+/// Issue 10, section 8: each of these crashed or hung `validate` and
+/// `inspect`; now each is an error naming the place and the limit.
+#[test]
+fn pathological_templates_are_refused_at_their_place() {
+    let scratch = Scratch::new();
+    let base = builder(&scratch, json!({}));
+    let deep = format!("{{{{ {}`a`{} }}}}", "(".repeat(30_000), ")".repeat(30_000));
+    let mut doubling = serde_json::Map::new();
+    doubling.insert("e0".into(), json!("aaaaaaaaaaaaaaaa"));
+    for i in 1..30 {
+        doubling.insert(
+            format!("e{i}"),
+            json!(format!("{{{{user `e{0}`}}}}{{{{user `e{0}`}}}}", i - 1)),
+        );
+    }
+    let mut replace = "`aaaaaaaaaa`".to_string();
+    for _ in 0..40 {
+        replace = format!("(replace_all `a` `aa` {replace})");
+    }
+    let cases = [
+        (
+            json!({"variables": {"x": deep}, "builders": [base.clone()]}),
+            vec!["variables.x", "nested more than 64 deep"],
+        ),
+        (
+            json!({"variables": doubling, "builders": [base.clone()]}),
+            vec!["variables.e17", "more than 1 MiB"],
+        ),
+        (
+            json!({"builders": [builder(&scratch, json!({
+                "shutdown_command": format!("{{{{ {replace} }}}}")
+            }))]}),
+            vec!["builders[0].shutdown_command", "more than 1 MiB"],
+        ),
+    ];
+    for (index, (template, needles)) in cases.iter().enumerate() {
+        let path = scratch.write_json(&format!("t{index}.json"), template);
+        for command in ["validate", "inspect"] {
+            let run = scratch.run(&[command, path.to_str().expect("utf-8")]);
+            assert_refused(&run, needles);
+        }
+    }
+}
+
+#[test]
+fn a_chain_of_a_thousand_variables_validates() {
+    let scratch = Scratch::new();
+    let mut vars = serde_json::Map::new();
+    for i in 0..1000 {
+        vars.insert(format!("v{i}"), json!(format!("{{{{user `v{}`}}}}", i + 1)));
+    }
+    vars.insert("v1000".into(), json!("eu-west"));
+    let template = scratch.write_json(
+        "t.json",
+        &json!({"variables": vars, "builders": [builder(&scratch, json!({"vm_name": "{{user `v0`}}"}))]}),
+    );
+    let run = scratch.run(&["inspect", template.to_str().expect("utf-8")]);
+    run.assert_success();
+    assert!(run.stdout.contains("v0 = eu-west"), "{}", run.stdout);
+}
+
+#[test]
+fn encoding_errors_name_a_position_and_the_fix() {
+    let scratch = Scratch::new();
+    let valid =
+        serde_json::to_string(&json!({"builders": [builder(&scratch, json!({}))]})).expect("json");
+    let bom = scratch.path().join("bom.json");
+    std::fs::write(
+        &bom,
+        [b"\xEF\xBB\xBF".as_slice(), valid.as_bytes()].concat(),
+    )
+    .expect("write");
+    let run = scratch.run(&["validate", bom.to_str().expect("utf-8")]);
+    assert_refused(
+        &run,
+        &["line 1, column 1", "byte-order mark", "without a BOM"],
+    );
+
+    let latin1 = scratch.path().join("latin1.json");
+    std::fs::write(&latin1, b"{\n  \"variables\": {\"name\": \"caf\xE9\"}}").expect("write");
+    let run = scratch.run(&["validate", latin1.to_str().expect("utf-8")]);
+    assert_refused(
+        &run,
+        &[
+            "line 2, column 29 (byte 30)",
+            "not UTF-8",
+            "save it as UTF-8",
+        ],
+    );
+
+    let deep = scratch.write(
+        "deep.json",
+        &format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)),
+    );
+    let run = scratch.run(&["validate", deep.to_str().expect("utf-8")]);
+    assert_refused(&run, &["line 1, column 65", "nest more than 64 levels"]);
+}
+
+#[test]
+fn control_bytes_from_a_template_are_escaped_in_errors() {
+    let scratch = Scratch::new();
+    let template = scratch.write_json(
+        "t.json",
+        &json!({"builders": [builder(&scratch, json!({
+            "\u{1b}]0;owned\u{7}": 1,
+            "memory": "\u{1b}[2J",
+            "memory2\n  * builders[0].fake": 1,
+        }))]}),
+    );
+    let run = scratch.run(&["validate", template.to_str().expect("utf-8")]);
+    assert_refused(
+        &run,
+        &[
+            "builders[0].\\u{1b}]0;owned\\u{7}: unknown key",
+            "builders[0].memory: expected an integer, got \"\\u{1b}[2J\"",
+            "builders[0].memory2\\u{a}  * builders[0].fake: unknown key",
+        ],
+    );
+    assert!(
+        !run.stderr.contains(['\u{1b}', '\u{7}']),
+        "a raw control character reached stderr: {:?}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_duplicate_key_is_named() {
+    let scratch = Scratch::new();
+    let image = scratch.write("base.qcow2", "");
+    let template = scratch.write(
+        "t.json",
+        &format!(
+            r#"{{"builders": [{{"type": "qemu", "iso_url": {:?}, "iso_checksum": "none",
+                "disk_image": true, "ssh_username": "root", "memory": 1024, "memory": 2048}}]}}"#,
+            image.display().to_string()
+        ),
+    );
+    let run = scratch.run(&["validate", template.to_str().expect("utf-8")]);
+    assert_refused(&run, &["builders[0].memory", "appears more than once"]);
+}
