@@ -12,8 +12,15 @@ pub fn run(args: &TemplateArgs) -> anyhow::Result<()> {
 
 /// Everything shown, masked: a sensitive variable's own value, and any
 /// other value (a default, a description, a name) that holds one.
+/// Control characters from the template are shown escaped, line by line,
+/// so a value cannot drive the terminal.
 fn render(plan: &template::Plan) -> String {
-    Redactor::new(&plan.sensitive_values).redact(&render_plain(plan))
+    let masked = Redactor::new(&plan.sensitive_values).redact(&render_plain(plan));
+    masked
+        .split('\n')
+        .map(|line| crate::template::show::escape(line).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn render_plain(plan: &template::Plan) -> String {
@@ -118,5 +125,28 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("plain = visible"), "{out}");
+    }
+
+    #[test]
+    fn control_characters_from_the_template_are_escaped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.json");
+        let template = serde_json::json!({
+            "description": "title\u{1b}]0;owned\u{7}",
+            "variables": {"colour": "\u{1b}[31mred"},
+            "builders": [{
+                "type": "qemu",
+                "iso_url": "base.qcow2",
+                "iso_checksum": "none",
+                "disk_image": true,
+                "ssh_username": "root"
+            }]
+        });
+        std::fs::write(&path, template.to_string()).unwrap();
+        let plan = load(&path, &Overrides::default()).unwrap();
+        let out = render(&plan);
+        assert!(!out.contains('\u{1b}') && !out.contains('\u{7}'), "{out:?}");
+        assert!(out.contains("title\\u{1b}]0;owned\\u{7}"), "{out}");
+        assert!(out.contains("colour = \\u{1b}[31mred"), "{out}");
     }
 }

@@ -189,7 +189,7 @@ pub fn check_image(disk: &Path, policy: FormatPolicy) -> Result<CheckedImage, Im
             if policy != FormatPolicy::Known(ImageFormat::Raw) {
                 check_raw_size(disk, size)?;
             }
-            if policy == FormatPolicy::Detect && looks_like_text(&head) {
+            if policy != FormatPolicy::Known(ImageFormat::Raw) && looks_like_text(&head) {
                 return Err(ImageError::Text {
                     path: disk.to_path_buf(),
                 });

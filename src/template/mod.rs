@@ -13,7 +13,7 @@ pub mod model;
 mod paths;
 mod post_processor;
 mod provisioner;
-mod show;
+pub(crate) mod show;
 mod variables;
 
 pub use duration::parse as parse_duration;
