@@ -104,9 +104,9 @@ QEMU_PKGS=(qemu-system-x86 qemu-utils)
 # What vm-fixtures/build.sh builds the fixture image from.
 FIXTURE_PKGS=(busybox-static dropbear-bin openssh-sftp-server syslinux syslinux-common
               mtools fdisk e2fsprogs cpio kmod dosfstools)
-# What the tests use to check kiln's output with independent tools, and the
+# What the tests use to check kiln's output with independent tools (ovmf: UEFI boots), and the
 # reference for the benchmark; python3 runs the Cloud Storage emulators.
-TEST_PKGS=(genisoimage xorriso libarchive-tools openssh-client openssh-server packer socat hyperfine
+TEST_PKGS=(ovmf genisoimage xorriso libarchive-tools openssh-client openssh-server packer socat hyperfine
            pigz time util-linux)
 
 installed() {
