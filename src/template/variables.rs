@@ -70,15 +70,16 @@ pub fn resolve(
     cx.funcs.env_allowed = false;
     let values = cx.funcs.vars.clone();
 
-    let sensitive_names: HashSet<String> = sensitive_names(cx, sensitive, &declared_names)
-        .into_iter()
-        .collect();
+    // In the order the template lists them: the values come out the same
+    // way every time.
+    let sensitive_in_order = sensitive_names(cx, sensitive, &declared_names);
+    let sensitive_names: HashSet<String> = sensitive_in_order.iter().cloned().collect();
     // Every value a sensitive name has, whatever else is wrong: set but not
     // declared, or its text failed to render (the text as given is then
     // the best guess of the secret, and an error may quote it).
     let mut sensitive_values = Vec::new();
     let mut seen_values = HashSet::new();
-    for name in &sensitive_names {
+    for name in &sensitive_in_order {
         let value = values.get(name).or_else(|| texts.get(name));
         if let Some(value) = value
             && !value.is_empty()
