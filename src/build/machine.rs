@@ -152,27 +152,7 @@ pub fn serial_tail(path: &Path, lines: usize) -> String {
     let Ok(bytes) = std::fs::read(path) else {
         return String::new();
     };
-    let text = String::from_utf8_lossy(&bytes);
-    let mut clean = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        // Firmware (OVMF) draws its screen with CSI sequences, ESC [ ...
-        // final letter: dropped whole, not just their ESC.
-        if c == '\u{1b}' {
-            if chars.peek() == Some(&'[') {
-                chars.next();
-                for c in chars.by_ref() {
-                    if c.is_ascii_alphabetic() {
-                        break;
-                    }
-                }
-            }
-            continue;
-        }
-        if c == '\n' || c == '\t' || !c.is_control() {
-            clean.push(c);
-        }
-    }
+    let clean = crate::qemu::printable(&String::from_utf8_lossy(&bytes));
     let all: Vec<&str> = clean.lines().filter(|l| !l.trim().is_empty()).collect();
     let start = all.len().saturating_sub(lines);
     all[start..]

@@ -230,10 +230,6 @@ impl Drop for SessionGuard {
         if !self.armed {
             return;
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let pending = crate::cleanup::Pending::start();
         let client = self.client.clone();
         let (bucket, object, session) = (
             self.bucket.clone(),
@@ -241,8 +237,7 @@ impl Drop for SessionGuard {
             self.session.clone(),
         );
         let final_sent = self.final_sent;
-        runtime.spawn(async move {
-            let _pending = pending;
+        spawn_cleanup(async move {
             tracing::debug!(bucket, object, "cancelling the upload session");
             // GCS answers 499 to a cancelled session; any answer will do.
             let _ = client.http.delete(&session).send().await;
@@ -251,6 +246,19 @@ impl Drop for SessionGuard {
             }
         });
     }
+}
+
+/// Runs a clean-up from a `Drop` (which cannot wait) on the current
+/// runtime; kiln waits for it before exiting (`cleanup::Pending`).
+fn spawn_cleanup(work: impl std::future::Future<Output = ()> + Send + 'static) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let pending = crate::cleanup::Pending::start();
+    runtime.spawn(async move {
+        work.await;
+        drop(pending);
+    });
 }
 
 /// Deletes an object when dropped, unless disarmed: for an object that
@@ -273,17 +281,12 @@ impl Drop for DeleteOnDrop {
         if !self.armed {
             return;
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let pending = crate::cleanup::Pending::start();
         let (client, bucket, object) = (
             self.client.clone(),
             self.bucket.clone(),
             self.object.clone(),
         );
-        runtime.spawn(async move {
-            let _pending = pending;
+        spawn_cleanup(async move {
             if let Err(err) = client.delete_object(&bucket, &object).await {
                 tracing::warn!(bucket, object, error = %err, "could not delete the object");
             }

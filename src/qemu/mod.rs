@@ -17,7 +17,7 @@ pub use accel::{choose_accel, cpu_has_virtualization, detect_accel};
 pub use argv::{argv, display_available, efi_vars_path, merge_qemuargs, prepare_efi_vars};
 pub use process::{QemuExit, QemuProcess};
 pub use qmp::Qmp;
-pub use watch::{Watch, watch_guest};
+pub use watch::{Watch, printable, watch_guest};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accel {

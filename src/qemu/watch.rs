@@ -228,15 +228,21 @@ impl<'a> LogTail<'a> {
     }
 }
 
-/// Printable text only: no escape sequences (OVMF draws its screen with
-/// them), no control characters.
+/// One console line, printable only (see `printable`) and trimmed.
 fn clean_line(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let mut out = String::new();
+    printable(&String::from_utf8_lossy(bytes))
+        .trim()
+        .to_string()
+}
+
+/// Console text without escape sequences (OVMF draws its screen with CSI
+/// sequences, ESC [ ... final letter: dropped whole, not just their ESC) or
+/// control characters other than newlines and tabs.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
         if c == '\u{1b}' {
-            // CSI: ESC [ parameters final-byte.
             if chars.peek() == Some(&'[') {
                 chars.next();
                 for c in chars.by_ref() {
@@ -247,11 +253,11 @@ fn clean_line(bytes: &[u8]) -> String {
             }
             continue;
         }
-        if !c.is_control() {
+        if c == '\n' || c == '\t' || !c.is_control() {
             out.push(c);
         }
     }
-    out.trim().to_string()
+    out
 }
 
 /// What the firmware said about a boot that went nowhere.
