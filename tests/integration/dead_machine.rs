@@ -370,31 +370,16 @@ fn a_guest_reboot_in_a_provisioner_is_not_a_dead_machine() {
 /// QEMU's (clean) exit, at once.
 #[test]
 fn a_guest_powering_off_in_a_provisioner_ends_the_build_at_once() {
-    let scratch = Scratch::new();
-    let template = scratch.write_json(
-        "t.json",
-        &json!({
-            "builders": [fixture_builder(json!({
-                "output_directory": "out",
-                "ssh_timeout": "30m",
-            }))],
-            "provisioners": [
-                {"type": "shell", "expect_disconnect": true, "inline": ["poweroff", "sleep 60"]},
-                {"type": "shell", "inline": ["echo never-runs"]}
-            ]
-        }),
-    );
-    let run = scratch.run(&["build", path_str(&template)]);
-    run.assert_failure();
-    let all = run.all();
+    let all = failed_build_with(json!([
+        {"type": "shell", "expect_disconnect": true, "inline": ["poweroff", "sleep 60"]},
+        {"type": "shell", "inline": ["echo never-runs"]}
+    ]));
     assert!(
         all.contains("QEMU exited with status 0 while the provisioners ran"),
         "{all}"
     );
     assert!(!all.contains("never-runs"), "{all}");
     assert!(!all.contains("timed out"), "{all}");
-    assert!(!scratch.path().join("out").exists(), "output left behind");
-    assert_nothing_left(&scratch);
 }
 
 /// The guest's SSH server goes away with the connection: the script's own
@@ -402,24 +387,11 @@ fn a_guest_powering_off_in_a_provisioner_ends_the_build_at_once() {
 /// the whole `ssh_timeout` first, then report that timeout instead.)
 #[test]
 fn a_lost_connection_is_reported_without_reconnecting_to_clean_up() {
-    let scratch = Scratch::new();
-    let template = scratch.write_json(
-        "t.json",
-        &json!({
-            "builders": [fixture_builder(json!({
-                "output_directory": "out",
-                "ssh_timeout": "30m",
-            }))],
-            "provisioners": [{"type": "shell", "inline": [
-                "echo stopping-the-ssh-server",
-                "killall dropbear",
-                "sleep 60",
-            ]}]
-        }),
-    );
-    let run = scratch.run(&["build", path_str(&template)]);
-    run.assert_failure();
-    let all = run.all();
+    let all = failed_build_with(json!([{"type": "shell", "inline": [
+        "echo stopping-the-ssh-server",
+        "killall dropbear",
+        "sleep 60",
+    ]}]));
     assert!(all.contains("stopping-the-ssh-server"), "{all}");
     assert!(
         all.contains("the guest closed the connection while the script ran"),
@@ -427,8 +399,6 @@ fn a_lost_connection_is_reported_without_reconnecting_to_clean_up() {
     );
     assert!(!all.contains("timed out"), "{all}");
     assert!(!all.contains("QEMU exited"), "{all}");
-    assert!(!scratch.path().join("out").exists(), "output left behind");
-    assert_nothing_left(&scratch);
 }
 
 /// A kernel panic in the guest during a provisioner ends the build with
@@ -436,6 +406,21 @@ fn a_lost_connection_is_reported_without_reconnecting_to_clean_up() {
 /// reboots 10 s after a panic, and would look alive again).
 #[test]
 fn a_guest_kernel_panic_during_a_provisioner_fails_the_build() {
+    let all = failed_build_with(json!([{"type": "shell", "max_retries": 3, "inline": [
+        "echo c > /proc/sysrq-trigger",
+        "sleep 60",
+    ]}]));
+    assert!(all.contains("the guest failed: guest-panicked"), "{all}");
+    assert!(all.contains("Kernel panic - not syncing"), "{all}");
+    assert!(!all.contains("retrying"), "{all}");
+    assert!(!all.contains("timed out"), "{all}");
+}
+
+/// Builds the fixture with `provisioners` and a 30-minute `ssh_timeout`
+/// (a test that waited it out would hang, not pass); the build must fail
+/// and leave neither its output nor anything else behind. Returns all
+/// kiln printed.
+fn failed_build_with(provisioners: serde_json::Value) -> String {
     let scratch = Scratch::new();
     let template = scratch.write_json(
         "t.json",
@@ -444,19 +429,12 @@ fn a_guest_kernel_panic_during_a_provisioner_fails_the_build() {
                 "output_directory": "out",
                 "ssh_timeout": "30m",
             }))],
-            "provisioners": [{"type": "shell", "max_retries": 3, "inline": [
-                "echo c > /proc/sysrq-trigger",
-                "sleep 60",
-            ]}]
+            "provisioners": provisioners
         }),
     );
     let run = scratch.run(&["build", path_str(&template)]);
     run.assert_failure();
-    let all = run.all();
-    assert!(all.contains("the guest failed: guest-panicked"), "{all}");
-    assert!(all.contains("Kernel panic - not syncing"), "{all}");
-    assert!(!all.contains("retrying"), "{all}");
-    assert!(!all.contains("timed out"), "{all}");
     assert!(!scratch.path().join("out").exists(), "output left behind");
     assert_nothing_left(&scratch);
+    run.all()
 }
