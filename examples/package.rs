@@ -31,7 +31,7 @@ fn main() -> anyhow::Result<()> {
     };
     // As before: the example replaces its output (never its input).
     let summary = package_to_file(disk, out, true, &options)
-        .map_err(|err| anyhow::anyhow!(kiln::error_chain(&err)))?;
+        .map_err(|err| anyhow::anyhow!(kiln::error::error_chain(&err)))?;
     let json = serde_json::json!({
         "format": summary.format,
         "virtual_size": summary.virtual_size,

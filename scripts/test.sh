@@ -28,4 +28,4 @@ command -v cargo >/dev/null || {
   echo "test: to fix: install Rust with rustup (https://rustup.rs), then run scripts/test.sh again" >&2
   exit 1
 }
-exec cargo test --locked "$@"
+exec cargo test --workspace --locked "$@"

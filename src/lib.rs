@@ -1,10 +1,12 @@
 //! kiln: a local-first machine image builder.
 
-pub mod build;
 pub mod cleanup;
 pub mod cli;
+pub mod error;
 pub mod export;
 pub mod gcp;
+pub mod pipeline;
+pub mod plan;
 pub mod provision;
 pub mod qemu;
 pub mod redact;
@@ -14,19 +16,3 @@ pub mod source;
 pub mod ssh;
 pub mod template;
 pub mod tmp;
-
-/// An error and all its sources on one line: `a: b: c`.
-pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        // Some errors repeat their source's message; say it once.
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}

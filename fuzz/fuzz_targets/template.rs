@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
                 TemplateError::Decode { location, .. } => assert!(!location.is_empty()),
                 TemplateError::Read { .. } => panic!("nothing is read from disk: {e}"),
             }
-            let shown = kiln::error_chain(&e);
+            let shown = kiln::error::error_chain(&e);
             assert!(shown.len() <= 1 << 20, "an error of {} bytes", shown.len());
             assert!(
                 shown.chars().all(|c| c == '\n' || !c.is_control()),

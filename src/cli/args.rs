@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::build::OnError;
+use crate::pipeline::OnError;
 
 #[derive(Debug, Parser)]
 #[command(

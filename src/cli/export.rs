@@ -9,11 +9,11 @@ use anyhow::Context as _;
 
 use super::args::ExportArgs;
 use super::ui::Ui;
-use crate::build::BuildContext;
-use crate::build::gce::{self, Publish};
-use crate::build::post;
 use crate::export::FormatPolicy;
-use crate::template::model::GceImportConfig;
+use crate::pipeline::BuildContext;
+use crate::pipeline::gce::{self, Publish};
+use crate::pipeline::post;
+use crate::plan::GceImportConfig;
 
 pub async fn run(args: ExportArgs) -> ExitCode {
     let ui = Ui::new(
@@ -33,7 +33,10 @@ pub async fn run(args: ExportArgs) -> ExitCode {
     let target = match check(&args) {
         Ok(target) => target,
         Err(err) => {
-            ui.error_global(&format!("Error: {}", crate::error_chain(err.as_ref())));
+            ui.error_global(&format!(
+                "Error: {}",
+                crate::error::error_chain(err.as_ref())
+            ));
             return super::exit::code(super::exit::USAGE);
         }
     };
@@ -54,7 +57,10 @@ pub async fn run(args: ExportArgs) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            ui.error_global(&format!("Error: {}", crate::error_chain(err.as_ref())));
+            ui.error_global(&format!(
+                "Error: {}",
+                crate::error::error_chain(err.as_ref())
+            ));
             super::exit::code(super::exit::FAILURE)
         }
     }

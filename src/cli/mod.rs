@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
-use crate::build::{self, BuildOptions};
+use crate::pipeline::{self, BuildOptions};
 use crate::template::{self, Override, Overrides};
 use args::{BuildArgs, Cli, Command, TemplateArgs};
 use ui::{Mode, Ui};
@@ -80,7 +80,7 @@ async fn run(cli: Cli) -> ExitCode {
 }
 
 fn format_anyhow(err: &anyhow::Error) -> String {
-    crate::error_chain(err.as_ref())
+    crate::error::error_chain(err.as_ref())
 }
 
 /// `-var` and `-var-file` in command-line order.
@@ -122,7 +122,7 @@ fn load_plan(args: &TemplateArgs) -> anyhow::Result<template::Plan> {
 
 fn validate(args: TemplateArgs) -> anyhow::Result<()> {
     let plan = load_plan(&args)?;
-    let selection = build::Selection::new(&args.only, &args.except);
+    let selection = pipeline::Selection::new(&args.only, &args.except);
     selection.check(&plan)?;
     println!("The configuration is valid.");
     Ok(())
@@ -145,7 +145,7 @@ async fn build(args: BuildArgs) -> ExitCode {
 
     let prepared = (|| {
         let plan = load_plan(&args.template)?;
-        let selection = build::Selection::new(&args.template.only, &args.template.except);
+        let selection = pipeline::Selection::new(&args.template.only, &args.template.except);
         selection.check(&plan)?;
         anyhow::Ok((plan, selection))
     })();
@@ -178,8 +178,8 @@ async fn build(args: BuildArgs) -> ExitCode {
     let interrupt = interrupt::Interrupt::install(ui.clone());
     let cancel = interrupt.token();
     let ticker = ui.start_ticker();
-    let reporter: Arc<dyn build::report::Reporter> = Arc::new(ui.clone());
-    let outcomes = build::run_all(&plan, &options, reporter, cancel).await;
+    let reporter: Arc<dyn pipeline::report::Reporter> = Arc::new(ui.clone());
+    let outcomes = pipeline::run_all(&plan, &options, reporter, cancel).await;
     if let Some(ticker) = ticker {
         ticker.abort();
     }
@@ -191,15 +191,15 @@ async fn build(args: BuildArgs) -> ExitCode {
     }
 }
 
-fn summarize(ui: &Ui, outcomes: &[build::Outcome]) -> ExitCode {
-    let failed: Vec<&build::Outcome> = outcomes.iter().filter(|o| o.result.is_err()).collect();
+fn summarize(ui: &Ui, outcomes: &[pipeline::Outcome]) -> ExitCode {
+    let failed: Vec<&pipeline::Outcome> = outcomes.iter().filter(|o| o.result.is_err()).collect();
     for outcome in &failed {
         if let Err(err) = &outcome.result {
             ui.error_global(&format!(
                 "Build '{}' errored after {}: {}",
                 outcome.name,
                 humanize(outcome.elapsed),
-                first_line(&ui.redact(&crate::error_chain(err)))
+                first_line(&ui.redact(&crate::error::error_chain(err)))
             ));
         }
     }
@@ -211,7 +211,7 @@ fn summarize(ui: &Ui, outcomes: &[build::Outcome]) -> ExitCode {
                 ui.error_global(&format!(
                     "--> {}: {}",
                     outcome.name,
-                    first_line(&ui.redact(&crate::error_chain(err)))
+                    first_line(&ui.redact(&crate::error::error_chain(err)))
                 ));
             }
         }

@@ -7,7 +7,7 @@ use serde_json::{Map, Value as Json};
 
 use super::args::TestArgs;
 use super::ui::Ui;
-use crate::build;
+use crate::pipeline;
 use crate::template;
 
 pub async fn run(args: TestArgs) -> ExitCode {
@@ -21,16 +21,20 @@ pub async fn run(args: TestArgs) -> ExitCode {
         Ok(ready) => ready,
         // Nothing was booted: the arguments or the checks are wrong.
         Err(err) => {
-            ui.error_global(&format!("Error: {}", crate::error_chain(err.as_ref())));
+            ui.error_global(&format!(
+                "Error: {}",
+                crate::error::error_chain(err.as_ref())
+            ));
             return super::exit::code(super::exit::USAGE);
         }
     };
     let interrupt = super::interrupt::Interrupt::install(ui.clone());
     let cancel = interrupt.token();
     let ticker = ui.start_ticker();
-    let reporter: Arc<dyn build::report::Reporter> = Arc::new(ui.clone());
+    let reporter: Arc<dyn pipeline::report::Reporter> = Arc::new(ui.clone());
     let format = crate::export::FormatPolicy::from_flag(args.format);
-    let result = build::test_image(&args.image, format, &config, &checks, reporter, cancel).await;
+    let result =
+        pipeline::test_image(&args.image, format, &config, &checks, reporter, cancel).await;
     if let Some(ticker) = ticker {
         ticker.abort();
     }
@@ -46,7 +50,7 @@ pub async fn run(args: TestArgs) -> ExitCode {
             ui.error_global(&format!(
                 "Error: testing {}: {}",
                 args.image.display(),
-                crate::error_chain(&err)
+                crate::error::error_chain(&err)
             ));
             if let Some((tried, default_user)) = err.wrong_user() {
                 ui.error_global(&ssh_username_hint(tried, default_user));
@@ -61,7 +65,7 @@ pub async fn run(args: TestArgs) -> ExitCode {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "kiln".into());
         if let Err(err) = crate::smoke::report::write(path, &suite, &results) {
-            ui.error_global(&format!("Error: {}", crate::error_chain(&err)));
+            ui.error_global(&format!("Error: {}", crate::error::error_chain(&err)));
             return super::exit::code(super::exit::FAILURE);
         }
     }

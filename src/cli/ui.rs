@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::redact::Redactor;
-use crate::build::report::{Artifact, Progress, Reporter, Stage, format_bytes};
+use crate::pipeline::report::{Artifact, Progress, Reporter, Stage, format_bytes};
 
 /// Between progress lines when there is no live status line to redraw.
 const PROGRESS_LINE_EVERY: Duration = Duration::from_secs(5);

@@ -337,7 +337,7 @@ fn not_a_disk_image_is_refused_and_leaves_no_output() {
         matches!(err, ExportError::Image(ImageError::OtherFormat { .. })),
         "{err:?}"
     );
-    let text = crate::error_chain(&err);
+    let text = crate::error::error_chain(&err);
     assert!(
         text.contains("broken.qcow2") && text.contains("kiln reads qcow2 and raw only"),
         "{text}"

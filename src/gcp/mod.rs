@@ -13,12 +13,6 @@ pub mod retry;
 pub mod storage;
 mod validate;
 
-#[cfg(feature = "test-support")]
-pub mod testing;
-
-#[cfg(test)]
-mod tests;
-
 pub use auth::{AccessToken, AuthError, Credentials, TokenSource};
 pub use compute::{ComputeClient, ComputeError, ImageRequest, Operation, OperationError};
 pub use progress::UploadProgress;

@@ -667,7 +667,7 @@ impl StorageClient {
         }
         tracing::debug!(
             attempt = failures,
-            error = %crate::error_chain(&error),
+            error = %crate::error::error_chain(&error),
             "upload: {what} failed; resuming"
         );
         tokio::time::sleep(options.retry.delay(failures)).await;

@@ -1,5 +1,7 @@
 //! The `{{ .Vars }}` string Packer builds from a provisioner's environment.
 
+use crate::ssh::shell_quote;
+
 /// `K='v' ` for each variable, sorted by name as Packer sorts them, with
 /// single quotes in values escaped for a POSIX shell. Later entries with the
 /// same name win.
@@ -12,11 +14,6 @@ pub fn flatten_env(vars: &[(String, String)]) -> String {
         .iter()
         .map(|(key, value)| format!("{key}={} ", shell_quote(value)))
         .collect()
-}
-
-/// Single-quotes `value` for a POSIX shell.
-pub fn shell_quote(value: &str) -> String {
-    format!("'{}'", value.replace('\'', r#"'"'"'"#))
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{Context, ProvisionError};
-use crate::template::model::{Direction, FileConfig, FileSource};
+use crate::plan::{Direction, FileConfig, FileSource};
 
 pub async fn run(config: &FileConfig, ctx: &mut Context<'_>) -> Result<(), ProvisionError> {
     match (&config.source, config.direction) {
@@ -87,7 +87,7 @@ async fn upload(
         // Packer creates a missing destination directory for file uploads.
         let parent = destination.trim_end_matches('/');
         if !parent.is_empty() {
-            let mkdir = format!("mkdir -p {}", super::env::shell_quote(parent));
+            let mkdir = format!("mkdir -p {}", crate::ssh::shell_quote(parent));
             session.exec(&mkdir, &mut |_, _| {}).await?;
         }
     }

@@ -3,19 +3,17 @@
 
 mod env;
 mod file;
-mod guest;
 mod shell;
 mod shell_local;
 
-pub use env::{flatten_env, shell_quote};
-pub use guest::Guest;
+pub use env::flatten_env;
 
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::ssh::SshError;
-use crate::template::model::{ProvisionerKind, ProvisionerSpec};
+use crate::plan::{ProvisionerKind, ProvisionerSpec};
+use crate::ssh::{Guest, SshError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
@@ -105,7 +103,7 @@ pub async fn run(spec: &ProvisionerSpec, ctx: &mut Context<'_>) -> Result<(), Pr
                 (ctx.say)(&format!(
                     "{} failed ({}); retrying ({attempt}/{})",
                     spec.type_name,
-                    crate::error_chain(&err),
+                    crate::error::error_chain(&err),
                     common.max_retries
                 ));
             }

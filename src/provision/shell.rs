@@ -4,9 +4,9 @@
 use std::time::Instant;
 
 use super::{Context, ProvisionError, describe_codes, env::flatten_env};
+use crate::plan::render_late;
+use crate::plan::{ShellConfig, ShellSource};
 use crate::ssh::{ExitStatus, SshError};
-use crate::template::model::{ShellConfig, ShellSource};
-use crate::template::render_late;
 
 pub async fn run(config: &ShellConfig, ctx: &mut Context<'_>) -> Result<(), ProvisionError> {
     let mut env = ctx.builtin_env();
@@ -108,11 +108,11 @@ async fn run_script(
 /// Best effort and bounded: a failure here is logged, never reported in
 /// place of the script's outcome.
 async fn remove_script(
-    guest: &mut super::Guest,
+    guest: &mut crate::ssh::Guest,
     path: &str,
     output: &(dyn Fn(&str) + Send + Sync),
 ) {
-    let cleanup = format!("rm -f {}", super::env::shell_quote(path));
+    let cleanup = format!("rm -f {}", crate::ssh::shell_quote(path));
     let Some(session) = guest.live_session() else {
         return;
     };

@@ -8,8 +8,8 @@ use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 use super::{Context, ProvisionError, describe_codes, env::flatten_env};
-use crate::template::model::{ShellLocalConfig, ShellLocalSource};
-use crate::template::render_late;
+use crate::plan::render_late;
+use crate::plan::{ShellLocalConfig, ShellLocalSource};
 
 pub async fn run(config: &ShellLocalConfig, ctx: &mut Context<'_>) -> Result<(), ProvisionError> {
     let mut env = ctx.builtin_env();

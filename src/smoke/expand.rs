@@ -1,8 +1,8 @@
 //! What each check runs in the guest: the declarative kinds become small
 //! POSIX shell scripts that print why they fail on stderr and exit 1.
 
-use crate::provision::shell_quote;
-use crate::template::model::{CheckKind, PortProtocol};
+use crate::plan::{CheckKind, PortProtocol};
+use crate::ssh::shell_quote;
 
 /// A check as the guest runs it.
 #[derive(Debug, Clone, PartialEq)]

@@ -7,9 +7,9 @@ use regex::Regex;
 use tokio_util::sync::CancellationToken;
 
 use super::expand::{GuestCommand, expand};
-use crate::provision::{Guest, shell_quote};
+use crate::plan::CheckSpec;
 use crate::ssh::{ExitStatus, SshError, Stream};
-use crate::template::model::CheckSpec;
+use crate::ssh::{Guest, shell_quote};
 
 /// Between attempts of a check with `retry_for`.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
@@ -89,7 +89,10 @@ async fn run_check(
                 // The guest may have dropped the connection (a check that
                 // restarts sshd, say): reconnect for the next attempt.
                 guest.disconnected().await;
-                (format!("ssh: {}", crate::error_chain(&err)), String::new())
+                (
+                    format!("ssh: {}", crate::error::error_chain(&err)),
+                    String::new(),
+                )
             }
             Err(_) => {
                 guest.disconnected().await;
@@ -232,7 +235,7 @@ pub fn humantime(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::template::model::CheckKind;
+    use crate::plan::CheckKind;
 
     fn check(expect_exit: i64, stdout: Option<&str>, stderr: Option<&str>) -> CheckSpec {
         CheckSpec {

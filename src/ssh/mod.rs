@@ -4,7 +4,9 @@
 
 mod connect;
 mod exec;
+mod guest;
 mod keys;
+mod quote;
 mod transfer;
 
 #[cfg(test)]
@@ -13,7 +15,9 @@ mod tests;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use guest::Guest;
 pub use keys::{GeneratedKey, generate_key};
+pub use quote::shell_quote;
 
 #[derive(Clone)]
 pub enum Auth {

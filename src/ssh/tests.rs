@@ -703,7 +703,7 @@ async fn a_refused_login_says_what_the_guest_said() {
             .upload_bytes(b"data", "/tmp/never-written", 0o644)
             .await
             .expect_err("the forced command refuses the upload");
-        let text = crate::error_chain(&err);
+        let text = crate::error::error_chain(&err);
         assert!(
             text.contains(
                 "exit code 142: Please login as the user \"ubuntu\" rather than the user \"root\"."
@@ -715,7 +715,7 @@ async fn a_refused_login_says_what_the_guest_said() {
             .download("/etc/hostname", &local)
             .await
             .expect_err("the forced command refuses the download");
-        let text = crate::error_chain(&err);
+        let text = crate::error::error_chain(&err);
         assert!(
             text.contains("exit code 142: Please login as the user \"ubuntu\""),
             "sftp {sftp}: {text}"

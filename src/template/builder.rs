@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::decode::{Obj, string_list_value};
-use super::model::{
+use super::paths;
+use crate::plan::{
     Accelerator, Checksum, Communicator, DiskFormat, KeyPairType, QemuConfig, SshOptions,
 };
-use super::paths;
 
 /// Packer qemu options kiln knows about but does not implement.
 const UNSUPPORTED: &[&str] = &[

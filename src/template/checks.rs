@@ -13,8 +13,8 @@ use std::time::Duration;
 use serde_json::{Map, Value as Json};
 
 use super::decode::{Cx, Obj, json_type};
-use super::model::{CheckKind, CheckSpec, PortProtocol};
 use super::paths;
+use crate::plan::{CheckKind, CheckSpec, PortProtocol};
 
 const KINDS: &[&str] = &[
     "inline", "script", "command", "file", "service", "port", "package",

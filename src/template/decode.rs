@@ -13,8 +13,8 @@ use serde_json::{Map, Value as Json};
 
 use super::Problem;
 use super::duration;
-use super::funcs::FuncCtx;
-use super::interpolate;
+use crate::plan::render::engine as interpolate;
+use crate::plan::render::funcs::FuncCtx;
 
 /// Past this many problems, unknown keys get no suggestion: only the first
 /// ones are shown (see `format_problems`), and a generated template can have

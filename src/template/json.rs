@@ -11,7 +11,7 @@ use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value as Json};
 
 use super::Problem;
-use super::interpolate::human_bytes;
+use crate::plan::render::engine::human_bytes;
 
 /// The largest template or var file read. Real ones are kilobytes; the
 /// bound keeps `kiln validate /dev/zero` from reading forever.

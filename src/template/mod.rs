@@ -5,28 +5,24 @@ mod builder;
 mod checks;
 mod decode;
 mod duration;
-mod funcs;
 mod heads;
-mod interpolate;
 mod json;
-pub mod model;
 mod paths;
 mod post_processor;
 mod provisioner;
 pub(crate) mod show;
 mod variables;
 
+pub use crate::plan::*;
 pub use duration::parse as parse_duration;
-pub use model::*;
 
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value as Json};
 
+use crate::plan::render::funcs::FuncCtx;
 use decode::{Cx, Obj, json_type};
-use funcs::FuncCtx;
 use heads::{builder_heads, filter, filter_quiet, provisioner_heads};
-use interpolate::{EvalError, Resolver, Value};
 
 /// One `-var` or `-var-file` from the command line.
 #[derive(Clone, PartialEq, Eq)]
@@ -581,62 +577,6 @@ pub fn load_checks(path: &Path) -> Result<Vec<CheckSpec>, TemplateError> {
             sensitive_values: Vec::new(),
         })
     }
-}
-
-/// The only functions [`render_late`] evaluates: pure ones.
-const LATE_FUNCTIONS: &[&str] = &[
-    "lower",
-    "upper",
-    "split",
-    "replace",
-    "replace_all",
-    "clean_resource_name",
-];
-
-struct LateResolver<'a> {
-    values: &'a [(&'a str, &'a str)],
-    funcs: FuncCtx,
-}
-
-impl Resolver for LateResolver<'_> {
-    fn is_function(&self, name: &str) -> bool {
-        LATE_FUNCTIONS.contains(&name)
-    }
-
-    fn call(&self, name: &str, args: &[Value]) -> Result<Value, EvalError> {
-        self.funcs.call(name, args)
-    }
-
-    fn field(&self, name: &str) -> Option<Value> {
-        self.values
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| Value::Str((*v).to_string()))
-    }
-}
-
-/// Fills the late references (`{{ .Vars }}`, `{{ .Path }}`, `{{.SSHHostPort}}`,
-/// ...) that [`load`] left in a string. Unknown late references are left as
-/// they are; so is the whole text if it cannot be rendered.
-pub fn render_late(text: &str, values: &[(&str, &str)]) -> String {
-    if !text.contains("{{") {
-        return text.to_string();
-    }
-    let r = LateResolver {
-        values,
-        funcs: FuncCtx {
-            env_allowed: false,
-            vars: Default::default(),
-            failed_vars: Default::default(),
-            build_name: None,
-            build_type: None,
-            template_dir: String::new(),
-            pwd: String::new(),
-            now: chrono::Utc::now(),
-            budget: Default::default(),
-        },
-    };
-    interpolate::render(text, &r).unwrap_or_else(|_| text.to_string())
 }
 
 #[cfg(test)]

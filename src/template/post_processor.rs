@@ -6,11 +6,11 @@ use std::path::Path;
 use serde_json::{Map, Value as Json};
 
 use super::decode::{Cx, Obj, json_type};
-use super::model::{
+use super::paths;
+use crate::plan::{
     ChecksumPostConfig, ChecksumType, CompressConfig, GceImportConfig, ManifestConfig,
     PostProcessorSpec,
 };
-use super::paths;
 
 pub const DEFAULT_CHECKSUM_OUTPUT: &str =
     "packer_{{.BuildName}}_{{.BuilderType}}_{{.ChecksumType}}.checksum";

@@ -10,9 +10,9 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde_json::{Map, Value as Json, json};
 
-use super::funcs::{FuncCtx, MAX_TOTAL_BYTES};
-use super::interpolate::{self, MAX_VALUE_BYTES};
 use super::{Overrides, TemplateError, load_bytes};
+use crate::plan::render::engine::{self as interpolate, MAX_VALUE_BYTES};
+use crate::plan::render::funcs::{FuncCtx, MAX_TOTAL_BYTES};
 
 const SEED: u64 = 0x6b69_6c6e;
 const STRUCTURED: usize = 1500;
@@ -459,7 +459,7 @@ pub(super) fn check_answer(input: &[u8], result: &Result<super::Plan, TemplateEr
                 }
                 TemplateError::Read { .. } => panic!("nothing is read from disk here: {e}"),
             }
-            let shown = crate::error_chain(e);
+            let shown = crate::error::error_chain(e);
             // One screenful of problems, each cut: about a mebibyte at most.
             assert!(shown.len() <= 1 << 20, "an error of {} bytes", shown.len());
             for c in shown.chars() {

@@ -10,11 +10,11 @@ use std::time::Duration;
 use serde_json::Value as Json;
 
 use super::decode::{Obj, int_value};
-use super::model::{
+use super::paths;
+use crate::plan::{
     Direction, FileConfig, FileSource, ProvisionerCommon, ProvisionerKind, ProvisionerSpec,
     ShellConfig, ShellLocalConfig, ShellLocalSource, ShellSource,
 };
-use super::paths;
 
 pub const DEFAULT_SHELL_EXECUTE: &str = "chmod +x {{ .Path }}; {{ .Vars }} {{ .Path }}";
 pub const DEFAULT_SHEBANG: &str = "/bin/sh -e";

@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde_json::Value as Json;
 
 use super::decode::{Cx, json_type, key_name};
-use super::interpolate::{EvalError, Template};
-use super::model::VariableInfo;
+use crate::plan::VariableInfo;
+use crate::plan::render::engine::{EvalError, Template};
 
 /// A declared variable, in template order.
 struct Declared {

@@ -8,9 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, channel};
 
-use kiln::gcp::testing::compute_fake::ComputeFake;
-use kiln::gcp::testing::emulators::StorageEmulator;
 use kiln::gcp::{StorageClient, TokenSource};
+use kiln_test_support::compute_fake::ComputeFake;
+use kiln_test_support::emulators::StorageEmulator;
 
 use crate::util::{Scratch, path_str};
 

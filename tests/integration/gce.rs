@@ -6,10 +6,10 @@ use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use kiln::gcp::testing::compute_fake::ComputeFake;
-use kiln::gcp::testing::emulators::StorageEmulator;
-use kiln::gcp::testing::fault_proxy::{Fault, FaultProxy};
 use kiln::gcp::{StorageClient, TokenSource};
+use kiln_test_support::compute_fake::ComputeFake;
+use kiln_test_support::emulators::StorageEmulator;
+use kiln_test_support::fault_proxy::{Fault, FaultProxy};
 use serde_json::json;
 
 use crate::util::{Run, Scratch, fixture, fixture_builder, path_str};

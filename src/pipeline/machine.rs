@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use super::BuildContext;
 use super::traces::{self, BuildKey};
-use crate::provision::Guest;
+use crate::plan::render_late;
+use crate::plan::{Accelerator, Checksum, Communicator, KeyPairType, QemuConfig};
 use crate::qemu::{self, Accel, LaunchSpec, QemuProcess, Qmp};
+use crate::ssh::Guest;
 use crate::ssh::{Auth, Session, SshConfig, SshError};
-use crate::template::model::{Accelerator, Checksum, Communicator, KeyPairType, QemuConfig};
-use crate::template::render_late;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MachineError {

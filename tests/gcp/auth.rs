@@ -1,12 +1,12 @@
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::gcp::auth::{
+use kiln::gcp::auth::{
     AuthError, CLOUD_PLATFORM_SCOPE, Credentials, CredentialsSource, JwtClaims, TokenSource,
     jwt_assertion,
 };
-use crate::gcp::testing::token_server::TokenServer;
-use crate::gcp::testing::{TEST_PRIVATE_KEY_PEM, TEST_PUBLIC_KEY_PEM};
+use kiln_test_support::token_server::TokenServer;
+use kiln_test_support::{TEST_PRIVATE_KEY_PEM, TEST_PUBLIC_KEY_PEM};
 
 fn service_account_json(token_uri: &str) -> String {
     serde_json::json!({

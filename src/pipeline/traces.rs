@@ -5,7 +5,7 @@
 //! the image expects, for the error when the login fails.
 
 use super::MachineError;
-use crate::provision::Guest;
+use crate::ssh::Guest;
 use crate::ssh::{ExitStatus, Stream};
 
 /// What a build put into the guest through its seed.

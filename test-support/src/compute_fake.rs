@@ -21,7 +21,6 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
 use super::tarball::validate_gce_tarball;
-use crate::gcp::validate::{is_valid_label_key, is_valid_label_value, is_valid_resource_name};
 
 #[derive(Default)]
 struct FakeState {
@@ -175,7 +174,27 @@ struct Params {
     request_id: Option<String>,
 }
 
+/// The patterns GCE quotes in its 400 answers: resource names and
+/// families, label keys, label values.
 const NAME_REGEX: &str = "(?:[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?)";
+const LABEL_KEY_REGEX: &str = "[a-z][-_a-z0-9]{0,62}";
+const LABEL_VALUE_REGEX: &str = "[-_a-z0-9]{0,63}";
+
+fn matches_whole(pattern: &str, text: &str) -> bool {
+    regex::Regex::new(&format!("^{pattern}$")).is_ok_and(|re| re.is_match(text))
+}
+
+fn is_valid_resource_name(name: &str) -> bool {
+    matches_whole(NAME_REGEX, name)
+}
+
+fn is_valid_label_key(key: &str) -> bool {
+    matches_whole(LABEL_KEY_REGEX, key)
+}
+
+fn is_valid_label_value(value: &str) -> bool {
+    matches_whole(LABEL_VALUE_REGEX, value)
+}
 
 fn check_fields(body: &Value) -> Result<(), String> {
     let name = body.get("name").and_then(Value::as_str).unwrap_or("");

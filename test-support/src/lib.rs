@@ -1,8 +1,7 @@
-//! Local stand-ins for Google Cloud, shared by kiln's unit tests and the
-//! integration tests (`tests/`), behind the `test-support` feature: the real
-//! Cloud Storage emulators started on free ports, a TCP proxy that injects
-//! faults, a Compute API fake that validates like GCE, and a small valid
-//! GCE image tarball.
+//! Local stand-ins for Google Cloud that kiln's tests (`tests/`) run
+//! against: the real Cloud Storage emulators started on free ports, a TCP
+//! proxy that injects faults, a Compute API fake that validates like GCE, an
+//! OAuth token server, and a small valid GCE image tarball.
 
 pub mod compute_fake;
 pub mod emulators;

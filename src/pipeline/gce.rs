@@ -19,7 +19,7 @@ use crate::gcp::{
     ComputeClient, ComputeError, Credentials, ImageRequest, StorageClient, StorageError,
     TokenSource, UploadOptions, validate_image_request,
 };
-use crate::template::model::GceImportConfig;
+use crate::plan::GceImportConfig;
 
 /// How much packaged data may wait for the upload.
 const PIPE_BYTES: usize = 16 << 20;
@@ -198,7 +198,7 @@ pub async fn publish(
                     "could not delete gs://{}/{}: {}",
                     config.bucket,
                     config.gcs_object_name,
-                    crate::error_chain(&err)
+                    crate::error::error_chain(&err)
                 ),
             ),
         }

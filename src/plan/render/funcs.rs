@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
 
-use super::interpolate::{EvalError, MAX_VALUE_BYTES, Resolver, Value, human_bytes, too_long};
+use super::engine::{EvalError, MAX_VALUE_BYTES, Resolver, Value, human_bytes, too_long};
 
 /// The most text one template may render in all, function results and
 /// final values together: with [`MAX_VALUE_BYTES`] per value this bounds a
@@ -449,7 +449,7 @@ fn fraction(t: &DateTime<Utc>, rest: &str) -> Option<(usize, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::template::interpolate::render;
+    use crate::plan::render::engine::render;
     use chrono::TimeZone;
 
     fn ctx() -> FuncCtx {

@@ -24,7 +24,7 @@ use super::free_port;
 
 /// The pinned emulators; the venv is named after this file's sha256, so a
 /// changed pin means a new venv.
-pub const REQUIREMENTS: &str = include_str!("../../../scripts/emulators.txt");
+pub const REQUIREMENTS: &str = include_str!("../../scripts/emulators.txt");
 
 /// Written last into a finished venv, with the [`REQUIREMENTS`] it was
 /// made from: a venv without it is half-made and not used.
@@ -248,7 +248,7 @@ mod tests {
     /// What `scripts/setup.sh --emulator-venv` prints for the same
     /// environment (it makes nothing in that mode).
     fn setup_says(vars: &[(&str, &str)]) -> PathBuf {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/setup.sh");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/setup.sh");
         let out = Command::new("bash")
             .arg(script)
             .arg("--emulator-venv")
@@ -288,7 +288,7 @@ mod tests {
     #[test]
     fn another_pin_is_another_venv() {
         let dir = tempfile::tempdir().unwrap();
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         std::fs::copy(root.join("scripts/setup.sh"), dir.path().join("setup.sh")).unwrap();
         let pins = REQUIREMENTS.replace("==0.1.1", "==0.1.2");
         std::fs::write(dir.path().join("emulators.txt"), &pins).unwrap();

@@ -1,11 +1,16 @@
-//! The typed, fully interpolated model a template turns into.
+//! What to build: the plain data a template turns into, one typed config per
+//! stage.
 //!
-//! This is the contract between `template` (which produces it) and `build`
-//! (which consumes it). Everything here is plain data: durations are parsed,
-//! sizes are in MiB, paths are resolved against the working directory, and
-//! every `{{ }}` expression is evaluated, except the "late" references Packer
-//! only knows at run time (`{{ .Vars }}`, `{{ .Path }}`, `{{ .SSHHostPort }}`,
-//! ...), which stay in the string for [`super::render_late`].
+//! `template` produces a [`Plan`]; `pipeline` and the stages consume it and
+//! never see the template. Everything here is plain data: durations are
+//! parsed, sizes are in MiB, paths are resolved against the working
+//! directory, and every `{{ }}` expression is evaluated, except the "late"
+//! references Packer only knows at run time (`{{ .Vars }}`, `{{ .Path }}`,
+//! `{{ .SSHHostPort }}`, ...), which stay in the string for [`render_late`].
+
+pub mod render;
+
+pub use render::render_late;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -2,7 +2,7 @@
 //! dropped the connection (a reboot in a provisioner with
 //! `expect_disconnect`, for one).
 
-use crate::ssh::{Session, SshConfig, SshError};
+use super::{Session, SshConfig, SshError};
 
 pub struct Guest {
     config: SshConfig,

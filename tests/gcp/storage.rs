@@ -3,12 +3,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::io::AsyncWriteExt;
 
-use crate::gcp::auth::TokenSource;
-use crate::gcp::progress::UploadProgress;
-use crate::gcp::retry::RetryPolicy;
-use crate::gcp::storage::{StorageClient, StorageError, UploadOptions};
-use crate::gcp::testing::emulators::StorageEmulator;
-use crate::gcp::testing::fault_proxy::{Fault, FaultProxy, RequestInfo};
+use kiln::gcp::auth::TokenSource;
+use kiln::gcp::progress::UploadProgress;
+use kiln::gcp::retry::RetryPolicy;
+use kiln::gcp::storage::{StorageClient, StorageError, UploadOptions};
+use kiln_test_support::emulators::StorageEmulator;
+use kiln_test_support::fault_proxy::{Fault, FaultProxy, RequestInfo};
 
 const KIB256: usize = 256 * 1024;
 const BUCKET: &str = "kiln-test";
@@ -68,7 +68,7 @@ async fn upload_bytes(
     object: &str,
     bytes: &[u8],
     opts: &UploadOptions,
-) -> Result<crate::gcp::ObjectMetadata, StorageError> {
+) -> Result<kiln::gcp::ObjectMetadata, StorageError> {
     client
         .upload(BUCKET, object, bytes, opts, &mut |_| {})
         .await
@@ -313,12 +313,12 @@ async fn gives_up_after_bounded_attempts() {
     assert!(
         matches!(err, StorageError::GaveUp { attempts: 3, .. }),
         "{}",
-        crate::error_chain(&err)
+        kiln::error::error_chain(&err)
     );
     assert!(
-        crate::error_chain(&err).contains("HTTP 503"),
+        kiln::error::error_chain(&err).contains("HTTP 503"),
         "{}",
-        crate::error_chain(&err)
+        kiln::error::error_chain(&err)
     );
     assert_eq!(proxy.faults_injected(), 3, "{:#?}", proxy.log());
 }
@@ -338,12 +338,12 @@ async fn a_corrupted_upload_is_detected_by_crc32c() {
             assert_ne!(local, remote);
             assert_eq!(
                 *local,
-                crate::gcp::storage::crc32c_base64(crc32c::crc32c(&bytes))
+                kiln::gcp::storage::crc32c_base64(crc32c::crc32c(&bytes))
             );
         }
         other => panic!(
             "expected a crc32c mismatch, got {}",
-            crate::error_chain(other)
+            kiln::error::error_chain(other)
         ),
     }
     assert!(
@@ -379,9 +379,9 @@ async fn an_empty_upload_makes_an_empty_object() {
 
 #[tokio::test]
 async fn every_request_carries_the_cached_token() {
-    use crate::gcp::auth::Credentials;
-    use crate::gcp::testing::TEST_PRIVATE_KEY_PEM;
-    use crate::gcp::testing::token_server::TokenServer;
+    use kiln::gcp::auth::Credentials;
+    use kiln_test_support::TEST_PRIVATE_KEY_PEM;
+    use kiln_test_support::token_server::TokenServer;
 
     let tokens = TokenServer::start(3600).await.unwrap();
     let key = serde_json::json!({

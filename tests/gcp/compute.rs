@@ -3,13 +3,13 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::gcp::auth::TokenSource;
-use crate::gcp::compute::{ComputeClient, ComputeError, DEFAULT_WAIT_TIMEOUT, ImageRequest};
-use crate::gcp::retry::RetryPolicy;
-use crate::gcp::storage::{StorageClient, UploadOptions};
-use crate::gcp::testing::compute_fake::ComputeFake;
-use crate::gcp::testing::emulators::StorageEmulator;
-use crate::gcp::testing::tarball::make_test_tarball;
+use kiln::gcp::auth::TokenSource;
+use kiln::gcp::compute::{ComputeClient, ComputeError, DEFAULT_WAIT_TIMEOUT, ImageRequest};
+use kiln::gcp::retry::RetryPolicy;
+use kiln::gcp::storage::{StorageClient, UploadOptions};
+use kiln_test_support::compute_fake::ComputeFake;
+use kiln_test_support::emulators::StorageEmulator;
+use kiln_test_support::tarball::make_test_tarball;
 
 const BUCKET: &str = "kiln-images";
 const PROJECT: &str = "kiln-test-project";

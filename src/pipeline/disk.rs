@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use crate::template::model::DiskFormat;
+use crate::plan::DiskFormat;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::template::model::{BuildSpec, Communicator, Plan, PostProcessorSpec, QemuConfig};
+use crate::plan::{BuildSpec, Communicator, Plan, PostProcessorSpec, QemuConfig};
 use report::{Artifact, Reporter, Stage};
 use undo::{Created, UndoStack};
 
@@ -273,7 +273,7 @@ async fn run_one(
             reporter.artifact(&ctx.name, artifact);
         }
         Err(err) => {
-            reporter.error(&ctx.name, &crate::error_chain(err));
+            reporter.error(&ctx.name, &crate::error::error_chain(err));
             match options.on_error {
                 OnError::Cleanup => {
                     for (path, err) in undo.unwind() {
@@ -452,7 +452,7 @@ pub(crate) async fn against_machine<T>(
     match result {
         Err(err) => match vm.lost_within(during, machine::LOST_GRACE).await {
             Some(lost) => {
-                tracing::debug!(error = %crate::error_chain(&err), "failed as the machine went away");
+                tracing::debug!(error = %crate::error::error_chain(&err), "failed as the machine went away");
                 Err(lost.into())
             }
             None => Err(err),
@@ -577,7 +577,7 @@ pub async fn test_image(
     image: &Path,
     format: crate::export::FormatPolicy,
     config: &QemuConfig,
-    checks: &[crate::template::model::CheckSpec],
+    checks: &[crate::plan::CheckSpec],
     reporter: Arc<dyn Reporter>,
     cancel: CancellationToken,
 ) -> Result<Vec<crate::smoke::CheckResult>, BuildError> {
@@ -686,8 +686,8 @@ async fn run_post_processors(
 /// disk).
 fn disk_format(spec: &BuildSpec) -> crate::export::ImageFormat {
     match spec.qemu.format {
-        crate::template::model::DiskFormat::Qcow2 => crate::export::ImageFormat::Qcow2,
-        crate::template::model::DiskFormat::Raw => crate::export::ImageFormat::Raw,
+        crate::plan::DiskFormat::Qcow2 => crate::export::ImageFormat::Qcow2,
+        crate::plan::DiskFormat::Raw => crate::export::ImageFormat::Raw,
     }
 }
 

@@ -8,8 +8,8 @@ use std::path::Path;
 use super::machine::{DURING_TESTS, Machine};
 use super::report::Stage;
 use super::{BuildContext, BuildError, disk};
+use crate::plan::{CheckSpec, Communicator, DiskFormat, QemuConfig};
 use crate::smoke::{self, CheckResult};
-use crate::template::model::{CheckSpec, Communicator, DiskFormat, QemuConfig};
 
 /// Boots `disk` (in `format`) under an overlay and runs `checks` on it.
 pub async fn run(

@@ -8,8 +8,8 @@ use std::sync::Mutex;
 use super::BuildContext;
 use super::report::{Artifact, packaging_progress};
 use crate::export::{ExportError, FormatPolicy, ImageFormat, PackageSummary};
-use crate::template::model::{ChecksumPostConfig, ChecksumType, CompressConfig, ManifestConfig};
-use crate::template::render_late;
+use crate::plan::render_late;
+use crate::plan::{ChecksumPostConfig, ChecksumType, CompressConfig, ManifestConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PostError {
@@ -317,7 +317,7 @@ mod tests {
         Artifact {
             build_name: "demo".into(),
             builder_type: "qemu".into(),
-            builder_id: crate::build::report::QEMU_BUILDER_ID.into(),
+            builder_id: crate::pipeline::report::QEMU_BUILDER_ID.into(),
             files,
             description: String::new(),
         }
@@ -390,13 +390,13 @@ mod tests {
 
     struct Quiet;
 
-    impl crate::build::report::Reporter for Quiet {
-        fn stage(&self, _: &str, _: crate::build::report::Stage) {}
+    impl crate::pipeline::report::Reporter for Quiet {
+        fn stage(&self, _: &str, _: crate::pipeline::report::Stage) {}
         fn say(&self, _: &str, _: &str) {}
         fn output(&self, _: &str, _: &str) {}
         fn error(&self, _: &str, _: &str) {}
         fn artifact(&self, _: &str, _: &Artifact) {}
-        fn progress(&self, _: &str, _: Option<&crate::build::report::Progress>) {}
+        fn progress(&self, _: &str, _: Option<&crate::pipeline::report::Progress>) {}
     }
 
     /// A qcow2 of incompressible data, read through qemu-nbd: long enough
