@@ -1,5 +1,6 @@
 //! Packer's legacy JSON template: parsing, variables, `{{ }}` functions,
-//! strict validation, and the typed [`Plan`] the build runs from.
+//! strict validation; it produces the [`Plan`](crate::plan::Plan) the
+//! pipeline runs from.
 
 mod builder;
 mod checks;
