@@ -9,6 +9,59 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::pipeline::OnError;
 
+/// What every command reads from the environment.
+macro_rules! common_env {
+    () => {
+        "  KILN_LOG        diagnostic log filter (`1` or `debug`; PACKER_LOG=1 works too)\n  \
+         KILN_LOG_PATH   write that log to a file (PACKER_LOG_PATH too)\n  \
+         NO_COLOR        no colours (as -color=false)\n  \
+         TMPDIR          where temporary files go"
+    };
+}
+
+const VALIDATE_HELP: &str = concat!(
+    "Examples:\n  \
+     kiln validate template.json\n  \
+     kiln validate -var size=20G -only=base template.json\n  \
+     kiln validate -syntax-only template.json\n\n\
+     Environment:\n",
+    common_env!()
+);
+
+const BUILD_HELP: &str = concat!(
+    "Examples:\n  \
+     kiln build template.json\n  \
+     kiln build -var-file=prod.json -only=base -on-error=abort template.json\n  \
+     kiln build -machine-readable -test-report=report.xml template.json\n\n\
+     Environment:\n",
+    common_env!(),
+    "\n  \
+     SOURCE_DATE_EPOCH       the dates written into seed and CD images\n  \
+     GOOGLE_APPLICATION_CREDENTIALS, STORAGE_EMULATOR_HOST, KILN_COMPUTE_ENDPOINT\n                          \
+     for googlecompute-import (see `kiln export --help`)"
+);
+
+const TEST_HELP: &str = concat!(
+    "Examples:\n  \
+     kiln test output/base/base.qcow2 --tests checks.json\n  \
+     kiln test disk.raw.tar.gz --tests checks.json --ssh-username ubuntu --test-report report.xml\n\n\
+     Environment:\n",
+    common_env!()
+);
+
+const EXPORT_HELP: &str = concat!(
+    "Examples:\n  \
+     kiln export output/base/base.qcow2 --output disk.raw.tar.gz\n  \
+     kiln export base.qcow2 --bucket my-bucket --image-name base-v1 --family base --project acme\n\n\
+     Environment:\n",
+    common_env!(),
+    "\n  \
+     GOOGLE_APPLICATION_CREDENTIALS  a service account key or other credentials file\n  \
+     GOOGLE_CLOUD_PROJECT            the project when --project is not given\n  \
+     STORAGE_EMULATOR_HOST           a Cloud Storage emulator (http://127.0.0.1:9023)\n  \
+     KILN_COMPUTE_ENDPOINT           a Compute API endpoint in place of Google's"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "kiln",
@@ -16,6 +69,9 @@ use crate::pipeline::OnError;
     about = "Build, test and publish machine images locally from Packer templates"
 )]
 pub struct Cli {
+    /// Colours in the output (`-color=false`, or `NO_COLOR` set, turns them off).
+    #[arg(long, global = true, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub color: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -23,20 +79,35 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check that a template is valid.
-    Validate(TemplateArgs),
+    #[command(after_help = VALIDATE_HELP)]
+    Validate(ValidateArgs),
     /// Show the variables, builders, provisioners and post-processors of a template.
     Inspect(TemplateArgs),
     /// Build the images a template describes.
+    #[command(after_help = BUILD_HELP)]
     Build(BuildArgs),
     /// Boot an image (qcow2, raw or a GCE disk.raw.tar.gz) as a fresh
     /// instance and run smoke-test checks on it; the image is not written.
+    #[command(after_help = TEST_HELP)]
     Test(TestArgs),
     /// Package a qcow2 or raw disk as GCE's disk.raw.tar.gz: to a local file
     /// (--output), or streamed to Cloud Storage and registered as a Compute
     /// Engine image (--bucket, --image-name).
+    #[command(after_help = EXPORT_HELP)]
     Export(ExportArgs),
     /// Print the version.
     Version,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_help = "Examples:\n  kiln completions bash > /etc/bash_completion.d/kiln\n  kiln completions zsh > \"${fpath[1]}/_kiln\""
+    )]
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Print kiln's man page (roff), for `man -l -` or a package.
+    #[command(after_help = "Example:\n  kiln man > /usr/share/man/man1/kiln.1")]
+    Man,
 }
 
 #[derive(Debug, Args)]
@@ -85,13 +156,22 @@ impl Cli {
                 .unwrap_or_default(),
         };
         match (&mut cli.command, matches.subcommand()) {
-            (Command::Validate(args), Some((_, sub)))
-            | (Command::Inspect(args), Some((_, sub))) => args.positions = positions(sub),
+            (Command::Validate(args), Some((_, sub))) => args.template.positions = positions(sub),
+            (Command::Inspect(args), Some((_, sub))) => args.positions = positions(sub),
             (Command::Build(args), Some((_, sub))) => args.template.positions = positions(sub),
             _ => {}
         }
         Ok(cli)
     }
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub template: TemplateArgs,
+    /// Only check that the file is well-formed JSON; do not check its meaning.
+    #[arg(long = "syntax-only")]
+    pub syntax_only: bool,
 }
 
 #[derive(Debug, Args)]
@@ -267,6 +347,8 @@ const LONG_FLAGS: &[&str] = &[
     "cpus",
     "help",
     "version",
+    "color",
+    "syntax-only",
 ];
 
 /// Rewrites `-flag` and `-flag=value` to `--flag...` for the flags above;
@@ -294,7 +376,10 @@ pub fn normalize(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
             .split('=')
             .next()
             .unwrap_or_default();
-        if single_dash && LONG_FLAGS.contains(&name) {
+        // Every kiln flag is long: `-no-such-flag` is reported by its whole
+        // name, not as a cluster of short flags starting with `-n`.
+        let unknown_long = name.len() > 1 && name.starts_with(|c: char| c.is_ascii_alphabetic());
+        if single_dash && (LONG_FLAGS.contains(&name) || unknown_long) {
             out.push(OsString::from(format!("-{text}")));
         } else {
             out.push(arg);

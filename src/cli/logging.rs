@@ -1,5 +1,6 @@
-//! Diagnostic logs (`tracing`): off unless `KILN_LOG` is set (e.g.
-//! `KILN_LOG=debug`), to stderr or to `KILN_LOG_PATH`. Secrets are masked
+//! Diagnostic logs (`tracing`): off unless `KILN_LOG` (e.g.
+//! `KILN_LOG=debug`) or Packer's `PACKER_LOG=1` is set, to stderr or to
+//! `KILN_LOG_PATH` (or `PACKER_LOG_PATH`). Secrets are masked
 //! here too, with every secret the process knows ([`super::redact::known`]).
 
 use std::io::Write;
@@ -41,15 +42,35 @@ where
         .finish()
 }
 
+/// Where the log goes and what it holds, from the environment: `KILN_LOG`
+/// (a filter, or `1`/`true` for kiln's debug events) and `KILN_LOG_PATH`;
+/// Packer's `PACKER_LOG` (any value but empty or `0`) and `PACKER_LOG_PATH`
+/// are honoured when kiln's are not set, so a Packer user's habit works.
+fn settings(
+    env: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Option<(String, Option<std::ffi::OsString>)> {
+    let kiln = env("KILN_LOG").and_then(|v| v.into_string().ok());
+    let filter = match kiln {
+        Some(filter) => match filter.as_str() {
+            "1" | "true" => "kiln=debug".to_string(),
+            other => other.to_string(),
+        },
+        None => {
+            let packer = env("PACKER_LOG")?;
+            if packer.is_empty() || packer == "0" {
+                return None;
+            }
+            "kiln=debug".to_string()
+        }
+    };
+    let path = env("KILN_LOG_PATH").or_else(|| env("PACKER_LOG_PATH"));
+    Some((filter, path.filter(|p| !p.is_empty())))
+}
+
 pub fn init() {
-    let Ok(filter) = std::env::var("KILN_LOG") else {
+    let Some((filter, path)) = settings(|name| std::env::var_os(name)) else {
         return;
     };
-    let filter = match filter.as_str() {
-        "1" | "true" => "kiln=debug".to_string(),
-        other => other.to_string(),
-    };
-    let path = std::env::var_os("KILN_LOG_PATH");
     let make_inner = move || -> Box<dyn Write + Send> {
         match &path {
             Some(path) => match std::fs::OpenOptions::new()
@@ -84,6 +105,49 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    fn env_of(
+        vars: &'static [(&'static str, &'static str)],
+    ) -> impl Fn(&str) -> Option<std::ffi::OsString> {
+        move |name| {
+            vars.iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| value.into())
+        }
+    }
+
+    #[test]
+    fn kiln_log_wins_and_packer_log_is_honoured() {
+        assert_eq!(settings(env_of(&[])), None);
+        assert_eq!(
+            settings(env_of(&[("KILN_LOG", "1")])),
+            Some(("kiln=debug".into(), None))
+        );
+        assert_eq!(
+            settings(env_of(&[
+                ("KILN_LOG", "kiln::ssh=trace"),
+                ("PACKER_LOG", "1")
+            ])),
+            Some(("kiln::ssh=trace".into(), None))
+        );
+        assert_eq!(
+            settings(env_of(&[
+                ("PACKER_LOG", "1"),
+                ("PACKER_LOG_PATH", "/tmp/p.log")
+            ])),
+            Some(("kiln=debug".into(), Some("/tmp/p.log".into())))
+        );
+        assert_eq!(
+            settings(env_of(&[
+                ("PACKER_LOG", "yes"),
+                ("PACKER_LOG_PATH", "/tmp/p.log"),
+                ("KILN_LOG_PATH", "/tmp/k.log")
+            ])),
+            Some(("kiln=debug".into(), Some("/tmp/k.log".into())))
+        );
+        assert_eq!(settings(env_of(&[("PACKER_LOG", "0")])), None);
+        assert_eq!(settings(env_of(&[("PACKER_LOG", "")])), None);
     }
 
     #[test]

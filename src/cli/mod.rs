@@ -17,7 +17,7 @@ use anyhow::Context as _;
 
 use crate::pipeline::{self, BuildOptions};
 use crate::template::{self, Override, Overrides};
-use args::{BuildArgs, Cli, Command, TemplateArgs};
+use args::{BuildArgs, Cli, Command, TemplateArgs, ValidateArgs};
 use ui::{Mode, Ui};
 
 pub fn main() -> ExitCode {
@@ -35,6 +35,7 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging();
+    ui::set_color(cli.color && !no_color_requested());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -66,6 +67,14 @@ async fn run(cli: Cli) -> ExitCode {
             println!("kiln {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "kiln", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+            .render(&mut std::io::stdout())
+            .context("writing the man page"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -120,12 +129,23 @@ fn load_plan(args: &TemplateArgs) -> anyhow::Result<template::Plan> {
     }
 }
 
-fn validate(args: TemplateArgs) -> anyhow::Result<()> {
+fn validate(args: ValidateArgs) -> anyhow::Result<()> {
+    if args.syntax_only {
+        template::check_syntax(&args.template.template)?;
+        println!("Syntax-only check passed. Everything looks okay.");
+        return Ok(());
+    }
+    let args = args.template;
     let plan = load_plan(&args)?;
     let selection = pipeline::Selection::new(&args.only, &args.except);
     selection.check(&plan)?;
     println!("The configuration is valid.");
     Ok(())
+}
+
+/// <https://no-color.org>: set and not empty.
+fn no_color_requested() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty())
 }
 
 /// Machine-readable when asked, live lines on a terminal, plain otherwise.

@@ -4,6 +4,7 @@
 //! mode their records stay on stdout too, as Packer writes them.
 
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,27 @@ const PROGRESS_LINE_EVERY: Duration = Duration::from_secs(5);
 /// Between redraws of a live progress bar.
 const PROGRESS_REDRAW_EVERY: Duration = Duration::from_millis(100);
 const BAR_CELLS: usize = 24;
+
+/// Colours and bold on a terminal: off with `-color=false` or `NO_COLOR`.
+/// One setting for the whole process, made once from the arguments.
+static COLOR: AtomicBool = AtomicBool::new(true);
+
+pub fn set_color(enabled: bool) {
+    COLOR.store(enabled, Ordering::Relaxed);
+}
+
+fn color() -> bool {
+    COLOR.load(Ordering::Relaxed)
+}
+
+/// `name` in bold when colours are on.
+fn bold(name: &str) -> String {
+    if color() {
+        format!("\x1b[1m{name}\x1b[0m")
+    } else {
+        name.to_string()
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -92,7 +114,7 @@ impl Ui {
         Ui {
             mode,
             timestamps,
-            color_errors: mode == Mode::Tty && std::io::stderr().is_terminal(),
+            color_errors: color() && mode == Mode::Tty && std::io::stderr().is_terminal(),
             progress_line_every: PROGRESS_LINE_EVERY,
             state: Arc::new(Mutex::new(State {
                 out,
@@ -346,16 +368,16 @@ fn redraw(state: &mut State) {
         }
         let mut line = match build.stage {
             Some(stage) => format!(
-                "\x1b[1m{}\x1b[0m  {:<10} {:>6}  (total {})",
-                build.name,
+                "{}  {:<10} {:>6}  (total {})",
+                bold(&build.name),
                 stage.as_str(),
                 format_elapsed(now - build.stage_started),
                 format_elapsed(now - build.started),
             ),
             // Not a build (`kiln export`): no stages to show.
             None => format!(
-                "\x1b[1m{}\x1b[0m  {}",
-                build.name,
+                "{}  {}",
+                bold(&build.name),
                 format_elapsed(now - build.started)
             ),
         };

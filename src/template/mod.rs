@@ -243,6 +243,27 @@ pub fn load_bytes(path: &Path, bytes: &[u8], overrides: &Overrides) -> Result<Pl
     }
 }
 
+/// `validate -syntax-only`: the file is readable, well-formed JSON with an
+/// object at the top and no key twice; nothing of its meaning is checked.
+pub fn check_syntax(path: &Path) -> Result<(), TemplateError> {
+    let (root, mut problems) = read_json(path)?;
+    if !root.is_object() {
+        problems.push(Problem {
+            path: "(file)".into(),
+            message: format!("expected a JSON object, got {}", json_type(&root)),
+        });
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(TemplateError::Invalid {
+            path: path.to_path_buf(),
+            problems,
+            sensitive_values: Vec::new(),
+        })
+    }
+}
+
 /// The file's JSON and its duplicate keys, as problems at their paths.
 fn read_json(path: &Path) -> Result<(Json, Vec<Problem>), TemplateError> {
     let bytes = json::read(path).map_err(|e| read_error(path, e))?;

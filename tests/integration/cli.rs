@@ -676,3 +676,121 @@ fn a_duplicate_key_is_named() {
     let run = scratch.run(&["validate", template.to_str().expect("utf-8")]);
     assert_refused(&run, &["builders[0].memory", "appears more than once"]);
 }
+
+#[test]
+fn validate_syntax_only_checks_the_json_and_nothing_else() {
+    let scratch = Scratch::new();
+    // Well-formed, though no builder of it could run.
+    let meaningless = scratch.write(
+        "meaningless.json",
+        r#"{"builders": [{"type": "no-such-builder", "disk_size": "huge"}]}"#,
+    );
+    let path = meaningless.to_str().expect("utf-8");
+    let run = scratch.run(&["validate", "-syntax-only", path]);
+    run.assert_success();
+    assert!(
+        run.stdout.contains("Syntax-only check passed"),
+        "{}",
+        run.stdout
+    );
+    // The full check still refuses it.
+    scratch.run(&["validate", path]).assert_usage_error();
+
+    let broken = scratch.write(
+        "broken.json",
+        "{\n  \"builders\": [\n    {\"type\": \"qemu\",}\n  ]\n}\n",
+    );
+    let run = scratch.run(&["validate", "-syntax-only", broken.to_str().expect("utf-8")]);
+    run.assert_usage_error();
+    assert!(run.stderr.contains("broken.json"), "{}", run.stderr);
+    assert!(run.stderr.contains("line 3"), "{}", run.stderr);
+
+    let list = scratch.write("list.json", "[1, 2]");
+    let run = scratch.run(&["validate", "--syntax-only", list.to_str().expect("utf-8")]);
+    run.assert_usage_error();
+    assert!(
+        run.stderr.contains("expected a JSON object"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn color_can_be_turned_off_on_every_command() {
+    let scratch = Scratch::new();
+    let template = scratch.write("t.json", r#"{"builders": [{"type": "no-such-builder"}]}"#);
+    let path = template.to_str().expect("utf-8");
+    for args in [
+        &["-color=false", "validate", "-syntax-only", path][..],
+        &["validate", "-color=false", "-syntax-only", path][..],
+        &["validate", "--color", "false", "--syntax-only", path][..],
+    ] {
+        scratch.run(args).assert_success();
+    }
+    let run = scratch.run(&["validate", "-color=maybe", path]);
+    run.assert_usage_error();
+    assert!(run.stderr.contains("maybe"), "{}", run.stderr);
+}
+
+#[test]
+fn completions_and_the_man_page_cover_every_command() {
+    let scratch = Scratch::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let run = scratch.run(&["completions", shell]);
+        run.assert_success();
+        for command in ["validate", "build", "test", "export"] {
+            assert!(
+                run.stdout.contains(command),
+                "{shell}: no {command}:\n{}",
+                run.stdout
+            );
+        }
+    }
+    let run = scratch.run(&["completions", "tcsh"]);
+    run.assert_usage_error();
+    assert!(run.stderr.contains("tcsh"), "{}", run.stderr);
+
+    let run = scratch.run(&["man"]);
+    run.assert_success();
+    assert!(
+        run.stdout.starts_with(".ie") || run.stdout.contains(".TH kiln"),
+        "{}",
+        run.stdout
+    );
+    for command in ["validate", "build", "export"] {
+        assert!(run.stdout.contains(command), "no {command} in the man page");
+    }
+}
+
+#[test]
+fn help_shows_examples_and_the_environment_each_command_reads() {
+    let scratch = Scratch::new();
+    let run = scratch.run(&["build", "--help"]);
+    run.assert_success();
+    for text in [
+        "Examples:",
+        "kiln build template.json",
+        "KILN_LOG",
+        "PACKER_LOG",
+        "NO_COLOR",
+    ] {
+        assert!(run.stdout.contains(text), "no {text:?} in:\n{}", run.stdout);
+    }
+    let run = scratch.run(&["export", "-help"]);
+    run.assert_success();
+    for text in [
+        "STORAGE_EMULATOR_HOST",
+        "KILN_COMPUTE_ENDPOINT",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+    ] {
+        assert!(run.stdout.contains(text), "no {text:?} in:\n{}", run.stdout);
+    }
+}
+
+#[test]
+fn an_unknown_flag_is_named() {
+    let scratch = Scratch::new();
+    let run = scratch.run(&["build", "-no-such-flag", "t.json"]);
+    run.assert_usage_error();
+    assert!(run.stderr.contains("no-such-flag"), "{}", run.stderr);
+}
