@@ -5,6 +5,7 @@ pub mod cli;
 pub mod error;
 pub mod export;
 pub mod gcp;
+pub mod human;
 pub mod pipeline;
 pub mod plan;
 pub mod provision;

@@ -218,7 +218,7 @@ fn summarize(ui: &Ui, outcomes: &[pipeline::Outcome]) -> ExitCode {
             ui.error_global(&format!(
                 "Build '{}' errored after {}: {}",
                 outcome.name,
-                humanize(outcome.elapsed),
+                crate::human::duration(outcome.elapsed),
                 first_line(&ui.redact(&crate::error::error_chain(err)))
             ));
         }
@@ -247,7 +247,7 @@ fn summarize(ui: &Ui, outcomes: &[pipeline::Outcome]) -> ExitCode {
                 "--> {}: {} (in {})",
                 outcome.name,
                 artifact.description,
-                humanize(outcome.elapsed)
+                crate::human::duration(outcome.elapsed)
             ));
         }
     } else if outcomes.is_empty() {
@@ -264,15 +264,6 @@ fn summarize(ui: &Ui, outcomes: &[pipeline::Outcome]) -> ExitCode {
 /// failed; the summary repeats only its first line.
 pub(crate) fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or_default()
-}
-
-fn humanize(elapsed: std::time::Duration) -> String {
-    let secs = elapsed.as_secs_f64();
-    if secs < 60.0 {
-        format!("{secs:.1}s")
-    } else {
-        format!("{}m{:02}s", elapsed.as_secs() / 60, elapsed.as_secs() % 60)
-    }
 }
 
 pub use logging::init as init_logging;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::redact::Redactor;
-use crate::pipeline::report::{Artifact, Progress, Reporter, Stage, format_bytes};
+use crate::pipeline::report::{Artifact, Progress, Reporter, Stage};
 
 /// Between progress lines when there is no live status line to redraw.
 const PROGRESS_LINE_EVERY: Duration = Duration::from_secs(5);
@@ -412,7 +412,7 @@ fn progress_bar(progress: &Progress) -> String {
     }
     text.push_str(&format!(
         "  {}  {:.1} MiB/s",
-        format_bytes(progress.bytes),
+        crate::human::bytes(progress.bytes),
         progress.bytes_per_sec / f64::from(1 << 20)
     ));
     if let Some(eta) = progress.eta {

@@ -1,7 +1,7 @@
 //! Post-processors that work on local files: `checksum`, `manifest` and
 //! `compress`.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -49,33 +49,10 @@ fn type_name(kind: ChecksumType) -> &'static str {
 }
 
 fn hash_file(path: &Path, kind: ChecksumType) -> Result<String, PostError> {
-    fn run<D: sha2::Digest>(mut file: std::fs::File, path: &Path) -> Result<String, PostError> {
-        let mut hasher = D::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = file.read(&mut buf).map_err(|source| PostError::Read {
-                path: path.to_path_buf(),
-                source,
-            })?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-        Ok(hex::encode(hasher.finalize()))
-    }
-    let file = std::fs::File::open(path).map_err(|source| PostError::Read {
+    crate::source::hash_file(path, type_name(kind)).map_err(|source| PostError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
-    match kind {
-        ChecksumType::Md5 => run::<md5::Md5>(file, path),
-        ChecksumType::Sha1 => run::<sha1::Sha1>(file, path),
-        ChecksumType::Sha224 => run::<sha2::Sha224>(file, path),
-        ChecksumType::Sha256 => run::<sha2::Sha256>(file, path),
-        ChecksumType::Sha384 => run::<sha2::Sha384>(file, path),
-        ChecksumType::Sha512 => run::<sha2::Sha512>(file, path),
-    }
+    })
 }
 
 /// Writes one checksum file per type (`<digest>\t<file name>` lines, as

@@ -122,28 +122,16 @@ impl Progress {
         let mut text = format!(
             "{}: {} at {}/s",
             self.action,
-            format_bytes(self.bytes),
+            crate::human::bytes(self.bytes),
             format_bytes_fine(self.bytes_per_sec)
         );
         if let Some(fraction) = self.fraction {
             text.push_str(&format!(", {}% done", (fraction * 100.0) as u32));
         }
         if let Some(eta) = self.eta.filter(|_| self.fraction.is_some_and(|f| f < 1.0)) {
-            text.push_str(&format!(", about {} left", crate::smoke::humantime(eta)));
+            text.push_str(&format!(", about {} left", crate::human::duration(eta)));
         }
         text
-    }
-}
-
-/// `812 KiB`, `612 MiB`, `1.43 GiB`.
-pub fn format_bytes(bytes: u64) -> String {
-    const KIB: u64 = 1 << 10;
-    const MIB: u64 = 1 << 20;
-    const GIB: u64 = 1 << 30;
-    match bytes {
-        0..MIB => format!("{} KiB", bytes / KIB),
-        MIB..GIB => format!("{} MiB", bytes / MIB),
-        _ => format!("{:.2} GiB", bytes as f64 / GIB as f64),
     }
 }
 

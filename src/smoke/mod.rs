@@ -6,4 +6,4 @@ pub mod report;
 mod run;
 pub mod tarball;
 
-pub use run::{CheckResult, humantime, run_checks};
+pub use run::{CheckResult, run_checks};

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::run::{CheckResult, humantime};
+use super::run::CheckResult;
 
 /// Lines of a failed check's output shown in the table.
 const OUTPUT_LINES: usize = 5;
@@ -41,7 +41,7 @@ pub fn table(results: &[CheckResult]) -> Vec<String> {
             "{:<width$}  {:<6}  {:>7}  {}",
             r.name,
             verdict,
-            humantime(r.duration),
+            crate::human::duration(r.duration),
             r.reason
         ));
         if !r.passed {

@@ -97,7 +97,7 @@ async fn run_check(
             Err(_) => {
                 guest.disconnected().await;
                 (
-                    format!("timed out after {}", humantime(check.timeout)),
+                    format!("timed out after {}", crate::human::duration(check.timeout)),
                     String::new(),
                 )
             }
@@ -106,7 +106,7 @@ async fn run_check(
             let reason = if attempts > 1 {
                 format!(
                     "{reason} (after {attempts} attempts in {})",
-                    humantime(started.elapsed())
+                    crate::human::duration(started.elapsed())
                 )
             } else {
                 reason
@@ -221,15 +221,6 @@ fn combine(stdout: &str, stderr: &str) -> String {
     let mut out = stdout.to_string();
     out.push_str(stderr);
     out
-}
-
-pub fn humantime(d: Duration) -> String {
-    let secs = d.as_secs_f64();
-    if secs < 60.0 {
-        format!("{secs:.1}s")
-    } else {
-        format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
-    }
 }
 
 #[cfg(test)]

@@ -69,7 +69,10 @@ pub fn resolve(candidates: &[PathBuf], digest: &Digest) -> Result<PathBuf, Sourc
         tracing::info!(path = %missing.display(), "source candidate missing");
     }
     if let Some((algorithm, expected)) = digest.expected() {
-        let actual = hash_file(found, algorithm)?;
+        let actual = hash_file(found, algorithm).map_err(|source| SourceError::Read {
+            path: found.clone(),
+            source,
+        })?;
         let expected = expected.trim();
         if !actual.eq_ignore_ascii_case(expected) {
             return Err(SourceError::ChecksumMismatch {
@@ -84,22 +87,27 @@ pub fn resolve(candidates: &[PathBuf], digest: &Digest) -> Result<PathBuf, Sourc
     Ok(found.clone())
 }
 
-/// The lowercase hex digest of the file, read in chunks: source images are
-/// gigabytes.
-fn hash_file(path: &Path, algorithm: &str) -> Result<String, SourceError> {
+/// The lowercase hex digest of the file under `algorithm` (`md5`, `sha1`,
+/// `sha224`, `sha256`, `sha384` or `sha512`), read in chunks: source images
+/// and artifacts are gigabytes.
+pub fn hash_file(path: &Path, algorithm: &str) -> io::Result<String> {
     use sha2::Digest as _;
-    let read_err = |source| SourceError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut file = File::open(path).map_err(read_err)?;
+    let mut file = File::open(path)?;
     let digest = match algorithm {
-        "sha256" => hex::encode(stream(&mut file, sha2::Sha256::new()).map_err(read_err)?),
-        "sha512" => hex::encode(stream(&mut file, sha2::Sha512::new()).map_err(read_err)?),
-        "sha1" => hex::encode(stream(&mut file, sha1::Sha1::new()).map_err(read_err)?),
-        _ => hex::encode(stream(&mut file, md5::Md5::new()).map_err(read_err)?),
+        "md5" => stream(&mut file, md5::Md5::new())?,
+        "sha1" => stream(&mut file, sha1::Sha1::new())?,
+        "sha224" => stream(&mut file, sha2::Sha224::new())?,
+        "sha256" => stream(&mut file, sha2::Sha256::new())?,
+        "sha384" => stream(&mut file, sha2::Sha384::new())?,
+        "sha512" => stream(&mut file, sha2::Sha512::new())?,
+        other => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("unknown digest {other}"),
+            ));
+        }
     };
-    Ok(digest)
+    Ok(hex::encode(digest))
 }
 
 fn stream<D: sha2::Digest>(reader: &mut impl Read, mut hasher: D) -> io::Result<Vec<u8>> {

@@ -11,7 +11,6 @@ use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value as Json};
 
 use super::Problem;
-use crate::plan::render::engine::human_bytes;
 
 /// The largest template or var file read. Real ones are kilobytes; the
 /// bound keeps `kiln validate /dev/zero` from reading forever.
@@ -46,7 +45,7 @@ pub fn read(path: &Path) -> Result<Vec<u8>, ReadError> {
             location: format!("byte {}", MAX_FILE_BYTES + 1),
             message: format!(
                 "the file is larger than {}, the most kiln reads: is it a template?",
-                human_bytes(MAX_FILE_BYTES)
+                crate::human::exact_bytes(MAX_FILE_BYTES)
             ),
         });
     }

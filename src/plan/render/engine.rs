@@ -22,18 +22,8 @@ pub const MAX_NESTING: usize = 64;
 pub fn too_long() -> EvalError {
     EvalError::Message(format!(
         "renders to more than {} (the limit for one value)",
-        human_bytes(MAX_VALUE_BYTES)
+        crate::human::exact_bytes(MAX_VALUE_BYTES)
     ))
-}
-
-pub fn human_bytes(n: usize) -> String {
-    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
-        format!("{} MiB", n >> 20)
-    } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
-        format!("{} KiB", n >> 10)
-    } else {
-        format!("{n} bytes")
-    }
 }
 
 /// A value flowing through a pipeline.

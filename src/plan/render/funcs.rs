@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
 
-use super::engine::{EvalError, MAX_VALUE_BYTES, Resolver, Value, human_bytes, too_long};
+use super::engine::{EvalError, MAX_VALUE_BYTES, Resolver, Value, too_long};
 
 /// The most text one template may render in all, function results and
 /// final values together: with [`MAX_VALUE_BYTES`] per value this bounds a
@@ -123,7 +123,7 @@ impl Resolver for FuncCtx {
             Err(msg(format!(
                 "the template renders more than {} of text in all (the limit for one template); \
                  later values are not checked",
-                human_bytes(MAX_TOTAL_BYTES)
+                crate::human::exact_bytes(MAX_TOTAL_BYTES)
             )))
         }
     }
