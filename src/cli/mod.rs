@@ -1,6 +1,7 @@
 //! Command line: argument parsing, exit codes, output mode.
 
 mod args;
+mod build;
 pub mod exit;
 mod export;
 mod inspect;
@@ -11,14 +12,13 @@ pub mod ui;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 
-use crate::pipeline::{self, BuildOptions};
+use crate::pipeline;
 use crate::template::{self, Override, Overrides};
-use args::{BuildArgs, Cli, Command, TemplateArgs, ValidateArgs};
-use ui::{Mode, Ui};
+use args::{Cli, Command, TemplateArgs, ValidateArgs};
+use ui::Mode;
 
 pub fn main() -> ExitCode {
     let argv = args::normalize(std::env::args_os());
@@ -60,7 +60,7 @@ async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => validate(args),
         Command::Inspect(args) => inspect::run(&args),
-        Command::Build(args) => return build(args).await,
+        Command::Build(args) => return build::run(args).await,
         Command::Test(args) => return test::run(args).await,
         Command::Export(args) => return export::run(args).await,
         Command::Version => {
@@ -156,107 +156,6 @@ pub(crate) fn output_mode(machine_readable: bool) -> Mode {
         Mode::Tty
     } else {
         Mode::Plain
-    }
-}
-
-async fn build(args: BuildArgs) -> ExitCode {
-    let mode = output_mode(args.machine_readable);
-    let ui = Ui::new(mode, args.timestamp_ui, Box::new(std::io::stdout()));
-
-    let prepared = (|| {
-        let plan = load_plan(&args.template)?;
-        let selection = pipeline::Selection::new(&args.template.only, &args.template.except);
-        selection.check(&plan)?;
-        anyhow::Ok((plan, selection))
-    })();
-    let prepared = prepared.and_then(|ready| {
-        if let Some(path) = &args.test_report {
-            crate::smoke::report::check_path(path)?;
-        }
-        Ok(ready)
-    });
-    // Before anything is printed, the error about the template included.
-    ui.set_redactor(redact::known());
-    let (plan, selection) = match prepared {
-        Ok(ready) => ready,
-        Err(err) => {
-            ui.error_global(&format!("Error: {}", format_anyhow(&err)));
-            ui.machine("", &["error-count", "1"]);
-            // Nothing was started: the template or the arguments are wrong.
-            return exit::code(exit::USAGE);
-        }
-    };
-    let options = BuildOptions {
-        force: args.force,
-        on_error: args.on_error,
-        parallel: args.parallel_builds,
-        selection,
-        test_report: args.test_report.clone(),
-        many_builds: false,
-        redactor: redact::Redactor::default(),
-    };
-    let interrupt = interrupt::Interrupt::install(ui.clone());
-    let cancel = interrupt.token();
-    let ticker = ui.start_ticker();
-    let reporter: Arc<dyn pipeline::report::Reporter> = Arc::new(ui.clone());
-    let outcomes = pipeline::run_all(&plan, &options, reporter, cancel).await;
-    if let Some(ticker) = ticker {
-        ticker.abort();
-    }
-    ui.stop_live();
-    let code = summarize(&ui, &outcomes);
-    match interrupt.exit_status() {
-        Some(status) => exit::code(status),
-        None => code,
-    }
-}
-
-fn summarize(ui: &Ui, outcomes: &[pipeline::Outcome]) -> ExitCode {
-    let failed: Vec<&pipeline::Outcome> = outcomes.iter().filter(|o| o.result.is_err()).collect();
-    for outcome in &failed {
-        if let Err(err) = &outcome.result {
-            ui.error_global(&format!(
-                "Build '{}' errored after {}: {}",
-                outcome.name,
-                crate::human::duration(outcome.elapsed),
-                first_line(&ui.redact(&crate::error::error_chain(err)))
-            ));
-        }
-    }
-    if !failed.is_empty() {
-        ui.machine("", &["error-count", &failed.len().to_string()]);
-        ui.error_global("==> Some builds didn't complete successfully and had errors:");
-        for outcome in &failed {
-            if let Err(err) = &outcome.result {
-                ui.error_global(&format!(
-                    "--> {}: {}",
-                    outcome.name,
-                    first_line(&ui.redact(&crate::error::error_chain(err)))
-                ));
-            }
-        }
-    }
-    let artifacts: Vec<_> = outcomes
-        .iter()
-        .filter_map(|o| o.result.as_ref().ok().map(|a| (o, a)))
-        .collect();
-    if !artifacts.is_empty() {
-        ui.say_global("==> Builds finished. The artifacts of successful builds are:");
-        for (outcome, artifact) in artifacts {
-            ui.say_global(&format!(
-                "--> {}: {} (in {})",
-                outcome.name,
-                artifact.description,
-                crate::human::duration(outcome.elapsed)
-            ));
-        }
-    } else if outcomes.is_empty() {
-        ui.say_global("==> No builds to run.");
-    }
-    if failed.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        exit::code(exit::FAILURE)
     }
 }
 
