@@ -8,6 +8,7 @@
 //! references Packer only knows at run time (`{{ .Vars }}`, `{{ .Path }}`,
 //! `{{ .SSHHostPort }}`, ...), which stay in the string for [`render_late`].
 
+pub mod defaults;
 pub mod render;
 
 pub use render::render_late;

@@ -8,10 +8,10 @@
 //! ...) are rejected with a message saying so, rather than silently dropped.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use super::decode::{Obj, string_list_value};
 use super::paths;
+use crate::plan::defaults;
 use crate::plan::{
     Accelerator, Checksum, Communicator, DiskFormat, KeyPairType, QemuConfig, SshOptions,
 };
@@ -122,7 +122,7 @@ pub fn decode(mut o: Obj<'_>, build_name: &str, cwd: &Path) -> Option<QemuConfig
     let use_backing_file = o.bool("use_backing_file").unwrap_or(false);
     let skip_resize_disk = o.bool("skip_resize_disk").unwrap_or(false);
     let disk_size_mib = match o.raw("disk_size") {
-        None => Some(40960),
+        None => Some(defaults::DISK_SIZE_MIB),
         Some(v) => {
             let path = o.key_path("disk_size");
             let text = match v {
@@ -145,37 +145,39 @@ pub fn decode(mut o: Obj<'_>, build_name: &str, cwd: &Path) -> Option<QemuConfig
     };
     let disk_interface = o
         .choice("disk_interface", DISK_INTERFACES)
-        .unwrap_or_else(|| "virtio".into());
+        .unwrap_or_else(|| defaults::DISK_INTERFACE.into());
     let disk_cache = o
         .choice("disk_cache", DISK_CACHES)
-        .unwrap_or_else(|| "writeback".into());
+        .unwrap_or_else(|| defaults::DISK_CACHE.into());
     let disk_discard = o
         .choice("disk_discard", DISK_DISCARDS)
-        .unwrap_or_else(|| "ignore".into());
+        .unwrap_or_else(|| defaults::DISK_DISCARD.into());
     let disk_detect_zeroes = o
         .choice("disk_detect_zeroes", DETECT_ZEROES)
-        .unwrap_or_else(|| "off".into());
+        .unwrap_or_else(|| defaults::DISK_DETECT_ZEROES.into());
     let mut skip_compaction = o.bool("skip_compaction").unwrap_or(false);
     let mut disk_compression = o.bool("disk_compression").unwrap_or(false);
     let accelerator = accelerator(&mut o);
     // Packer quietly replaces values below these floors by its defaults.
     let cpus = o
         .int("cpus", 0, i64::from(u32::MAX))
+        .and_then(|n| u32::try_from(n).ok())
         .filter(|n| *n >= 1)
-        .unwrap_or(1);
+        .unwrap_or(defaults::CPUS);
     let memory = o
         .int("memory", 0, i64::from(u32::MAX))
-        .filter(|n| *n >= 10)
-        .unwrap_or(512);
+        .and_then(|n| u64::try_from(n).ok())
+        .filter(|n| *n >= defaults::MEMORY_FLOOR_MIB)
+        .unwrap_or(defaults::MEMORY_MIB);
     let machine_type = o
         .non_empty_string("machine_type")
-        .unwrap_or_else(|| "pc".into());
+        .unwrap_or_else(|| defaults::MACHINE_TYPE.into());
     let net_device = o
         .choice("net_device", NET_DEVICES)
-        .unwrap_or_else(|| "virtio-net".into());
+        .unwrap_or_else(|| defaults::NET_DEVICE.into());
     let qemu_binary = o
         .non_empty_string("qemu_binary")
-        .unwrap_or_else(|| "qemu-system-x86_64".into());
+        .unwrap_or_else(|| defaults::QEMU_BINARY.into());
     let qemuargs = qemuargs(&mut o);
     let headless = o.bool("headless").unwrap_or(false);
     let firmware = o
@@ -188,16 +190,16 @@ pub fn decode(mut o: Obj<'_>, build_name: &str, cwd: &Path) -> Option<QemuConfig
     let output_directory = paths::resolve(
         cwd,
         &o.non_empty_string("output_directory")
-            .unwrap_or_else(|| format!("output-{build_name}")),
+            .unwrap_or_else(|| defaults::output_directory(build_name)),
     );
     let vm_name = o
         .non_empty_string("vm_name")
-        .unwrap_or_else(|| format!("packer-{build_name}"));
+        .unwrap_or_else(|| defaults::vm_name(build_name));
     let shutdown_command = o.non_empty_string("shutdown_command");
     let shutdown_timeout = o
         .duration("shutdown_timeout")
-        .unwrap_or(Duration::from_secs(300));
-    let boot_wait = o.duration("boot_wait").unwrap_or(Duration::from_secs(10));
+        .unwrap_or(defaults::SHUTDOWN_TIMEOUT);
+    let boot_wait = o.duration("boot_wait").unwrap_or(defaults::BOOT_WAIT);
     if let Some(v) = o.raw("boot_command") {
         let path = o.key_path("boot_command");
         if let Some(list) = string_list_value(cx, &path, v)
@@ -209,8 +211,18 @@ pub fn decode(mut o: Obj<'_>, build_name: &str, cwd: &Path) -> Option<QemuConfig
             );
         }
     }
-    let host_port_min = port(&mut o, "host_port_min", "ssh_host_port_min", 2222);
-    let host_port_max = port(&mut o, "host_port_max", "ssh_host_port_max", 4444);
+    let host_port_min = port(
+        &mut o,
+        "host_port_min",
+        "ssh_host_port_min",
+        defaults::HOST_PORT_MIN,
+    );
+    let host_port_max = port(
+        &mut o,
+        "host_port_max",
+        "ssh_host_port_max",
+        defaults::HOST_PORT_MAX,
+    );
     if host_port_min > host_port_max {
         cx.problem(
             o.key_path("host_port_min"),
@@ -259,8 +271,8 @@ pub fn decode(mut o: Obj<'_>, build_name: &str, cwd: &Path) -> Option<QemuConfig
         skip_compaction,
         disk_compression,
         accelerator: accelerator?,
-        cpus: u32::try_from(cpus).unwrap_or(1),
-        memory_mib: u64::try_from(memory).unwrap_or(512),
+        cpus,
+        memory_mib: memory,
         machine_type,
         net_device,
         qemu_binary,
@@ -388,7 +400,7 @@ pub fn parse_disk_size(s: &str) -> Result<u64, String> {
         || format!("expected a size such as \"10G\", \"10240M\" or a number of MiB, got {s:?}");
     let t = s.trim().to_ascii_lowercase();
     if t.is_empty() || t == "0" {
-        return Ok(40960);
+        return Ok(defaults::DISK_SIZE_MIB);
     }
     let (digits, unit) = match t.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => (&t[..i], c),
@@ -533,12 +545,16 @@ fn communicator(o: &mut Obj<'_>, cwd: &Path) -> Option<Communicator> {
     let timeout = o
         .duration("ssh_wait_timeout")
         .or(timeout)
-        .unwrap_or(Duration::from_secs(300));
-    let port = o.int("ssh_port", 1, 65535).unwrap_or(22);
+        .unwrap_or(defaults::SSH_TIMEOUT);
+    let port = o
+        .int("ssh_port", 1, 65535)
+        .and_then(|n| u16::try_from(n).ok())
+        .unwrap_or(defaults::SSH_PORT);
     let handshake_attempts = o
         .int("ssh_handshake_attempts", 0, i64::from(u32::MAX))
+        .and_then(|n| u32::try_from(n).ok())
         .filter(|n| *n > 0)
-        .unwrap_or(10);
+        .unwrap_or(defaults::SSH_HANDSHAKE_ATTEMPTS);
     let pty = o.bool("ssh_pty").unwrap_or(false);
     let key_type = match o.string("temporary_key_pair_type").as_deref() {
         None | Some("") | Some("ed25519") => Some(KeyPairType::Ed25519),
@@ -556,8 +572,8 @@ fn communicator(o: &mut Obj<'_>, cwd: &Path) -> Option<Communicator> {
         password,
         private_key_file,
         timeout,
-        port: u16::try_from(port).unwrap_or(22),
-        handshake_attempts: u32::try_from(handshake_attempts).unwrap_or(10),
+        port,
+        handshake_attempts,
         pty,
         temporary_key_pair_type: key_type?,
     }))

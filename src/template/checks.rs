@@ -8,7 +8,6 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::time::Duration;
 
 use serde_json::{Map, Value as Json};
 
@@ -19,7 +18,6 @@ use crate::plan::{CheckKind, CheckSpec, PortProtocol};
 const KINDS: &[&str] = &[
     "inline", "script", "command", "file", "service", "port", "package",
 ];
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One decoded check with the raw object it came from (for `only`/`except`).
 pub struct CheckHead<'a> {
@@ -76,11 +74,12 @@ fn decode_one(mut o: Obj<'_>, cwd: &Path) -> Option<CheckSpec> {
     if name.is_none() && !o.has("name") {
         o.missing("name", "each check needs a name for the report");
     }
-    let expect_exit = o.int("expect_exit", 0, 255).unwrap_or(0);
+    let unset = CheckSpec::default();
+    let expect_exit = o.int("expect_exit", 0, 255).unwrap_or(unset.expect_exit);
     let expect_stdout = regex(&mut o, "expect_stdout");
     let expect_stderr = regex(&mut o, "expect_stderr");
-    let timeout = o.duration("timeout").unwrap_or(DEFAULT_TIMEOUT);
-    let retry_for = o.duration("retry_for").unwrap_or(Duration::ZERO);
+    let timeout = o.duration("timeout").unwrap_or(unset.timeout);
+    let retry_for = o.duration("retry_for").unwrap_or(unset.retry_for);
 
     let present: Vec<&str> = KINDS.iter().copied().filter(|k| o.has(k)).collect();
     let kind = match present.as_slice() {

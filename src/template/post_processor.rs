@@ -7,13 +7,11 @@ use serde_json::{Map, Value as Json};
 
 use super::decode::{Cx, Obj, json_type};
 use super::paths;
+use crate::plan::defaults;
 use crate::plan::{
     ChecksumPostConfig, ChecksumType, CompressConfig, GceImportConfig, ManifestConfig,
     PostProcessorSpec,
 };
-
-pub const DEFAULT_CHECKSUM_OUTPUT: &str =
-    "packer_{{.BuildName}}_{{.BuilderType}}_{{.ChecksumType}}.checksum";
 
 /// One post-processor as written, before it is decoded for a build.
 pub struct RawPp<'a> {
@@ -148,7 +146,7 @@ fn checksum(o: &mut Obj<'_>) -> Option<ChecksumPostConfig> {
     }
     let output = o
         .non_empty_string("output")
-        .unwrap_or_else(|| DEFAULT_CHECKSUM_OUTPUT.into());
+        .unwrap_or_else(|| defaults::CHECKSUM_OUTPUT.into());
     let keep_input_artifact = o.bool("keep_input_artifact").unwrap_or(false);
     ok.then_some(ChecksumPostConfig {
         checksum_types: types,
@@ -160,7 +158,7 @@ fn checksum(o: &mut Obj<'_>) -> Option<ChecksumPostConfig> {
 fn manifest(o: &mut Obj<'_>, cwd: &Path) -> Option<ManifestConfig> {
     let output = o
         .non_empty_string("output")
-        .unwrap_or_else(|| "packer-manifest.json".into());
+        .unwrap_or_else(|| defaults::MANIFEST_OUTPUT.into());
     Some(ManifestConfig {
         output: paths::resolve(cwd, &output),
         strip_path: o.bool("strip_path").unwrap_or(false),
@@ -181,7 +179,7 @@ fn level(o: &mut Obj<'_>, key: &'static str) -> u32 {
 fn compress(o: &mut Obj<'_>) -> Option<CompressConfig> {
     let output = o
         .non_empty_string("output")
-        .unwrap_or_else(|| "packer_{{.BuildName}}_{{.BuilderType}}.tar.gz".into());
+        .unwrap_or_else(|| defaults::COMPRESS_OUTPUT.into());
     let format = o.string("format");
     let level = level(o, "compression_level");
     let keep_input_artifact = o.bool("keep_input_artifact").unwrap_or(false);
@@ -255,7 +253,7 @@ fn gce_import(o: &mut Obj<'_>, cwd: &Path) -> Option<GceImportConfig> {
     let skip_clean = o.bool("skip_clean").unwrap_or(false);
     let image_create_timeout = o
         .duration("image_create_timeout")
-        .unwrap_or(std::time::Duration::from_secs(30 * 60));
+        .unwrap_or(defaults::IMAGE_CREATE_TIMEOUT);
     let compression_level = level(o, "compression_level");
     // GCE's name and label rules, checked now rather than after an upload.
     if let (Some(project), Some(bucket), Some(name)) = (&project_id, &bucket, &image_name) {

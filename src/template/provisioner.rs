@@ -5,19 +5,16 @@
 //! `remote_folder` and `remote_file`, which is what Packer derives it from.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde_json::Value as Json;
 
 use super::decode::{Obj, int_value};
 use super::paths;
+use crate::plan::defaults;
 use crate::plan::{
     Direction, FileConfig, FileSource, ProvisionerCommon, ProvisionerKind, ProvisionerSpec,
     ShellConfig, ShellLocalConfig, ShellLocalSource, ShellSource,
 };
-
-pub const DEFAULT_SHELL_EXECUTE: &str = "chmod +x {{ .Path }}; {{ .Vars }} {{ .Path }}";
-pub const DEFAULT_SHEBANG: &str = "/bin/sh -e";
 
 /// Decodes one provisioner object as it applies to one build (`override`
 /// already merged; `only`/`except`/`override` marked known by the caller).
@@ -28,13 +25,14 @@ pub fn decode(
     cwd: &Path,
 ) -> Option<ProvisionerSpec> {
     o.allow(&["type"]);
+    let unset = ProvisionerCommon::default();
     let common = ProvisionerCommon {
-        pause_before: o.duration("pause_before").unwrap_or(Duration::ZERO),
+        pause_before: o.duration("pause_before").unwrap_or(unset.pause_before),
         max_retries: o
             .int("max_retries", 0, i64::from(u32::MAX))
             .and_then(|n| u32::try_from(n).ok())
-            .unwrap_or(0),
-        timeout: o.duration("timeout").unwrap_or(Duration::ZERO),
+            .unwrap_or(unset.max_retries),
+        timeout: o.duration("timeout").unwrap_or(unset.timeout),
     };
     let kind = match type_name {
         "shell" => shell(&mut o, cwd).map(ProvisionerKind::Shell),
@@ -138,13 +136,13 @@ fn environment(o: &mut Obj<'_>) -> Vec<(String, String)> {
 
 fn exit_codes(o: &mut Obj<'_>) -> Vec<i64> {
     let Some(v) = o.raw("valid_exit_codes") else {
-        return vec![0];
+        return defaults::VALID_EXIT_CODES.to_vec();
     };
     let cx = o.cx();
     let path = o.key_path("valid_exit_codes");
     let Json::Array(items) = v else {
         cx.problem(path, "expected an array of integers");
-        return vec![0];
+        return defaults::VALID_EXIT_CODES.to_vec();
     };
     items
         .iter()
@@ -169,15 +167,15 @@ fn shell(o: &mut Obj<'_>, cwd: &Path) -> Option<ShellConfig> {
     let environment = environment(o);
     let execute_command = o
         .non_empty_string("execute_command")
-        .unwrap_or_else(|| DEFAULT_SHELL_EXECUTE.into());
+        .unwrap_or_else(|| defaults::SHELL_EXECUTE.into());
     let inline_shebang = o
         .non_empty_string("inline_shebang")
-        .unwrap_or_else(|| DEFAULT_SHEBANG.into());
+        .unwrap_or_else(|| defaults::SHEBANG.into());
     let valid_exit_codes = exit_codes(o);
     let expect_disconnect = o.bool("expect_disconnect").unwrap_or(false);
     let mut remote_folder = o
         .non_empty_string("remote_folder")
-        .unwrap_or_else(|| "/tmp".into());
+        .unwrap_or_else(|| defaults::REMOTE_FOLDER.into());
     let mut remote_file = o.non_empty_string("remote_file");
     if let Some(rp) = o.non_empty_string("remote_path") {
         match rp.rsplit_once('/') {
@@ -198,7 +196,7 @@ fn shell(o: &mut Obj<'_>, cwd: &Path) -> Option<ShellConfig> {
     let skip_clean = o.bool("skip_clean").unwrap_or(false);
     let start_retry_timeout = o
         .duration("start_retry_timeout")
-        .unwrap_or(Duration::from_secs(300));
+        .unwrap_or(defaults::START_RETRY_TIMEOUT);
     let _ = o.bool("binary");
     Some(ShellConfig {
         source: source?,
@@ -302,15 +300,14 @@ fn shell_local(o: &mut Obj<'_>, cwd: &Path) -> Option<ShellLocalConfig> {
     let environment = environment(o);
     let execute_command = match o.string_list("execute_command") {
         Some(list) if !list.is_empty() => list,
-        _ => vec![
-            "/bin/sh".into(),
-            "-c".into(),
-            "{{.Vars}} {{.Script}}".into(),
-        ],
+        _ => defaults::SHELL_LOCAL_EXECUTE
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
     };
     let inline_shebang = o
         .non_empty_string("inline_shebang")
-        .unwrap_or_else(|| DEFAULT_SHEBANG.into());
+        .unwrap_or_else(|| defaults::SHEBANG.into());
     let valid_exit_codes = exit_codes(o);
     Some(ShellLocalConfig {
         source: source?,
