@@ -8,8 +8,10 @@
 //! references Packer only knows at run time (`{{ .Vars }}`, `{{ .Path }}`,
 //! `{{ .SSHHostPort }}`, ...), which stay in the string for [`render_late`].
 
+pub mod compression;
 pub mod render;
 
+pub use compression::{CompressionLevel, InvalidCompressionLevel};
 pub use render::render_late;
 
 use std::collections::BTreeMap;
@@ -352,7 +354,7 @@ pub struct CompressConfig {
     /// `packer_{{.BuildName}}_{{.BuilderType}}.tar.gz`.
     pub output: String,
     /// gzip level 1-9, default 6.
-    pub level: u32,
+    pub level: CompressionLevel,
     pub keep_input_artifact: bool,
 }
 
@@ -379,7 +381,7 @@ pub struct GceImportConfig {
     /// Default 30m.
     pub image_create_timeout: Duration,
     /// kiln extension: gzip level for the streamed tarball, default 6.
-    pub compression_level: u32,
+    pub compression_level: CompressionLevel,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

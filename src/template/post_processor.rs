@@ -8,8 +8,8 @@ use serde_json::{Map, Value as Json};
 use super::decode::{Cx, Obj, json_type};
 use super::paths;
 use crate::plan::{
-    ChecksumPostConfig, ChecksumType, CompressConfig, GceImportConfig, ManifestConfig,
-    PostProcessorSpec,
+    ChecksumPostConfig, ChecksumType, CompressConfig, CompressionLevel, GceImportConfig,
+    ManifestConfig, PostProcessorSpec,
 };
 
 pub const DEFAULT_CHECKSUM_OUTPUT: &str =
@@ -170,10 +170,17 @@ fn manifest(o: &mut Obj<'_>, cwd: &Path) -> Option<ManifestConfig> {
     })
 }
 
-fn level(o: &mut Obj<'_>, key: &'static str) -> u32 {
-    o.int(key, 1, 9)
-        .and_then(|n| u32::try_from(n).ok())
-        .unwrap_or(6)
+/// A level out of range is a problem reported by `int`; the build goes on
+/// being checked with the default.
+fn level(o: &mut Obj<'_>, key: &'static str) -> CompressionLevel {
+    o.int(
+        key,
+        i64::from(CompressionLevel::MIN),
+        i64::from(CompressionLevel::MAX),
+    )
+    .and_then(|n| u32::try_from(n).ok())
+    .and_then(|n| CompressionLevel::try_from(n).ok())
+    .unwrap_or_default()
 }
 
 /// kiln's compress writes the tarball GCE imports: one sparse `disk.raw`
