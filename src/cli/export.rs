@@ -13,7 +13,7 @@ use crate::export::FormatPolicy;
 use crate::pipeline::BuildContext;
 use crate::pipeline::gce::{self, Publish};
 use crate::pipeline::post;
-use crate::plan::GceImportConfig;
+use crate::plan::{CompressionLevel, GceImportConfig};
 
 pub async fn run(args: ExportArgs) -> ExitCode {
     let ui = Ui::new(
@@ -72,10 +72,21 @@ enum Target {
     Image(Box<GceImportConfig>),
 }
 
+/// `--level` is read as a plain number so that a wrong one gets kiln's
+/// message (and exit code) rather than clap's.
+fn level(args: &ExportArgs) -> anyhow::Result<CompressionLevel> {
+    CompressionLevel::try_from(args.level).map_err(|_| {
+        anyhow::anyhow!(
+            "--level {}: expected {} to {}",
+            args.level,
+            CompressionLevel::MIN,
+            CompressionLevel::MAX
+        )
+    })
+}
+
 fn check(args: &ExportArgs) -> anyhow::Result<Target> {
-    if !(1..=9).contains(&args.level) {
-        anyhow::bail!("--level {}: expected 1 to 9", args.level);
-    }
+    level(args)?;
     if std::fs::symlink_metadata(&args.disk).is_err() {
         anyhow::bail!("disk {} not found", args.disk.display());
     }
@@ -106,14 +117,14 @@ async fn package(
         "Packaging {} as {} (GCE disk.raw tarball, level {})...",
         args.disk.display(),
         output.display(),
-        args.level
+        level(args)?
     ));
     let started = Instant::now();
     let summary = post::package_to_file(
         ctx,
         &args.disk,
         output,
-        args.level,
+        level(args)?,
         FormatPolicy::from_flag(args.format),
         args.force,
     )
@@ -167,7 +178,7 @@ fn import_config(args: &ExportArgs) -> anyhow::Result<GceImportConfig> {
         keep_input_artifact: true,
         skip_clean: args.skip_clean,
         image_create_timeout: timeout,
-        compression_level: args.level,
+        compression_level: level(args)?,
     })
 }
 

@@ -31,6 +31,14 @@ pub struct StreamEnd {
 /// block, exactly as a sync flush leaves a stream.
 pub fn reopen(stream: &mut Vec<u8>) -> Result<(), Malformed> {
     let end = locate(stream)?;
+    // The truncation below keeps only what the walk accounted for: a walk
+    // that stopped early would silently cut compressed data.
+    if end.end_bit.div_ceil(8) != stream.len() {
+        return Err(Malformed {
+            bit: end.end_bit,
+            what: "final block ends before the stream's last byte",
+        });
+    }
     stream[end.final_header_bit / 8] &= !(1 << (end.final_header_bit % 8));
     stream.truncate(end.end_bit.div_ceil(8));
     if end.end_bit % 8 != 0 {
@@ -501,6 +509,28 @@ mod tests {
         assert_eq!(
             locate(&stream).unwrap_err().what,
             "stream ends before its final block"
+        );
+    }
+
+    #[test]
+    fn reopen_refuses_bytes_after_the_final_block() {
+        let data = sample(5_000, 11);
+        let mut stream = libdeflate(&data, 6);
+        stream.extend_from_slice(b"trailing");
+        let before = stream.clone();
+        let err = reopen(&mut stream).unwrap_err();
+        assert_eq!(err.what, "final block ends before the stream's last byte");
+        assert_eq!(err.bit.div_ceil(8), before.len() - b"trailing".len());
+        assert_eq!(stream, before, "a refused stream is left as it was");
+    }
+
+    #[test]
+    fn reopen_refuses_a_truncated_stream() {
+        let mut stream = libdeflate(&sample(200_000, 5), 6);
+        stream.truncate(stream.len() - 10);
+        assert_eq!(
+            reopen(&mut stream).unwrap_err().what,
+            "stream ends inside a block"
         );
     }
 

@@ -239,7 +239,7 @@ async fn upload(
         let finished = finished.clone();
         let (packaged_bytes, data_bytes) = (packaged_bytes.clone(), data_bytes.clone());
         let disk = disk.to_path_buf();
-        let level = config.compression_level;
+        let level = config.compression_level.get();
         let mut bridge = tokio_util::io::SyncIoBridge::new(writer);
         tokio::task::spawn_blocking(move || {
             let _pending = pending;

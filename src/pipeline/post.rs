@@ -9,7 +9,9 @@ use super::BuildContext;
 use super::report::{Artifact, packaging_progress};
 use crate::export::{ExportError, FormatPolicy, ImageFormat, PackageSummary};
 use crate::plan::render_late;
-use crate::plan::{ChecksumPostConfig, ChecksumType, CompressConfig, ManifestConfig};
+use crate::plan::{
+    ChecksumPostConfig, ChecksumType, CompressConfig, CompressionLevel, ManifestConfig,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PostError {
@@ -254,7 +256,7 @@ pub(crate) async fn package_to_file(
     ctx: &BuildContext,
     disk: &Path,
     output: &Path,
-    level: u32,
+    level: CompressionLevel,
     format: FormatPolicy,
     force: bool,
 ) -> Result<PackageSummary, ExportError> {
@@ -270,7 +272,7 @@ pub(crate) async fn package_to_file(
             &to,
             force,
             &crate::export::PackageOptions {
-                level,
+                level: level.get(),
                 progress: Some(&progress),
                 format,
                 cancel: Some(&cancel),
@@ -427,7 +429,7 @@ mod tests {
                 &ctx,
                 &disk,
                 &out,
-                9,
+                CompressionLevel::try_from(9).unwrap(),
                 FormatPolicy::Known(ImageFormat::Qcow2),
                 false,
             ));

@@ -8,9 +8,11 @@
 //! references Packer only knows at run time (`{{ .Vars }}`, `{{ .Path }}`,
 //! `{{ .SSHHostPort }}`, ...), which stay in the string for [`render_late`].
 
+pub mod compression;
 pub mod defaults;
 pub mod render;
 
+pub use compression::{CompressionLevel, InvalidCompressionLevel};
 pub use render::render_late;
 
 use std::collections::BTreeMap;
@@ -353,7 +355,7 @@ pub struct CompressConfig {
     /// `packer_{{.BuildName}}_{{.BuilderType}}.tar.gz`.
     pub output: String,
     /// gzip level 1-9, default 6.
-    pub level: u32,
+    pub level: CompressionLevel,
     pub keep_input_artifact: bool,
 }
 
@@ -380,7 +382,7 @@ pub struct GceImportConfig {
     /// Default 30m.
     pub image_create_timeout: Duration,
     /// kiln extension: gzip level for the streamed tarball, default 6.
-    pub compression_level: u32,
+    pub compression_level: CompressionLevel,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

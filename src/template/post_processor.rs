@@ -9,8 +9,8 @@ use super::decode::{Cx, Obj, json_type};
 use super::paths;
 use crate::plan::defaults;
 use crate::plan::{
-    ChecksumPostConfig, ChecksumType, CompressConfig, GceImportConfig, ManifestConfig,
-    PostProcessorSpec,
+    ChecksumPostConfig, ChecksumType, CompressConfig, CompressionLevel, GceImportConfig,
+    ManifestConfig, PostProcessorSpec,
 };
 
 /// One post-processor as written, before it is decoded for a build.
@@ -168,10 +168,17 @@ fn manifest(o: &mut Obj<'_>, cwd: &Path) -> Option<ManifestConfig> {
     })
 }
 
-fn level(o: &mut Obj<'_>, key: &'static str) -> u32 {
-    o.int(key, 1, 9)
-        .and_then(|n| u32::try_from(n).ok())
-        .unwrap_or(6)
+/// A level out of range is a problem reported by `int`; the build goes on
+/// being checked with the default.
+fn level(o: &mut Obj<'_>, key: &'static str) -> CompressionLevel {
+    o.int(
+        key,
+        i64::from(CompressionLevel::MIN),
+        i64::from(CompressionLevel::MAX),
+    )
+    .and_then(|n| u32::try_from(n).ok())
+    .and_then(|n| CompressionLevel::try_from(n).ok())
+    .unwrap_or_default()
 }
 
 /// kiln's compress writes the tarball GCE imports: one sparse `disk.raw`

@@ -1007,7 +1007,7 @@ fn gce_import_and_compress_defaults() {
         gce.image_create_timeout,
         std::time::Duration::from_secs(1800)
     );
-    assert_eq!(gce.compression_level, 6);
+    assert_eq!(gce.compression_level.get(), 6);
     assert!(!gce.keep_input_artifact && !gce.skip_clean);
     let PostProcessorSpec::Compress(compress) = &chains[1][0] else {
         panic!("compress");
@@ -1016,7 +1016,7 @@ fn gce_import_and_compress_defaults() {
         compress.output,
         "packer_{{.BuildName}}_{{.BuilderType}}.tar.gz"
     );
-    assert_eq!(compress.level, 6);
+    assert_eq!(compress.level.get(), 6);
 }
 
 /// The secrets a failed load knows, for whoever prints its error.
