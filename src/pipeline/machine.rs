@@ -8,29 +8,42 @@ use std::time::{Duration, Instant};
 use super::BuildContext;
 use super::traces::{self, BuildKey};
 use crate::plan::render_late;
-use crate::plan::{Accelerator, Checksum, Communicator, KeyPairType, QemuConfig};
+use crate::plan::{Accelerator, Checksum, Communicator, KeyPairType, QemuConfig, SshOptions};
 use crate::qemu::{self, Accel, LaunchSpec, QemuProcess, Qmp};
 use crate::ssh::Guest;
 use crate::ssh::{Auth, Session, SshConfig, SshError};
 
+/// Why the build's virtual machine could not be prepared, started, reached
+/// or shut down.
 #[derive(Debug, thiserror::Error)]
 pub enum MachineError {
+    /// A file in the build's scratch directory could not be written.
     #[error("cannot write {}", path.display())]
     Io {
+        /// The file kiln was writing.
         path: PathBuf,
+        /// What the system said.
         #[source]
         source: std::io::Error,
     },
+    /// The build's SSH key pair could not be generated or written.
     #[error("ssh key")]
     Key(#[source] SshError),
+    /// kiln's NoCloud seed or the template's CD image could not be written.
     #[error("seed image")]
     Seed(#[source] crate::seed::SeedError),
     #[error("no free port between {min} and {max} on 127.0.0.1 for SSH")]
-    NoPort { min: u16, max: u16 },
+    /// Every port in host_port_min..=host_port_max is taken.
+    NoPort {
+        /// The lowest port tried.
+        min: u16,
+        /// The highest port tried.
+        max: u16,
+    },
+    /// QEMU could not be started or talked to over QMP.
     #[error("QEMU")]
     Qemu(#[source] qemu::QemuError),
-    /// The machine is gone: nothing that follows can work, and nothing is
-    /// retried.
+    /// QEMU exited: nothing that follows can work, and nothing is retried.
     #[error(
         "QEMU exited {} {during}{}{}",
         .exit.status,
@@ -38,34 +51,53 @@ pub enum MachineError {
         tail_suffix(.serial_tail)
     )]
     QemuExited {
+        /// How QEMU ended, and what it wrote to stderr.
         exit: qemu::QemuExit,
+        /// The stage that was running, as one of the `DURING_*` phrases.
         during: &'static str,
+        /// The last lines of the guest's serial console, indented.
         serial_tail: String,
     },
+    /// The guest's SSH server did not let kiln in within ssh_timeout.
     #[error(
         "timed out after {timeout:?} waiting for SSH{}{}",
         .last_error.as_ref().map(|e| format!(" (last error: {e})")).unwrap_or_default(),
         tail_suffix(.serial_tail)
     )]
     SshTimeout {
+        /// The template's ssh_timeout.
         timeout: Duration,
+        /// The last connection attempt's failure, if any attempt got far
+        /// enough to fail.
         last_error: Option<String>,
+        /// The last lines of the guest's serial console, indented.
         serial_tail: String,
     },
+    /// The SSH connection failed in a way that is not a timeout or a
+    /// rejected login.
     #[error("ssh")]
     Ssh(#[source] SshError),
+    /// The guest's SSH server rejected kiln's credentials for the user.
     #[error("authentication as {username} was rejected; {}", user_advice(.username, .default_user))]
     AuthRejected {
+        /// The ssh_username kiln logged in as.
         username: String,
         /// The image's default user, as the guest's console names it.
         default_user: Option<String>,
     },
+    /// The login succeeded but the guest answers every command with a
+    /// refusal (cloud-init's disable_root does this for root).
     #[error("logged in as {username}, every command gets the answer \"{said}\"; {}", user_advice(.username, .default_user))]
     LoginRefused {
+        /// The ssh_username kiln logged in as.
         username: String,
+        /// The message the guest answers every command with.
         said: String,
+        /// The image's default user, from that message or the console.
         default_user: Option<String>,
     },
+    /// kiln could not confirm that the build key and its seed were removed
+    /// from the guest.
     #[error(
         "the build key may stay in the image{}{}{}",
         if .places.is_empty() { String::new() } else { format!(" ({})", .places.join(", ")) },
@@ -77,14 +109,19 @@ pub enum MachineError {
         failure: Option<String>,
         /// Files or homes the key could not be removed from or checked in.
         places: Vec<String>,
+        /// What the cleanup command printed.
         said: String,
     },
+    /// The guest was still running when shutdown_timeout ran out.
     #[error("the guest did not power off within shutdown_timeout ({0:?}); QEMU was killed")]
     ShutdownTimeout(Duration),
-    /// QEMU's own words come first, the console after them.
+    /// The guest panicked, stopped, powered off early or found nothing to
+    /// boot. QEMU's own words come first, the console after them.
     #[error("{failure}{}", failure_tail_suffix(.failure, .serial_tail))]
     GuestFailed {
+        /// What QMP or the firmware's log showed happened to the guest.
         failure: qemu::QemuError,
+        /// The last lines of the guest's serial console, indented.
         serial_tail: String,
     },
 }
@@ -162,6 +199,8 @@ pub fn serial_tail(path: &Path, lines: usize) -> String {
         .join("\n")
 }
 
+/// The digest `source` checks the downloaded installer or disk against, from
+/// the template's iso_checksum.
 pub fn source_digest(checksum: &Checksum) -> crate::source::Digest {
     use crate::source::Digest;
     match checksum {
@@ -173,6 +212,7 @@ pub fn source_digest(checksum: &Checksum) -> crate::source::Digest {
     }
 }
 
+/// The build's QEMU virtual machine, from its launch settings to its exit.
 pub struct Machine {
     config: QemuConfig,
     spec: LaunchSpec,
@@ -186,10 +226,14 @@ pub struct Machine {
     network_boot: bool,
 }
 
-/// What each stage after launch says when the machine goes away.
+// What each stage after launch says when the machine goes away.
+/// Names the wait for the guest's SSH server in [`MachineError::QemuExited`].
 pub const DURING_SSH_WAIT: &str = "while kiln waited for SSH";
+/// Names the provisioners' run in [`MachineError::QemuExited`].
 pub const DURING_PROVISIONING: &str = "while the provisioners ran";
+/// Names the guest's power-off in [`MachineError::QemuExited`].
 pub const DURING_SHUTDOWN: &str = "while the guest shut down";
+/// Names `kiln test`'s checks in [`MachineError::QemuExited`].
 pub const DURING_TESTS: &str = "while the checks ran";
 
 impl Machine {
@@ -204,76 +248,26 @@ impl Machine {
         serial_log: &Path,
         hostname: &str,
     ) -> Result<Machine, MachineError> {
-        let accel = match config.accelerator {
-            Some(Accelerator::Kvm) => Accel::Kvm,
-            Some(Accelerator::Tcg) => Accel::Tcg,
-            Some(Accelerator::None) => Accel::Default,
-            None => {
-                let (accel, reason) = qemu::detect_accel();
-                tracing::info!(build = %ctx.name, ?accel, %reason, "accelerator chosen");
-                ctx.say(&format!("Accelerator: {} ({reason})", accel_name(accel)));
-                accel
-            }
-        };
+        let accel = choose_accel(ctx, config);
         ctx.stage(super::report::Stage::Seed);
+        // The CD drives in order: the installer, kiln's seed, the template's
+        // own CD.
         let mut cdroms = Vec::new();
         if !config.disk_image {
             cdroms.push(source.to_path_buf());
         }
-        let user_cd_is_seed = config
-            .cd_label
-            .as_deref()
-            .is_some_and(|l| l.eq_ignore_ascii_case("cidata"))
-            && (!config.cd_files.is_empty() || !config.cd_content.is_empty());
-
-        let mut build_key = None;
-        let ssh = match &config.communicator {
-            Communicator::None => None,
+        let (ssh, build_key) = match &config.communicator {
+            Communicator::None => (None, None),
             Communicator::Ssh(options) => {
-                let auth = if let Some(password) = &options.password {
-                    Auth::Password(password.clone())
-                } else if let Some(key) = &options.private_key_file {
-                    Auth::KeyFile(key.clone())
-                } else {
-                    let key = crate::ssh::generate_key(
-                        scratch,
-                        options.temporary_key_pair_type == KeyPairType::Rsa,
-                    )
-                    .map_err(MachineError::Key)?;
-                    if user_cd_is_seed {
-                        ctx.say("cd_label is cidata: the template's own seed is used, without kiln's generated key");
-                    } else {
-                        let seed_path = scratch.join("seed.iso");
-                        let instance_id = format!("kiln-{}", uuid::Uuid::new_v4());
-                        crate::seed::nocloud_seed(
-                            &seed_path,
-                            &crate::seed::NoCloud {
-                                instance_id: &instance_id,
-                                hostname,
-                                public_key: &key.public_key_openssh,
-                            },
-                        )
-                        .map_err(MachineError::Seed)?;
-                        cdroms.push(seed_path);
-                        build_key = Some(BuildKey {
-                            public_key: key.public_key_openssh.clone(),
-                            instance_id,
-                        });
-                    }
-                    Auth::KeyFile(key.private_key_path)
-                };
-                Some(SshConfig {
-                    host: "127.0.0.1".to_string(),
-                    port: 0,
-                    username: options.username.clone(),
-                    auth,
-                    timeout: options.timeout,
-                    handshake_attempts: options.handshake_attempts,
-                    pty: options.pty,
-                })
+                let (auth, seed) = ssh_auth(ctx, config, options, scratch, hostname)?;
+                let build_key = seed.map(|seed| {
+                    cdroms.push(seed.image);
+                    seed.key
+                });
+                (Some(ssh_config(options, auth)), build_key)
             }
         };
-        if !config.cd_files.is_empty() || !config.cd_content.is_empty() {
+        if has_user_cd(config) {
             let cd_path = scratch.join("cd.iso");
             crate::seed::cd_image(
                 &config.cd_files,
@@ -284,35 +278,7 @@ impl Machine {
             .map_err(MachineError::Seed)?;
             cdroms.push(cd_path);
         }
-
-        let spec = LaunchSpec {
-            binary: config.qemu_binary.clone(),
-            vm_name: config.vm_name.clone(),
-            accel,
-            machine_type: config.machine_type.clone(),
-            cpus: config.cpus,
-            memory_mib: config.memory_mib,
-            disks: vec![qemu::Disk {
-                path: disk.to_path_buf(),
-                format: config.format.as_str().to_string(),
-                interface: config.disk_interface.clone(),
-                cache: config.disk_cache.clone(),
-                discard: config.disk_discard.clone(),
-                detect_zeroes: config.disk_detect_zeroes.clone(),
-                read_only: false,
-            }],
-            cdroms,
-            net_device: config.net_device.clone(),
-            ssh_forward: None,
-            firmware: config.firmware.clone(),
-            efi_boot: config.efi_boot,
-            // Without a display to open a window on, QEMU would fail to start.
-            headless: config.headless || !qemu::display_available(),
-            qmp_socket: scratch.join("qmp.sock"),
-            serial_log: serial_log.to_path_buf(),
-            firmware_log: Some(scratch.join("firmware.log")),
-            extra_args: Vec::new(),
-        };
+        let spec = launch_spec(config, accel, disk, cdroms, scratch, serial_log);
         Ok(Machine {
             config: config.clone(),
             spec,
@@ -645,6 +611,144 @@ async fn request_shutdown(
         _ => ctx.say("Waiting for the guest to power off by itself..."),
     }
     Ok(())
+}
+
+/// The template's accelerator, or the best one this host offers (said to
+/// the user, as it decides how slow the build is).
+fn choose_accel(ctx: &BuildContext, config: &QemuConfig) -> Accel {
+    match config.accelerator {
+        Some(Accelerator::Kvm) => Accel::Kvm,
+        Some(Accelerator::Tcg) => Accel::Tcg,
+        Some(Accelerator::None) => Accel::Default,
+        None => {
+            let (accel, reason) = qemu::detect_accel();
+            tracing::info!(build = %ctx.name, ?accel, %reason, "accelerator chosen");
+            ctx.say(&format!("Accelerator: {} ({reason})", accel_name(accel)));
+            accel
+        }
+    }
+}
+
+/// The template asks for a CD of its own (cd_files or cd_content).
+fn has_user_cd(config: &QemuConfig) -> bool {
+    !config.cd_files.is_empty() || !config.cd_content.is_empty()
+}
+
+/// The template's own CD is a NoCloud seed: cloud-init reads the first
+/// `cidata` volume it finds, so kiln's would compete with it.
+fn user_cd_is_seed(config: &QemuConfig) -> bool {
+    config
+        .cd_label
+        .as_deref()
+        .is_some_and(|l| l.eq_ignore_ascii_case("cidata"))
+        && has_user_cd(config)
+}
+
+/// kiln's NoCloud seed image, which gives the guest the build's key.
+struct Seed {
+    image: PathBuf,
+    key: BuildKey,
+}
+
+/// How kiln logs in: the template's password or key file, or else a key
+/// generated for this build, handed to the guest by a seed image (returned)
+/// unless the template brings its own seed.
+fn ssh_auth(
+    ctx: &BuildContext,
+    config: &QemuConfig,
+    options: &SshOptions,
+    scratch: &Path,
+    hostname: &str,
+) -> Result<(Auth, Option<Seed>), MachineError> {
+    if let Some(password) = &options.password {
+        return Ok((Auth::Password(password.clone()), None));
+    }
+    if let Some(key) = &options.private_key_file {
+        return Ok((Auth::KeyFile(key.clone()), None));
+    }
+    let key =
+        crate::ssh::generate_key(scratch, options.temporary_key_pair_type == KeyPairType::Rsa)
+            .map_err(MachineError::Key)?;
+    let seed = if user_cd_is_seed(config) {
+        ctx.say(
+            "cd_label is cidata: the template's own seed is used, without kiln's generated key",
+        );
+        None
+    } else {
+        let image = scratch.join("seed.iso");
+        let instance_id = format!("kiln-{}", uuid::Uuid::new_v4());
+        crate::seed::nocloud_seed(
+            &image,
+            &crate::seed::NoCloud {
+                instance_id: &instance_id,
+                hostname,
+                public_key: &key.public_key_openssh,
+            },
+        )
+        .map_err(MachineError::Seed)?;
+        Some(Seed {
+            image,
+            key: BuildKey {
+                public_key: key.public_key_openssh.clone(),
+                instance_id,
+            },
+        })
+    };
+    Ok((Auth::KeyFile(key.private_key_path), seed))
+}
+
+/// The SSH login to the guest; the port is filled in at launch, once a
+/// free host port is forwarded to the guest's.
+fn ssh_config(options: &SshOptions, auth: Auth) -> SshConfig {
+    SshConfig {
+        host: "127.0.0.1".to_string(),
+        port: 0,
+        username: options.username.clone(),
+        auth,
+        timeout: options.timeout,
+        handshake_attempts: options.handshake_attempts,
+        pty: options.pty,
+    }
+}
+
+/// QEMU's launch settings for the build disk and the CDs, before the SSH
+/// forward and the template's qemuargs, which are chosen at launch.
+fn launch_spec(
+    config: &QemuConfig,
+    accel: Accel,
+    disk: &Path,
+    cdroms: Vec<PathBuf>,
+    scratch: &Path,
+    serial_log: &Path,
+) -> LaunchSpec {
+    LaunchSpec {
+        binary: config.qemu_binary.clone(),
+        vm_name: config.vm_name.clone(),
+        accel,
+        machine_type: config.machine_type.clone(),
+        cpus: config.cpus,
+        memory_mib: config.memory_mib,
+        disks: vec![qemu::Disk {
+            path: disk.to_path_buf(),
+            format: config.format.as_str().to_string(),
+            interface: config.disk_interface.clone(),
+            cache: config.disk_cache.clone(),
+            discard: config.disk_discard.clone(),
+            detect_zeroes: config.disk_detect_zeroes.clone(),
+            read_only: false,
+        }],
+        cdroms,
+        net_device: config.net_device.clone(),
+        ssh_forward: None,
+        firmware: config.firmware.clone(),
+        efi_boot: config.efi_boot,
+        // Without a display to open a window on, QEMU would fail to start.
+        headless: config.headless || !qemu::display_available(),
+        qmp_socket: scratch.join("qmp.sock"),
+        serial_log: serial_log.to_path_buf(),
+        firmware_log: Some(scratch.join("firmware.log")),
+        extra_args: Vec::new(),
+    }
 }
 
 fn accel_name(accel: Accel) -> &'static str {
