@@ -18,7 +18,7 @@ pub fn detect_accel() -> (Accel, String) {
 /// The decision behind [`detect_accel`]. `/dev/kvm` alone is not enough:
 /// some sandboxes expose a `/dev/kvm` that opens while the CPU has no
 /// hardware virtualisation, and guests then die or hang after the BIOS.
-pub fn choose_accel(kvm_open: Result<(), String>, cpuinfo: &str) -> (Accel, String) {
+fn choose_accel(kvm_open: Result<(), String>, cpuinfo: &str) -> (Accel, String) {
     match (kvm_open, cpu_has_virtualization(cpuinfo)) {
         (Ok(()), true) => (
             Accel::Kvm,
@@ -33,7 +33,7 @@ pub fn choose_accel(kvm_open: Result<(), String>, cpuinfo: &str) -> (Accel, Stri
 }
 
 /// Whether any CPU in `/proc/cpuinfo` lists `vmx` (Intel) or `svm` (AMD).
-pub fn cpu_has_virtualization(cpuinfo: &str) -> bool {
+pub(crate) fn cpu_has_virtualization(cpuinfo: &str) -> bool {
     cpuinfo
         .lines()
         .filter_map(|line| line.split_once(':'))

@@ -54,7 +54,7 @@ pub fn display_available() -> bool {
 /// The writable copy of the UEFI variable store that `efi_boot` attaches as
 /// the second pflash drive, next to the QMP socket (the build's scratch
 /// directory). [`prepare_efi_vars`] creates it.
-pub fn efi_vars_path(spec: &LaunchSpec) -> PathBuf {
+fn efi_vars_path(spec: &LaunchSpec) -> PathBuf {
     spec.qmp_socket.with_file_name("efivars.fd")
 }
 
@@ -240,7 +240,7 @@ fn escape(path: &Path) -> String {
 /// network device, the default network device is added back so `user.0`
 /// keeps a NIC. Overridden flags keep the defaults' position; new flags
 /// follow in the template's order.
-pub fn merge_qemuargs(
+fn merge_qemuargs(
     defaults: &[(String, Vec<String>)],
     extra: &[Vec<String>],
     net_device: &str,

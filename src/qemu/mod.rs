@@ -13,29 +13,38 @@ mod test_support;
 
 use std::path::PathBuf;
 
-pub use accel::{choose_accel, cpu_has_virtualization, detect_accel};
-pub use argv::{argv, display_available, efi_vars_path, merge_qemuargs, prepare_efi_vars};
+use accel::cpu_has_virtualization;
+pub use accel::detect_accel;
+pub use argv::{argv, display_available, prepare_efi_vars};
 pub use process::{QemuExit, QemuProcess};
 pub use qmp::Qmp;
 pub use watch::{Watch, printable, watch_guest};
 
+/// The accelerator QEMU runs the guest with (`-machine accel=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accel {
+    /// Hardware virtualisation through `/dev/kvm`.
     Kvm,
+    /// QEMU's own CPU emulation: works everywhere, several times slower.
     Tcg,
     /// Leave the choice to QEMU.
     Default,
 }
 
+/// A disk image attached to the guest, with its `-drive` options.
 #[derive(Debug, Clone)]
 pub struct Disk {
+    /// The image file.
     pub path: PathBuf,
     /// qcow2 | raw
     pub format: String,
     /// virtio | ide | scsi | virtio-scsi | ...
     pub interface: String,
+    /// `-drive cache=` (writeback, none, unsafe, ...).
     pub cache: String,
+    /// `-drive discard=`: `unmap` passes the guest's TRIM to the image.
     pub discard: String,
+    /// `-drive detect-zeroes=`; left out when empty or `off`.
     pub detect_zeroes: String,
     /// Open read-only (test boots of a result use an overlay instead).
     pub read_only: bool,
@@ -44,25 +53,39 @@ pub struct Disk {
 /// Everything QEMU's command line is made from.
 #[derive(Debug, Clone)]
 pub struct LaunchSpec {
+    /// The QEMU executable, by name on PATH or by path.
     pub binary: String,
+    /// `-name`: the window title and QEMU's process name.
     pub vm_name: String,
+    /// The accelerator for `-machine accel=`.
     pub accel: Accel,
+    /// `-machine type=` (`pc`, `q35`, ...).
     pub machine_type: String,
+    /// `-smp`: virtual CPUs, at least 1.
     pub cpus: u32,
+    /// `-m`: guest memory in MiB.
     pub memory_mib: u64,
+    /// Disks attached in order; the first is the one the guest boots from.
     pub disks: Vec<Disk>,
     /// ISO images attached as CD-ROMs, in order.
     pub cdroms: Vec<PathBuf>,
+    /// The NIC model on QEMU's user-mode network (`virtio-net`, `e1000`, ...).
     pub net_device: String,
     /// Host port on 127.0.0.1 forwarded to the guest's SSH port.
     pub ssh_forward: Option<(u16, u16)>,
+    /// `-bios` file, or the UEFI code when `efi_boot` is set.
     pub firmware: Option<PathBuf>,
+    /// Boot with OVMF from pflash drives, with a writable copy of its
+    /// variable store (see [`prepare_efi_vars`]).
     pub efi_boot: bool,
     /// `-display none`. The caller decides: a template that is not headless
     /// on a host without `DISPLAY`/`WAYLAND_DISPLAY` should set this too
     /// (see [`display_available`]), as QEMU would fail to open a window.
     pub headless: bool,
+    /// The unix socket QEMU serves QMP on; its directory also holds the
+    /// UEFI variable store.
     pub qmp_socket: PathBuf,
+    /// The file the guest's serial console is written to.
     pub serial_log: PathBuf,
     /// Where the firmware's debug console (I/O port 0x402) is written:
     /// SeaBIOS reports boot failures there, not on the serial port.
@@ -73,28 +96,45 @@ pub struct LaunchSpec {
 
 /// What kiln says when a guest under KVM fails: on this kind of host the
 /// cure is always the same.
-pub const KVM_HINT: &str =
+const KVM_HINT: &str =
     "KVM failed on this machine (the CPU may lack vmx/svm); use accelerator tcg";
 
 /// Why QEMU could not be started, talked to, or kept running.
 #[derive(Debug, thiserror::Error)]
 pub enum QemuError {
+    /// The QEMU binary could not be run.
     #[error("could not start {binary}: {source}")]
     Spawn {
+        /// The binary kiln tried to run.
         binary: String,
+        /// Why the system could not run it.
         #[source]
         source: std::io::Error,
     },
     /// QEMU exited while starting; `stderr` is the tail of what it printed.
     #[error("QEMU exited at once {status}{}", stderr_suffix(.stderr))]
-    Exited { status: String, stderr: String },
+    Exited {
+        /// "with status N" or "on signal N (NAME)".
+        status: String,
+        /// The last lines QEMU printed on stderr.
+        stderr: String,
+    },
+    /// QEMU's QMP socket did not accept a connection in time.
     #[error("could not connect to QMP at {path}: {reason}")]
-    QmpConnect { path: PathBuf, reason: String },
+    QmpConnect {
+        /// The socket kiln tried.
+        path: PathBuf,
+        /// The last connection error, and how long kiln tried.
+        reason: String,
+    },
     /// QEMU answered a command with an error.
     #[error("QMP command {command} failed: {class}: {desc}")]
     Qmp {
+        /// The QMP command kiln sent.
         command: String,
+        /// QEMU's error class (`GenericError`, `CommandNotFound`, ...).
         class: String,
+        /// QEMU's description of the error.
         desc: String,
     },
     /// The QMP conversation itself broke (connection closed, bad JSON, no
@@ -104,8 +144,12 @@ pub enum QemuError {
     /// The guest reached a state it cannot recover from.
     #[error("the guest failed: {state}{}{}", detail_suffix(.detail), kvm_suffix(*.kvm))]
     GuestFailed {
+        /// The run state or event that ended the guest (`internal-error`,
+        /// `guest-panicked`, ...).
         state: String,
+        /// What QEMU or the console said about it (a panic line), or empty.
         detail: String,
+        /// The guest ran under KVM: the message then says to try TCG.
         kvm: bool,
     },
     /// The firmware went through every boot device and found nothing to
@@ -114,16 +158,26 @@ pub enum QemuError {
         "the disk is not bootable: the firmware found nothing to boot from; it said:\n{}",
         indent(.firmware_said)
     )]
-    NotBootable { firmware_said: String },
+    NotBootable {
+        /// The firmware's messages from its debug console or the serial log.
+        firmware_said: String,
+    },
     /// KVM accepted the guest but the vCPU makes no progress.
     #[error("the guest makes no progress under KVM ({detail}): {KVM_HINT}")]
-    KvmUnusable { detail: String },
+    KvmUnusable {
+        /// How long the vCPU stayed stuck, and where.
+        detail: String,
+    },
+    /// A file kiln prepares for QEMU could not be read or written.
     #[error("{context}: {source}")]
     Io {
+        /// What kiln was doing, naming the files.
         context: String,
+        /// What the system said.
         #[source]
         source: std::io::Error,
     },
+    /// Any other failure, already worded for the user.
     #[error("{0}")]
     Other(String),
 }
@@ -160,6 +214,7 @@ fn kvm_suffix(kvm: bool) -> String {
 }
 
 impl QemuError {
+    /// A [`QemuError::Other`] with this message.
     pub fn other(message: impl Into<String>) -> QemuError {
         QemuError::Other(message.into())
     }

@@ -146,12 +146,13 @@ impl QemuProcess {
     }
 
     /// The OS process id (also the process group id).
-    pub fn pid(&self) -> Option<u32> {
+    #[cfg(test)]
+    fn pid(&self) -> Option<u32> {
         self.pid.and_then(|pid| u32::try_from(pid).ok())
     }
 
     /// The last lines QEMU printed on stderr.
-    pub fn stderr_tail(&self) -> String {
+    pub(crate) fn stderr_tail(&self) -> String {
         match self.stderr.lock() {
             Ok(lines) => lines.iter().cloned().collect::<Vec<_>>().join("\n"),
             Err(_) => String::new(),
@@ -188,7 +189,8 @@ impl QemuProcess {
     }
 
     /// Waits up to `timeout` for QEMU to exit; `None` if it is still running.
-    pub async fn wait_timeout(&mut self, timeout: Duration) -> Option<QemuExit> {
+    #[cfg(test)]
+    async fn wait_timeout(&mut self, timeout: Duration) -> Option<QemuExit> {
         tokio::time::timeout(timeout, self.exited()).await.ok()
     }
 

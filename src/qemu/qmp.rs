@@ -106,7 +106,7 @@ impl Qmp {
 
     /// Runs a QMP command and returns its `return` value; QEMU's error
     /// (`class` and `desc`) becomes [`QemuError::Qmp`].
-    pub async fn execute(
+    async fn execute(
         &self,
         command: &str,
         arguments: Option<Value>,
@@ -170,7 +170,7 @@ impl Qmp {
     }
 
     /// The run state (`running`, `internal-error`, `shutdown`, ...).
-    pub async fn run_state(&self) -> Result<String, QemuError> {
+    pub(crate) async fn run_state(&self) -> Result<String, QemuError> {
         let status = self.execute("query-status", None).await?;
         status
             .get("status")
@@ -181,7 +181,7 @@ impl Qmp {
 
     /// A human monitor command (for what QMP has no command for, such as
     /// the registers of a vCPU).
-    pub async fn human_command(&self, command_line: &str) -> Result<String, QemuError> {
+    pub(crate) async fn human_command(&self, command_line: &str) -> Result<String, QemuError> {
         let value = self
             .execute(
                 "human-monitor-command",
@@ -193,13 +193,13 @@ impl Qmp {
 
     /// Events from now on (whole QMP event objects: `event`, `data`,
     /// `timestamp`).
-    pub fn subscribe(&self) -> broadcast::Receiver<Value> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Value> {
         self.events.subscribe()
     }
 
     /// The last events received, oldest first, including those that came
     /// before anyone subscribed.
-    pub fn recent_events(&self) -> Vec<Value> {
+    pub(crate) fn recent_events(&self) -> Vec<Value> {
         self.recent
             .lock()
             .map(|recent| recent.iter().cloned().collect())
@@ -207,7 +207,8 @@ impl Qmp {
     }
 
     /// Whether the connection is still up.
-    pub fn is_connected(&self) -> bool {
+    #[cfg(test)]
+    fn is_connected(&self) -> bool {
         self.pending
             .lock()
             .map(|pending| pending.closed.is_none())

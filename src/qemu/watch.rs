@@ -42,7 +42,9 @@ const FAILED_STATES: &[&str] = &[
 /// What to watch, and what counts as failure.
 #[derive(Debug, Clone, Copy)]
 pub struct Watch<'a> {
+    /// The guest's accelerator: under KVM a stuck vCPU is watched for too.
     pub accel: Accel,
+    /// The guest's serial console, read for firmware boot failures.
     pub serial_log: &'a Path,
     /// The firmware's debug console (see `LaunchSpec::firmware_log`).
     pub firmware_log: Option<&'a Path>,
