@@ -164,7 +164,7 @@ impl Session {
     }
 
     /// Says goodbye to the server; bounded, so a dead guest cannot hang it.
-    pub async fn close(self) {
+    pub(crate) async fn close(self) {
         if let Some(super::transfer::Transport::Sftp(sftp)) = self.transport.get() {
             let _ = tokio::time::timeout(CLOSE_LIMIT, sftp.close()).await;
         }

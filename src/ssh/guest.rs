@@ -4,6 +4,7 @@
 
 use super::{Session, SshConfig, SshError};
 
+/// The SSH login to the guest and its current session, if any.
 pub struct Guest {
     config: SshConfig,
     session: Option<Session>,
@@ -39,6 +40,7 @@ impl Guest {
         }
     }
 
+    /// Closes the session, if there is one, and gives the handle up.
     pub async fn close(mut self) {
         self.disconnected().await;
     }

@@ -19,8 +19,10 @@ pub use guest::Guest;
 pub use keys::{GeneratedKey, generate_key};
 pub use quote::shell_quote;
 
+/// How kiln proves who it is to the guest's SSH server.
 #[derive(Clone)]
 pub enum Auth {
+    /// Password authentication, with this password.
     Password(String),
     /// An OpenSSH private key file (unencrypted).
     KeyFile(PathBuf),
@@ -36,11 +38,17 @@ impl std::fmt::Debug for Auth {
     }
 }
 
+/// Where and as whom to log in, and how hard to try.
 #[derive(Debug, Clone)]
 pub struct SshConfig {
+    /// The address to connect to (the guest's forwarded port is on
+    /// 127.0.0.1).
     pub host: String,
+    /// The TCP port to connect to.
     pub port: u16,
+    /// The user to log in as.
     pub username: String,
+    /// The password or key to log in with.
     pub auth: Auth,
     /// Give up connecting after this long.
     pub timeout: Duration,
@@ -56,52 +64,76 @@ pub struct SshConfig {
 /// Which guest stream a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
+    /// The command's standard output.
     Stdout,
+    /// The command's standard error (merged into stdout under a PTY).
     Stderr,
 }
 
 /// How a remote command ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExitStatus {
+    /// The command exited with this code.
     Code(u32),
+    /// The command was killed by this signal (`TERM`, `KILL`, ...).
     Signal(String),
     /// The connection went away before the command reported an exit.
     Disconnected,
 }
 
+/// Why an SSH connection, command or transfer failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SshError {
+    /// No connection could be made and logged in before the timeout.
     #[error(
         "timed out after {:.1}s waiting for SSH on {host}:{port}{}",
         elapsed.as_secs_f64(),
         last_error.as_deref().map(|e| format!(" (last error: {e})")).unwrap_or_default()
     )]
     Timeout {
+        /// The address kiln connected to.
         host: String,
+        /// The port kiln connected to.
         port: u16,
+        /// How long kiln kept trying.
         elapsed: Duration,
         /// The last connection error seen, if any.
         last_error: Option<String>,
     },
+    /// The server rejected the credentials as often as
+    /// `handshake_attempts` allows.
     #[error("authentication as {username} was rejected")]
-    AuthRejected { username: String },
+    AuthRejected {
+        /// The user kiln logged in as.
+        username: String,
+    },
+    /// A private key could not be generated, read or parsed.
     #[error("cannot read private key {}", path.display())]
     Key {
+        /// The key file.
         path: PathBuf,
+        /// What went wrong with it.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The SSH connection or a channel on it failed.
     #[error("ssh protocol error")]
     Protocol(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A file could not be copied to or from the guest.
     #[error("transfer of {path} failed")]
     Transfer {
+        /// The path on the guest.
         path: String,
+        /// What SFTP or the shell fallback said.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A file on this machine could not be read or written.
     #[error("local file error on {}", path.display())]
     Local {
+        /// The local file.
         path: PathBuf,
+        /// What the system said.
         #[source]
         source: std::io::Error,
     },
