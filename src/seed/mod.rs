@@ -4,14 +4,16 @@
 //! names.
 
 mod cd;
-pub mod iso9660;
+mod iso9660;
 mod nocloud;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub use nocloud::{meta_data, user_data};
+#[cfg(test)]
+use nocloud::{meta_data, user_data};
 
+/// Why a seed or CD image could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum SeedError {
     #[error("cannot read {}", path.display())]
@@ -27,24 +29,56 @@ pub enum SeedError {
         source: std::io::Error,
     },
     #[error("cd_files: {} does not exist", path.display())]
-    Missing { path: PathBuf },
+    /// A `cd_files` entry names no file or directory.
+    Missing {
+        /// The entry, as the template gives it.
+        path: PathBuf,
+    },
+    /// A `cd_files` glob is malformed (an unclosed `[`, a bad range).
     #[error("cd_files: bad pattern {pattern:?}: {reason}")]
-    Pattern { pattern: String, reason: String },
+    Pattern {
+        /// The glob, as the template gives it.
+        pattern: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A `cd_content` key names no file, or climbs out of the CD with `..`.
     #[error("cd_content: {path:?} is not a file path inside the CD")]
-    ContentPath { path: String },
+    ContentPath {
+        /// The key, as the template gives it.
+        path: String,
+    },
+    /// A `cd_files` directory nests too deep: symlinked directories are
+    /// followed, so a link loop ends here.
     #[error("cd_files: too many nested directories under {}", path.display())]
-    TooDeep { path: PathBuf },
+    TooDeep {
+        /// The directory given in `cd_files`.
+        path: PathBuf,
+    },
+    /// A name makes its directory record longer than ISO 9660 allows.
     #[error("file name too long for the CD image: {name:?}")]
-    NameTooLong { name: String },
+    NameTooLong {
+        /// The name that does not fit.
+        name: String,
+    },
+    /// A file grew or shrank between being listed and being copied into
+    /// the image.
     #[error("{} changed size while the CD image was written", path.display())]
-    Changed { path: PathBuf },
+    Changed {
+        /// The file that changed.
+        path: PathBuf,
+    },
+    /// The files add up to more than an ISO 9660 image can address.
     #[error("the CD image would exceed the ISO 9660 size limit")]
     TooLarge,
 }
 
 /// What the guest learns from a NoCloud seed.
 pub struct NoCloud<'a> {
+    /// The instance id: a new one makes cloud-init run again on a disk
+    /// that already booted once.
     pub instance_id: &'a str,
+    /// The guest's hostname (`local-hostname`).
     pub hostname: &'a str,
     /// One OpenSSH public key line.
     pub public_key: &'a str,
