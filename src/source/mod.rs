@@ -1,4 +1,5 @@
-//! The source image: find it, check its checksum, tell its format.
+//! The source image: find it and check its checksum. Its format is
+//! `export::format`'s to tell.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -7,10 +8,15 @@ use std::path::{Path, PathBuf};
 /// The digest the source must match.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Digest {
+    /// No checksum to verify (`iso_checksum` is `none`).
     None,
+    /// SHA-256, as hex.
     Sha256(String),
+    /// SHA-512, as hex.
     Sha512(String),
+    /// SHA-1, as hex.
     Sha1(String),
+    /// MD5, as hex.
     Md5(String),
 }
 
@@ -28,24 +34,37 @@ impl Digest {
     }
 }
 
+/// Why no usable source image was found.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
+    /// No candidate (`iso_url`/`iso_urls`) is a file.
     #[error("none of the source images exist: {}", list(.tried))]
-    NotFound { tried: Vec<PathBuf> },
+    NotFound {
+        /// Every candidate, in the order tried.
+        tried: Vec<PathBuf>,
+    },
+    /// The source image could not be read to check its checksum.
     #[error("cannot read {}", path.display())]
     Read {
+        /// The source image.
         path: PathBuf,
+        /// What the system said.
         #[source]
         source: std::io::Error,
     },
+    /// The source image's digest differs from `iso_checksum`.
     #[error(
         "{} does not match its {algorithm} checksum: expected {expected}, got {actual}",
         path.display()
     )]
     ChecksumMismatch {
+        /// The source image.
         path: PathBuf,
+        /// `sha256`, `sha512`, `sha1` or `md5`.
         algorithm: &'static str,
+        /// The template's digest, lowercase hex.
         expected: String,
+        /// The file's digest, lowercase hex.
         actual: String,
     },
 }
@@ -121,20 +140,6 @@ fn stream<D: sha2::Digest>(reader: &mut impl Read, mut hasher: D) -> io::Result<
         }
     }
     Ok(hasher.finalize().to_vec())
-}
-
-const QCOW2_MAGIC: &[u8; 4] = b"QFI\xfb";
-
-/// `qcow2` or `raw`, from the file's first bytes.
-pub fn detect_format(path: &Path) -> Result<&'static str, SourceError> {
-    let read_err = |source| SourceError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = File::open(path).map_err(read_err)?;
-    let mut magic = Vec::with_capacity(4);
-    file.take(4).read_to_end(&mut magic).map_err(read_err)?;
-    Ok(if magic == QCOW2_MAGIC { "qcow2" } else { "raw" })
 }
 
 #[cfg(test)]
@@ -218,21 +223,5 @@ mod tests {
             message.contains("a.img") && message.contains("b.img"),
             "{message}"
         );
-    }
-
-    #[test]
-    fn formats_are_told_apart() {
-        let dir = tempfile::tempdir().unwrap();
-        let qcow = dir.path().join("disk.qcow2");
-        std::fs::write(&qcow, b"QFI\xfb\x00\x00\x00\x03rest").unwrap();
-        let raw = dir.path().join("disk.raw");
-        std::fs::write(&raw, vec![0u8; 512]).unwrap();
-        let short = dir.path().join("short");
-        std::fs::write(&short, b"QF").unwrap();
-        assert_eq!(detect_format(&qcow).unwrap(), "qcow2");
-        assert_eq!(detect_format(&raw).unwrap(), "raw");
-        assert_eq!(detect_format(&short).unwrap(), "raw");
-        let err = detect_format(&dir.path().join("absent")).unwrap_err();
-        assert!(matches!(err, SourceError::Read { .. }));
     }
 }
