@@ -6,8 +6,6 @@ mod file;
 mod shell;
 mod shell_local;
 
-pub use env::flatten_env;
-
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -15,37 +13,57 @@ use tokio_util::sync::CancellationToken;
 use crate::plan::{ProvisionerKind, ProvisionerSpec};
 use crate::ssh::{Guest, SshError};
 
+/// Why a provisioner failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
+    /// A script exited with a code not in `valid_exit_codes`.
     #[error("script exited with code {code} (valid: {valid})")]
-    ExitCode { code: i64, valid: String },
+    ExitCode {
+        /// The script's exit code.
+        code: i64,
+        /// `valid_exit_codes`, comma-separated.
+        valid: String,
+    },
+    /// A script was killed by this signal.
     #[error("script was killed by signal {0}")]
     Signal(String),
+    /// The SSH connection ended mid-script without `expect_disconnect`.
     #[error(
         "the guest closed the connection while the script ran (set expect_disconnect if that is intended)"
     )]
     Disconnected,
+    /// Talking to the guest over SSH failed.
     #[error("ssh")]
     Ssh(#[from] SshError),
+    /// A file or command on this machine failed.
     #[error("{what}")]
     Local {
+        /// What kiln was doing, naming the file or program.
         what: String,
+        /// What the system said.
         #[source]
         source: std::io::Error,
     },
+    /// The provisioner's settings cannot work (an empty execute_command,
+    /// several sources into a file).
     #[error("{0}")]
     Invalid(String),
+    /// A `shell` or `file` provisioner in a build without SSH.
     #[error("this provisioner needs a communicator, but the build has `communicator: none`")]
     NoCommunicator,
+    /// The provisioner ran longer than its `timeout`.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    /// The build was cancelled while the provisioner ran.
     #[error("cancelled")]
     Cancelled,
 }
 
 /// What a provisioner needs from the build around it.
 pub struct Context<'a> {
+    /// The build's name, given to scripts as `PACKER_BUILD_NAME`.
     pub build_name: &'a str,
+    /// The builder's type, given to scripts as `PACKER_BUILDER_TYPE`.
     pub builder_type: &'a str,
     /// `None` with `communicator: none`.
     pub guest: Option<&'a mut Guest>,
@@ -53,6 +71,7 @@ pub struct Context<'a> {
     pub output: &'a (dyn Fn(&str) + Send + Sync),
     /// Receives kiln's own messages about what the provisioner does.
     pub say: &'a (dyn Fn(&str) + Send + Sync),
+    /// Cancelled when the build is: the provisioner stops at once.
     pub cancel: CancellationToken,
 }
 
