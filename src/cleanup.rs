@@ -15,6 +15,7 @@ static CHANGED: Condvar = Condvar::new();
 pub struct Pending(());
 
 impl Pending {
+    /// Counts one more cleanup as running, until the result is dropped.
     pub fn start() -> Pending {
         let mut count = COUNT.lock().unwrap_or_else(|p| p.into_inner());
         *count += 1;

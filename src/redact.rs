@@ -39,6 +39,8 @@ impl fmt::Debug for Redactor {
 }
 
 impl Redactor {
+    /// A redactor for `values` (empty ones are ignored), in every form
+    /// they take in kiln's output.
     pub fn new(values: &[String]) -> Self {
         let mut kept: Vec<String> = Vec::new();
         for value in values {
@@ -70,10 +72,6 @@ impl Redactor {
         let mut all: Vec<String> = self.values.to_vec();
         all.extend(values.iter().cloned());
         Redactor::new(&all)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.patterns.is_empty()
     }
 
     /// `text` with every secret replaced. Every occurrence of every form
@@ -170,7 +168,7 @@ mod tests {
     fn empty_values_are_ignored() {
         let r = Redactor::new(&[String::new()]);
         assert_eq!(r.redact("plain"), "plain");
-        assert!(r.is_empty());
+        assert!(r.patterns.is_empty());
     }
 
     #[test]

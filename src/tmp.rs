@@ -17,7 +17,7 @@ pub fn private_dir(prefix: &str) -> std::io::Result<TempDir> {
 }
 
 /// [`private_dir`] inside `parent`.
-pub fn private_dir_in(parent: &Path, prefix: &str) -> std::io::Result<TempDir> {
+fn private_dir_in(parent: &Path, prefix: &str) -> std::io::Result<TempDir> {
     let mode = std::fs::Permissions::from_mode(PRIVATE_DIR);
     let dir = tempfile::Builder::new()
         .prefix(prefix)
