@@ -1,4 +1,15 @@
 //! kiln: a local-first machine image builder.
+//!
+//! A Packer JSON template goes in; a disk comes out that was booted under
+//! QEMU, provisioned over SSH, shut down cleanly, booted again and
+//! smoke-tested, and, when asked, packaged as a GCE `disk.raw` tarball,
+//! uploaded and registered as an image.
+//!
+//! Data flows one way: `cli` reads the arguments, `template` turns the
+//! template into a `plan`, and `pipeline` runs each build of the plan
+//! through the stages (`source`, `seed`, `qemu`, `ssh`, `provision`,
+//! `smoke`, `export`, `gcp`). No stage module imports `template` or `cli`.
+//! `docs/architecture.md` has the whole map.
 
 pub mod cleanup;
 pub mod cli;

@@ -59,8 +59,8 @@ fn efi_vars_path(spec: &LaunchSpec) -> PathBuf {
 }
 
 /// Copies the variable store that matches the firmware code
-/// (`OVMF_CODE_4M.fd` -> `OVMF_VARS_4M.fd`) to [`efi_vars_path`]: OVMF
-/// writes to it, so it must never be the packaged file.
+/// (`OVMF_CODE_4M.fd` -> `OVMF_VARS_4M.fd`) to `efivars.fd` next to the
+/// QMP socket: OVMF writes to it, so it must never be the packaged file.
 pub fn prepare_efi_vars(spec: &LaunchSpec) -> Result<(), QemuError> {
     if !spec.efi_boot {
         return Ok(());

@@ -96,8 +96,7 @@ pub struct LaunchSpec {
 
 /// What kiln says when a guest under KVM fails: on this kind of host the
 /// cure is always the same.
-const KVM_HINT: &str =
-    "KVM failed on this machine (the CPU may lack vmx/svm); use accelerator tcg";
+const KVM_HINT: &str = "KVM failed on this machine (the CPU may lack vmx/svm); use accelerator tcg";
 
 /// Why QEMU could not be started, talked to, or kept running.
 #[derive(Debug, thiserror::Error)]

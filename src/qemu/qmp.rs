@@ -106,11 +106,7 @@ impl Qmp {
 
     /// Runs a QMP command and returns its `return` value; QEMU's error
     /// (`class` and `desc`) becomes [`QemuError::Qmp`].
-    async fn execute(
-        &self,
-        command: &str,
-        arguments: Option<Value>,
-    ) -> Result<Value, QemuError> {
+    async fn execute(&self, command: &str, arguments: Option<Value>) -> Result<Value, QemuError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = oneshot::channel();
         {
