@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use super::{Context, ProvisionError};
 use crate::plan::{Direction, FileConfig, FileSource};
 
+/// Copies the content, or each source in turn, in the configured direction.
 pub async fn run(config: &FileConfig, ctx: &mut Context<'_>) -> Result<(), ProvisionError> {
     match (&config.source, config.direction) {
         (FileSource::Content(content), _) => {

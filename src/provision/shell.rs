@@ -8,6 +8,8 @@ use crate::plan::render_late;
 use crate::plan::{ShellConfig, ShellSource};
 use crate::ssh::{ExitStatus, SshError};
 
+/// Runs the inline script, or each script in turn, with Packer's
+/// environment variables.
 pub async fn run(config: &ShellConfig, ctx: &mut Context<'_>) -> Result<(), ProvisionError> {
     let mut env = ctx.builtin_env();
     env.extend(config.environment.iter().cloned());

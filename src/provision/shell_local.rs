@@ -11,6 +11,8 @@ use super::{Context, ProvisionError, describe_codes, env::flatten_env};
 use crate::plan::render_late;
 use crate::plan::{ShellLocalConfig, ShellLocalSource};
 
+/// Runs the inline lines, the command, or each script in turn, as a
+/// local script.
 pub async fn run(config: &ShellLocalConfig, ctx: &mut Context<'_>) -> Result<(), ProvisionError> {
     let mut env = ctx.builtin_env();
     env.extend(config.environment.iter().cloned());

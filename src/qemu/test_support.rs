@@ -1,5 +1,6 @@
 //! What the tests that start a real QEMU share.
 
+/// The QEMU binary the tests start.
 pub const QEMU: &str = "qemu-system-x86_64";
 
 /// CI installs QEMU; a machine without it fails these tests loudly rather

@@ -18,6 +18,8 @@ pub const DEFAULT_LABEL: &str = "packer";
 /// link loop must end somewhere.
 const MAX_DEPTH: usize = 64;
 
+/// Writes the template's CD to `out`, labelled `label` or Packer's
+/// default, dated `timestamp`.
 pub fn write(
     files: &[PathBuf],
     content: &BTreeMap<String, String>,
@@ -168,6 +170,7 @@ fn content_path(key: &str) -> Result<Vec<String>, SeedError> {
 // negation and ranges) and `\` escapes, within one path component; results
 // sorted per directory.
 
+/// The paths that match `pattern`.
 pub fn glob(pattern: &str) -> Result<Vec<PathBuf>, SeedError> {
     let bad = |reason: &str| SeedError::Pattern {
         pattern: pattern.to_string(),

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use super::SeedError;
 
+/// The ISO 9660 logical sector (and block) size in bytes.
 pub const SECTOR: u64 = 2048;
 const SYSTEM_SECTORS: u32 = 16;
 /// Zero sectors after the last file, as genisoimage and xorriso write by
@@ -37,18 +38,23 @@ const ER_SOURCE: &[u8] = b"PLEASE CONTACT DISC PUBLISHER FOR SPECIFICATION SOURC
 pub enum Content {
     /// Read at write time; `size` was taken when the file was added.
     Disk(PathBuf),
+    /// Held in memory.
     Bytes(Vec<u8>),
 }
 
+/// A file of the image.
 #[derive(Debug, Clone)]
 pub struct FileEntry {
+    /// Where its bytes come from.
     pub content: Content,
+    /// Its length in bytes.
     pub size: u64,
     /// Permission bits shown through Rock Ridge.
     pub mode: u32,
 }
 
 impl FileEntry {
+    /// A file with these bytes, mode 0644.
     pub fn bytes(data: impl Into<Vec<u8>>) -> FileEntry {
         let data = data.into();
         FileEntry {
@@ -59,9 +65,12 @@ impl FileEntry {
     }
 }
 
+/// An entry of a directory.
 #[derive(Debug, Clone)]
 pub enum Node {
+    /// A subdirectory.
     Dir(Dir),
+    /// A file.
     File(FileEntry),
 }
 
@@ -69,6 +78,7 @@ pub enum Node {
 /// depends only on the names, not on the order they were added in.
 #[derive(Debug, Clone, Default)]
 pub struct Dir {
+    /// The entries, by name.
     pub children: BTreeMap<String, Node>,
 }
 
@@ -104,6 +114,7 @@ impl Dir {
     }
 }
 
+/// The image-wide settings.
 pub struct Options<'a> {
     /// The label; upper-cased for the primary descriptor, kept for Joliet.
     pub volume_id: &'a str,

@@ -32,6 +32,7 @@ pub fn user_data(seed: &NoCloud<'_>) -> String {
     )
 }
 
+/// Writes the seed ISO, volume label `cidata`, dated `timestamp`.
 pub fn write(out: &Path, seed: &NoCloud<'_>, timestamp: i64) -> Result<(), SeedError> {
     let mut root = Dir::default();
     root.add_file(&["meta-data"], FileEntry::bytes(meta_data(seed)));

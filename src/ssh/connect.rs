@@ -36,6 +36,7 @@ const KEEPALIVE_MAX: usize = 3;
 /// Bounds the goodbye in `close`.
 const CLOSE_LIMIT: Duration = Duration::from_secs(2);
 
+/// russh's callbacks for kiln's connections.
 pub(super) struct Client;
 
 impl client::Handler for Client {

@@ -157,11 +157,14 @@ fn keep(buffer: &mut Vec<u8>, data: &[u8]) {
     buffer.extend_from_slice(&data[..data.len().min(room)]);
 }
 
+/// How a command run for a transfer ended, and what it printed.
 pub(super) struct RawOutcome {
+    /// How the command ended.
     pub status: ExitStatus,
     /// The first [`SAID_KEEP`] bytes of stdout (all of it also went to the
     /// caller's output).
     pub stdout: Vec<u8>,
+    /// The first [`SAID_KEEP`] bytes of stderr.
     pub stderr: Vec<u8>,
 }
 
@@ -221,6 +224,7 @@ pub(super) struct Lines {
 }
 
 impl Lines {
+    /// Emits every line `data` completes; keeps the partial rest.
     pub fn push(&mut self, data: &[u8], emit: &mut dyn FnMut(&str)) {
         let mut rest = data;
         while let Some(end) = rest.iter().position(|&b| b == b'\n') {
@@ -237,6 +241,7 @@ impl Lines {
         self.partial.extend_from_slice(rest);
     }
 
+    /// Emits the last line, when the stream did not end with `\n`.
     pub fn finish(&mut self, emit: &mut dyn FnMut(&str)) {
         if !self.partial.is_empty() {
             emit_line(&self.partial, emit);

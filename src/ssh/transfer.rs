@@ -18,7 +18,9 @@ const PROBE_LIMIT: Duration = Duration::from_secs(10);
 /// Read size for local files: large enough to keep SFTP writes pipelined.
 const CHUNK: usize = 256 * 1024;
 
+/// How files move to and from this guest.
 pub(super) enum Transport {
+    /// The guest's SFTP subsystem.
     Sftp(SftpSession),
     /// No SFTP subsystem: shell commands through exec channels.
     Shell,
