@@ -6,6 +6,8 @@
 //! other formats are read through `qemu-nbd` on a unix socket, their holes
 //! taken from `qemu-img map`. All-zero blocks inside the data become holes
 //! too. The gzip is compressed on every core but is one ordinary member.
+//!
+//! Such a tarball is also read back here (`unpack`), for booting it.
 
 mod deflate_end;
 mod error;
@@ -18,6 +20,7 @@ mod tar;
 #[cfg(test)]
 mod tests;
 pub mod tool;
+pub mod unpack;
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
