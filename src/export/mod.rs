@@ -15,7 +15,7 @@ mod extents;
 pub mod format;
 mod gzip;
 mod nbd;
-mod qemu_img;
+pub mod qemu_img;
 mod tar;
 #[cfg(test)]
 mod tests;
