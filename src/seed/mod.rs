@@ -10,24 +10,17 @@ mod nocloud;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::error::FileError;
+
 #[cfg(test)]
 use nocloud::{meta_data, user_data};
 
 /// Why a seed or CD image could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum SeedError {
-    #[error("cannot read {}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot write {}", path.display())]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// A file could not be read, or the image written.
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error("cd_files: {} does not exist", path.display())]
     /// A `cd_files` entry names no file or directory.
     Missing {
