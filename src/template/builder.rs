@@ -78,112 +78,16 @@ const NET_DEVICES: &[&str] = &[
 ];
 
 /// Decodes one builder object (its `type` already checked to be `qemu`).
-pub fn decode(mut o: Obj<'_>, build_name: &str, cwd: &Path) -> Option<QemuConfig> {
-    let cx = o.cx();
+///
+/// The options are read in a fixed order, so problems are listed in it.
+pub(super) fn decode(mut o: Obj<'_>, build_name: &str, cwd: &Path) -> Option<QemuConfig> {
     o.allow(&["type", "name"]);
-    for key in UNSUPPORTED {
-        if o.has(key) {
-            cx.problem(
-                o.key_path(key),
-                "is a Packer qemu option kiln does not support; remove it",
-            );
-        }
-    }
-    o.allow(UNSUPPORTED);
-
-    // Options that only matter for the VNC console: checked, then ignored.
-    let _ = o.string("vnc_bind_address");
-    let vnc_min = o.int("vnc_port_min", 0, 65535);
-    let vnc_max = o.int("vnc_port_max", 0, 65535);
-    if let (Some(a), Some(b)) = (vnc_min, vnc_max)
-        && a > b
-    {
-        cx.problem(o.key_path("vnc_port_min"), "must not be above vnc_port_max");
-    }
-    let _ = o.bool("vnc_use_password");
-    let _ = o.string("display");
-    let _ = o.bool("use_default_display");
-
+    reject_unsupported(&mut o);
+    check_vnc(&mut o);
     let iso_urls = iso_urls(&mut o, cwd);
-    let iso_checksum = match o.string("iso_checksum") {
-        Some(s) => parse_checksum(&s)
-            .map_err(|e| cx.problem(o.key_path("iso_checksum"), e))
-            .ok(),
-        None => {
-            o.missing(
-                "iso_checksum",
-                "a checksum such as \"sha256:<hex>\", or \"none\" to skip the check",
-            );
-            None
-        }
-    };
-
-    let disk_image = o.bool("disk_image").unwrap_or(false);
-    let use_backing_file = o.bool("use_backing_file").unwrap_or(false);
-    let skip_resize_disk = o.bool("skip_resize_disk").unwrap_or(false);
-    let disk_size_mib = match o.raw("disk_size") {
-        None => Some(defaults::DISK_SIZE_MIB),
-        Some(v) => {
-            let path = o.key_path("disk_size");
-            let text = match v {
-                serde_json::Value::Number(n) => Some(n.to_string()),
-                other => super::decode::string_value(cx, &path, other),
-            };
-            text.and_then(|t| parse_disk_size(&t).map_err(|e| cx.problem(&path, e)).ok())
-        }
-    };
-    let format = match o.string("format").as_deref() {
-        None | Some("") | Some("qcow2") => Some(DiskFormat::Qcow2),
-        Some("raw") => Some(DiskFormat::Raw),
-        Some(other) => {
-            cx.problem(
-                o.key_path("format"),
-                format!("expected qcow2 or raw, got {other:?}"),
-            );
-            None
-        }
-    };
-    let disk_interface = o
-        .choice("disk_interface", DISK_INTERFACES)
-        .unwrap_or_else(|| defaults::DISK_INTERFACE.into());
-    let disk_cache = o
-        .choice("disk_cache", DISK_CACHES)
-        .unwrap_or_else(|| defaults::DISK_CACHE.into());
-    let disk_discard = o
-        .choice("disk_discard", DISK_DISCARDS)
-        .unwrap_or_else(|| defaults::DISK_DISCARD.into());
-    let disk_detect_zeroes = o
-        .choice("disk_detect_zeroes", DETECT_ZEROES)
-        .unwrap_or_else(|| defaults::DISK_DETECT_ZEROES.into());
-    let mut skip_compaction = o.bool("skip_compaction").unwrap_or(false);
-    let mut disk_compression = o.bool("disk_compression").unwrap_or(false);
-    let accelerator = accelerator(&mut o);
-    // Packer quietly replaces values below these floors by its defaults.
-    let cpus = o
-        .int("cpus", 0, i64::from(u32::MAX))
-        .and_then(|n| u32::try_from(n).ok())
-        .filter(|n| *n >= 1)
-        .unwrap_or(defaults::CPUS);
-    let memory = o
-        .int("memory", 0, i64::from(u32::MAX))
-        .and_then(|n| u64::try_from(n).ok())
-        .filter(|n| *n >= defaults::MEMORY_FLOOR_MIB)
-        .unwrap_or(defaults::MEMORY_MIB);
-    let machine_type = o
-        .non_empty_string("machine_type")
-        .unwrap_or_else(|| defaults::MACHINE_TYPE.into());
-    let net_device = o
-        .choice("net_device", NET_DEVICES)
-        .unwrap_or_else(|| defaults::NET_DEVICE.into());
-    let qemu_binary = o
-        .non_empty_string("qemu_binary")
-        .unwrap_or_else(|| defaults::QEMU_BINARY.into());
-    let qemuargs = qemuargs(&mut o);
-    let headless = o.bool("headless").unwrap_or(false);
-    let firmware = o
-        .non_empty_string("firmware")
-        .map(|s| paths::resolve(cwd, &s));
-    let efi_boot = o.bool("efi_boot").unwrap_or(false);
+    let iso_checksum = iso_checksum(&mut o);
+    let mut disk = Disk::decode(&mut o);
+    let machine = Machine::decode(&mut o, cwd);
     let cd_files = cd_files(&mut o, cwd);
     let cd_content = o.string_map("cd_content").unwrap_or_default();
     let cd_label = o.non_empty_string("cd_label");
@@ -200,86 +104,36 @@ pub fn decode(mut o: Obj<'_>, build_name: &str, cwd: &Path) -> Option<QemuConfig
         .duration("shutdown_timeout")
         .unwrap_or(defaults::SHUTDOWN_TIMEOUT);
     let boot_wait = o.duration("boot_wait").unwrap_or(defaults::BOOT_WAIT);
-    if let Some(v) = o.raw("boot_command") {
-        let path = o.key_path("boot_command");
-        if let Some(list) = string_list_value(cx, &path, v)
-            && !list.is_empty()
-        {
-            cx.problem(
-                path,
-                "typing a boot command over VNC is not supported; remove it (cloud images boot without one)",
-            );
-        }
-    }
-    let host_port_min = port(
-        &mut o,
-        "host_port_min",
-        "ssh_host_port_min",
-        defaults::HOST_PORT_MIN,
-    );
-    let host_port_max = port(
-        &mut o,
-        "host_port_max",
-        "ssh_host_port_max",
-        defaults::HOST_PORT_MAX,
-    );
-    if host_port_min > host_port_max {
-        cx.problem(
-            o.key_path("host_port_min"),
-            format!("must not be above host_port_max ({host_port_min} > {host_port_max})"),
-        );
-    }
+    reject_boot_command(&mut o);
+    let (host_port_min, host_port_max) = host_ports(&mut o);
     let communicator = communicator(&mut o, cwd);
-
-    if let Some(fmt) = format {
-        // Packer: compaction and compression only apply to qcow2, and a
-        // backing file would be defeated by compaction.
-        if fmt != DiskFormat::Qcow2 {
-            skip_compaction = true;
-            disk_compression = false;
-        }
-        if use_backing_file {
-            skip_compaction = true;
-            if !(disk_image && fmt == DiskFormat::Qcow2) {
-                cx.problem(
-                    o.key_path("use_backing_file"),
-                    "can only be enabled for qcow2 images and when disk_image is true",
-                );
-            }
-        }
-    }
-    if skip_resize_disk && !disk_image {
-        cx.problem(
-            o.key_path("skip_resize_disk"),
-            "can only be used when disk_image is true",
-        );
-    }
+    disk.apply_format_rules(&o);
     o.finish();
 
     Some(QemuConfig {
         iso_urls: iso_urls?,
         iso_checksum: iso_checksum?,
-        disk_image,
-        use_backing_file,
-        skip_resize_disk,
-        disk_size_mib: disk_size_mib?,
-        format: format?,
-        disk_interface,
-        disk_cache,
-        disk_discard,
-        disk_detect_zeroes,
-        skip_compaction,
-        disk_compression,
-        accelerator: accelerator?,
-        cpus,
-        memory_mib: memory,
-        machine_type,
-        net_device,
-        qemu_binary,
-        qemuargs,
-        headless,
-        firmware,
-        efi_boot,
+        disk_image: disk.image,
+        use_backing_file: disk.use_backing_file,
+        skip_resize_disk: disk.skip_resize,
+        disk_size_mib: disk.size_mib?,
+        format: disk.format?,
+        disk_interface: disk.interface,
+        disk_cache: disk.cache,
+        disk_discard: disk.discard,
+        disk_detect_zeroes: disk.detect_zeroes,
+        skip_compaction: disk.skip_compaction,
+        disk_compression: disk.compression,
+        accelerator: machine.accelerator?,
+        cpus: machine.cpus,
+        memory_mib: machine.memory_mib,
+        machine_type: machine.machine_type,
+        net_device: machine.net_device,
+        qemu_binary: machine.qemu_binary,
+        qemuargs: machine.qemuargs,
+        headless: machine.headless,
+        firmware: machine.firmware,
+        efi_boot: machine.efi_boot,
         cd_files,
         cd_content,
         cd_label,
@@ -292,6 +146,233 @@ pub fn decode(mut o: Obj<'_>, build_name: &str, cwd: &Path) -> Option<QemuConfig
         host_port_max,
         communicator: communicator?,
     })
+}
+
+/// Reports each option of [`UNSUPPORTED`] that is set.
+fn reject_unsupported(o: &mut Obj<'_>) {
+    for key in UNSUPPORTED {
+        if o.has(key) {
+            o.cx().problem(
+                o.key_path(key),
+                "is a Packer qemu option kiln does not support; remove it",
+            );
+        }
+    }
+    o.allow(UNSUPPORTED);
+}
+
+/// Options that only matter for the VNC console: checked, then ignored.
+fn check_vnc(o: &mut Obj<'_>) {
+    let _ = o.string("vnc_bind_address");
+    let vnc_min = o.int("vnc_port_min", 0, 65535);
+    let vnc_max = o.int("vnc_port_max", 0, 65535);
+    if let (Some(a), Some(b)) = (vnc_min, vnc_max)
+        && a > b
+    {
+        o.cx()
+            .problem(o.key_path("vnc_port_min"), "must not be above vnc_port_max");
+    }
+    let _ = o.bool("vnc_use_password");
+    let _ = o.string("display");
+    let _ = o.bool("use_default_display");
+}
+
+fn iso_checksum(o: &mut Obj<'_>) -> Option<Checksum> {
+    match o.string("iso_checksum") {
+        Some(s) => parse_checksum(&s)
+            .map_err(|e| o.cx().problem(o.key_path("iso_checksum"), e))
+            .ok(),
+        None => {
+            o.missing(
+                "iso_checksum",
+                "a checksum such as \"sha256:<hex>\", or \"none\" to skip the check",
+            );
+            None
+        }
+    }
+}
+
+/// The disk options; `None` in a field that has a problem.
+struct Disk {
+    image: bool,
+    use_backing_file: bool,
+    skip_resize: bool,
+    size_mib: Option<u64>,
+    format: Option<DiskFormat>,
+    interface: String,
+    cache: String,
+    discard: String,
+    detect_zeroes: String,
+    skip_compaction: bool,
+    compression: bool,
+}
+
+impl Disk {
+    fn decode(o: &mut Obj<'_>) -> Disk {
+        let cx = o.cx();
+        let image = o.bool("disk_image").unwrap_or(false);
+        let use_backing_file = o.bool("use_backing_file").unwrap_or(false);
+        let skip_resize = o.bool("skip_resize_disk").unwrap_or(false);
+        let size_mib = match o.raw("disk_size") {
+            None => Some(defaults::DISK_SIZE_MIB),
+            Some(v) => {
+                let path = o.key_path("disk_size");
+                let text = match v {
+                    serde_json::Value::Number(n) => Some(n.to_string()),
+                    other => super::decode::string_value(cx, &path, other),
+                };
+                text.and_then(|t| parse_disk_size(&t).map_err(|e| cx.problem(&path, e)).ok())
+            }
+        };
+        let format = match o.string("format").as_deref() {
+            None | Some("") | Some("qcow2") => Some(DiskFormat::Qcow2),
+            Some("raw") => Some(DiskFormat::Raw),
+            Some(other) => {
+                cx.problem(
+                    o.key_path("format"),
+                    format!("expected qcow2 or raw, got {other:?}"),
+                );
+                None
+            }
+        };
+        Disk {
+            image,
+            use_backing_file,
+            skip_resize,
+            size_mib,
+            format,
+            interface: o
+                .choice("disk_interface", DISK_INTERFACES)
+                .unwrap_or_else(|| defaults::DISK_INTERFACE.into()),
+            cache: o
+                .choice("disk_cache", DISK_CACHES)
+                .unwrap_or_else(|| defaults::DISK_CACHE.into()),
+            discard: o
+                .choice("disk_discard", DISK_DISCARDS)
+                .unwrap_or_else(|| defaults::DISK_DISCARD.into()),
+            detect_zeroes: o
+                .choice("disk_detect_zeroes", DETECT_ZEROES)
+                .unwrap_or_else(|| defaults::DISK_DETECT_ZEROES.into()),
+            skip_compaction: o.bool("skip_compaction").unwrap_or(false),
+            compression: o.bool("disk_compression").unwrap_or(false),
+        }
+    }
+
+    /// Packer's rules between the disk options, checked once all options
+    /// are read: compaction and compression only apply to qcow2, and a
+    /// backing file would be defeated by compaction.
+    fn apply_format_rules(&mut self, o: &Obj<'_>) {
+        let cx = o.cx();
+        if let Some(fmt) = self.format {
+            if fmt != DiskFormat::Qcow2 {
+                self.skip_compaction = true;
+                self.compression = false;
+            }
+            if self.use_backing_file {
+                self.skip_compaction = true;
+                if !(self.image && fmt == DiskFormat::Qcow2) {
+                    cx.problem(
+                        o.key_path("use_backing_file"),
+                        "can only be enabled for qcow2 images and when disk_image is true",
+                    );
+                }
+            }
+        }
+        if self.skip_resize && !self.image {
+            cx.problem(
+                o.key_path("skip_resize_disk"),
+                "can only be used when disk_image is true",
+            );
+        }
+    }
+}
+
+/// The virtual machine's options; `None` in a field that has a problem.
+struct Machine {
+    accelerator: Option<Option<Accelerator>>,
+    cpus: u32,
+    memory_mib: u64,
+    machine_type: String,
+    net_device: String,
+    qemu_binary: String,
+    qemuargs: Vec<Vec<String>>,
+    headless: bool,
+    firmware: Option<PathBuf>,
+    efi_boot: bool,
+}
+
+impl Machine {
+    fn decode(o: &mut Obj<'_>, cwd: &Path) -> Machine {
+        Machine {
+            accelerator: accelerator(o),
+            // Packer quietly replaces values below these floors by its
+            // defaults.
+            cpus: o
+                .int("cpus", 0, i64::from(u32::MAX))
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| *n >= 1)
+                .unwrap_or(defaults::CPUS),
+            memory_mib: o
+                .int("memory", 0, i64::from(u32::MAX))
+                .and_then(|n| u64::try_from(n).ok())
+                .filter(|n| *n >= defaults::MEMORY_FLOOR_MIB)
+                .unwrap_or(defaults::MEMORY_MIB),
+            machine_type: o
+                .non_empty_string("machine_type")
+                .unwrap_or_else(|| defaults::MACHINE_TYPE.into()),
+            net_device: o
+                .choice("net_device", NET_DEVICES)
+                .unwrap_or_else(|| defaults::NET_DEVICE.into()),
+            qemu_binary: o
+                .non_empty_string("qemu_binary")
+                .unwrap_or_else(|| defaults::QEMU_BINARY.into()),
+            qemuargs: qemuargs(o),
+            headless: o.bool("headless").unwrap_or(false),
+            firmware: o
+                .non_empty_string("firmware")
+                .map(|s| paths::resolve(cwd, &s)),
+            efi_boot: o.bool("efi_boot").unwrap_or(false),
+        }
+    }
+}
+
+/// A non-empty `boot_command` is typed over VNC, which kiln does not open.
+fn reject_boot_command(o: &mut Obj<'_>) {
+    if let Some(v) = o.raw("boot_command") {
+        let cx = o.cx();
+        let path = o.key_path("boot_command");
+        if let Some(list) = string_list_value(cx, &path, v)
+            && !list.is_empty()
+        {
+            cx.problem(
+                path,
+                "typing a boot command over VNC is not supported; remove it (cloud images boot without one)",
+            );
+        }
+    }
+}
+
+/// The host port range forwarded to the guest's SSH port.
+fn host_ports(o: &mut Obj<'_>) -> (u16, u16) {
+    let min = port(
+        o,
+        "host_port_min",
+        "ssh_host_port_min",
+        defaults::HOST_PORT_MIN,
+    );
+    let max = port(
+        o,
+        "host_port_max",
+        "ssh_host_port_max",
+        defaults::HOST_PORT_MAX,
+    );
+    if min > max {
+        o.cx().problem(
+            o.key_path("host_port_min"),
+            format!("must not be above host_port_max ({min} > {max})"),
+        );
+    }
+    (min, max)
 }
 
 fn iso_urls(o: &mut Obj<'_>, cwd: &Path) -> Option<Vec<PathBuf>> {

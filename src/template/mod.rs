@@ -22,8 +22,10 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value as Json};
 
 use crate::plan::render::funcs::FuncCtx;
+use checks::CheckHead;
 use decode::{Cx, Obj, json_type};
-use heads::{builder_heads, filter, filter_quiet, provisioner_heads};
+use heads::{BuilderHead, ProvisionerHead, builder_heads, filter, filter_quiet, provisioner_heads};
+use post_processor::RawPp;
 
 /// One `-var` or `-var-file` from the command line.
 #[derive(Clone, PartialEq, Eq)]
@@ -338,6 +340,69 @@ fn plan(
     cwd: &Path,
     sensitive_values: &mut Vec<String>,
 ) -> Option<Plan> {
+    check_top_level_keys(cx, root);
+    let vars = variables::resolve(
+        cx,
+        root.get("variables"),
+        root.get("sensitive-variables"),
+        given,
+    );
+    sensitive_values.clone_from(&vars.sensitive_values);
+    let description = description(cx, root);
+
+    let builders = builder_heads(cx, root.get("builders"));
+    let names: Vec<String> = builders.iter().map(|b| b.name.clone()).collect();
+    let provisioners = provisioner_heads(cx, root.get("provisioners"), &names);
+    let pp_chains = match root.get("post-processors") {
+        None | Some(Json::Null) => Vec::new(),
+        Some(section) => post_processor::chains(cx, section),
+    };
+    for chain in &pp_chains {
+        for pp in chain {
+            if let Some(map) = pp.map {
+                let _ = filter(cx, &pp.path, map, &names);
+            }
+        }
+    }
+    if too_many_steps(cx, builders.len(), &provisioners, &pp_chains) {
+        return None;
+    }
+
+    let checks = match root.get("tests") {
+        None | Some(Json::Null) => Vec::new(),
+        Some(section) => checks::decode_all(cx, "tests", section, cwd, true),
+    };
+    for (index, check) in checks.iter().enumerate() {
+        let _ = filter(cx, &format!("tests[{index}]"), check.map, &names);
+    }
+
+    let sections = Sections {
+        provisioners: &provisioners,
+        post_processors: &pp_chains,
+        checks: &checks,
+    };
+    let mut builds = Vec::new();
+    for b in &builders {
+        cx.funcs.build_name = Some(b.name.clone());
+        cx.funcs.build_type = Some("qemu".into());
+        builds.extend(build(cx, b, &sections, cwd));
+    }
+    cx.funcs.build_name = None;
+    cx.funcs.build_type = None;
+
+    if cx.has_problems() {
+        return None;
+    }
+    Some(Plan {
+        description,
+        builds,
+        sensitive_values: vars.sensitive_values,
+        variables: vars.infos,
+    })
+}
+
+/// Reports the top-level keys that are neither known nor comments.
+fn check_top_level_keys(cx: &Cx, root: &Map<String, Json>) {
     for key in root.keys() {
         if key.starts_with('_') || TOP_LEVEL.contains(&key.as_str()) {
             continue;
@@ -350,13 +415,11 @@ fn plan(
         }
         cx.problem(decode::key_name(key), message);
     }
-    let vars = variables::resolve(
-        cx,
-        root.get("variables"),
-        root.get("sensitive-variables"),
-        given,
-    );
-    sensitive_values.clone_from(&vars.sensitive_values);
+}
+
+/// The `description`, and a check that `min_packer_version` is a string
+/// (kiln does not compare it).
+fn description(cx: &Cx, root: &Map<String, Json>) -> Option<String> {
     let description = match root.get("description") {
         None | Some(Json::Null) => None,
         Some(Json::String(s)) => Some(s.clone()),
@@ -376,117 +439,125 @@ fn plan(
             format!("expected a string, got {}", json_type(v)),
         );
     }
+    description
+}
 
-    let builders = builder_heads(cx, root.get("builders"));
-    let names: Vec<String> = builders.iter().map(|b| b.name.clone()).collect();
-    let provisioners = provisioner_heads(cx, root.get("provisioners"), &names);
-    let pp_chains = match root.get("post-processors") {
-        None | Some(Json::Null) => Vec::new(),
-        Some(section) => post_processor::chains(cx, section),
-    };
-    for chain in &pp_chains {
-        for pp in chain {
-            if let Some(map) = pp.map {
-                let _ = filter(cx, &pp.path, map, &names);
-            }
-        }
-    }
-
+/// Whether the builds × steps to decode exceed [`MAX_BUILD_STEPS`]
+/// (reported as a problem).
+fn too_many_steps(
+    cx: &Cx,
+    builders: usize,
+    provisioners: &[ProvisionerHead<'_>],
+    pp_chains: &[Vec<RawPp<'_>>],
+) -> bool {
     let steps = provisioners.len() + pp_chains.iter().map(Vec::len).sum::<usize>();
-    let work = builders.len().saturating_mul(steps);
+    let work = builders.saturating_mul(steps);
     if work > MAX_BUILD_STEPS {
         cx.problem(
             "provisioners",
             format!(
-                "{} builds × {steps} provisioners and post-processors make {work} to check, \
-                 more than the {MAX_BUILD_STEPS} kiln takes from one template: split it",
-                builders.len()
+                "{builders} builds × {steps} provisioners and post-processors make {work} to check, \
+                 more than the {MAX_BUILD_STEPS} kiln takes from one template: split it"
             ),
         );
-        return None;
+        return true;
     }
+    false
+}
 
-    let checks = match root.get("tests") {
-        None | Some(Json::Null) => Vec::new(),
-        Some(section) => checks::decode_all(cx, "tests", section, cwd, true),
-    };
-    for (index, check) in checks.iter().enumerate() {
-        let _ = filter(cx, &format!("tests[{index}]"), check.map, &names);
+/// The template's sections every build takes its share of.
+struct Sections<'s, 'a> {
+    provisioners: &'s [ProvisionerHead<'a>],
+    post_processors: &'s [Vec<RawPp<'a>>],
+    checks: &'s [CheckHead<'a>],
+}
+
+/// One builder with the provisioners, post-processors and checks that apply
+/// to it, decoded with its `{{build_name}}`; `None` if the builder has a
+/// problem.
+fn build(
+    cx: &Cx,
+    b: &BuilderHead<'_>,
+    sections: &Sections<'_, '_>,
+    cwd: &Path,
+) -> Option<BuildSpec> {
+    let qemu = b
+        .map
+        .and_then(|map| builder::decode(Obj::new(cx, b.path.clone(), map), &b.name, cwd));
+    let provisioners = build_provisioners(cx, &b.name, sections.provisioners, cwd);
+    let post_processors = build_post_processors(cx, &b.name, sections.post_processors, cwd);
+    Some(BuildSpec {
+        name: b.name.clone(),
+        builder_type: "qemu".into(),
+        qemu: qemu?,
+        provisioners,
+        post_processors,
+        tests: sections
+            .checks
+            .iter()
+            .filter(|c| filter_quiet(c.map).applies(&b.name))
+            .map(|c| c.spec.clone())
+            .collect(),
+    })
+}
+
+/// The provisioners that apply to build `name`, each with its `override`
+/// for the build merged in.
+fn build_provisioners(
+    cx: &Cx,
+    name: &str,
+    provisioners: &[ProvisionerHead<'_>],
+    cwd: &Path,
+) -> Vec<ProvisionerSpec> {
+    let mut specs = Vec::new();
+    for p in provisioners {
+        if !p.filter.applies(name) {
+            continue;
+        }
+        let mut merged = p.map.clone();
+        if let Some(over) = p.overrides.iter().find(|(n, _)| n == name) {
+            for (k, v) in over.1 {
+                merged.insert(k.clone(), v.clone());
+            }
+        }
+        let mut o = Obj::new(cx, p.path.clone(), &merged);
+        o.allow(&["only", "except", "override"]);
+        if let Some(spec) = provisioner::decode(o, &p.type_name, p.index, cwd) {
+            specs.push(spec);
+        }
     }
+    specs
+}
 
-    let mut builds = Vec::new();
-    for b in &builders {
-        cx.funcs.build_name = Some(b.name.clone());
-        cx.funcs.build_type = Some("qemu".into());
-        let qemu = b
-            .map
-            .and_then(|map| builder::decode(Obj::new(cx, b.path.clone(), map), &b.name, cwd));
-
-        let mut provs = Vec::new();
-        for p in &provisioners {
-            if !p.filter.applies(&b.name) {
+/// The post-processor chains of build `name`, without the post-processors
+/// that do not apply to it; a chain left empty is dropped.
+fn build_post_processors(
+    cx: &Cx,
+    name: &str,
+    pp_chains: &[Vec<RawPp<'_>>],
+    cwd: &Path,
+) -> Vec<Vec<PostProcessorSpec>> {
+    let mut chains = Vec::new();
+    for chain in pp_chains {
+        let mut specs = Vec::new();
+        for pp in chain {
+            let empty = Map::new();
+            let map = pp.map.unwrap_or(&empty);
+            let applies = pp.map.is_none_or(|m| filter_quiet(m).applies(name));
+            if !applies {
                 continue;
             }
-            let mut merged = p.map.clone();
-            if let Some(over) = p.overrides.iter().find(|(n, _)| n == &b.name) {
-                for (k, v) in over.1 {
-                    merged.insert(k.clone(), v.clone());
-                }
-            }
-            let mut o = Obj::new(cx, p.path.clone(), &merged);
-            o.allow(&["only", "except", "override"]);
-            if let Some(spec) = provisioner::decode(o, &p.type_name, p.index, cwd) {
-                provs.push(spec);
+            let mut o = Obj::new(cx, pp.path.clone(), map);
+            o.allow(&["only", "except"]);
+            if let Some(spec) = post_processor::decode(o, &pp.type_name, cwd) {
+                specs.push(spec);
             }
         }
-
-        let mut chains = Vec::new();
-        for chain in &pp_chains {
-            let mut specs = Vec::new();
-            for pp in chain {
-                let empty = Map::new();
-                let map = pp.map.unwrap_or(&empty);
-                let applies = pp.map.is_none_or(|m| filter_quiet(m).applies(&b.name));
-                if !applies {
-                    continue;
-                }
-                let mut o = Obj::new(cx, pp.path.clone(), map);
-                o.allow(&["only", "except"]);
-                if let Some(spec) = post_processor::decode(o, &pp.type_name, cwd) {
-                    specs.push(spec);
-                }
-            }
-            if !specs.is_empty() {
-                chains.push(specs);
-            }
-        }
-        if let Some(qemu) = qemu {
-            builds.push(BuildSpec {
-                name: b.name.clone(),
-                builder_type: "qemu".into(),
-                qemu,
-                provisioners: provs,
-                post_processors: chains,
-                tests: checks
-                    .iter()
-                    .filter(|c| filter_quiet(c.map).applies(&b.name))
-                    .map(|c| c.spec.clone())
-                    .collect(),
-            });
+        if !specs.is_empty() {
+            chains.push(specs);
         }
     }
-    cx.funcs.build_name = None;
-    cx.funcs.build_type = None;
-
-    if cx.has_problems() {
-        return None;
-    }
-    Some(Plan {
-        description,
-        builds,
-        sensitive_values: vars.sensitive_values,
-        variables: vars.infos,
-    })
+    chains
 }
 
 /// The qemu builder's settings for booting an existing image (`kiln test`):

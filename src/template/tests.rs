@@ -555,33 +555,33 @@ fn script(dir: &Path) -> PathBuf {
     p
 }
 
-#[test]
-fn provisioners_with_defaults() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = script(dir.path());
+/// The provisioners of a one-build template whose provisioners are
+/// `provisioners`, loaded in `dir`.
+fn provisioners_in(dir: &Path, provisioners: serde_json::Value) -> Vec<ProvisionerSpec> {
     let plan = load_in(
-        dir.path(),
-        json!({
-            "builders": [qemu(json!({}))],
-            "provisioners": [
-                {"type": "shell", "inline": ["echo {{build_name}}", "echo {{ .Path }}"],
-                 "environment_vars": ["A=1", "B=x=y"], "env": {"Z": "z", "C": "c"},
-                 "max_retries": "3", "pause_before": "10s", "timeout": "5m"},
-                {"type": "shell", "scripts": [s.to_str().unwrap()], "remote_path": "/var/tmp/run.sh",
-                 "valid_exit_codes": [0, "2"], "expect_disconnect": "true"},
-                {"type": "file", "content": "hi", "destination": "/etc/motd"},
-                {"type": "file", "source": format!("{}/", dir.path().display()), "destination": "/srv"},
-                {"type": "file", "sources": ["/remote/a"], "destination": "out/", "direction": "download"},
-                {"type": "file", "source": "/not/there", "destination": "/x", "generated": true},
-                {"type": "shell-local", "command": "echo hi"},
-                {"type": "shell-local", "inline": ["a"], "execute_command": ["bash", "-c", "{{.Script}}"]},
-            ]
-        }),
+        dir,
+        json!({"builders": [qemu(json!({}))], "provisioners": provisioners}),
         &Overrides::default(),
     )
     .unwrap();
-    let provs = &plan.builds[0].provisioners;
-    assert_eq!(provs.len(), 8);
+    plan.builds.into_iter().next().unwrap().provisioners
+}
+
+#[test]
+fn shell_provisioners_with_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = script(dir.path());
+    let provs = provisioners_in(
+        dir.path(),
+        json!([
+            {"type": "shell", "inline": ["echo {{build_name}}", "echo {{ .Path }}"],
+             "environment_vars": ["A=1", "B=x=y"], "env": {"Z": "z", "C": "c"},
+             "max_retries": "3", "pause_before": "10s", "timeout": "5m"},
+            {"type": "shell", "scripts": [s.to_str().unwrap()], "remote_path": "/var/tmp/run.sh",
+             "valid_exit_codes": [0, "2"], "expect_disconnect": "true"},
+        ]),
+    );
+    assert_eq!(provs.len(), 2);
     let ProvisionerKind::Shell(sh) = &provs[0].kind else {
         panic!("shell");
     };
@@ -620,20 +620,35 @@ fn provisioners_with_defaults() {
     assert_eq!(sh.remote_file.as_deref(), Some("run.sh"));
     assert_eq!(sh.valid_exit_codes, vec![0, 2]);
     assert!(sh.expect_disconnect);
+    assert_eq!(provs[1].index, 1);
+}
 
-    let ProvisionerKind::File(f) = &provs[2].kind else {
+#[test]
+fn file_provisioners_with_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let provs = provisioners_in(
+        dir.path(),
+        json!([
+            {"type": "file", "content": "hi", "destination": "/etc/motd"},
+            {"type": "file", "source": format!("{}/", dir.path().display()), "destination": "/srv"},
+            {"type": "file", "sources": ["/remote/a"], "destination": "out/", "direction": "download"},
+            {"type": "file", "source": "/not/there", "destination": "/x", "generated": true},
+        ]),
+    );
+    assert_eq!(provs.len(), 4);
+    let ProvisionerKind::File(f) = &provs[0].kind else {
         panic!("file");
     };
     assert_eq!(f.source, FileSource::Content("hi".into()));
     assert_eq!(f.direction, Direction::Upload);
-    let ProvisionerKind::File(f) = &provs[3].kind else {
+    let ProvisionerKind::File(f) = &provs[1].kind else {
         panic!("file");
     };
     assert_eq!(
         f.source,
         FileSource::Paths(vec![format!("{}/", dir.path().display())])
     );
-    let ProvisionerKind::File(f) = &provs[4].kind else {
+    let ProvisionerKind::File(f) = &provs[2].kind else {
         panic!("file");
     };
     assert_eq!(f.source, FileSource::Paths(vec!["/remote/a".into()]));
@@ -641,12 +656,24 @@ fn provisioners_with_defaults() {
         (f.direction, f.destination.as_str()),
         (Direction::Download, "out/")
     );
-    let ProvisionerKind::File(f) = &provs[5].kind else {
+    let ProvisionerKind::File(f) = &provs[3].kind else {
         panic!("file");
     };
     assert!(f.generated);
+}
 
-    let ProvisionerKind::ShellLocal(l) = &provs[6].kind else {
+#[test]
+fn shell_local_provisioners_with_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let provs = provisioners_in(
+        dir.path(),
+        json!([
+            {"type": "shell-local", "command": "echo hi"},
+            {"type": "shell-local", "inline": ["a"], "execute_command": ["bash", "-c", "{{.Script}}"]},
+        ]),
+    );
+    assert_eq!(provs.len(), 2);
+    let ProvisionerKind::ShellLocal(l) = &provs[0].kind else {
         panic!("shell-local");
     };
     assert_eq!(l.source, ShellLocalSource::Command("echo hi".into()));
@@ -656,7 +683,7 @@ fn provisioners_with_defaults() {
     );
     assert_eq!(l.inline_shebang, "/bin/sh -e");
     assert_eq!(l.valid_exit_codes, vec![0]);
-    let ProvisionerKind::ShellLocal(l) = &provs[7].kind else {
+    let ProvisionerKind::ShellLocal(l) = &provs[1].kind else {
         panic!("shell-local");
     };
     assert_eq!(l.execute_command, vec!["bash", "-c", "{{.Script}}"]);

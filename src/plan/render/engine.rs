@@ -354,34 +354,20 @@ fn parse(text: &str) -> Result<Vec<Segment>, String> {
 /// Parses one action from just after its `{{`; returns how many bytes it
 /// used, through the closing `}}`.
 fn parse_action(s: &str) -> Result<(usize, Segment), String> {
-    let bytes = s.as_bytes();
     let mut i = 0;
     let mut trim_left = false;
-    if bytes.first() == Some(&b'-') && bytes.get(1).is_some_and(|b| b.is_ascii_whitespace()) {
+    if s.as_bytes().first() == Some(&b'-')
+        && s.as_bytes().get(1).is_some_and(|b| b.is_ascii_whitespace())
+    {
         trim_left = true;
         i = 1;
     }
     // Comments: `{{/* ... */}}`, optionally with trim markers.
     let after_ws = i + s[i..].len() - s[i..].trim_start().len();
     if s[after_ws..].starts_with("/*") {
-        let Some(end) = s[after_ws + 2..].find("*/") else {
-            return Err("unterminated comment".into());
-        };
-        let mut j = after_ws + 2 + end + 2;
-        let tail = &s[j..];
-        let trimmed = tail.trim_start();
-        let mut trim_right = false;
-        let k = if let Some(t) = trimmed.strip_prefix("-}}") {
-            trim_right = true;
-            tail.len() - t.len()
-        } else if let Some(t) = trimmed.strip_prefix("}}") {
-            tail.len() - t.len()
-        } else {
-            return Err("comment must be followed by }}".into());
-        };
-        j += k;
+        let (end, trim_right) = parse_comment(s, after_ws)?;
         return Ok((
-            j,
+            end,
             Segment::Action {
                 src: String::new(),
                 trim_left,
@@ -390,82 +376,7 @@ fn parse_action(s: &str) -> Result<(usize, Segment), String> {
             },
         ));
     }
-    let mut tokens = Vec::new();
-    let mut trim_right = false;
-    let end;
-    loop {
-        let Some(&c) = bytes.get(i) else {
-            return Err("unterminated {{: missing }}".into());
-        };
-        if s[i..].starts_with("}}") {
-            end = i + 2;
-            break;
-        }
-        if c == b'-' && s[i + 1..].starts_with("}}") && i > 0 && bytes[i - 1].is_ascii_whitespace()
-        {
-            trim_right = true;
-            end = i + 3;
-            break;
-        }
-        match c {
-            b' ' | b'\t' | b'\r' | b'\n' => i += 1,
-            b'(' => {
-                tokens.push(Token::LParen);
-                i += 1;
-            }
-            b')' => {
-                tokens.push(Token::RParen);
-                i += 1;
-            }
-            b'|' => {
-                tokens.push(Token::Pipe);
-                i += 1;
-            }
-            b'`' => {
-                let Some(close) = s[i + 1..].find('`') else {
-                    return Err("unterminated raw string".into());
-                };
-                tokens.push(Token::Str(s[i + 1..i + 1 + close].to_string()));
-                i += close + 2;
-            }
-            b'"' => {
-                let (len, value) = lex_quoted(&s[i..])?;
-                tokens.push(Token::Str(value));
-                i += len;
-            }
-            b'.' => {
-                let name_len = s[i + 1..]
-                    .find(|ch: char| !(ch.is_alphanumeric() || ch == '_' || ch == '.'))
-                    .unwrap_or(s.len() - i - 1);
-                tokens.push(Token::Field(s[i + 1..i + 1 + name_len].to_string()));
-                i += 1 + name_len;
-            }
-            b'-' | b'+' | b'0'..=b'9' => {
-                let len = s[i + 1..]
-                    .find(|ch: char| !ch.is_ascii_digit())
-                    .unwrap_or(s.len() - i - 1)
-                    + 1;
-                let lit = &s[i..i + len];
-                let n = lit
-                    .parse::<i64>()
-                    .map_err(|_| format!("bad number {lit:?}"))?;
-                tokens.push(Token::Int(n));
-                i += len;
-            }
-            c if c.is_ascii_alphabetic() || c == b'_' => {
-                let len = s[i..]
-                    .find(|ch: char| !(ch.is_alphanumeric() || ch == '_'))
-                    .unwrap_or(s.len() - i);
-                tokens.push(Token::Ident(s[i..i + len].to_string()));
-                i += len;
-            }
-            b'$' => return Err("template variables ($x) are not supported".into()),
-            _ => {
-                let ch = s[i..].chars().next().unwrap_or('?');
-                return Err(format!("unexpected character {ch:?}"));
-            }
-        }
-    }
+    let (tokens, end, trim_right) = lex_action(s, i)?;
     let mut pos = 0;
     let pipeline = parse_pipeline(&tokens, &mut pos, 0)?;
     if pos != tokens.len() {
@@ -480,6 +391,103 @@ fn parse_action(s: &str) -> Result<(usize, Segment), String> {
             pipeline: Some(pipeline),
         },
     ))
+}
+
+/// A comment starting at `start` (its `/*`) through the action's `}}`:
+/// returns the bytes used from the start of the action and whether it ends
+/// with a trim marker.
+fn parse_comment(s: &str, start: usize) -> Result<(usize, bool), String> {
+    let Some(end) = s[start + 2..].find("*/") else {
+        return Err("unterminated comment".into());
+    };
+    let j = start + 2 + end + 2;
+    let tail = &s[j..];
+    let trimmed = tail.trim_start();
+    if let Some(t) = trimmed.strip_prefix("-}}") {
+        Ok((j + tail.len() - t.len(), true))
+    } else if let Some(t) = trimmed.strip_prefix("}}") {
+        Ok((j + tail.len() - t.len(), false))
+    } else {
+        Err("comment must be followed by }}".into())
+    }
+}
+
+/// Splits an action into tokens from byte `i` up to its closing `}}`;
+/// returns them, the bytes used through the `}}`, and whether the action
+/// ends with a trim marker (` -}}`).
+fn lex_action(s: &str, mut i: usize) -> Result<(Vec<Token>, usize, bool), String> {
+    let bytes = s.as_bytes();
+    let mut tokens = Vec::new();
+    loop {
+        let Some(&c) = bytes.get(i) else {
+            return Err("unterminated {{: missing }}".into());
+        };
+        if s[i..].starts_with("}}") {
+            return Ok((tokens, i + 2, false));
+        }
+        if c == b'-' && s[i + 1..].starts_with("}}") && i > 0 && bytes[i - 1].is_ascii_whitespace()
+        {
+            return Ok((tokens, i + 3, true));
+        }
+        if matches!(c, b' ' | b'\t' | b'\r' | b'\n') {
+            i += 1;
+            continue;
+        }
+        let (len, token) = lex_token(s, i)?;
+        tokens.push(token);
+        i += len;
+    }
+}
+
+/// The token at byte `i` (not a space): returns its length and the token.
+fn lex_token(s: &str, i: usize) -> Result<(usize, Token), String> {
+    // What follows a one-byte (ASCII) start.
+    let rest = || &s[i + 1..];
+    Ok(match s.as_bytes()[i] {
+        b'(' => (1, Token::LParen),
+        b')' => (1, Token::RParen),
+        b'|' => (1, Token::Pipe),
+        b'`' => {
+            let Some(close) = rest().find('`') else {
+                return Err("unterminated raw string".into());
+            };
+            (close + 2, Token::Str(rest()[..close].to_string()))
+        }
+        b'"' => {
+            let (len, value) = lex_quoted(&s[i..])?;
+            (len, Token::Str(value))
+        }
+        b'.' => {
+            let name = rest();
+            let name_len = name
+                .find(|ch: char| !(ch.is_alphanumeric() || ch == '_' || ch == '.'))
+                .unwrap_or(name.len());
+            (1 + name_len, Token::Field(name[..name_len].to_string()))
+        }
+        b'-' | b'+' | b'0'..=b'9' => {
+            let digits = rest();
+            let len = digits
+                .find(|ch: char| !ch.is_ascii_digit())
+                .unwrap_or(digits.len())
+                + 1;
+            let lit = &s[i..i + len];
+            let n = lit
+                .parse::<i64>()
+                .map_err(|_| format!("bad number {lit:?}"))?;
+            (len, Token::Int(n))
+        }
+        c if c.is_ascii_alphabetic() || c == b'_' => {
+            let len = s[i..]
+                .find(|ch: char| !(ch.is_alphanumeric() || ch == '_'))
+                .unwrap_or(s.len() - i);
+            (len, Token::Ident(s[i..i + len].to_string()))
+        }
+        b'$' => return Err("template variables ($x) are not supported".into()),
+        _ => {
+            let ch = s[i..].chars().next().unwrap_or('?');
+            return Err(format!("unexpected character {ch:?}"));
+        }
+    })
 }
 
 /// Lexes a Go double-quoted string; returns the bytes used and its value.

@@ -134,6 +134,17 @@ impl FuncCtx {
     /// The functions themselves; [`Resolver::call`] bounds what they return.
     /// The ones that can grow their input check the size before building it.
     fn call_unbounded(&self, name: &str, args: &[Value]) -> Result<Value, EvalError> {
+        match name {
+            "split" | "replace" | "replace_all" | "lower" | "upper" | "clean_resource_name" => {
+                call_string_function(name, args)
+            }
+            _ => self.call_context_function(name, args),
+        }
+    }
+
+    /// The functions that read the context: variables, the environment,
+    /// the time, the build and the directories.
+    fn call_context_function(&self, name: &str, args: &[Value]) -> Result<Value, EvalError> {
         let s = |v: String| Ok(Value::Str(v));
         match name {
             "user" => {
@@ -190,53 +201,61 @@ impl FuncCtx {
                 arity(name, args, 0)?;
                 s(self.pwd.clone())
             }
-            "split" => {
-                // Packer: split STRING SEPARATOR INDEX.
-                arity(name, args, 3)?;
-                let text = string_arg(name, args, 0)?;
-                let sep = string_arg(name, args, 1)?;
-                let i = int_arg(name, args, 2)?;
-                usize::try_from(i)
-                    .ok()
-                    .and_then(|i| go_split_nth(&text, &sep, i))
-                    .map(Value::Str)
-                    .ok_or_else(|| {
-                        msg(format!(
-                            "the substring {i} was unavailable using the separator value, {sep}, only {} values were found",
-                            go_split_count(&text, &sep)
-                        ))
-                    })
-            }
-            "replace" => {
-                // Packer: replace OLD NEW N SOURCE (source last, for pipelines).
-                arity(name, args, 4)?;
-                let old = string_arg(name, args, 0)?;
-                let new = string_arg(name, args, 1)?;
-                let n = int_arg(name, args, 2)?;
-                let src = string_arg(name, args, 3)?;
-                s(go_replace(&src, &old, &new, n)?)
-            }
-            "replace_all" => {
-                arity(name, args, 3)?;
-                let old = string_arg(name, args, 0)?;
-                let new = string_arg(name, args, 1)?;
-                let src = string_arg(name, args, 2)?;
-                s(go_replace(&src, &old, &new, -1)?)
-            }
-            "lower" => {
-                arity(name, args, 1)?;
-                s(string_arg(name, args, 0)?.to_lowercase())
-            }
-            "upper" => {
-                arity(name, args, 1)?;
-                s(string_arg(name, args, 0)?.to_uppercase())
-            }
-            "clean_resource_name" => {
-                arity(name, args, 1)?;
-                s(clean_resource_name(&string_arg(name, args, 0)?))
-            }
             other => Err(msg(format!("function {other:?} is not defined"))),
         }
+    }
+}
+
+/// The functions of their arguments alone.
+fn call_string_function(name: &str, args: &[Value]) -> Result<Value, EvalError> {
+    let s = |v: String| Ok(Value::Str(v));
+    match name {
+        "split" => {
+            // Packer: split STRING SEPARATOR INDEX.
+            arity(name, args, 3)?;
+            let text = string_arg(name, args, 0)?;
+            let sep = string_arg(name, args, 1)?;
+            let i = int_arg(name, args, 2)?;
+            usize::try_from(i)
+                .ok()
+                .and_then(|i| go_split_nth(&text, &sep, i))
+                .map(Value::Str)
+                .ok_or_else(|| {
+                    msg(format!(
+                        "the substring {i} was unavailable using the separator value, {sep}, only {} values were found",
+                        go_split_count(&text, &sep)
+                    ))
+                })
+        }
+        "replace" => {
+            // Packer: replace OLD NEW N SOURCE (source last, for pipelines).
+            arity(name, args, 4)?;
+            let old = string_arg(name, args, 0)?;
+            let new = string_arg(name, args, 1)?;
+            let n = int_arg(name, args, 2)?;
+            let src = string_arg(name, args, 3)?;
+            s(go_replace(&src, &old, &new, n)?)
+        }
+        "replace_all" => {
+            arity(name, args, 3)?;
+            let old = string_arg(name, args, 0)?;
+            let new = string_arg(name, args, 1)?;
+            let src = string_arg(name, args, 2)?;
+            s(go_replace(&src, &old, &new, -1)?)
+        }
+        "lower" => {
+            arity(name, args, 1)?;
+            s(string_arg(name, args, 0)?.to_lowercase())
+        }
+        "upper" => {
+            arity(name, args, 1)?;
+            s(string_arg(name, args, 0)?.to_uppercase())
+        }
+        "clean_resource_name" => {
+            arity(name, args, 1)?;
+            s(clean_resource_name(&string_arg(name, args, 0)?))
+        }
+        other => Err(msg(format!("function {other:?} is not defined"))),
     }
 }
 
