@@ -198,20 +198,25 @@ impl From<&crate::plan::GceImportConfig> for ImageRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Image {
+    /// The image's name.
     pub name: String,
     /// GCE's numeric id, sent as a string of digits (a uint64).
     pub id: String,
     /// The image's full URL, as other API calls take it.
     pub self_link: String,
+    /// The image family, when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub family: Option<String>,
     /// `PENDING`, `READY` or `FAILED`.
     #[serde(default)]
     pub status: String,
+    /// The size of a disk made from it, in GB (a string, as GCE sends it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_size_gb: Option<String>,
+    /// RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub creation_timestamp: Option<String>,
+    /// The image's labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
 }

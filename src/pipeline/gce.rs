@@ -110,11 +110,15 @@ impl PublishRequest {
 /// The image a [`PublishRequest`] made, as Compute Engine describes it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PublishedImage {
+    /// The project the image is in.
     pub project: String,
+    /// The image's name.
     pub name: String,
     /// GCE's numeric id (a string of digits).
     pub id: String,
+    /// The image's full URL.
     pub self_link: String,
+    /// The image family, when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub family: Option<String>,
 }

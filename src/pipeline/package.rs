@@ -21,6 +21,7 @@ pub struct PackageRequest {
     pub format: FormatPolicy,
     /// Where the `.tar.gz` goes; it appears whole or not at all.
     pub output: PathBuf,
+    /// gzip level.
     pub level: CompressionLevel,
     /// Replace an existing output (never the disk itself).
     pub force: bool,
@@ -32,6 +33,7 @@ pub struct PackageRequest {
 /// The tarball a [`PackageRequest`] made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackagedFile {
+    /// The tarball, as the request named it.
     pub path: PathBuf,
     /// The `.tar.gz` size.
     pub size_bytes: u64,

@@ -28,6 +28,7 @@ pub struct TestRequest {
     /// How to boot it: the qemu builder's settings, the image as a
     /// `disk_image` source.
     pub machine: QemuConfig,
+    /// The checks to run, in order.
     pub checks: Vec<CheckSpec>,
 }
 
