@@ -4,11 +4,11 @@
 //! a backing file at the start of its raw disk would make the host read
 //! that file into the export.
 //!
-//! A format is either given (`--format`, a build's own `format`) or
+//! A format is either given (`--disk-format`, a build's own `format`) or
 //! detected from the first bytes: the qcow2 magic means qcow2, any other
 //! image format's header is refused, and no header means raw. A detected
 //! qcow2 that names a backing file is refused too: only an explicit
-//! `--format qcow2` may follow one. Backing chains are walked here, header
+//! `--disk-format qcow2` may follow one. Backing chains are walked here, header
 //! by header, so a loop or a backing file without a recorded format is an
 //! error before any tool runs.
 
@@ -80,12 +80,12 @@ pub enum ImageError {
     #[error("{} looks like a text file, not a disk image", path.display())]
     Text { path: PathBuf },
     #[error(
-        "{} starts with a {format} header; kiln reads qcow2 and raw only: convert it with qemu-img, or give --format raw if it is a raw disk that merely holds those bytes",
+        "{} starts with a {format} header; kiln reads qcow2 and raw only: convert it with qemu-img, or give --disk-format raw if it is a raw disk that merely holds those bytes",
         path.display()
     )]
     OtherFormat { path: PathBuf, format: &'static str },
     #[error(
-        "{} starts with a qcow2 header naming the backing file {backing:?}; a raw disk whose guest wrote that header would export a host file: give --format raw for a raw disk, or --format qcow2 to follow the backing file",
+        "{} starts with a qcow2 header naming the backing file {backing:?}; a raw disk whose guest wrote that header would export a host file: give --disk-format raw for a raw disk, or --disk-format qcow2 to follow the backing file",
         path.display()
     )]
     DetectedBacking { path: PathBuf, backing: String },
@@ -139,7 +139,7 @@ pub struct CheckedImage {
 /// What kiln may assume about a disk's format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FormatPolicy {
-    /// The user said so (`--format`) or kiln made the disk: the bytes are
+    /// The user said so (`--disk-format`) or kiln made the disk: the bytes are
     /// that format, whatever they look like.
     Known(ImageFormat),
     /// Detected from the header; a qcow2 header naming a backing file is
