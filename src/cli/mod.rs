@@ -8,6 +8,8 @@ mod inspect;
 pub mod interrupt;
 pub mod redact;
 mod test;
+#[cfg(test)]
+mod testing;
 pub mod ui;
 
 use std::io::IsTerminal;
