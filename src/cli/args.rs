@@ -32,7 +32,8 @@ const BUILD_HELP: &str = concat!(
     "Examples:\n  \
      kiln build template.json\n  \
      kiln build -var-file=prod.json -only=base -on-error=abort template.json\n  \
-     kiln build -machine-readable -test-report=report.xml template.json\n\n\
+     kiln build -machine-readable -test-report=report.xml template.json\n  \
+     kiln build -on-error=ask template.json   (clean up, abort, or retry a failed provisioner)\n\n\
      Environment:\n",
     common_env!(),
     "\n  \
@@ -181,7 +182,9 @@ pub struct BuildArgs {
     /// Replace existing output directories.
     #[arg(long)]
     pub force: bool,
-    /// What to do when a build fails: clean up everything, or leave it as it is.
+    /// What to do when a build fails: clean up everything, leave it as it
+    /// is, or ask on the terminal (and offer to run a failed provisioner
+    /// again); with no terminal to ask, `ask` cleans up.
     #[arg(long = "on-error", value_enum, default_value = "cleanup")]
     pub on_error: OnError,
     /// Prefix each line of output with a timestamp.
@@ -474,7 +477,16 @@ mod tests {
 
     #[test]
     fn unknown_on_error_value_is_rejected() {
-        let argv = normalize(["kiln", "build", "-on-error=ask", "t.json"].map(OsString::from));
+        let argv = normalize(["kiln", "build", "-on-error=maybe", "t.json"].map(OsString::from));
         assert!(Cli::try_parse_from(argv).is_err());
+    }
+
+    #[test]
+    fn on_error_ask_is_packers() {
+        let cli = parse(&["kiln", "build", "-on-error=ask", "t.json"]);
+        let Command::Build(b) = cli.command else {
+            panic!("not a build")
+        };
+        assert_eq!(b.on_error, OnError::Ask);
     }
 }

@@ -217,6 +217,21 @@ impl Live {
         self.multi.suspend(f)
     }
 
+    /// Takes the bars off the screen and stops drawing them (while a
+    /// question waits for its answer on that screen).
+    pub(super) fn hide(&self) {
+        let _ = self.multi.clear();
+        self.multi.set_draw_target(ProgressDrawTarget::hidden());
+    }
+
+    /// Draws the bars again after [`Live::hide`], up to date: they were
+    /// not kept so while hidden.
+    pub(super) fn show(&mut self, now: Instant, redactor: &Redactor) {
+        self.multi.set_draw_target(draw_target(&self.term));
+        self.redraw(now, redactor);
+        self.multi.suspend(|| ());
+    }
+
     /// Takes every bar off the screen for good.
     pub(super) fn clear(&mut self) {
         for build in self.builds.drain(..) {
@@ -604,5 +619,25 @@ mod tests {
         let after = recorder.lines().join("\n");
         assert!(after.contains("connect"), "{after}");
         assert!(!after.contains("Uploading"), "{after}");
+    }
+
+    #[test]
+    fn hidden_bars_are_not_drawn_until_shown_again() {
+        let recorder = Arc::new(Recorder::default());
+        let mut live = Live::new(recorder.clone(), false);
+        let redactor = Redactor::default();
+        let now = Instant::now();
+        live.stage("a", Stage::Provision, now, &redactor);
+        live.hide();
+        recorder.writes.lock().unwrap().clear();
+        live.stage("a", Stage::Shutdown, now, &redactor);
+        live.suspend(|| ());
+        assert!(recorder.lines().is_empty(), "{:?}", recorder.lines());
+        live.show(now, &redactor);
+        assert!(recorder.lines().join("").contains("shutdown"));
+        live.finish("a");
+        recorder.writes.lock().unwrap().clear();
+        live.suspend(|| ());
+        assert!(recorder.lines().is_empty(), "{:?}", recorder.lines());
     }
 }

@@ -6,7 +6,7 @@
 
 mod live;
 
-use std::io::{IsTerminal, Write};
+use std::io::{BufRead, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -55,6 +55,9 @@ struct State {
     redactor: Redactor,
 }
 
+/// Where answers to questions come from: a terminal's lines.
+type Answers = Arc<Mutex<Box<dyn BufRead + Send>>>;
+
 #[derive(Clone)]
 pub struct Ui {
     mode: Mode,
@@ -63,6 +66,9 @@ pub struct Ui {
     color_errors: bool,
     /// Between progress lines without a terminal.
     progress_line_every: Duration,
+    /// `None` when nobody can answer: stdin is not a terminal, or the
+    /// output is for machines (Packer's machine-readable UI never asks).
+    answers: Option<Answers>,
     state: Arc<Mutex<State>>,
 }
 
@@ -73,11 +79,17 @@ impl Ui {
         let out: Out = Arc::new(Mutex::new(out));
         let live =
             (mode == Mode::Tty).then(|| Live::new(Arc::new(OutTerm::new(out.clone())), color()));
+        let answers = (mode != Mode::Machine && std::io::stdin().is_terminal()).then(|| {
+            let stdin: Box<dyn BufRead + Send> =
+                Box::new(std::io::BufReader::new(std::io::stdin()));
+            Arc::new(Mutex::new(stdin))
+        });
         Ui {
             mode,
             timestamps,
             color_errors: color() && mode == Mode::Tty && std::io::stderr().is_terminal(),
             progress_line_every: PROGRESS_LINE_EVERY,
+            answers,
             state: Arc::new(Mutex::new(State {
                 out,
                 err: Box::new(std::io::stderr()),
@@ -105,6 +117,14 @@ impl Ui {
     pub fn with_error_output(mut self, err: Box<dyn Write + Send>) -> Self {
         self.color_errors = false;
         self.with_state(|state| state.err = err);
+        self
+    }
+
+    /// Answers to questions from `answers` instead of the terminal (for
+    /// tests); with `None`, nobody is asked.
+    #[cfg(test)]
+    pub fn with_answers(mut self, answers: Option<Box<dyn BufRead + Send>>) -> Self {
+        self.answers = answers.map(|a| Arc::new(Mutex::new(a)));
         self
     }
 
@@ -312,6 +332,34 @@ impl Reporter for Ui {
             self.say(build, &text);
         }
     }
+
+    fn ask(&self, build: &str, question: &str) -> Option<String> {
+        let answers = self.answers.as_ref()?;
+        let prompt = self.redact(&format!("{}==> {build}: {question} ", self.stamp()));
+        self.with_state(|state| {
+            // The bars would draw over the prompt and the answer typed.
+            if let Some(live) = &state.live {
+                live.hide();
+            }
+            let _ = with_out(&state.out, |out| out.write_all(prompt.as_bytes()));
+        });
+        // Read without the Ui's lock: the other builds go on printing.
+        let mut answer = String::new();
+        let read = answers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .read_line(&mut answer);
+        self.with_state(|state| {
+            if let Some(live) = &mut state.live {
+                live.show(Instant::now(), &state.redactor);
+            }
+        });
+        match read {
+            // End of input (Ctrl-D) or a terminal gone: nobody answers.
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(answer.trim_end_matches(['\r', '\n']).to_string()),
+        }
+    }
 }
 
 /// One machine-readable line: commas inside fields become Packer's
@@ -494,6 +542,30 @@ mod tests {
         assert!(cleared.contains("\x1b[2K"), "{text:?}");
         assert!(rest.contains("Uploading ["), "{text:?}");
         assert!(rest.contains("]  50%"), "{text:?}");
+    }
+
+    #[test]
+    fn questions_are_answered_by_a_line_and_nobody_answers_without_a_terminal() {
+        let sink = Sink::default();
+        let answers: Box<dyn BufRead + Send> = Box::new(std::io::Cursor::new("r\n\n"));
+        let ui = Ui::new(Mode::Tty, false, Box::new(sink.clone())).with_answers(Some(answers));
+        ui.set_redactor(Redactor::new(&["s3cret".into()]));
+        ui.stage("vm-s3cret", Stage::Provision);
+        assert_eq!(ui.ask("vm-s3cret", "Go on?").as_deref(), Some("r"));
+        let text = sink.text();
+        // The bar is cleared before the prompt, and back after the answer.
+        let (before, after) = text
+            .split_once("==> vm-<sensitive>: Go on? ")
+            .expect("prompt");
+        assert!(before.ends_with("\r\x1b[2K"), "{text:?}");
+        assert!(after.contains("provision"), "{text:?}");
+        assert_eq!(ui.ask("vm-s3cret", "Again?").as_deref(), Some(""));
+        // The input ended: nobody answers.
+        assert_eq!(ui.ask("vm-s3cret", "And?"), None);
+        assert!(!sink.text().contains("s3cret"));
+        // No terminal to ask, or machine-readable output: nobody answers.
+        let ui = Ui::new(Mode::Plain, false, Box::new(Sink::default())).with_answers(None);
+        assert_eq!(ui.ask("demo", "Go on?"), None);
     }
 
     #[test]
