@@ -33,7 +33,8 @@ const BUILD_HELP: &str = concat!(
      kiln build template.json\n  \
      kiln build -var-file=prod.json -only=base -on-error=abort template.json\n  \
      kiln build -machine-readable -test-report=report.xml template.json\n  \
-     kiln build -on-error=ask template.json   (clean up, abort, or retry a failed provisioner)\n\n\
+     kiln build -on-error=ask template.json   (clean up, abort, or retry a failed provisioner)\n  \
+     kiln build -debug template.json          (pause after each step)\n\n\
      Environment:\n",
     common_env!(),
     "\n  \
@@ -187,6 +188,10 @@ pub struct BuildArgs {
     /// again); with no terminal to ask, `ask` cleans up.
     #[arg(long = "on-error", value_enum, default_value = "cleanup")]
     pub on_error: OnError,
+    /// Pause after each step until enter is pressed on the terminal; builds
+    /// run one at a time.
+    #[arg(long)]
+    pub debug: bool,
     /// Prefix each line of output with a timestamp.
     #[arg(long = "timestamp-ui")]
     pub timestamp_ui: bool,
@@ -319,6 +324,7 @@ const LONG_FLAGS: &[&str] = &[
     "only",
     "except",
     "force",
+    "debug",
     "on-error",
     "timestamp-ui",
     "machine-readable",
@@ -488,5 +494,11 @@ mod tests {
             panic!("not a build")
         };
         assert_eq!(b.on_error, OnError::Ask);
+        assert!(!b.debug);
+        let cli = parse(&["kiln", "build", "-debug", "t.json"]);
+        let Command::Build(b) = cli.command else {
+            panic!("not a build")
+        };
+        assert!(b.debug);
     }
 }

@@ -36,10 +36,15 @@ pub(super) async fn run(args: BuildArgs) -> ExitCode {
             return exit::code(exit::USAGE);
         }
     };
+    if args.debug {
+        ui.say_global("Debug mode enabled. Builds will not be parallelized.");
+    }
     let options = BuildOptions {
         force: args.force,
         on_error: args.on_error,
-        parallel: args.parallel_builds,
+        debug: args.debug,
+        // One build at a time: the pauses of several would interleave.
+        parallel: if args.debug { 1 } else { args.parallel_builds },
         selection,
         test_report: args.test_report.clone(),
         many_builds: false,

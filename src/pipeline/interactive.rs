@@ -386,6 +386,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn debug_pauses_after_each_step() {
+        let person = Person::answering(&[Some(""), Some(""), Some("")]);
+        let ctx = ctx(&person);
+        let steps = Interactive::new(OnError::Cleanup, true);
+        steps.begin(&ctx, Stage::Source).await;
+        steps.begin(&ctx, Stage::Disk).await;
+        steps.next(&ctx, Stage::Test).await;
+        steps.end(&ctx).await;
+        let pause = |step: &str| {
+            format!("ask Pausing after run of step '{step}'. Press enter to continue.")
+        };
+        assert_eq!(
+            person.heard(),
+            [
+                "stage source".to_string(),
+                pause("source"),
+                "stage disk".to_string(),
+                pause("disk"),
+                pause("test"),
+            ]
+        );
+        // Without -debug, no pauses.
+        let person = Person::answering(&[]);
+        let ctx = self::ctx(&person);
+        let steps = Interactive::new(OnError::Ask, false);
+        steps.begin(&ctx, Stage::Source).await;
+        steps.end(&ctx).await;
+        assert_eq!(person.heard(), ["stage source"]);
+    }
+
+    #[tokio::test]
+    async fn debug_without_a_terminal_goes_on_and_says_so_once() {
+        let person = Person::answering(&[]);
+        let ctx = ctx(&person);
+        let steps = Interactive::new(OnError::Cleanup, true);
+        steps.begin(&ctx, Stage::Source).await;
+        steps.begin(&ctx, Stage::Disk).await;
+        steps.end(&ctx).await;
+        let said: Vec<String> = person
+            .heard()
+            .into_iter()
+            .filter(|l| l.starts_with("say"))
+            .collect();
+        assert_eq!(
+            said,
+            ["say -debug: nobody to answer (standard input is not a terminal): not pausing"]
+        );
+    }
+
+    #[tokio::test]
     async fn an_interrupted_build_is_cleaned_up_without_asking() {
         let person = Person::answering(&[Some("a")]);
         let ctx = ctx(&person);

@@ -84,6 +84,9 @@ impl Selection {
 pub struct BuildOptions {
     pub force: bool,
     pub on_error: OnError,
+    /// `-debug`: pause after each step until the person at the terminal
+    /// presses enter.
+    pub debug: bool,
     /// 0: no limit.
     pub parallel: usize,
     pub selection: Selection,
@@ -260,7 +263,7 @@ async fn run_one(
         cancel: cancel.clone(),
     };
     let mut undo = UndoStack::default();
-    let steps = interactive::Interactive::new(options.on_error, false);
+    let steps = interactive::Interactive::new(options.on_error, options.debug);
     let result = tokio::select! {
         result = pipeline(&spec, options, &ctx, &mut undo, run_uuid, &steps) => result,
         () = cancel.cancelled() => Err(BuildError::Cancelled),
