@@ -32,7 +32,9 @@ const BUILD_HELP: &str = concat!(
     "Examples:\n  \
      kiln build template.json\n  \
      kiln build -var-file=prod.json -only=base -on-error=abort template.json\n  \
-     kiln build -machine-readable -test-report=report.xml template.json\n\n\
+     kiln build -machine-readable -test-report=report.xml template.json\n  \
+     kiln build -on-error=ask template.json   (clean up, abort, or retry a failed provisioner)\n  \
+     kiln build -debug template.json          (pause after each step)\n\n\
      Environment:\n",
     common_env!(),
     "\n  \
@@ -186,9 +188,15 @@ pub struct BuildArgs {
     /// Replace existing output directories.
     #[arg(long)]
     pub force: bool,
-    /// What to do when a build fails: clean up everything, or leave it as it is.
+    /// What to do when a build fails: clean up everything, leave it as it
+    /// is, or ask on the terminal (and offer to run a failed provisioner
+    /// again); with no terminal to ask, `ask` cleans up.
     #[arg(long = "on-error", value_enum, default_value = "cleanup")]
     pub on_error: OnError,
+    /// Pause after each step until enter is pressed on the terminal; builds
+    /// run one at a time.
+    #[arg(long)]
+    pub debug: bool,
     /// Prefix each line of output with a timestamp.
     #[arg(long = "timestamp-ui")]
     pub timestamp_ui: bool,
@@ -338,6 +346,7 @@ const LONG_FLAGS: &[&str] = &[
     "only",
     "except",
     "force",
+    "debug",
     "on-error",
     "timestamp-ui",
     "machine-readable",
@@ -590,7 +599,22 @@ mod tests {
 
     #[test]
     fn unknown_on_error_value_is_rejected() {
-        let argv = normalize(["kiln", "build", "-on-error=ask", "t.json"].map(OsString::from));
+        let argv = normalize(["kiln", "build", "-on-error=maybe", "t.json"].map(OsString::from));
         assert!(Cli::try_parse_from(argv).is_err());
+    }
+
+    #[test]
+    fn on_error_ask_is_packers() {
+        let cli = parse(&["kiln", "build", "-on-error=ask", "t.json"]);
+        let Command::Build(b) = cli.command else {
+            panic!("not a build")
+        };
+        assert_eq!(b.on_error, OnError::Ask);
+        assert!(!b.debug);
+        let cli = parse(&["kiln", "build", "-debug", "t.json"]);
+        let Command::Build(b) = cli.command else {
+            panic!("not a build")
+        };
+        assert!(b.debug);
     }
 }

@@ -26,10 +26,17 @@ pub(super) async fn run(args: BuildArgs, machine_readable: bool) -> ExitCode {
         Err(err) => return session.usage_error(err.as_ref()),
     };
     session.ui().set_redactor(redact::known());
+    if args.debug {
+        session
+            .ui()
+            .say_global("Debug mode enabled. Builds will not be parallelized.");
+    }
     let options = BuildOptions {
         force: args.force,
         on_error: args.on_error,
-        parallel: args.parallel_builds,
+        debug: args.debug,
+        // One build at a time: the pauses of several would interleave.
+        parallel: if args.debug { 1 } else { args.parallel_builds },
         selection,
         test_report: args.test_report.clone(),
         many_builds: false,

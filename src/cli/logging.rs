@@ -90,22 +90,8 @@ pub fn init() {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use super::*;
-
-    #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Sink {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::cli::testing::SharedBuf;
 
     fn env_of(
         vars: &'static [(&'static str, &'static str)],
@@ -154,7 +140,7 @@ mod tests {
     fn debug_logged_argv_with_quotes_and_backslashes_is_masked() {
         let secret = "lo\"g-se\\cret\nsecond-line";
         redact::remember(&[secret.to_string()]);
-        let sink = Sink::default();
+        let sink = SharedBuf::default();
         let inner = sink.clone();
         let argv = vec![
             "-name".to_string(),
@@ -167,7 +153,7 @@ mod tests {
             tracing::debug!("plain {secret}");
             tracing::debug!(%secret, "displayed");
         });
-        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let text = sink.text();
         assert!(text.contains("launching QEMU"), "{text}");
         for part in ["lo\"g", "lo\\\"g", "se\\cret", "se\\\\cret", "second-line"] {
             assert!(!text.contains(part), "{part:?} leaked:\n{text}");

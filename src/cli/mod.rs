@@ -9,6 +9,8 @@ pub mod interrupt;
 pub mod redact;
 mod session;
 mod test;
+#[cfg(test)]
+mod testing;
 pub mod ui;
 mod validate;
 mod version;

@@ -9,6 +9,7 @@
 
 mod disk;
 mod gce;
+mod interactive;
 mod machine;
 mod package;
 mod post;
@@ -41,6 +42,9 @@ pub enum OnError {
     Cleanup,
     /// Stop and leave everything as it is, for inspection.
     Abort,
+    /// Ask on the terminal: clean up, abort, or (a failed provisioner)
+    /// run it again.
+    Ask,
 }
 
 /// `-only` / `-except`.
@@ -91,6 +95,9 @@ impl Selection {
 pub struct BuildOptions {
     pub force: bool,
     pub on_error: OnError,
+    /// `-debug`: pause after each step until the person at the terminal
+    /// presses enter.
+    pub debug: bool,
     /// 0: no limit.
     pub parallel: usize,
     pub selection: Selection,
@@ -282,8 +289,9 @@ async fn run_one(
         cancel: cancel.clone(),
     };
     let mut undo = UndoStack::default();
+    let steps = interactive::Interactive::new(options.on_error, options.debug);
     let result = tokio::select! {
-        result = pipeline(&spec, options, &ctx, &mut undo, run_uuid) => result,
+        result = pipeline(&spec, options, &ctx, &mut undo, run_uuid, &steps) => result,
         () = cancel.cancelled() => Err(BuildError::Cancelled),
     };
     // The pipeline future is gone by now, and with it the QEMU process.
@@ -298,27 +306,24 @@ async fn run_one(
             }
             reporter.artifact(&ctx.name, artifact);
         }
-        Err(err) => {
-            reporter.error(&ctx.name, &crate::error::error_chain(err));
-            match options.on_error {
-                OnError::Cleanup => {
-                    for (path, err) in undo.unwind() {
-                        ctx.reporter.error(
-                            &ctx.name,
-                            &format!("could not remove {}: {err}", path.display()),
-                        );
-                    }
-                }
-                OnError::Abort => {
-                    for path in undo.abandon() {
-                        ctx.say(&format!(
-                            "-on-error=abort: left {} in place",
-                            path.display()
-                        ));
-                    }
+        Err(err) => match steps.ending(&ctx, options.on_error, err).await {
+            interactive::Ending::CleanUp => {
+                for (path, err) in undo.unwind() {
+                    ctx.reporter.error(
+                        &ctx.name,
+                        &format!("could not remove {}: {err}", path.display()),
+                    );
                 }
             }
-        }
+            interactive::Ending::Leave => {
+                for path in undo.abandon() {
+                    ctx.say(&format!(
+                        "-on-error=abort: left {} in place",
+                        path.display()
+                    ));
+                }
+            }
+        },
     }
     Outcome {
         name: spec.name,
@@ -333,13 +338,14 @@ async fn pipeline(
     ctx: &BuildContext,
     undo: &mut UndoStack,
     run_uuid: &str,
+    steps: &interactive::Interactive,
 ) -> Result<Artifact, BuildError> {
     let config = &spec.qemu;
 
-    ctx.stage(Stage::Source);
+    steps.begin(ctx, Stage::Source).await;
     let source = resolve_source(config).await?;
 
-    ctx.stage(Stage::Disk);
+    steps.begin(ctx, Stage::Disk).await;
     let disk_path = prepare_output(config, options.force, undo)?;
     make_disk(config, &source, &disk_path).await?;
 
@@ -357,43 +363,51 @@ async fn pipeline(
         &config.vm_name,
     )
     .await?;
-    ctx.stage(Stage::Launch);
+    steps.begin(ctx, Stage::Launch).await;
     vm.launch(ctx).await?;
 
     let mut guest = match &config.communicator {
         Communicator::Ssh(_) => {
-            ctx.stage(Stage::Connect);
+            steps.begin(ctx, Stage::Connect).await;
             Some(vm.connect(ctx).await?)
         }
         Communicator::None => None,
     };
 
-    ctx.stage(Stage::Provision);
+    steps.begin(ctx, Stage::Provision).await;
     let provisioning = async {
         for provisioner in &spec.provisioners {
-            let output = |line: &str| ctx.reporter.output(&ctx.name, line);
-            let say = |line: &str| ctx.reporter.say(&ctx.name, line);
-            let mut pctx = crate::provision::Context {
-                build_name: &ctx.name,
-                builder_type: &ctx.builder_type,
-                guest: guest.as_mut(),
-                output: &output,
-                say: &say,
-                cancel: ctx.cancel.clone(),
-            };
-            crate::provision::run(provisioner, &mut pctx)
-                .await
-                .map_err(|source| BuildError::Provision {
-                    index: provisioner.index,
-                    kind: provisioner.type_name.clone(),
-                    source,
-                })?;
+            loop {
+                let output = |line: &str| ctx.reporter.output(&ctx.name, line);
+                let say = |line: &str| ctx.reporter.say(&ctx.name, line);
+                let mut pctx = crate::provision::Context {
+                    build_name: &ctx.name,
+                    builder_type: &ctx.builder_type,
+                    guest: guest.as_mut(),
+                    output: &output,
+                    say: &say,
+                    cancel: ctx.cancel.clone(),
+                };
+                let result =
+                    crate::provision::run(provisioner, &mut pctx)
+                        .await
+                        .map_err(|source| BuildError::Provision {
+                            index: provisioner.index,
+                            kind: provisioner.type_name.clone(),
+                            source,
+                        });
+                match result {
+                    // -on-error=ask: the person may have it run again.
+                    Err(err) if steps.retry(ctx, &err).await => continue,
+                    result => break result?,
+                }
+            }
         }
         Ok(())
     };
     against_machine(&mut vm, machine::DURING_PROVISIONING, provisioning).await?;
 
-    ctx.stage(Stage::Shutdown);
+    steps.begin(ctx, Stage::Shutdown).await;
     if let Some(guest) = guest.as_mut() {
         vm.remove_build_key(ctx, guest).await?;
     }
@@ -401,6 +415,8 @@ async fn pipeline(
     drop(vm);
 
     if !spec.tests.is_empty() {
+        // test_boot announces its stage itself.
+        steps.next(ctx, Stage::Test).await;
         let results = test_boot::run(
             ctx,
             config,
@@ -434,7 +450,7 @@ async fn pipeline(
         }
     }
 
-    ctx.stage(Stage::Finalize);
+    steps.begin(ctx, Stage::Finalize).await;
     if config.skip_compaction || config.use_backing_file {
         if config.disk_compression && !config.use_backing_file {
             disk::compact(&disk_path, config.format, true).await?;
@@ -456,9 +472,10 @@ async fn pipeline(
     };
 
     if !spec.post_processors.is_empty() {
-        ctx.stage(Stage::Post);
+        steps.begin(ctx, Stage::Post).await;
         run_post_processors(spec, &artifact, ctx, undo, run_uuid).await?;
     }
+    steps.end(ctx).await;
     Ok(artifact)
 }
 

@@ -156,6 +156,13 @@ pub trait Reporter: Send + Sync {
     /// A long transfer moved on (called often: implementations pace their
     /// output themselves); `None` when it is over.
     fn progress(&self, build: &str, progress: Option<&Progress>);
+    /// Asks the person at the terminal `question` (`-on-error=ask`,
+    /// `-debug`) and returns the line they typed, or `None` when nobody can
+    /// answer: no terminal, or its input ended. Blocks until answered, so
+    /// callers run it off the async threads.
+    fn ask(&self, _build: &str, _question: &str) -> Option<String> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ mod dead_machine;
 mod disks;
 mod gce;
 mod guest;
+mod interactive;
 mod secrets;
 mod smoke;
 mod util;

@@ -1,21 +1,24 @@
-//! What the user sees: a live status line per build on a TTY, plain
-//! timestamped lines otherwise, or Packer's machine-readable format.
-//! Errors for people go to stderr in every mode; in the machine-readable
-//! mode their records stay on stdout too, as Packer writes them.
+//! What the user sees: live status lines per build on a TTY (drawn by
+//! [`live`]), plain timestamped lines otherwise, or Packer's
+//! machine-readable format. Errors for people go to stderr in every mode;
+//! in the machine-readable mode their records stay on stdout too, as Packer
+//! writes them.
 
-use std::io::{IsTerminal, Write};
+mod live;
+
+use std::io::{BufRead, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::redact::Redactor;
 use crate::pipeline::report::{Artifact, Progress, Reporter, Stage};
+use live::{Live, Out, OutTerm, with_out};
 
 /// Between progress lines when there is no live status line to redraw.
 const PROGRESS_LINE_EVERY: Duration = Duration::from_secs(5);
 /// Between redraws of a live progress bar.
 const PROGRESS_REDRAW_EVERY: Duration = Duration::from_millis(100);
-const BAR_CELLS: usize = 24;
 
 /// Colours and bold on a terminal: off with `-color=false` or `NO_COLOR`.
 /// One setting for the whole process, made once from the arguments.
@@ -29,15 +32,6 @@ fn color() -> bool {
     COLOR.load(Ordering::Relaxed)
 }
 
-/// `name` in bold when colours are on.
-fn bold(name: &str) -> String {
-    if color() {
-        format!("\x1b[1m{name}\x1b[0m")
-    } else {
-        name.to_string()
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// Live status lines, redrawn in place.
@@ -48,54 +42,21 @@ pub enum Mode {
     Machine,
 }
 
-struct BuildStatus {
-    name: String,
-    stage: Option<Stage>,
-    started: Instant,
-    stage_started: Instant,
-    finished: bool,
-    progress: Option<Progress>,
-    /// When progress was last shown (drawn, or said as a line).
-    progress_shown: Option<Instant>,
-}
-
-impl BuildStatus {
-    fn new(name: &str, stage: Option<Stage>, now: Instant) -> Self {
-        BuildStatus {
-            name: name.to_string(),
-            stage,
-            started: now,
-            stage_started: now,
-            finished: false,
-            progress: None,
-            progress_shown: None,
-        }
-    }
-}
-
-fn status_of<'a>(state: &'a mut State, build: &str, now: Instant) -> &'a mut BuildStatus {
-    match state.builds.iter().position(|b| b.name == build) {
-        Some(index) => &mut state.builds[index],
-        None => {
-            state.builds.push(BuildStatus::new(build, None, now));
-            state.builds.last_mut().expect("just pushed")
-        }
-    }
-}
-
 struct State {
-    out: Box<dyn Write + Send>,
+    out: Out,
     /// Where errors for people go: stderr, but for tests.
     err: Box<dyn Write + Send>,
-    builds: Vec<BuildStatus>,
-    /// Status lines currently on screen (TTY mode), to erase before printing.
-    drawn: usize,
-    /// Only a terminal gets the live status lines.
-    live: bool,
+    /// The status lines (TTY mode, until [`Ui::stop_live`]).
+    live: Option<Live>,
+    /// When each build's progress was last said as a line (other modes).
+    progress_said: Vec<(String, Instant)>,
     /// Shared by every clone of the [`Ui`], so one set late (after the
     /// template is loaded) reaches the clones made before.
     redactor: Redactor,
 }
+
+/// Where answers to questions come from: a terminal's lines.
+type Answers = Arc<Mutex<Box<dyn BufRead + Send>>>;
 
 #[derive(Clone)]
 pub struct Ui {
@@ -105,23 +66,35 @@ pub struct Ui {
     color_errors: bool,
     /// Between progress lines without a terminal.
     progress_line_every: Duration,
+    /// `None` when nobody can answer: stdin is not a terminal, or the
+    /// output is for machines (Packer's machine-readable UI never asks).
+    answers: Option<Answers>,
     state: Arc<Mutex<State>>,
 }
 
 impl Ui {
-    /// Everything but errors goes to `out`; errors go to stderr.
+    /// Everything but errors goes to `out`; errors go to stderr. Questions
+    /// are answered on stdin when it is a terminal.
     pub fn new(mode: Mode, timestamps: bool, out: Box<dyn Write + Send>) -> Self {
+        let out: Out = Arc::new(Mutex::new(out));
+        let live =
+            (mode == Mode::Tty).then(|| Live::new(Arc::new(OutTerm::new(out.clone())), color()));
+        let answers = (mode != Mode::Machine && std::io::stdin().is_terminal()).then(|| {
+            let stdin: Box<dyn BufRead + Send> =
+                Box::new(std::io::BufReader::new(std::io::stdin()));
+            Arc::new(Mutex::new(stdin))
+        });
         Ui {
             mode,
             timestamps,
             color_errors: color() && mode == Mode::Tty && std::io::stderr().is_terminal(),
             progress_line_every: PROGRESS_LINE_EVERY,
+            answers,
             state: Arc::new(Mutex::new(State {
                 out,
                 err: Box::new(std::io::stderr()),
-                builds: Vec::new(),
-                drawn: 0,
-                live: mode == Mode::Tty,
+                live,
+                progress_said: Vec::new(),
                 redactor: Redactor::default(),
             })),
         }
@@ -147,6 +120,14 @@ impl Ui {
         self
     }
 
+    /// Answers to questions from `answers` instead of the terminal (for
+    /// tests); with `None`, nobody is asked.
+    #[cfg(test)]
+    pub fn with_answers(mut self, answers: Option<Box<dyn BufRead + Send>>) -> Self {
+        self.answers = answers.map(|a| Arc::new(Mutex::new(a)));
+        self
+    }
+
     pub fn mode(&self) -> Mode {
         self.mode
     }
@@ -161,19 +142,22 @@ impl Ui {
             let mut interval = tokio::time::interval(Duration::from_millis(250));
             loop {
                 interval.tick().await;
-                ui.with_state(redraw);
+                ui.with_state(|state| {
+                    if let Some(live) = &mut state.live {
+                        live.redraw(Instant::now(), &state.redactor);
+                    }
+                });
             }
         }))
     }
 
     /// Erases the live lines for good (before the final summary).
     pub fn stop_live(&self) {
-        if self.mode == Mode::Tty {
-            self.with_state(|state| {
-                erase(state);
-                state.builds.clear();
-            });
-        }
+        self.with_state(|state| {
+            if let Some(mut live) = state.live.take() {
+                live.clear();
+            }
+        });
     }
 
     fn with_state(&self, f: impl FnOnce(&mut State)) {
@@ -184,8 +168,17 @@ impl Ui {
             Err(poisoned) => poisoned.into_inner(),
         };
         f(&mut state);
-        let _ = state.out.flush();
+        let _ = with_out(&state.out, |out| out.flush());
         let _ = state.err.flush();
+    }
+
+    /// `2026-01-02T03:04:05Z ` in plain mode or with `-timestamp-ui`.
+    fn stamp(&self) -> String {
+        if self.mode == Mode::Plain || self.timestamps {
+            format!("{} ", chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ"))
+        } else {
+            String::new()
+        }
     }
 
     /// A line for people; `kind` is Packer's ui type (say, message, error).
@@ -198,38 +191,40 @@ impl Ui {
             Mode::Machine => {
                 let record = machine_record("", &["ui", kind, &text]);
                 self.with_state(|state| {
-                    let _ = writeln!(state.out, "{record}");
+                    let _ = with_out(&state.out, |out| writeln!(out, "{record}"));
                     if error {
                         let _ = writeln!(state.err, "{text}");
                     }
                 });
             }
             Mode::Plain | Mode::Tty => {
-                let stamp = if self.mode == Mode::Plain || self.timestamps {
-                    format!("{} ", chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ"))
-                } else {
-                    String::new()
-                };
+                let stamp = self.stamp();
                 let colored = error && self.color_errors;
                 self.with_state(|state| {
-                    erase(state);
-                    // The live lines are gone from the terminal before the
-                    // error appears on it through the other stream.
-                    let _ = state.out.flush();
-                    let to: &mut dyn Write = if error {
-                        &mut state.err
-                    } else {
-                        &mut state.out
-                    };
-                    for line in text.split('\n') {
-                        if colored {
-                            let _ = writeln!(to, "{stamp}\x1b[31m{line}\x1b[0m");
+                    let State { out, err, live, .. } = state;
+                    let mut write = || {
+                        let write_to = |to: &mut dyn Write| {
+                            for line in text.split('\n') {
+                                if colored {
+                                    let _ = writeln!(to, "{stamp}\x1b[31m{line}\x1b[0m");
+                                } else {
+                                    let _ = writeln!(to, "{stamp}{line}");
+                                }
+                            }
+                            let _ = to.flush();
+                        };
+                        if error {
+                            write_to(err.as_mut());
                         } else {
-                            let _ = writeln!(to, "{stamp}{line}");
+                            with_out(out, |out| write_to(out));
                         }
+                    };
+                    // The bars leave the screen while the line is written
+                    // (through either stream), and come back below it.
+                    match live {
+                        Some(live) => live.suspend(write),
+                        None => write(),
                     }
-                    let _ = to.flush();
-                    redraw(state);
                 });
             }
         }
@@ -252,28 +247,25 @@ impl Ui {
         let refs: Vec<&str> = fields.iter().map(String::as_str).collect();
         let record = machine_record(&self.redact(target), &refs);
         self.with_state(|state| {
-            let _ = writeln!(state.out, "{record}");
+            let _ = with_out(&state.out, |out| writeln!(out, "{record}"));
         });
     }
 
     pub fn finish_build(&self, build: &str) {
         self.with_state(|state| {
-            if let Some(status) = state.builds.iter_mut().find(|b| b.name == build) {
-                status.finished = true;
+            if let Some(live) = &mut state.live {
+                live.finish(build);
             }
-            redraw(state);
         });
     }
 }
 
 impl Reporter for Ui {
     fn stage(&self, build: &str, stage: Stage) {
-        let now = Instant::now();
         self.with_state(|state| {
-            let status = status_of(state, build, now);
-            status.stage = Some(stage);
-            status.stage_started = now;
-            redraw(state);
+            if let Some(live) = &mut state.live {
+                live.stage(build, stage, Instant::now(), &state.redactor);
+            }
         });
         if self.mode == Mode::Machine {
             self.machine(build, &["kiln-stage", stage.as_str()]);
@@ -313,32 +305,26 @@ impl Reporter for Ui {
     fn progress(&self, build: &str, progress: Option<&Progress>) {
         let now = Instant::now();
         let mut line = None;
-        let live = self.mode == Mode::Tty;
         self.with_state(|state| {
-            let status = status_of(state, build, now);
-            let shown = status.progress_shown;
-            let due = |every| shown.is_none_or(|at| now - at >= every);
-            match progress {
-                Some(progress) if live => {
-                    status.progress = Some(progress.clone());
-                    if due(PROGRESS_REDRAW_EVERY) {
-                        status.progress_shown = Some(now);
-                        redraw(state);
-                    }
+            if let Some(live) = &mut state.live {
+                live.progress(build, progress, PROGRESS_REDRAW_EVERY, now, &state.redactor);
+                return;
+            }
+            let said = state.progress_said.iter().position(|(b, _)| b == build);
+            match (progress, said) {
+                (None, Some(index)) => {
+                    state.progress_said.remove(index);
                 }
+                (None, None) => {}
                 // The first line waits a while too: a transfer that ends
                 // sooner needs none, and early rates are noise.
-                Some(_) if shown.is_none() => status.progress_shown = Some(now),
-                Some(progress) => {
-                    if due(self.progress_line_every) {
-                        status.progress_shown = Some(now);
+                (Some(_), None) => state.progress_said.push((build.to_string(), now)),
+                (Some(progress), Some(index)) => {
+                    let at = &mut state.progress_said[index].1;
+                    if now - *at >= self.progress_line_every {
+                        *at = now;
                         line = Some(progress.describe());
                     }
-                }
-                None => {
-                    status.progress = None;
-                    status.progress_shown = None;
-                    redraw(state);
                 }
             }
         });
@@ -346,84 +332,34 @@ impl Reporter for Ui {
             self.say(build, &text);
         }
     }
-}
 
-fn erase(state: &mut State) {
-    for _ in 0..state.drawn {
-        let _ = write!(state.out, "\x1b[1A\x1b[2K");
-    }
-    state.drawn = 0;
-}
-
-fn redraw(state: &mut State) {
-    if !state.live || state.builds.is_empty() {
-        return;
-    }
-    erase(state);
-    let now = Instant::now();
-    let mut lines = Vec::new();
-    for build in &state.builds {
-        if build.finished {
-            continue;
+    fn ask(&self, build: &str, question: &str) -> Option<String> {
+        let answers = self.answers.as_ref()?;
+        let prompt = self.redact(&format!("{}==> {build}: {question} ", self.stamp()));
+        self.with_state(|state| {
+            // The bars would draw over the prompt and the answer typed.
+            if let Some(live) = &state.live {
+                live.hide();
+            }
+            let _ = with_out(&state.out, |out| out.write_all(prompt.as_bytes()));
+        });
+        // Read without the Ui's lock: the other builds go on printing.
+        let mut answer = String::new();
+        let read = answers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .read_line(&mut answer);
+        self.with_state(|state| {
+            if let Some(live) = &mut state.live {
+                live.show(Instant::now(), &state.redactor);
+            }
+        });
+        match read {
+            // End of input (Ctrl-D) or a terminal gone: nobody answers.
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(answer.trim_end_matches(['\r', '\n']).to_string()),
         }
-        let mut line = match build.stage {
-            Some(stage) => format!(
-                "{}  {:<10} {:>6}  (total {})",
-                bold(&build.name),
-                stage.as_str(),
-                format_elapsed(now - build.stage_started),
-                format_elapsed(now - build.started),
-            ),
-            // Not a build (`kiln export`): no stages to show.
-            None => format!(
-                "{}  {}",
-                bold(&build.name),
-                format_elapsed(now - build.started)
-            ),
-        };
-        if let Some(progress) = &build.progress {
-            line.push_str("  ");
-            line.push_str(&progress_bar(progress));
-        }
-        lines.push(line);
     }
-    for line in &lines {
-        // Build names come from the template, and may hold a variable.
-        let _ = writeln!(state.out, "{}", state.redactor.redact(line));
-    }
-    state.drawn = lines.len();
-}
-
-/// `Uploading [##########--------------]  42%  612 MiB  38.2 MiB/s  0:51 left`
-fn progress_bar(progress: &Progress) -> String {
-    let mut text = format!("{} ", progress.action);
-    match progress.fraction {
-        Some(fraction) => {
-            let filled = ((fraction * BAR_CELLS as f64) as usize).min(BAR_CELLS);
-            text.push_str(&format!(
-                "[{}{}] {:>3}%",
-                "#".repeat(filled),
-                "-".repeat(BAR_CELLS - filled),
-                // Rounded down, as the bar is: 100% only when all is done.
-                (fraction * 100.0) as u32
-            ));
-        }
-        None => text.push_str(&format!("[{}]", "?".repeat(BAR_CELLS))),
-    }
-    text.push_str(&format!(
-        "  {}  {:.1} MiB/s",
-        crate::human::bytes(progress.bytes),
-        progress.bytes_per_sec / f64::from(1 << 20)
-    ));
-    if let Some(eta) = progress.eta {
-        text.push_str(&format!("  {} left", format_elapsed(eta)));
-    }
-    text
-}
-
-fn format_elapsed(elapsed: Duration) -> String {
-    let secs = elapsed.as_secs();
-    format!("{}:{:02}", secs / 60, secs % 60)
 }
 
 /// One machine-readable line: commas inside fields become Packer's
@@ -446,25 +382,7 @@ pub fn machine_record(target: &str, fields: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Sink {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Sink {
-        fn text(&self) -> String {
-            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-        }
-    }
+    use crate::cli::testing::SharedBuf as Sink;
 
     #[test]
     fn errors_go_to_stderr_in_every_mode() {
@@ -611,28 +529,43 @@ mod tests {
     }
 
     #[test]
-    fn tty_mode_draws_a_progress_bar_on_the_status_line() {
+    fn tty_mode_prints_lines_above_the_bars() {
         let sink = Sink::default();
         let ui = Ui::new(Mode::Tty, false, Box::new(sink.clone()));
         ui.stage("demo", Stage::Post);
         ui.progress("demo", Some(&upload(0.5)));
-        let text = sink.text();
-        let bar = format!("Uploading [{}{}]  50%", "#".repeat(12), "-".repeat(12));
-        assert!(text.contains(&bar), "{text:?}");
-        assert!(text.contains("600 MiB  40.0 MiB/s  1:15 left"), "{text:?}");
-        // Nearly done is not done.
         let before = sink.text().len();
-        std::thread::sleep(PROGRESS_REDRAW_EVERY);
-        ui.progress("demo", Some(&upload(0.999)));
-        let nearly = sink.text()[before..].to_string();
-        let bar = format!("[{}-]  99%", "#".repeat(23));
-        assert!(nearly.contains(&bar), "{nearly:?}");
-        // Over: the bar goes from the status line.
+        ui.say("demo", "halfway");
+        let text = sink.text()[before..].to_string();
+        // The bar is cleared, the line written whole, the bar drawn again.
+        let (cleared, rest) = text.split_once("==> demo: halfway\n").expect("the line");
+        assert!(cleared.contains("\x1b[2K"), "{text:?}");
+        assert!(rest.contains("Uploading ["), "{text:?}");
+        assert!(rest.contains("]  50%"), "{text:?}");
+    }
+
+    #[test]
+    fn questions_are_answered_by_a_line_and_nobody_answers_without_a_terminal() {
+        let sink = Sink::default();
+        let answers: Box<dyn BufRead + Send> = Box::new(std::io::Cursor::new("r\n\n"));
+        let ui = Ui::new(Mode::Tty, false, Box::new(sink.clone())).with_answers(Some(answers));
+        ui.set_redactor(Redactor::new(&["s3cret".into()]));
+        ui.stage("vm-s3cret", Stage::Provision);
+        assert_eq!(ui.ask("vm-s3cret", "Go on?").as_deref(), Some("r"));
         let text = sink.text();
-        ui.progress("demo", None);
-        let after = sink.text()[text.len()..].to_string();
-        assert!(after.contains("post"), "{after:?}");
-        assert!(!after.contains("Uploading"), "{after:?}");
+        // The bar is cleared before the prompt, and back after the answer.
+        let (before, after) = text
+            .split_once("==> vm-<sensitive>: Go on? ")
+            .expect("prompt");
+        assert!(before.ends_with("\r\x1b[2K"), "{text:?}");
+        assert!(after.contains("provision"), "{text:?}");
+        assert_eq!(ui.ask("vm-s3cret", "Again?").as_deref(), Some(""));
+        // The input ended: nobody answers.
+        assert_eq!(ui.ask("vm-s3cret", "And?"), None);
+        assert!(!sink.text().contains("s3cret"));
+        // No terminal to ask, or machine-readable output: nobody answers.
+        let ui = Ui::new(Mode::Plain, false, Box::new(Sink::default())).with_answers(None);
+        assert_eq!(ui.ask("demo", "Go on?"), None);
     }
 
     #[test]
