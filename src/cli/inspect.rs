@@ -2,7 +2,7 @@
 
 use super::args::TemplateArgs;
 use super::redact::{MASK, Redactor};
-use crate::template::{self, PostProcessorSpec};
+use crate::plan::{Plan, PostProcessorSpec};
 
 pub fn run(args: &TemplateArgs) -> anyhow::Result<()> {
     let plan = super::load_plan(args)?;
@@ -14,7 +14,7 @@ pub fn run(args: &TemplateArgs) -> anyhow::Result<()> {
 /// other value (a default, a description, a name) that holds one.
 /// Control characters from the template are shown escaped, line by line,
 /// so a value cannot drive the terminal.
-fn render(plan: &template::Plan) -> String {
+fn render(plan: &Plan) -> String {
     let masked = Redactor::new(&plan.sensitive_values).redact(&render_plain(plan));
     masked
         .split('\n')
@@ -23,7 +23,7 @@ fn render(plan: &template::Plan) -> String {
         .join("\n")
 }
 
-fn render_plain(plan: &template::Plan) -> String {
+fn render_plain(plan: &Plan) -> String {
     let mut out = String::new();
     if let Some(description) = &plan.description {
         out.push_str(&format!("Description:\n\n  {description}\n\n"));

@@ -8,6 +8,7 @@ use serde_json::{Map, Value as Json};
 use super::args::TestArgs;
 use super::ui::Ui;
 use crate::pipeline;
+use crate::plan::{CheckSpec, QemuConfig};
 use crate::template;
 
 pub async fn run(args: TestArgs) -> ExitCode {
@@ -97,7 +98,7 @@ fn ssh_username_hint(tried: &str, default_user: Option<&str>) -> String {
 
 /// Everything that can be wrong before a boot: the image, the checks, the
 /// report name, the settings.
-fn prepare(args: &TestArgs) -> anyhow::Result<(template::QemuConfig, Vec<template::CheckSpec>)> {
+fn prepare(args: &TestArgs) -> anyhow::Result<(QemuConfig, Vec<CheckSpec>)> {
     if let Some(path) = &args.test_report {
         crate::smoke::report::check_path(path)?;
     }

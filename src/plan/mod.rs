@@ -8,9 +8,9 @@
 //! references Packer only knows at run time (`{{ .Vars }}`, `{{ .Path }}`,
 //! `{{ .SSHHostPort }}`, ...), which stay in the string for [`render_late`].
 
-pub mod compression;
+mod compression;
 pub mod defaults;
-pub mod render;
+pub(crate) mod render;
 
 pub use compression::{CompressionLevel, InvalidCompressionLevel};
 pub use render::render_late;

@@ -19,7 +19,7 @@ use crate::plan::render::funcs::FuncCtx;
 /// Past this many problems, unknown keys get no suggestion: only the first
 /// ones are shown (see `format_problems`), and a generated template can have
 /// thousands.
-pub const SUGGEST_UNDER: usize = 100;
+const SUGGEST_UNDER: usize = 100;
 
 /// The problems found so far, and the function context strings render with.
 pub struct Cx {
@@ -279,7 +279,7 @@ pub fn string_value(cx: &Cx, path: &str, v: &Json) -> Option<String> {
     }
 }
 
-pub fn bool_value(cx: &Cx, path: &str, v: &Json) -> Option<bool> {
+fn bool_value(cx: &Cx, path: &str, v: &Json) -> Option<bool> {
     let bad = |shown: String| {
         cx.problem(
             path,

@@ -10,7 +10,7 @@ use super::decode::{Cx, json_type};
 /// The most builders one template may have. Every provisioner and
 /// post-processor is decoded once per build, so the work grows with their
 /// product; real templates have a handful of builders.
-pub const MAX_BUILDERS: usize = 100;
+const MAX_BUILDERS: usize = 100;
 
 pub struct BuilderHead<'a> {
     pub path: String,

@@ -14,7 +14,6 @@ mod provisioner;
 pub(crate) mod show;
 mod variables;
 
-pub use crate::plan::*;
 pub use duration::parse as parse_duration;
 
 use std::path::{Path, PathBuf};
@@ -22,6 +21,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value as Json};
 
 use crate::plan::render::funcs::FuncCtx;
+use crate::plan::{BuildSpec, CheckSpec, Plan, PostProcessorSpec, ProvisionerSpec, QemuConfig};
 use checks::CheckHead;
 use decode::{Cx, Obj, json_type};
 use heads::{BuilderHead, ProvisionerHead, builder_heads, filter, filter_quiet, provisioner_heads};
@@ -49,17 +49,6 @@ impl std::fmt::Debug for Override {
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
     pub entries: Vec<Override>,
-}
-
-impl Overrides {
-    /// The files first, then the variables.
-    pub fn new(vars: Vec<(String, String)>, var_files: Vec<PathBuf>) -> Overrides {
-        let files = var_files.into_iter().map(Override::File);
-        let vars = vars.into_iter().map(|(k, v)| Override::Var(k, v));
-        Overrides {
-            entries: files.chain(vars).collect(),
-        }
-    }
 }
 
 /// One thing wrong with a template, at a JSON path such as

@@ -16,7 +16,7 @@ pub const MAX_VALUE_BYTES: usize = 1 << 20;
 /// How deep `( )` may nest in one action. Parsing and evaluation recurse
 /// once per level, so this bounds their stack use; real templates nest two
 /// or three levels.
-pub const MAX_NESTING: usize = 64;
+const MAX_NESTING: usize = 64;
 
 /// The error for a value over [`MAX_VALUE_BYTES`]; callers name the place.
 pub fn too_long() -> EvalError {

@@ -370,7 +370,7 @@ const DAYS: [&str; 7] = [
 
 /// Formats a UTC instant with a Go reference-time layout
 /// ("2006-01-02T15:04:05Z07:00"), following Go's `time.Format` chunking.
-pub fn go_format(t: &DateTime<Utc>, layout: &str) -> String {
+fn go_format(t: &DateTime<Utc>, layout: &str) -> String {
     let mut out = String::new();
     let mut rest = layout;
     let month = t.month() as usize;

@@ -3,8 +3,8 @@
 //! Go-template engine and functions that both the template loader and the
 //! stages use.
 
-pub mod engine;
-pub mod funcs;
+pub(crate) mod engine;
+pub(crate) mod funcs;
 
 use engine::{EvalError, Resolver, Value};
 use funcs::FuncCtx;
