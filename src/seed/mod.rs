@@ -16,20 +16,26 @@ use nocloud::{meta_data, user_data};
 /// Why a seed or CD image could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum SeedError {
+    /// A file to put on the CD could not be read.
     #[error("cannot read {}", path.display())]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// The image could not be written.
     #[error("cannot write {}", path.display())]
     Write {
+        /// The image.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
-    #[error("cd_files: {} does not exist", path.display())]
     /// A `cd_files` entry names no file or directory.
+    #[error("cd_files: {} does not exist", path.display())]
     Missing {
         /// The entry, as the template gives it.
         path: PathBuf,
