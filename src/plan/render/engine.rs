@@ -44,6 +44,7 @@ impl fmt::Display for Value {
     }
 }
 
+/// Why a string could not be rendered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EvalError {
     Message(String),
@@ -120,10 +121,13 @@ enum Token {
 pub struct Template(Vec<Segment>);
 
 impl Template {
+    /// Parses `text`; the error says what is wrong and where.
     pub fn parse(text: &str) -> Result<Template, String> {
         parse(text).map(Template)
     }
 
+    /// Renders with `r`'s functions and fields; an action that refers to an
+    /// unknown field is kept as written.
     pub fn render(&self, r: &dyn Resolver) -> Result<String, EvalError> {
         let mut outputs: Vec<Option<String>> = Vec::with_capacity(self.0.len());
         // Checked as the outputs accumulate, so a string of many actions
