@@ -105,9 +105,10 @@ QEMU_PKGS=(qemu-system-x86 qemu-utils)
 FIXTURE_PKGS=(busybox-static dropbear-bin openssh-sftp-server syslinux syslinux-common
               mtools fdisk e2fsprogs cpio kmod dosfstools)
 # What the tests use to check kiln's output with independent tools (ovmf: UEFI boots), and the
-# reference for the benchmark; python3 runs the Cloud Storage emulators.
+# reference for the benchmark; python3 runs the Cloud Storage emulators; podman, runc and
+# debootstrap build and run the container image (packaging/Containerfile) from a local base.
 TEST_PKGS=(ovmf genisoimage xorriso libarchive-tools openssh-client openssh-server packer socat hyperfine
-           pigz time util-linux)
+           pigz time util-linux podman runc debootstrap)
 
 installed() {
   dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"

@@ -93,28 +93,31 @@ mod tests {
     use super::*;
     use crate::template::{Overrides, load};
 
-    #[test]
-    fn values_derived_from_a_secret_are_masked() {
+    /// What `kiln inspect` prints for `template`, with one qemu builder.
+    fn inspected(mut template: serde_json::Value) -> String {
+        template["builders"] = serde_json::json!([{
+            "type": "qemu",
+            "iso_url": "base.qcow2",
+            "iso_checksum": "none",
+            "disk_image": true,
+            "ssh_username": "root"
+        }]);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.json");
-        let template = serde_json::json!({
+        std::fs::write(&path, template.to_string()).unwrap();
+        render(&load(&path, &Overrides::default()).unwrap())
+    }
+
+    #[test]
+    fn values_derived_from_a_secret_are_masked() {
+        let out = inspected(serde_json::json!({
             "variables": {
                 "password": "pa\"ss\nw0rd-line",
                 "url": "https://user:{{user `password`}}@example.com/",
                 "plain": "visible"
             },
-            "sensitive-variables": ["password"],
-            "builders": [{
-                "type": "qemu",
-                "iso_url": "base.qcow2",
-                "iso_checksum": "none",
-                "disk_image": true,
-                "ssh_username": "root"
-            }]
-        });
-        std::fs::write(&path, template.to_string()).unwrap();
-        let plan = load(&path, &Overrides::default()).unwrap();
-        let out = render(&plan);
+            "sensitive-variables": ["password"]
+        }));
         assert!(
             !out.contains("pa\"ss") && !out.contains("w0rd-line"),
             "{out}"
@@ -129,22 +132,10 @@ mod tests {
 
     #[test]
     fn control_characters_from_the_template_are_escaped() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.json");
-        let template = serde_json::json!({
+        let out = inspected(serde_json::json!({
             "description": "title\u{1b}]0;owned\u{7}",
-            "variables": {"colour": "\u{1b}[31mred"},
-            "builders": [{
-                "type": "qemu",
-                "iso_url": "base.qcow2",
-                "iso_checksum": "none",
-                "disk_image": true,
-                "ssh_username": "root"
-            }]
-        });
-        std::fs::write(&path, template.to_string()).unwrap();
-        let plan = load(&path, &Overrides::default()).unwrap();
-        let out = render(&plan);
+            "variables": {"colour": "\u{1b}[31mred"}
+        }));
         assert!(!out.contains('\u{1b}') && !out.contains('\u{7}'), "{out:?}");
         assert!(out.contains("title\\u{1b}]0;owned\\u{7}"), "{out}");
         assert!(out.contains("colour = \\u{1b}[31mred"), "{out}");

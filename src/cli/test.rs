@@ -108,7 +108,7 @@ fn prepare(args: &TestArgs) -> anyhow::Result<(QemuConfig, Vec<CheckSpec>)> {
     }
     // A tarball is unpacked and its disk.raw read as raw; anything else
     // must be a disk kiln may boot as it stands.
-    if args.format.is_some() || !crate::smoke::tarball::is_gzip(&args.image) {
+    if args.format.is_some() || !crate::export::unpack::is_gzip(&args.image) {
         crate::export::check_image(
             &args.image,
             crate::export::FormatPolicy::from_flag(args.format),

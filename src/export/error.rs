@@ -61,7 +61,7 @@ pub enum ExportError {
 /// A qemu-img run that failed or said something kiln cannot use.
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
-    #[error("cannot run {program}")]
+    #[error("cannot run {program}{}", install_hint(source))]
     Spawn {
         program: &'static str,
         #[source]
@@ -83,4 +83,13 @@ pub enum ToolError {
         #[source]
         source: serde_json::Error,
     },
+}
+
+/// The tools kiln runs (qemu-img, qemu-nbd) come with one package.
+fn install_hint(err: &io::Error) -> &'static str {
+    if err.kind() == io::ErrorKind::NotFound {
+        " (is qemu-utils installed?)"
+    } else {
+        ""
+    }
 }

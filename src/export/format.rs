@@ -17,6 +17,8 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
+use crate::error::FileError;
+
 /// The formats kiln reads and writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImageFormat {
@@ -64,12 +66,8 @@ const MAX_HEADER_READ: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("cannot read {}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error("{} is {what}, not a disk image", path.display())]
     NotAFile { path: PathBuf, what: &'static str },
     #[error("{} is {size} byte(s): too small to be a disk image (at least {SECTOR})", path.display())]
@@ -162,10 +160,7 @@ impl FormatPolicy {
 /// have, in a format kiln reads, with a sound backing chain) and says what
 /// it is.
 pub fn check_image(disk: &Path, policy: FormatPolicy) -> Result<CheckedImage, ImageError> {
-    let read_err = |source| ImageError::Read {
-        path: disk.to_path_buf(),
-        source,
-    };
+    let read_err = FileError::read(disk);
     let path = std::fs::canonicalize(disk).map_err(read_err)?;
     let (mut file, size) = open_disk(disk, &path)?;
     let mut head = Vec::with_capacity(4096);
@@ -225,10 +220,7 @@ pub fn check_image(disk: &Path, policy: FormatPolicy) -> Result<CheckedImage, Im
 /// Opens a regular file or a block device and tells its size; anything
 /// else is named for what it is.
 fn open_disk(shown: &Path, path: &Path) -> Result<(File, u64), ImageError> {
-    let read_err = |source| ImageError::Read {
-        path: shown.to_path_buf(),
-        source,
-    };
+    let read_err = FileError::read(shown);
     let metadata = std::fs::metadata(path).map_err(read_err)?;
     let kind = metadata.file_type();
     let not_a_file = |what| ImageError::NotAFile {
@@ -367,10 +359,7 @@ fn read_qcow2(path: &Path, file: &mut File) -> Result<Qcow2Header, ImageError> {
         path: path.to_path_buf(),
         detail: detail.to_string(),
     };
-    let read_err = |source| ImageError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
+    let read_err = FileError::read(path);
     file.seek(SeekFrom::Start(0)).map_err(read_err)?;
     let mut head = Vec::new();
     file.take(MAX_HEADER_READ)
@@ -579,7 +568,10 @@ mod tests {
             assert!(err.to_string().contains(expected), "{path:?}: {err}");
         }
         let err = check_image(&dir.path().join("absent"), FormatPolicy::Detect).unwrap_err();
-        assert!(matches!(err, ImageError::Read { .. }), "{err}");
+        assert!(
+            matches!(err, ImageError::File(FileError::Read { .. })),
+            "{err}"
+        );
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! other formats are read through `qemu-nbd` on a unix socket, their holes
 //! taken from `qemu-img map`. All-zero blocks inside the data become holes
 //! too. The gzip is compressed on every core but is one ordinary member.
+//!
+//! Such a tarball is also read back here (`unpack`), for booting it.
 
 mod deflate_end;
 mod error;
@@ -13,11 +15,12 @@ mod extents;
 pub mod format;
 mod gzip;
 mod nbd;
-mod qemu_img;
+pub mod qemu_img;
 mod tar;
 #[cfg(test)]
 mod tests;
 pub mod tool;
+pub mod unpack;
 
 use std::fs::File;
 use std::io::{BufWriter, Write};

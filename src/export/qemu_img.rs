@@ -1,5 +1,6 @@
-//! Where a disk's data is, as `qemu-img map` sees it, always told the
-//! format and run killable within a time bound.
+//! kiln's one way of running `qemu-img`: `map` (where a disk's data is),
+//! always told the format and run killable within a time bound, and [`run`]
+//! for the pipeline's create/convert/resize, from async code.
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -42,10 +43,17 @@ pub fn map(
             OsStr::new("--"),
             disk.as_os_str(),
         ],
-        MAP_LIMIT,
+        Some(MAP_LIMIT),
         cancel,
     )?;
     parse_map(&stdout)
+}
+
+/// Runs `qemu-img args` from async code (no time bound: a convert of a
+/// large disk takes what it takes) and returns its stdout; dropping the
+/// future kills it.
+pub async fn run(args: &[&OsStr]) -> Result<Vec<u8>, ToolError> {
+    super::tool::run_async(QEMU_IMG, args).await
 }
 
 fn parse_map(json: &[u8]) -> Result<Vec<Extent>, ToolError> {
@@ -80,5 +88,16 @@ mod tests {
     #[test]
     fn garbage_map_is_a_parse_error() {
         assert!(matches!(parse_map(b"nope"), Err(ToolError::Parse { .. })));
+    }
+
+    #[tokio::test]
+    async fn run_gives_stdout_and_failures_with_stderr() {
+        let out = run(&[OsStr::new("--version")]).await.unwrap();
+        assert!(String::from_utf8_lossy(&out).contains("qemu-img"));
+        let err = run(&[OsStr::new("info"), OsStr::new("/nonexistent/kiln.qcow2")])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ToolError::Failed { .. }), "{err}");
+        assert!(err.to_string().contains("kiln.qcow2"), "{err}");
     }
 }

@@ -316,7 +316,10 @@ fn missing_disk_is_named() {
     let out = dir.path().join("out.tar.gz");
     let err = package_to_file(&disk, &out, false, &options()).unwrap_err();
     assert!(
-        matches!(err, ExportError::Image(ImageError::Read { .. })),
+        matches!(
+            err,
+            ExportError::Image(ImageError::File(crate::error::FileError::Read { .. }))
+        ),
         "{err:?}"
     );
     assert!(err.to_string().contains("nope.qcow2"));

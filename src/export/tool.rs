@@ -2,7 +2,7 @@
 //! process group of their own, killed with kiln (PR_SET_PDEATHSIG), within
 //! a time bound, on a cancel, and on every way out of the call.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io::{self, Read, Seek};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
@@ -75,11 +75,12 @@ impl Drop for Killable {
 }
 
 /// Runs `program args`, returning its stdout; fails when it fails, takes
-/// longer than `limit` or `cancel` fires, and never leaves it running.
+/// longer than `limit` (when there is one) or `cancel` fires, and never
+/// leaves it running.
 pub fn run(
     program: &'static str,
     args: &[&OsStr],
-    limit: Duration,
+    limit: Option<Duration>,
     cancel: Option<&CancellationToken>,
 ) -> Result<Vec<u8>, ToolError> {
     let spawn_err = |source| ToolError::Spawn { program, source };
@@ -93,7 +94,7 @@ pub fn run(
         .stdout(stdout.try_clone().map_err(spawn_err)?)
         .stderr(stderr.try_clone().map_err(spawn_err)?);
     let mut running = Killable::spawn(&mut command).map_err(spawn_err)?;
-    let deadline = Instant::now() + limit;
+    let deadline = limit.and_then(|limit| Instant::now().checked_add(limit));
     let status = loop {
         if let Some(status) = running.child().try_wait().map_err(spawn_err)? {
             break status;
@@ -101,7 +102,9 @@ pub fn run(
         if cancel.is_some_and(CancellationToken::is_cancelled) {
             return Err(ToolError::Cancelled { program });
         }
-        if Instant::now() >= deadline {
+        if let (Some(deadline), Some(limit)) = (deadline, limit)
+            && Instant::now() >= deadline
+        {
             return Err(ToolError::TimedOut {
                 program,
                 seconds: limit.as_secs(),
@@ -126,6 +129,24 @@ pub fn run(
     read_back(&mut stdout).map_err(spawn_err)
 }
 
+/// [`run`] from async code, with no time bound: on a blocking thread, and
+/// the tool's process group killed when the returned future is dropped (an
+/// interrupted build) as on every other way out.
+pub async fn run_async(program: &'static str, args: &[&OsStr]) -> Result<Vec<u8>, ToolError> {
+    let args: Vec<OsString> = args.iter().map(|arg| arg.to_os_string()).collect();
+    let cancel = CancellationToken::new();
+    let _kill_when_dropped = cancel.clone().drop_guard();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&OsStr> = args.iter().map(OsString::as_os_str).collect();
+        run(program, &args, None, Some(&cancel))
+    })
+    .await
+    .map_err(|err| ToolError::Spawn {
+        program,
+        source: io::Error::other(err),
+    })?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,7 +156,7 @@ mod tests {
         let err = run(
             "sleep",
             &[OsStr::new("600")],
-            Duration::from_millis(50),
+            Some(Duration::from_millis(50)),
             None,
         )
         .unwrap_err();
@@ -161,7 +182,7 @@ mod tests {
         let err = run(
             "sh",
             &[OsStr::new("-c"), OsStr::new(&script)],
-            Duration::from_secs(600),
+            None,
             Some(&cancel),
         )
         .unwrap_err();
@@ -173,16 +194,52 @@ mod tests {
             .parse()
             .unwrap();
         // The grandchild went with the group: reaped by init or gone.
-        let mut alive = true;
+        assert!(gone(pid), "sleep {pid} outlived the cancelled tool");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_async_run_kills_the_tool() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let script = format!("echo $$ > {}; exec sleep 600", pid_file.to_str().unwrap());
+        let started = async {
+            while std::fs::metadata(&pid_file).map_or(true, |m| m.len() == 0) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        let args = [OsStr::new("-c"), OsStr::new(&script)];
+        tokio::select! {
+            result = run_async("sh", &args) => {
+                panic!("sleep 600 ended: {result:?}")
+            }
+            () = started => {}
+        }
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(gone(pid), "sleep {pid} outlived the dropped run");
+    }
+
+    #[tokio::test]
+    async fn an_async_run_gives_stdout() {
+        let out = run_async("sh", &[OsStr::new("-c"), OsStr::new("echo hi")])
+            .await
+            .unwrap();
+        assert_eq!(out, b"hi\n");
+    }
+
+    /// Waits (boundedly) for `pid` to be gone or a zombie.
+    fn gone(pid: i32) -> bool {
         for _ in 0..6000 {
             let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
             if state.is_empty() || state.split(' ').nth(2) == Some("Z") {
-                alive = false;
-                break;
+                return true;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert!(!alive, "sleep {pid} outlived the cancelled tool");
+        false
     }
 
     #[test]
@@ -190,7 +247,7 @@ mod tests {
         let err = run(
             "sh",
             &[OsStr::new("-c"), OsStr::new("echo boom >&2; exit 3")],
-            Duration::from_secs(600),
+            None,
             None,
         )
         .unwrap_err();

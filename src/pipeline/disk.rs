@@ -1,18 +1,20 @@
 //! The build's disk: made from the source image in the output directory,
 //! and compacted there once the guest is down. Everything goes through
-//! `qemu-img`, which knows every format QEMU does.
+//! `qemu-img` (run by `export::qemu_img`), which knows every format QEMU
+//! does.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
+use crate::export::ToolError;
 use crate::plan::DiskFormat;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
-    #[error("cannot run qemu-img (is qemu-utils installed?)")]
-    Spawn(#[source] std::io::Error),
-    #[error("qemu-img {args} failed: {stderr}")]
-    Failed { args: String, stderr: String },
+    #[error(transparent)]
+    QemuImg(#[from] ToolError),
+    #[error("checking the source image stopped")]
+    Check(#[source] tokio::task::JoinError),
     #[error("source image")]
     Source(#[from] crate::export::ImageError),
     #[error(
@@ -34,28 +36,17 @@ pub enum DiskError {
     },
 }
 
-async fn qemu_img(args: &[&str]) -> Result<String, DiskError> {
-    let mut command = tokio::process::Command::new("qemu-img");
-    let parent = std::process::id();
-    command
-        .args(args)
-        .stdin(Stdio::null())
-        // Its own group (a terminal's Ctrl-C is kiln's to handle), killed
-        // when this future is dropped and when kiln dies.
-        .process_group(0)
-        .kill_on_drop(true);
-    // SAFETY: the hook makes only async-signal-safe calls.
-    unsafe {
-        command.pre_exec(move || crate::export::tool::parent_death_signal(parent));
-    }
-    let output = command.output().await.map_err(DiskError::Spawn)?;
-    if !output.status.success() {
-        return Err(DiskError::Failed {
-            args: args.join(" "),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+/// `qemu-img args`, its output unused. Its own process group (a
+/// terminal's Ctrl-C is kiln's to handle), killed when this future is
+/// dropped and when kiln dies.
+async fn qemu_img(args: &[&OsStr]) -> Result<(), DiskError> {
+    crate::export::qemu_img::run(args).await?;
+    Ok(())
+}
+
+/// A `&str` argument, to sit beside the paths (which may not be UTF-8).
+fn os(text: &str) -> &OsStr {
+    OsStr::new(text)
 }
 
 /// How the build disk is made from the source.
@@ -80,21 +71,20 @@ pub async fn from_image(plan: &DiskPlan<'_>) -> Result<(), DiskError> {
         )
     })
     .await
-    .map_err(|err| DiskError::Spawn(std::io::Error::other(err)))??;
+    .map_err(DiskError::Check)??;
     let source_format = source.format.as_str();
-    let source_path = source.path.to_string_lossy();
-    let target = plan.target.to_string_lossy();
+    let target = plan.target.as_os_str();
     if plan.use_backing_file {
         qemu_img(&[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-F",
-            source_format,
-            "-b",
-            &source_path,
-            &target,
+            os("create"),
+            os("-q"),
+            os("-f"),
+            os("qcow2"),
+            os("-F"),
+            os(source_format),
+            os("-b"),
+            source.path.as_os_str(),
+            target,
         ])
         .await?;
     } else if source_format == plan.format.as_str() {
@@ -110,14 +100,14 @@ pub async fn from_image(plan: &DiskPlan<'_>) -> Result<(), DiskError> {
             })??;
     } else {
         qemu_img(&[
-            "convert",
-            "-q",
-            "-f",
-            source_format,
-            "-O",
-            plan.format.as_str(),
-            &source_path,
-            &target,
+            os("convert"),
+            os("-q"),
+            os("-f"),
+            os(source_format),
+            os("-O"),
+            os(plan.format.as_str()),
+            source.path.as_os_str(),
+            target,
         ])
         .await?;
     }
@@ -138,7 +128,15 @@ pub async fn from_image(plan: &DiskPlan<'_>) -> Result<(), DiskError> {
             plan.format.as_str()
         };
         let size = format!("{}M", plan.size_mib);
-        qemu_img(&["resize", "-q", "-f", format, &target, &size]).await?;
+        qemu_img(&[
+            os("resize"),
+            os("-q"),
+            os("-f"),
+            os(format),
+            target,
+            os(&size),
+        ])
+        .await?;
     }
     Ok(())
 }
@@ -147,15 +145,14 @@ pub async fn from_image(plan: &DiskPlan<'_>) -> Result<(), DiskError> {
 pub async fn blank(target: &Path, format: DiskFormat, size_mib: u64) -> Result<(), DiskError> {
     let size = format!("{size_mib}M");
     qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        format.as_str(),
-        &target.to_string_lossy(),
-        &size,
+        os("create"),
+        os("-q"),
+        os("-f"),
+        os(format.as_str()),
+        target.as_os_str(),
+        os(&size),
     ])
-    .await?;
-    Ok(())
+    .await
 }
 
 /// A qcow2 overlay on `base` at `target`: everything a test boot writes
@@ -163,38 +160,36 @@ pub async fn blank(target: &Path, format: DiskFormat, size_mib: u64) -> Result<(
 pub async fn overlay(base: &Path, base_format: &str, target: &Path) -> Result<(), DiskError> {
     let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
     qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-F",
-        base_format,
-        "-b",
-        &base.to_string_lossy(),
-        &target.to_string_lossy(),
+        os("create"),
+        os("-q"),
+        os("-f"),
+        os("qcow2"),
+        os("-F"),
+        os(base_format),
+        os("-b"),
+        base.as_os_str(),
+        target.as_os_str(),
     ])
     .await
-    .map(|_| ())
 }
 
 /// Rewrites the disk without the blocks the guest freed (and compressed,
 /// when asked), then puts it in place of the original.
 pub async fn compact(path: &Path, format: DiskFormat, compress: bool) -> Result<(), DiskError> {
     let scratch = path.with_extension("compacting");
-    let (source, target) = (path.to_string_lossy(), scratch.to_string_lossy());
     let mut args = vec![
-        "convert",
-        "-q",
-        "-f",
-        format.as_str(),
-        "-O",
-        format.as_str(),
+        os("convert"),
+        os("-q"),
+        os("-f"),
+        os(format.as_str()),
+        os("-O"),
+        os(format.as_str()),
     ];
     if compress && format == DiskFormat::Qcow2 {
-        args.push("-c");
+        args.push(os("-c"));
     }
-    args.push(&source);
-    args.push(&target);
+    args.push(path.as_os_str());
+    args.push(scratch.as_os_str());
     if let Err(err) = qemu_img(&args).await {
         let _ = std::fs::remove_file(&scratch);
         return Err(err);
@@ -314,6 +309,18 @@ mod tests {
             info(&raw).await.unwrap().format,
             crate::export::ImageFormat::Raw
         );
+    }
+
+    #[tokio::test]
+    async fn a_qemu_img_failure_says_what_it_said() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("no-such-dir").join("disk.qcow2");
+        let err = blank(&target, DiskFormat::Qcow2, 64).await.unwrap_err();
+        assert!(
+            matches!(&err, DiskError::QemuImg(ToolError::Failed { .. })),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("no-such-dir"), "{err}");
     }
 
     #[tokio::test]

@@ -131,7 +131,7 @@ pub enum BuildError {
     #[error("test report")]
     Report(#[from] crate::smoke::report::ReportError),
     #[error("cannot read the image tarball")]
-    Tarball(#[from] crate::smoke::tarball::TarballError),
+    Tarball(#[from] crate::export::unpack::TarballError),
     #[error("googlecompute-import")]
     Gce(#[source] Box<gce::GceError>),
     #[error(transparent)]
@@ -590,14 +590,14 @@ pub async fn test_image(
     let scratch = scratch_dir("kiln-")?;
     let work = async {
         let (disk, format) = if format == crate::export::FormatPolicy::Detect
-            && crate::smoke::tarball::is_gzip(image)
+            && crate::export::unpack::is_gzip(image)
         {
             ctx.stage(Stage::Source);
             ctx.say(&format!("Unpacking disk.raw from {}...", image.display()));
             let raw = scratch.path().join("disk.raw");
             let (tarball, out) = (image.to_path_buf(), raw.clone());
             tokio::task::spawn_blocking(move || {
-                crate::smoke::tarball::extract_disk(&tarball, &out)
+                crate::export::unpack::extract_disk(&tarball, &out)
             })
             .await
             .map_err(|err| BuildError::Io {

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 
 use super::BuildContext;
 use super::report::{Artifact, packaging_progress};
+use crate::error::FileError;
 use crate::export::{ExportError, FormatPolicy, ImageFormat, PackageSummary};
 use crate::plan::render_late;
 use crate::plan::{
@@ -15,18 +16,8 @@ use crate::plan::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum PostError {
-    #[error("cannot read {}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot write {}", path.display())]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error("{post} needs a disk image as its input, got: {files}")]
     NotADisk { post: &'static str, files: String },
     #[error("packaging the disk")]
@@ -51,10 +42,7 @@ fn type_name(kind: ChecksumType) -> &'static str {
 }
 
 fn hash_file(path: &Path, kind: ChecksumType) -> Result<String, PostError> {
-    crate::source::hash_file(path, type_name(kind)).map_err(|source| PostError::Read {
-        path: path.to_path_buf(),
-        source,
-    })
+    Ok(crate::source::hash_file(path, type_name(kind)).map_err(FileError::read(path))?)
 }
 
 /// Writes one checksum file per type (`<digest>\t<file name>` lines, as
@@ -71,10 +59,7 @@ pub fn checksum(config: &ChecksumPostConfig, input: &Artifact) -> Result<Artifac
                 ("ChecksumType", type_name(kind)),
             ],
         ));
-        let write_err = |source| PostError::Write {
-            path: output.clone(),
-            source,
-        };
+        let write_err = FileError::write(&output);
         if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(write_err)?;
         }
@@ -131,12 +116,7 @@ pub fn manifest(
             }
         })?,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => serde_json::json!({"builds": []}),
-        Err(source) => {
-            return Err(PostError::Read {
-                path: path.clone(),
-                source,
-            });
-        }
+        Err(source) => return Err(FileError::read(path)(source).into()),
     };
     let files: Vec<serde_json::Value> = input
         .files
@@ -177,10 +157,7 @@ pub fn manifest(
     }
     document["last_run_uuid"] = serde_json::Value::String(run_uuid.to_string());
     let text = serde_json::to_string_pretty(&document).unwrap_or_default();
-    let write_err = |source| PostError::Write {
-        path: path.clone(),
-        source,
-    };
+    let write_err = FileError::write(path);
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(write_err)?;
     }
@@ -223,10 +200,7 @@ pub async fn compress(
         ],
     ));
     if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|source| PostError::Write {
-            path: parent.to_path_buf(),
-            source,
-        })?;
+        std::fs::create_dir_all(parent).map_err(FileError::write(parent))?;
     }
     // Packer's compress replaces an earlier output; the disk itself it
     // must not.

@@ -298,31 +298,15 @@ mod tests {
 
     fn spec() -> LaunchSpec {
         LaunchSpec {
-            binary: "qemu-system-x86_64".into(),
             vm_name: "debian".into(),
             accel: Accel::Kvm,
-            machine_type: "pc".into(),
             cpus: 2,
             memory_mib: 1024,
-            disks: vec![Disk {
-                path: "/out/debian.qcow2".into(),
-                format: "qcow2".into(),
-                interface: "virtio".into(),
-                cache: "writeback".into(),
-                discard: "ignore".into(),
-                detect_zeroes: "off".into(),
-                read_only: false,
-            }],
-            cdroms: vec![],
-            net_device: "virtio-net".into(),
             ssh_forward: Some((3022, 22)),
-            firmware: None,
-            efi_boot: false,
-            headless: true,
             qmp_socket: "/scratch/qmp.sock".into(),
             serial_log: "/out/serial.log".into(),
             firmware_log: None,
-            extra_args: vec![],
+            ..LaunchSpec::for_tests("/out/debian.qcow2".into(), "qcow2", Path::new("/out"))
         }
     }
 

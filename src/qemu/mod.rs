@@ -300,32 +300,20 @@ mod tests {
             ("scsi", true, false),
         ];
         for (interface, read_only, efi_boot) in cases {
-            let spec = LaunchSpec {
-                binary: qemu.into(),
-                vm_name: "kiln-test".into(),
-                accel: Accel::Tcg,
-                machine_type: "pc".into(),
+            let mut spec = LaunchSpec {
                 cpus: 2,
-                memory_mib: 128,
-                disks: vec![Disk {
-                    path: disk.clone(),
-                    format: "qcow2".into(),
-                    interface: interface.into(),
-                    cache: "writeback".into(),
-                    discard: "unmap".into(),
-                    detect_zeroes: "unmap".into(),
-                    read_only,
-                }],
                 cdroms: vec![iso.clone(), seed.clone()],
-                net_device: "virtio-net".into(),
                 ssh_forward: Some((port, 22)),
-                firmware: None,
                 efi_boot,
-                headless: true,
-                qmp_socket: dir.path().join("qmp.sock"),
-                serial_log: dir.path().join("serial.log"),
-                firmware_log: Some(dir.path().join("firmware.log")),
                 extra_args: vec![vec!["-no-reboot".into()]],
+                ..LaunchSpec::for_tests(disk.clone(), "qcow2", dir.path())
+            };
+            spec.disks[0] = Disk {
+                interface: interface.into(),
+                discard: "unmap".into(),
+                detect_zeroes: "unmap".into(),
+                read_only,
+                ..spec.disks[0].clone()
             };
             prepare_efi_vars(&spec).unwrap();
             let mut process = QemuProcess::spawn(qemu, &argv(&spec))

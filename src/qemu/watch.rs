@@ -882,33 +882,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let disk = dir.path().join("zero.raw");
         std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
-        let spec = crate::qemu::LaunchSpec {
-            binary: QEMU.into(),
-            vm_name: "kiln-test".into(),
-            accel: Accel::Tcg,
-            machine_type: "pc".into(),
-            cpus: 1,
-            memory_mib: 128,
-            disks: vec![crate::qemu::Disk {
-                path: disk,
-                format: "raw".into(),
-                interface: "virtio".into(),
-                cache: "writeback".into(),
-                discard: "ignore".into(),
-                detect_zeroes: "off".into(),
-                read_only: false,
-            }],
-            cdroms: vec![],
-            net_device: "virtio-net".into(),
-            ssh_forward: None,
-            firmware: None,
-            efi_boot: false,
-            headless: true,
-            qmp_socket: dir.path().join("qmp.sock"),
-            serial_log: dir.path().join("serial.log"),
-            firmware_log: Some(dir.path().join("firmware.log")),
-            extra_args: vec![],
-        };
+        let spec = crate::qemu::LaunchSpec::for_tests(disk, "raw", dir.path());
         let _process = QemuProcess::spawn(QEMU, &crate::qemu::argv(&spec))
             .await
             .unwrap();

@@ -11,6 +11,7 @@ use std::path::{Component, Path, PathBuf};
 
 use super::SeedError;
 use super::iso9660::{self, Content, Dir, FileEntry};
+use crate::error::FileError;
 
 /// Packer's label when the template sets none.
 pub const DEFAULT_LABEL: &str = "packer";
@@ -90,18 +91,12 @@ fn add_dir(dir: &mut Dir, path: &Path, depth: usize) -> Result<(), SeedError> {
             path: path.to_path_buf(),
         });
     }
-    let read_err = |source| SeedError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
+    let read_err = FileError::read(path);
     for entry in fs::read_dir(path).map_err(read_err)? {
         let entry = entry.map_err(read_err)?;
         let child = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
-        let meta = fs::metadata(&child).map_err(|source| SeedError::Read {
-            path: child.clone(),
-            source,
-        })?;
+        let meta = fs::metadata(&child).map_err(FileError::read(&child))?;
         if meta.is_dir() {
             add_dir(dir.dir_mut(&[&name]), &child, depth + 1)?;
         } else {
@@ -136,10 +131,7 @@ fn missing_or_read(path: &Path, source: std::io::Error) -> SeedError {
             path: path.to_path_buf(),
         }
     } else {
-        SeedError::Read {
-            path: path.to_path_buf(),
-            source,
-        }
+        FileError::read(path)(source).into()
     }
 }
 

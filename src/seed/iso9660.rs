@@ -14,6 +14,7 @@ use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::SeedError;
+use crate::error::FileError;
 
 /// The ISO 9660 logical sector (and block) size in bytes.
 pub const SECTOR: u64 = 2048;
@@ -125,10 +126,7 @@ pub struct Options<'a> {
 /// Writes the image for `root` to `out`.
 pub fn write(root: &Dir, options: &Options<'_>, out: &Path) -> Result<(), SeedError> {
     let image = Image::plan(root, options)?;
-    let write_err = |source| SeedError::Write {
-        path: out.to_path_buf(),
-        source,
-    };
+    let write_err = FileError::write(out);
     let file = File::create(out).map_err(write_err)?;
     let mut w = BufWriter::new(file);
     image.write(&mut w, out)?;
@@ -635,10 +633,7 @@ impl<'a> Image<'a> {
     }
 
     fn write(&self, w: &mut impl Write, out: &Path) -> Result<(), SeedError> {
-        let write_err = |source| SeedError::Write {
-            path: out.to_path_buf(),
-            source,
-        };
+        let write_err = FileError::write(out);
         let mut pos: u64 = 0;
         let put = |w: &mut dyn Write, bytes: &[u8], pos: &mut u64| -> Result<(), SeedError> {
             w.write_all(bytes).map_err(write_err)?;
@@ -852,10 +847,7 @@ fn path_table(plan: &TreePlan<'_>, children: &[Vec<Entry<'_>>], big_endian: bool
 
 /// Streams exactly `size` bytes of `path` into `w`.
 fn copy_exact(path: &Path, size: u64, w: &mut impl Write, out: &Path) -> Result<u64, SeedError> {
-    let read_err = |source| SeedError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
+    let read_err = FileError::read(path);
     let file = File::open(path).map_err(read_err)?;
     let mut reader = file.take(size);
     let mut buf = vec![0u8; 1 << 16];
@@ -865,12 +857,9 @@ fn copy_exact(path: &Path, size: u64, w: &mut impl Write, out: &Path) -> Result<
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(read_err(e)),
+            Err(e) => return Err(read_err(e).into()),
         };
-        w.write_all(&buf[..n]).map_err(|source| SeedError::Write {
-            path: out.to_path_buf(),
-            source,
-        })?;
+        w.write_all(&buf[..n]).map_err(FileError::write(out))?;
         copied += n as u64;
     }
     if copied != size {

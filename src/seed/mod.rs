@@ -10,30 +10,17 @@ mod nocloud;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::error::FileError;
+
 #[cfg(test)]
 use nocloud::{meta_data, user_data};
 
 /// Why a seed or CD image could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum SeedError {
-    /// A file to put on the CD could not be read.
-    #[error("cannot read {}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The image could not be written.
-    #[error("cannot write {}", path.display())]
-    Write {
-        /// The image.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
+    /// A file could not be read, or the image written.
+    #[error(transparent)]
+    File(#[from] FileError),
     /// A `cd_files` entry names no file or directory.
     #[error("cd_files: {} does not exist", path.display())]
     Missing {

@@ -4,6 +4,5 @@
 mod expand;
 pub mod report;
 mod run;
-pub mod tarball;
 
 pub use run::{CheckResult, run_checks};

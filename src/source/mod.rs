@@ -5,6 +5,8 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
+use crate::error::FileError;
+
 /// The digest the source must match.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Digest {
@@ -44,14 +46,8 @@ pub enum SourceError {
         tried: Vec<PathBuf>,
     },
     /// The source image could not be read to check its checksum.
-    #[error("cannot read {}", path.display())]
-    Read {
-        /// The source image.
-        path: PathBuf,
-        /// What the system said.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] FileError),
     /// The source image's digest differs from `iso_checksum`.
     #[error(
         "{} does not match its {algorithm} checksum: expected {expected}, got {actual}",
@@ -88,10 +84,7 @@ pub fn resolve(candidates: &[PathBuf], digest: &Digest) -> Result<PathBuf, Sourc
         tracing::info!(path = %missing.display(), "source candidate missing");
     }
     if let Some((algorithm, expected)) = digest.expected() {
-        let actual = hash_file(found, algorithm).map_err(|source| SourceError::Read {
-            path: found.clone(),
-            source,
-        })?;
+        let actual = hash_file(found, algorithm).map_err(FileError::read(found))?;
         let expected = expected.trim();
         if !actual.eq_ignore_ascii_case(expected) {
             return Err(SourceError::ChecksumMismatch {

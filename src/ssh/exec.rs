@@ -1,7 +1,8 @@
 //! Running commands: output streamed line by line, and a raw variant that
 //! pipes bytes in and out (the transfer fallback).
 
-use russh::{ChannelMsg, Sig};
+use russh::client::Msg;
+use russh::{Channel, ChannelMsg, Sig};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::{ExitStatus, Session, SshError, Stream};
@@ -12,23 +13,15 @@ const STDERR: u32 = 1;
 const SAID_KEEP: usize = 16 * 1024;
 
 impl Session {
-    /// Runs `command`, calling `on_line` for each complete line of output
-    /// (a trailing partial line is flushed at the end).
-    ///
-    /// A connection that goes away before the command reported how it
-    /// ended (the guest rebooted or powered off) gives
-    /// `ExitStatus::Disconnected`, not an error.
-    pub async fn exec(
-        &self,
-        command: &str,
-        on_line: &mut (dyn FnMut(Stream, &str) + Send),
-    ) -> Result<ExitStatus, SshError> {
-        let mut channel = self
+    /// Opens a channel and starts `command` on it, on a PTY when `pty` is
+    /// set.
+    async fn start(&self, command: &str, pty: bool) -> Result<Channel<Msg>, SshError> {
+        let channel = self
             .handle
             .channel_open_session()
             .await
             .map_err(SshError::protocol)?;
-        if self.pty {
+        if pty {
             // Best effort, as with `ssh -t`: without a PTY the command
             // still runs.
             channel
@@ -40,6 +33,21 @@ impl Session {
             .exec(true, command)
             .await
             .map_err(SshError::protocol)?;
+        Ok(channel)
+    }
+
+    /// Runs `command`, calling `on_line` for each complete line of output
+    /// (a trailing partial line is flushed at the end).
+    ///
+    /// A connection that goes away before the command reported how it
+    /// ended (the guest rebooted or powered off) gives
+    /// `ExitStatus::Disconnected`, not an error.
+    pub async fn exec(
+        &self,
+        command: &str,
+        on_line: &mut (dyn FnMut(Stream, &str) + Send),
+    ) -> Result<ExitStatus, SshError> {
+        let mut channel = self.start(command, self.pty).await?;
 
         let mut stdout = Lines::default();
         let mut stderr = Lines::default();
@@ -52,11 +60,8 @@ impl Session {
                 ChannelMsg::ExtendedData { data, ext: STDERR } => {
                     stderr.push(&data, &mut |line| on_line(Stream::Stderr, line));
                 }
-                ChannelMsg::ExitStatus { exit_status } => {
-                    status = Some(ExitStatus::Code(exit_status));
-                }
-                ChannelMsg::ExitSignal { signal_name, .. } => {
-                    status = Some(ExitStatus::Signal(signal_text(&signal_name)));
+                ChannelMsg::ExitStatus { .. } | ChannelMsg::ExitSignal { .. } => {
+                    status = exit_status(&msg);
                 }
                 ChannelMsg::Failure if status.is_none() => {
                     return Err(SshError::Protocol(
@@ -80,16 +85,7 @@ impl Session {
         input: Option<&mut (dyn AsyncRead + Unpin + Send)>,
         output: &mut (dyn AsyncWrite + Unpin + Send),
     ) -> Result<RawOutcome, SshError> {
-        let channel = self
-            .handle
-            .channel_open_session()
-            .await
-            .map_err(SshError::protocol)?;
-        channel
-            .exec(true, command)
-            .await
-            .map_err(SshError::protocol)?;
-        let (mut read_half, write_half) = channel.split();
+        let (mut read_half, write_half) = self.start(command, false).await?.split();
 
         // Reading goes on while writing: a channel whose incoming messages
         // are not drained stalls the whole connection.
@@ -120,11 +116,10 @@ impl Session {
                         }
                     }
                     ChannelMsg::ExtendedData { data, .. } => keep(&mut outcome.stderr, &data),
-                    ChannelMsg::ExitStatus { exit_status } => {
-                        outcome.status = ExitStatus::Code(exit_status);
-                    }
-                    ChannelMsg::ExitSignal { signal_name, .. } => {
-                        outcome.status = ExitStatus::Signal(signal_text(&signal_name));
+                    ChannelMsg::ExitStatus { .. } | ChannelMsg::ExitSignal { .. } => {
+                        if let Some(status) = exit_status(&msg) {
+                            outcome.status = status;
+                        }
                     }
                     ChannelMsg::Close => break,
                     _ => {}
@@ -194,6 +189,17 @@ impl RawOutcome {
                 Err(SshError::transfer(path, message))
             }
         }
+    }
+}
+
+/// How the command ended, when `msg` says so.
+fn exit_status(msg: &ChannelMsg) -> Option<ExitStatus> {
+    match msg {
+        ChannelMsg::ExitStatus { exit_status } => Some(ExitStatus::Code(*exit_status)),
+        ChannelMsg::ExitSignal { signal_name, .. } => {
+            Some(ExitStatus::Signal(signal_text(signal_name)))
+        }
+        _ => None,
     }
 }
 

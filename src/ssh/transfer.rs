@@ -34,6 +34,51 @@ struct Entry {
     mode: u32,
 }
 
+/// A tree walked breadth first, local or remote alike: parents come
+/// before their children, siblings in name order. The caller lists each
+/// directory [`Walk::next_dir`] gives and hands its children to
+/// [`Walk::add`].
+struct Walk {
+    entries: Vec<Entry>,
+    /// The first entry not yet looked at.
+    next: usize,
+}
+
+impl Walk {
+    /// A walk from the root directory, whose mode is `root_mode`.
+    fn new(root_mode: u32) -> Walk {
+        Walk {
+            entries: vec![Entry {
+                rel: String::new(),
+                dir: true,
+                mode: root_mode,
+            }],
+            next: 0,
+        }
+    }
+
+    /// The next directory to list (relative to the root), if any is left.
+    fn next_dir(&mut self) -> Option<String> {
+        while let Some(entry) = self.entries.get(self.next) {
+            self.next += 1;
+            if entry.dir {
+                return Some(entry.rel.clone());
+            }
+        }
+        None
+    }
+
+    /// The children of the directory `next_dir` gave last.
+    fn add(&mut self, mut children: Vec<Entry>) {
+        children.sort_by(|a, b| a.rel.cmp(&b.rel));
+        self.entries.extend(children);
+    }
+
+    fn into_entries(self) -> Vec<Entry> {
+        self.entries
+    }
+}
+
 impl Session {
     /// Writes `data` to the remote file `remote` (created or truncated).
     pub async fn upload_bytes(&self, data: &[u8], remote: &str, mode: u32) -> Result<(), SshError> {
@@ -363,24 +408,14 @@ impl Session {
                     .metadata(remote)
                     .await
                     .map_err(|err| SshError::transfer(remote, err))?;
-                let mut entries = vec![Entry {
-                    rel: String::new(),
-                    dir: true,
-                    mode: root.permissions.unwrap_or(0o755),
-                }];
-                let mut next = 0;
-                while next < entries.len() {
-                    if !entries[next].dir {
-                        next += 1;
-                        continue;
-                    }
-                    let rel = entries[next].rel.clone();
-                    next += 1;
+                let mut walk = Walk::new(root.permissions.unwrap_or(0o755));
+                while let Some(rel) = walk.next_dir() {
                     let dir = join(remote, &rel);
                     let listing = sftp
                         .read_dir(dir.as_str())
                         .await
                         .map_err(|err| SshError::transfer(&dir, err))?;
+                    let mut children = Vec::new();
                     for item in listing {
                         let child = join(&rel, &item.file_name());
                         let mut meta = item.metadata();
@@ -395,14 +430,15 @@ impl Session {
                             FileType::File => false,
                             _ => continue,
                         };
-                        entries.push(Entry {
+                        children.push(Entry {
                             rel: child,
                             dir,
                             mode: meta.permissions.unwrap_or(0o644),
                         });
                     }
+                    walk.add(children);
                 }
-                Ok(entries)
+                Ok(walk.into_entries())
             }
             Transport::Shell => {
                 // One line per entry: type, octal mode, path from `.`.
@@ -455,19 +491,8 @@ fn parse_mode(text: &str) -> Option<u32> {
 /// to directories are left out.
 fn local_tree(root: &Path) -> Result<Vec<Entry>, SshError> {
     let root_meta = std::fs::metadata(root).map_err(|err| SshError::local(root, err))?;
-    let mut entries = vec![Entry {
-        rel: String::new(),
-        dir: true,
-        mode: root_meta.permissions().mode(),
-    }];
-    let mut next = 0;
-    while next < entries.len() {
-        if !entries[next].dir {
-            next += 1;
-            continue;
-        }
-        let rel = entries[next].rel.clone();
-        next += 1;
+    let mut walk = Walk::new(root_meta.permissions().mode());
+    while let Some(rel) = walk.next_dir() {
         let dir: PathBuf = root.join(&rel);
         let listing = std::fs::read_dir(&dir).map_err(|err| SshError::local(&dir, err))?;
         let mut children = Vec::new();
@@ -494,10 +519,9 @@ fn local_tree(root: &Path) -> Result<Vec<Entry>, SshError> {
                 mode: meta.permissions().mode(),
             });
         }
-        children.sort_by(|a, b| a.rel.cmp(&b.rel));
-        entries.extend(children);
+        walk.add(children);
     }
-    Ok(entries)
+    Ok(walk.into_entries())
 }
 
 /// A downloaded file's mode: the guest's permission bits, never its
@@ -594,6 +618,29 @@ pub(super) fn shell_quote(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_walk_lists_parents_before_children_in_name_order() {
+        let entry = |rel: &str, dir| Entry {
+            rel: rel.to_string(),
+            dir,
+            mode: 0o644,
+        };
+        let mut walk = Walk::new(0o755);
+        let mut listed = Vec::new();
+        while let Some(rel) = walk.next_dir() {
+            let children = match rel.as_str() {
+                "" => vec![entry("b", true), entry("a", false), entry("c", true)],
+                "b" => vec![entry("b/y", false), entry("b/x", true)],
+                _ => vec![],
+            };
+            listed.push(rel);
+            walk.add(children);
+        }
+        assert_eq!(listed, ["", "b", "c", "b/x"]);
+        let order: Vec<String> = walk.into_entries().into_iter().map(|e| e.rel).collect();
+        assert_eq!(order, ["", "a", "b", "c", "b/x", "b/y"]);
+    }
 
     #[test]
     fn guest_names_that_would_leave_the_destination_are_refused() {

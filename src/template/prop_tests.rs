@@ -12,31 +12,12 @@ use serde_json::{Map, Value as Json, json};
 
 use super::{Overrides, TemplateError, load_bytes};
 use crate::plan::render::engine::{self as interpolate, MAX_VALUE_BYTES};
-use crate::plan::render::funcs::{FuncCtx, MAX_TOTAL_BYTES};
+use crate::plan::render::funcs::{FUNCTIONS, FuncCtx, MAX_TOTAL_BYTES};
 
 const SEED: u64 = 0x6b69_6c6e;
 const STRUCTURED: usize = 1500;
 const MUTATED: usize = 1500;
 const EXPRESSIONS: usize = 3000;
-
-const FUNCTIONS: &[&str] = &[
-    "user",
-    "env",
-    "timestamp",
-    "isotime",
-    "uuid",
-    "build_name",
-    "build_type",
-    "template_dir",
-    "pwd",
-    "split",
-    "replace",
-    "replace_all",
-    "lower",
-    "upper",
-    "clean_resource_name",
-    "nope",
-];
 
 const BUILDER_KEYS: &[&str] = &[
     "accelerator",
@@ -129,6 +110,12 @@ impl Gen {
         items[self.rng.random_range(0..items.len())]
     }
 
+    /// A function the engine knows, or now and then one it does not.
+    fn function(&mut self) -> &'static str {
+        let i = self.rng.random_range(0..=FUNCTIONS.len());
+        FUNCTIONS.get(i).copied().unwrap_or("nope")
+    }
+
     fn chance(&mut self, p: f64) -> bool {
         self.rng.random_bool(p)
     }
@@ -160,7 +147,7 @@ impl Gen {
         let commands = self.rng.random_range(1..4);
         let mut parts = Vec::new();
         for _ in 0..commands {
-            let f = self.pick(FUNCTIONS);
+            let f = self.function();
             let mut cmd = f.to_string();
             if f == "user" && self.chance(0.8) {
                 cmd.push_str(&format!(" `{}`", self.var_name()));

@@ -4,6 +4,7 @@
 mod build;
 mod build_signals;
 mod cli;
+mod container;
 mod dead_machine;
 mod disks;
 mod gce;

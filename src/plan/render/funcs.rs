@@ -13,7 +13,8 @@ use super::engine::{EvalError, MAX_VALUE_BYTES, Resolver, Value, too_long};
 /// functions, to a fraction of a second and a few MiB at a time.
 pub const MAX_TOTAL_BYTES: usize = 64 << 20;
 
-const FUNCTIONS: &[&str] = &[
+/// The functions a template may call at load time, by name.
+pub const FUNCTIONS: &[&str] = &[
     "user",
     "env",
     "timestamp",
