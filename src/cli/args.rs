@@ -52,7 +52,9 @@ const TEST_HELP: &str = concat!(
 const EXPORT_HELP: &str = concat!(
     "Examples:\n  \
      kiln export output/base/base.qcow2 --output disk.raw.tar.gz\n  \
-     kiln export base.qcow2 --bucket my-bucket --image-name base-v1 --family base --project acme\n\n\
+     kiln export base.qcow2 --bucket my-bucket --image-name base-v1 --family base --project acme\n  \
+     kiln export base.qcow2 --bucket my-bucket --image-name base-v2 --project acme \\\n      \
+     --labels=team=infra,env=prod --guest-os-features=UEFI_COMPATIBLE,GVNIC --format=json\n\n\
      Environment:\n",
     common_env!(),
     "\n  \
@@ -72,6 +74,9 @@ pub struct Cli {
     /// Colours in the output (`-color=false`, or `NO_COLOR` set, turns them off).
     #[arg(long, global = true, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
     pub color: bool,
+    /// Print Packer's machine-readable format (`timestamp,target,type,data...`).
+    #[arg(long = "machine-readable", global = true)]
+    pub machine_readable: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -187,9 +192,6 @@ pub struct BuildArgs {
     /// Prefix each line of output with a timestamp.
     #[arg(long = "timestamp-ui")]
     pub timestamp_ui: bool,
-    /// Print Packer's machine-readable format.
-    #[arg(long = "machine-readable")]
-    pub machine_readable: bool,
     /// How many builds run at once (0: all).
     #[arg(long = "parallel-builds", default_value_t = 0, value_name = "N")]
     pub parallel_builds: usize,
@@ -217,11 +219,21 @@ pub struct ExportArgs {
     pub family: Option<String>,
     #[arg(long, value_name = "TEXT")]
     pub description: Option<String>,
-    /// An image label (KEY=VALUE); may be repeated.
-    #[arg(long = "label", value_name = "KEY=VALUE")]
+    /// Image labels, comma-separated (KEY=VALUE,KEY2=VALUE2); may be repeated.
+    #[arg(
+        long = "labels",
+        alias = "label",
+        value_delimiter = ',',
+        value_name = "KEY=VALUE"
+    )]
     pub labels: Vec<String>,
-    /// A guest OS feature (UEFI_COMPATIBLE, GVNIC, ...); may be repeated.
-    #[arg(long = "guest-os-feature", value_name = "FEATURE")]
+    /// Guest OS features, comma-separated (UEFI_COMPATIBLE,GVNIC,...); may be repeated.
+    #[arg(
+        long = "guest-os-features",
+        alias = "guest-os-feature",
+        value_delimiter = ',',
+        value_name = "FEATURE"
+    )]
     pub guest_os_features: Vec<String>,
     /// A storage location (us, eu, ...); may be repeated.
     #[arg(long = "storage-location", value_name = "LOCATION")]
@@ -243,9 +255,13 @@ pub struct ExportArgs {
     #[arg(long)]
     pub force: bool,
     /// The disk's format, qcow2 or raw (default: detected from its header;
-    /// a raw disk that holds an image header needs --format raw).
-    #[arg(long, value_name = "FORMAT", value_parser = parse_format)]
-    pub format: Option<crate::export::ImageFormat>,
+    /// a raw disk that holds an image header needs --disk-format raw).
+    #[arg(long = "disk-format", value_name = "FORMAT", value_parser = parse_format)]
+    pub disk_format: Option<crate::export::ImageFormat>,
+    /// What to print when done: text, or one JSON object (the image's name,
+    /// id and self link; the file's path, size and SHA-256).
+    #[arg(long, value_enum, default_value = "text", value_name = "FORMAT")]
+    pub format: OutputFormat,
     /// Keep the uploaded object after the import.
     #[arg(long = "skip-clean")]
     pub skip_clean: bool,
@@ -291,17 +307,23 @@ pub struct TestArgs {
     #[arg(long = "test-report", value_name = "FILE")]
     pub test_report: Option<PathBuf>,
     /// The image's format, qcow2 or raw (default: detected from its header;
-    /// a raw disk that holds an image header needs --format raw).
-    #[arg(long, value_name = "FORMAT", value_parser = parse_format)]
-    pub format: Option<crate::export::ImageFormat>,
+    /// a raw disk that holds an image header needs --disk-format raw).
+    #[arg(long = "disk-format", alias = "format", value_name = "FORMAT", value_parser = parse_format)]
+    pub disk_format: Option<crate::export::ImageFormat>,
     /// Prefix each line of output with a timestamp.
     #[arg(long = "timestamp-ui")]
     pub timestamp_ui: bool,
-    /// Print Packer's machine-readable format.
-    #[arg(long = "machine-readable")]
-    pub machine_readable: bool,
     /// The image to test.
     pub image: PathBuf,
+}
+
+/// `kiln export --format`, as gcloud's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON object on stdout; the progress goes to stderr.
+    Json,
 }
 
 fn parse_format(text: &str) -> Result<crate::export::ImageFormat, String> {
@@ -333,7 +355,9 @@ const LONG_FLAGS: &[&str] = &[
     "family",
     "description",
     "label",
+    "labels",
     "guest-os-feature",
+    "guest-os-features",
     "storage-location",
     "architecture",
     "object-name",
@@ -343,6 +367,7 @@ const LONG_FLAGS: &[&str] = &[
     "image-create-timeout",
     "compute-endpoint",
     "format",
+    "disk-format",
     "memory",
     "cpus",
     "help",
@@ -442,14 +467,15 @@ mod tests {
             "3",
             "t.json",
         ]);
-        let Command::Build(b) = cli.command else {
+        let Command::Build(b) = &cli.command else {
             panic!("not a build")
         };
         assert_eq!(b.template.var, vec!["a=1", "b=2"]);
         assert_eq!(b.template.var_file, vec![PathBuf::from("v.json")]);
         assert_eq!(b.template.only, vec!["x", "y"]);
         assert_eq!(b.template.except, vec!["z"]);
-        assert!(b.force && b.timestamp_ui && b.machine_readable);
+        assert!(cli.machine_readable);
+        assert!(b.force && b.timestamp_ui);
         assert_eq!(b.on_error, OnError::Abort);
         assert_eq!(b.parallel_builds, 3);
         assert_eq!(b.template.template, PathBuf::from("t.json"));
@@ -470,6 +496,96 @@ mod tests {
     fn values_that_look_like_flags_are_kept() {
         let argv = normalize(["kiln", "build", "-var", "x=-force", "t.json"].map(OsString::from));
         assert_eq!(argv[3], OsString::from("x=-force"));
+    }
+
+    #[test]
+    fn machine_readable_is_global() {
+        for args in [
+            &["kiln", "build", "-machine-readable", "t.json"][..],
+            &["kiln", "-machine-readable", "build", "t.json"][..],
+            &["kiln", "validate", "-machine-readable", "t.json"][..],
+            &["kiln", "inspect", "--machine-readable", "t.json"][..],
+            &[
+                "kiln",
+                "test",
+                "-machine-readable",
+                "--tests",
+                "c.json",
+                "i.qcow2",
+            ][..],
+            &[
+                "kiln",
+                "export",
+                "-machine-readable",
+                "--output",
+                "o.tar.gz",
+                "d.qcow2",
+            ][..],
+            &["kiln", "version", "-machine-readable"][..],
+        ] {
+            assert!(parse(args).machine_readable, "{args:?}");
+        }
+        assert!(!parse(&["kiln", "build", "t.json"]).machine_readable);
+    }
+
+    fn export(args: &[&str]) -> ExportArgs {
+        let mut argv = vec!["kiln", "export"];
+        argv.extend_from_slice(args);
+        argv.push("d.qcow2");
+        match parse(&argv).command {
+            Command::Export(export) => export,
+            other => panic!("not an export: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn export_takes_gclouds_list_forms() {
+        let e = export(&[
+            "--labels=team=infra,env=prod",
+            "--labels",
+            "tier=gold",
+            "--label",
+            "old=form",
+            "--guest-os-features=UEFI_COMPATIBLE,GVNIC",
+            "--guest-os-feature",
+            "SEV_CAPABLE",
+        ]);
+        assert_eq!(
+            e.labels,
+            vec!["team=infra", "env=prod", "tier=gold", "old=form"]
+        );
+        assert_eq!(
+            e.guest_os_features,
+            vec!["UEFI_COMPATIBLE", "GVNIC", "SEV_CAPABLE"]
+        );
+        // An empty value stays visible, to be refused by name.
+        assert_eq!(export(&["--labels="]).labels, vec![""]);
+    }
+
+    #[test]
+    fn export_format_is_the_output_and_disk_format_the_disk() {
+        let e = export(&["--format=json", "--disk-format", "raw"]);
+        assert_eq!(e.format, OutputFormat::Json);
+        assert_eq!(e.disk_format, Some(crate::export::ImageFormat::Raw));
+        let e = export(&[]);
+        assert_eq!(e.format, OutputFormat::Text);
+        assert_eq!(e.disk_format, None);
+        // `--format qcow2` was the disk's format: now a clear error.
+        let argv =
+            normalize(["kiln", "export", "--format", "qcow2", "d.qcow2"].map(OsString::from));
+        let err = Cli::parse_with_positions(argv).unwrap_err().to_string();
+        assert!(err.contains("qcow2"), "{err}");
+    }
+
+    #[test]
+    fn test_takes_disk_format_and_the_old_spelling() {
+        for flag in ["--disk-format", "-format"] {
+            let cli = parse(&["kiln", "test", flag, "raw", "--tests", "c.json", "i.img"]);
+            let Command::Test(t) = cli.command else {
+                panic!("not a test")
+            };
+            assert_eq!(t.disk_format, Some(crate::export::ImageFormat::Raw));
+        }
     }
 
     #[test]

@@ -2,40 +2,30 @@
 //! them as Packer does.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use super::args::BuildArgs;
+use super::session::Session;
 use super::ui::Ui;
-use super::{exit, first_line, format_anyhow, interrupt, load_plan, output_mode, redact};
+use super::{exit, first_line, load_plan, redact};
 use crate::pipeline::{self, BuildOptions};
 
-pub(super) async fn run(args: BuildArgs) -> ExitCode {
-    let mode = output_mode(args.machine_readable);
-    let ui = Ui::new(mode, args.timestamp_ui, Box::new(std::io::stdout()));
-
+pub(super) async fn run(args: BuildArgs, machine_readable: bool) -> ExitCode {
+    let session = Session::on_stdout(machine_readable, args.timestamp_ui);
     let prepared = (|| {
         let plan = load_plan(&args.template)?;
         let selection = pipeline::Selection::new(&args.template.only, &args.template.except);
         selection.check(&plan)?;
-        anyhow::Ok((plan, selection))
-    })();
-    let prepared = prepared.and_then(|ready| {
         if let Some(path) = &args.test_report {
             crate::smoke::report::check_path(path)?;
         }
-        Ok(ready)
-    });
-    // Before anything is printed, the error about the template included.
-    ui.set_redactor(redact::known());
+        anyhow::Ok((plan, selection))
+    })();
     let (plan, selection) = match prepared {
         Ok(ready) => ready,
-        Err(err) => {
-            ui.error_global(&format!("Error: {}", format_anyhow(&err)));
-            ui.machine("", &["error-count", "1"]);
-            // Nothing was started: the template or the arguments are wrong.
-            return exit::code(exit::USAGE);
-        }
+        // Nothing was started: the template or the arguments are wrong.
+        Err(err) => return session.usage_error(err.as_ref()),
     };
+    session.ui().set_redactor(redact::known());
     let options = BuildOptions {
         force: args.force,
         on_error: args.on_error,
@@ -45,20 +35,16 @@ pub(super) async fn run(args: BuildArgs) -> ExitCode {
         many_builds: false,
         redactor: redact::Redactor::default(),
     };
-    let interrupt = interrupt::Interrupt::install(ui.clone());
-    let cancel = interrupt.token();
-    let ticker = ui.start_ticker();
-    let reporter: Arc<dyn pipeline::report::Reporter> = Arc::new(ui.clone());
-    let outcomes = pipeline::run_all(&plan, &options, reporter, cancel).await;
-    if let Some(ticker) = ticker {
-        ticker.abort();
-    }
-    ui.stop_live();
-    let code = summarize(&ui, &outcomes);
-    match interrupt.exit_status() {
-        Some(status) => exit::code(status),
-        None => code,
-    }
+    let outcomes = session
+        .run(pipeline::build(
+            &plan,
+            &options,
+            session.reporter(),
+            session.cancel(),
+        ))
+        .await;
+    let code = summarize(session.ui(), &outcomes);
+    session.exit(code)
 }
 
 fn summarize(ui: &Ui, outcomes: &[pipeline::Outcome]) -> ExitCode {

@@ -1,13 +1,87 @@
 //! `kiln inspect`: what a template holds, with secrets masked.
 
+use std::process::ExitCode;
+
 use super::args::TemplateArgs;
 use super::redact::{MASK, Redactor};
+use super::session::Report;
 use crate::plan::{Plan, PostProcessorSpec};
 
-pub fn run(args: &TemplateArgs) -> anyhow::Result<()> {
-    let plan = super::load_plan(args)?;
-    print!("{}", render(&plan));
-    Ok(())
+pub(super) fn run(args: &TemplateArgs, machine_readable: bool) -> ExitCode {
+    let report = Report::new(machine_readable);
+    let plan = match super::load_plan(args) {
+        Ok(plan) => plan,
+        // Whatever stops it is in the template or the arguments.
+        Err(err) => return report.usage_error(&err),
+    };
+    if machine_readable {
+        for (target, fields) in records(&plan) {
+            let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
+            report.record(&target, &fields);
+        }
+    } else {
+        report.text(&render(&plan));
+    }
+    ExitCode::SUCCESS
+}
+
+/// Packer's `inspect -machine-readable` records (`template-variable`,
+/// `template-builder`, ...), masked and escaped as the text is. The
+/// provisioners and post-processors are listed per build, as kiln plans
+/// them.
+fn records(plan: &Plan) -> Vec<(String, Vec<String>)> {
+    let redactor = Redactor::new(&plan.sensitive_values);
+    let clean = |text: &str| crate::template::show::escape(&redactor.redact(text)).into_owned();
+    let mut out = Vec::new();
+    if let Some(description) = &plan.description {
+        out.push((
+            String::new(),
+            vec!["template-description".into(), clean(description)],
+        ));
+    }
+    for variable in &plan.variables {
+        let value = if variable.sensitive {
+            MASK.to_string()
+        } else {
+            clean(&variable.value)
+        };
+        let required = if variable.required { "1" } else { "0" };
+        out.push((
+            String::new(),
+            vec![
+                "template-variable".into(),
+                clean(&variable.name),
+                value,
+                required.into(),
+            ],
+        ));
+    }
+    for build in &plan.builds {
+        let name = clean(&build.name);
+        out.push((
+            String::new(),
+            vec![
+                "template-builder".into(),
+                name.clone(),
+                clean(&build.builder_type),
+            ],
+        ));
+        for provisioner in &build.provisioners {
+            out.push((
+                name.clone(),
+                vec!["template-provisioner".into(), clean(&provisioner.type_name)],
+            ));
+        }
+        for chain in &build.post_processors {
+            for post in chain {
+                out.push((
+                    name.clone(),
+                    vec!["template-post-processor".into(), post.type_name().into()],
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// Everything shown, masked: a sensitive variable's own value, and any
@@ -128,6 +202,62 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("plain = visible"), "{out}");
+    }
+
+    #[test]
+    fn machine_records_list_the_template_masked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.json");
+        let template = serde_json::json!({
+            "variables": {"password": "hunter2", "region": "eu", "size": null},
+            "sensitive-variables": ["password"],
+            "builders": [{
+                "type": "qemu",
+                "name": "base",
+                "iso_url": "base.qcow2",
+                "iso_checksum": "none",
+                "disk_image": true,
+                "ssh_username": "root"
+            }],
+            "provisioners": [{"type": "shell", "inline": ["echo {{user `password`}}"]}],
+            "post-processors": [{"type": "checksum"}]
+        });
+        std::fs::write(&path, template.to_string()).unwrap();
+        let overrides = Overrides {
+            entries: vec![crate::template::Override::Var("size".into(), "1".into())],
+        };
+        let plan = load(&path, &overrides).unwrap();
+        let records = records(&plan);
+        let has = |target: &str, fields: &[&str]| {
+            records.iter().any(|(t, f)| {
+                t == target && f.iter().map(String::as_str).eq(fields.iter().copied())
+            })
+        };
+        assert!(
+            has("", &["template-variable", "password", MASK, "0"]),
+            "{records:?}"
+        );
+        assert!(
+            has("", &["template-variable", "region", "eu", "0"]),
+            "{records:?}"
+        );
+        assert!(
+            has("", &["template-variable", "size", "1", "1"]),
+            "{records:?}"
+        );
+        assert!(
+            has("", &["template-builder", "base", "qemu"]),
+            "{records:?}"
+        );
+        assert!(
+            has("base", &["template-provisioner", "shell"]),
+            "{records:?}"
+        );
+        assert!(
+            has("base", &["template-post-processor", "checksum"]),
+            "{records:?}"
+        );
+        assert!(!format!("{records:?}").contains("hunter2"));
     }
 
     #[test]

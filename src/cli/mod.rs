@@ -7,17 +7,19 @@ mod export;
 mod inspect;
 pub mod interrupt;
 pub mod redact;
+mod session;
 mod test;
 pub mod ui;
+mod validate;
+mod version;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use crate::pipeline;
 use crate::template::{self, Override, Overrides};
-use args::{Cli, Command, TemplateArgs, ValidateArgs};
+use args::{Cli, Command, TemplateArgs};
 use ui::Mode;
 
 pub fn main() -> ExitCode {
@@ -57,39 +59,32 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> ExitCode {
-    let result = match cli.command {
-        Command::Validate(args) => validate(args),
-        Command::Inspect(args) => inspect::run(&args),
-        Command::Build(args) => return build::run(args).await,
-        Command::Test(args) => return test::run(args).await,
-        Command::Export(args) => return export::run(args).await,
-        Command::Version => {
-            println!("kiln {}", env!("CARGO_PKG_VERSION"));
-            Ok(())
-        }
+    let machine_readable = cli.machine_readable;
+    match cli.command {
+        Command::Validate(args) => validate::run(&args, machine_readable),
+        Command::Inspect(args) => inspect::run(&args, machine_readable),
+        Command::Build(args) => build::run(args, machine_readable).await,
+        Command::Test(args) => test::run(args, machine_readable).await,
+        Command::Export(args) => export::run(args, machine_readable).await,
+        Command::Version => version::run(machine_readable),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "kiln", &mut std::io::stdout());
-            Ok(())
+            ExitCode::SUCCESS
         }
-        Command::Man => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
-            .render(&mut std::io::stdout())
-            .context("writing the man page"),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        // validate and inspect only load the template: whatever stops
-        // them is in the template or the arguments.
-        Err(err) => {
-            let text = format!("Error: {}", format_anyhow(&err));
-            eprintln!("{}", redact::known().redact(&text));
-            exit::code(exit::USAGE)
+        Command::Man => {
+            match clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                .render(&mut std::io::stdout())
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                // As every error of a command that starts no work.
+                Err(err) => {
+                    eprintln!("Error: writing the man page: {err}");
+                    exit::code(exit::USAGE)
+                }
+            }
         }
     }
-}
-
-fn format_anyhow(err: &anyhow::Error) -> String {
-    crate::error::error_chain(err.as_ref())
 }
 
 /// `-var` and `-var-file` in command-line order.
@@ -127,20 +122,6 @@ fn load_plan(args: &TemplateArgs) -> anyhow::Result<crate::plan::Plan> {
             Err(err.into())
         }
     }
-}
-
-fn validate(args: ValidateArgs) -> anyhow::Result<()> {
-    if args.syntax_only {
-        template::check_syntax(&args.template.template)?;
-        println!("Syntax-only check passed. Everything looks okay.");
-        return Ok(());
-    }
-    let args = args.template;
-    let plan = load_plan(&args)?;
-    let selection = pipeline::Selection::new(&args.only, &args.except);
-    selection.check(&plan)?;
-    println!("The configuration is valid.");
-    Ok(())
 }
 
 /// <https://no-color.org>: set and not empty.

@@ -4,11 +4,11 @@
 //! a backing file at the start of its raw disk would make the host read
 //! that file into the export.
 //!
-//! A format is either given (`--format`, a build's own `format`) or
+//! A format is either given (`--disk-format`, a build's own `format`) or
 //! detected from the first bytes: the qcow2 magic means qcow2, any other
 //! image format's header is refused, and no header means raw. A detected
 //! qcow2 that names a backing file is refused too: only an explicit
-//! `--format qcow2` may follow one. Backing chains are walked here, header
+//! `--disk-format qcow2` may follow one. Backing chains are walked here, header
 //! by header, so a loop or a backing file without a recorded format is an
 //! error before any tool runs.
 
@@ -80,12 +80,12 @@ pub enum ImageError {
     #[error("{} looks like a text file, not a disk image", path.display())]
     Text { path: PathBuf },
     #[error(
-        "{} starts with a {format} header; kiln reads qcow2 and raw only: convert it with qemu-img, or give --format raw if it is a raw disk that merely holds those bytes",
+        "{} starts with a {format} header; kiln reads qcow2 and raw only: convert it with qemu-img, or give --disk-format raw if it is a raw disk that merely holds those bytes",
         path.display()
     )]
     OtherFormat { path: PathBuf, format: &'static str },
     #[error(
-        "{} starts with a qcow2 header naming the backing file {backing:?}; a raw disk whose guest wrote that header would export a host file: give --format raw for a raw disk, or --format qcow2 to follow the backing file",
+        "{} starts with a qcow2 header naming the backing file {backing:?}; a raw disk whose guest wrote that header would export a host file: give --disk-format raw for a raw disk, or --disk-format qcow2 to follow the backing file",
         path.display()
     )]
     DetectedBacking { path: PathBuf, backing: String },
@@ -139,7 +139,7 @@ pub struct CheckedImage {
 /// What kiln may assume about a disk's format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FormatPolicy {
-    /// The user said so (`--format`) or kiln made the disk: the bytes are
+    /// The user said so (`--disk-format`) or kiln made the disk: the bytes are
     /// that format, whatever they look like.
     Known(ImageFormat),
     /// Detected from the header; a qcow2 header naming a backing file is
@@ -504,22 +504,11 @@ fn has_protocol(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::Command;
+
+    use crate::export::tests::{overlay, s as p};
 
     fn qemu_img(args: &[&str]) {
-        let out = Command::new("qemu-img")
-            .args(args)
-            .output()
-            .expect("qemu-img is needed for this test");
-        assert!(
-            out.status.success(),
-            "qemu-img {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn p(path: &Path) -> &str {
-        path.to_str().unwrap()
+        crate::export::tests::run("qemu-img", args);
     }
 
     #[test]
@@ -580,17 +569,7 @@ mod tests {
         let base = dir.path().join("base.raw");
         std::fs::write(&base, vec![7u8; 1 << 20]).unwrap();
         let top = dir.path().join("top.qcow2");
-        qemu_img(&[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-F",
-            "raw",
-            "-b",
-            p(&base),
-            p(&top),
-        ]);
+        overlay(&base, "raw", &top);
         let err = check_image(&top, FormatPolicy::Detect).unwrap_err();
         assert!(matches!(err, ImageError::DetectedBacking { .. }), "{err}");
         let checked = check_image(&top, FormatPolicy::Known(ImageFormat::Qcow2)).unwrap();
@@ -605,17 +584,7 @@ mod tests {
         let base = dir.path().join("base.raw");
         std::fs::write(&base, vec![0u8; 1 << 20]).unwrap();
         let top = dir.path().join("top.qcow2");
-        qemu_img(&[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-F",
-            "raw",
-            "-b",
-            p(&base),
-            p(&top),
-        ]);
+        overlay(&base, "raw", &top);
         // Forget the backing format, as old images and hand-made ones do:
         // its header extension becomes one of an unknown type.
         let mut bytes = std::fs::read(&top).unwrap();
@@ -640,40 +609,23 @@ mod tests {
         let b = dir.path().join("b.qcow2");
         let base = dir.path().join("base.qcow2");
         qemu_img(&["create", "-q", "-f", "qcow2", p(&base), "8M"]);
-        qemu_img(&[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-F",
-            "qcow2",
-            "-b",
-            p(&base),
-            p(&a),
-        ]);
-        qemu_img(&[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-F",
-            "qcow2",
-            "-b",
-            p(&a),
-            p(&b),
-        ]);
+        overlay(&base, "qcow2", &a);
+        overlay(&a, "qcow2", &b);
         // a -> b -> a, and s -> s.
-        qemu_img(&[
-            "rebase",
-            "-u",
-            "-f",
-            "qcow2",
-            "-F",
-            "qcow2",
-            "-b",
-            p(&b),
-            p(&a),
-        ]);
+        let rebase = |top: &Path, backing: &str| {
+            qemu_img(&[
+                "rebase",
+                "-u",
+                "-f",
+                "qcow2",
+                "-F",
+                "qcow2",
+                "-b",
+                backing,
+                p(top),
+            ]);
+        };
+        rebase(&a, p(&b));
         let err = check_image(&a, FormatPolicy::Known(ImageFormat::Qcow2)).unwrap_err();
         let ImageError::BackingLoop { chain } = &err else {
             panic!("{err}");
@@ -682,17 +634,7 @@ mod tests {
         assert!(err.to_string().contains("a.qcow2 -> "), "{err}");
         let s = dir.path().join("s.qcow2");
         qemu_img(&["create", "-q", "-f", "qcow2", p(&s), "8M"]);
-        qemu_img(&[
-            "rebase",
-            "-u",
-            "-f",
-            "qcow2",
-            "-F",
-            "qcow2",
-            "-b",
-            "s.qcow2",
-            p(&s),
-        ]);
+        rebase(&s, "s.qcow2");
         let err = check_image(&s, FormatPolicy::Known(ImageFormat::Qcow2)).unwrap_err();
         assert!(matches!(err, ImageError::BackingLoop { .. }), "{err}");
     }
@@ -727,17 +669,7 @@ mod tests {
         qemu_img(&["create", "-q", "-f", "qcow2", p(&below), "1M"]);
         for level in 1..=MAX_CHAIN + 1 {
             let top = dir.path().join(format!("l{level}.qcow2"));
-            qemu_img(&[
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-F",
-                "qcow2",
-                "-b",
-                p(&below),
-                p(&top),
-            ]);
+            overlay(&below, "qcow2", &top);
             below = top;
         }
         let err = check_image(&below, FormatPolicy::Known(ImageFormat::Qcow2)).unwrap_err();

@@ -6,7 +6,7 @@ use std::process::{Command, Output, Stdio};
 
 use super::*;
 
-fn run(program: &str, args: &[&str]) -> Output {
+pub(super) fn run(program: &str, args: &[&str]) -> Output {
     let output = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -20,8 +20,26 @@ fn run(program: &str, args: &[&str]) -> Output {
     output
 }
 
-fn s(path: &Path) -> &str {
+pub(super) fn s(path: &Path) -> &str {
     path.to_str().unwrap()
+}
+
+/// A qcow2 overlay `top` on `base`, whose format is `base_format`.
+pub(super) fn overlay(base: &Path, base_format: &str, top: &Path) {
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-F",
+            base_format,
+            "-b",
+            s(base),
+            s(top),
+        ],
+    );
 }
 
 /// Random-looking bytes at `offset`, `len` long, written with dd so the
@@ -203,33 +221,16 @@ fn qcow2_disk_round_trips() {
 fn qcow2_overlay_reads_through_its_backing_file() {
     let dir = tempfile::tempdir().unwrap();
     let base = qcow2(dir.path(), "64M", &["write -P 0x22 0 1M"]);
-    let overlay = dir.path().join("overlay.qcow2");
-    run(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-F",
-            "qcow2",
-            "-b",
-            s(&base),
-            s(&overlay),
-        ],
-    );
-    run("qemu-io", &["-c", "write -P 0x33 512k 1M", s(&overlay)]);
+    let top = dir.path().join("overlay.qcow2");
+    overlay(&base, "qcow2", &top);
+    run("qemu-io", &["-c", "write -P 0x33 512k 1M", s(&top)]);
     // Following a backing file takes an explicit qcow2.
-    let err = package(&overlay, &mut std::io::sink(), &options()).unwrap_err();
+    let err = package(&top, &mut std::io::sink(), &options()).unwrap_err();
     assert!(
         matches!(err, ExportError::Image(ImageError::DetectedBacking { .. })),
         "{err:?}"
     );
-    let summary = package_and_check_as(
-        &overlay,
-        dir.path(),
-        FormatPolicy::Known(ImageFormat::Qcow2),
-    );
+    let summary = package_and_check_as(&top, dir.path(), FormatPolicy::Known(ImageFormat::Qcow2));
     assert_eq!(summary.data_bytes, 3 << 19);
 }
 

@@ -1,6 +1,8 @@
-//! External tools (qemu-img) run so that they can always be stopped: in a
-//! process group of their own, killed with kiln (PR_SET_PDEATHSIG), within
-//! a time bound, on a cancel, and on every way out of the call.
+//! External programs run so that they can always be stopped: in a process
+//! group of their own, killed with kiln (PR_SET_PDEATHSIG). The tools
+//! (qemu-img, qemu-nbd) also within a time bound, on a cancel, and on every
+//! way out of the call; QEMU and `shell-local` commands through
+//! [`own_group`].
 
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read, Seek};
@@ -27,8 +29,25 @@ pub fn die_with_parent(command: &mut Command) {
     }
 }
 
-/// The `pre_exec` body, for std's and tokio's `Command`.
-pub fn parent_death_signal(parent: u32) -> io::Result<()> {
+/// A tokio command's child in a process group of its own (a terminal's
+/// Ctrl-C is kiln's to handle; killing the group takes the child's helpers
+/// along), killed when its handle is dropped and when kiln dies (QEMU,
+/// `shell-local` commands).
+pub fn own_group(command: &mut tokio::process::Command) -> &mut tokio::process::Command {
+    command.process_group(0).kill_on_drop(true);
+    let parent = std::process::id();
+    // SAFETY: only async-signal-safe calls (prctl, getppid) between fork
+    // and exec.
+    unsafe {
+        command.pre_exec(move || parent_death_signal(parent));
+    }
+    command
+}
+
+/// The `pre_exec` body, for std's and tokio's `Command`. The signal
+/// follows the forking *thread*: tokio's worker threads live as long as
+/// the runtime, which is kiln.
+fn parent_death_signal(parent: u32) -> io::Result<()> {
     // SAFETY: prctl and getppid are async-signal-safe and take no pointers.
     unsafe {
         if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {

@@ -30,6 +30,8 @@ pub enum ComputeError {
     Invalid(#[from] ValidationError),
     #[error("image {name:?} already exists in project {project}; use -force to replace it")]
     ImageExists { project: String, name: String },
+    #[error("image {name:?} not found in project {project}")]
+    ImageNotFound { project: String, name: String },
     #[error("{what} failed")]
     Transport {
         what: String,
@@ -171,6 +173,52 @@ impl ImageRequest {
         }
         body
     }
+}
+
+/// The request a `googlecompute-import` post-processor describes: the one
+/// place its settings become an image request.
+impl From<&crate::plan::GceImportConfig> for ImageRequest {
+    fn from(config: &crate::plan::GceImportConfig) -> ImageRequest {
+        ImageRequest {
+            project: config.project_id.clone(),
+            name: config.image_name.clone(),
+            family: config.image_family.clone(),
+            description: config.image_description.clone(),
+            labels: config.image_labels.clone(),
+            guest_os_features: config.image_guest_os_features.clone(),
+            storage_locations: config.image_storage_locations.clone(),
+            architecture: config.image_architecture.clone(),
+            bucket: config.bucket.clone(),
+            object: config.gcs_object_name.clone(),
+        }
+    }
+}
+
+/// An image as `images.get` returns it, as much of it as kiln reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Image {
+    /// The image's name.
+    pub name: String,
+    /// GCE's numeric id, sent as a string of digits (a uint64).
+    pub id: String,
+    /// The image's full URL, as other API calls take it.
+    pub self_link: String,
+    /// The image family, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+    /// `PENDING`, `READY` or `FAILED`.
+    #[serde(default)]
+    pub status: String,
+    /// The size of a disk made from it, in GB (a string, as GCE sends it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_size_gb: Option<String>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation_timestamp: Option<String>,
+    /// The image's labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// One entry of an operation's `error.errors`.
@@ -350,14 +398,35 @@ impl ComputeClient {
 
     /// Whether an image of that name exists.
     pub async fn image_exists(&self, project: &str, name: &str) -> Result<bool, ComputeError> {
+        Ok(self.lookup_image(project, name).await?.is_some())
+    }
+
+    /// The image as `images.get` returns it; [`ComputeError::ImageNotFound`]
+    /// when there is none.
+    pub async fn get_image(&self, project: &str, name: &str) -> Result<Image, ComputeError> {
+        match self.lookup_image(project, name).await? {
+            Some(response) => read_json(&format!("reading image {name}"), response).await,
+            None => Err(ComputeError::ImageNotFound {
+                project: project.to_string(),
+                name: name.to_string(),
+            }),
+        }
+    }
+
+    /// `images.get`: the answer when the image exists, `None` on 404.
+    async fn lookup_image(
+        &self,
+        project: &str,
+        name: &str,
+    ) -> Result<Option<reqwest::Response>, ComputeError> {
         let what = format!("looking up image {name}");
         let url = format!("{}/{name}", self.images_url(project));
         let response = http::send_retrying(&self.tokens, &self.retry, &|| self.http.get(&url))
             .await
             .map_err(|e| ComputeError::from_call(&what, e))?;
         match response.status().as_u16() {
-            200 => Ok(true),
-            404 => Ok(false),
+            200 => Ok(Some(response)),
+            404 => Ok(None),
             status => Err(status_error(what, status, response).await),
         }
     }

@@ -75,18 +75,7 @@ pub async fn from_image(plan: &DiskPlan<'_>) -> Result<(), DiskError> {
     let source_format = source.format.as_str();
     let target = plan.target.as_os_str();
     if plan.use_backing_file {
-        qemu_img(&[
-            os("create"),
-            os("-q"),
-            os("-f"),
-            os("qcow2"),
-            os("-F"),
-            os(source_format),
-            os("-b"),
-            source.path.as_os_str(),
-            target,
-        ])
-        .await?;
+        overlay(&source.path, source_format, plan.target).await?;
     } else if source_format == plan.format.as_str() {
         // Same format: a plain copy keeps holes and is far quicker than a
         // convert.
@@ -276,20 +265,30 @@ mod tests {
         crate::export::check_image(path, crate::export::FormatPolicy::DetectTrusted)
     }
 
-    #[tokio::test]
-    async fn image_copy_resize_and_compact() {
-        let dir = tempfile::tempdir().unwrap();
-        let source = dir.path().join("src.qcow2");
-        blank(&source, DiskFormat::Qcow2, 64).await.unwrap();
-        let target = dir.path().join("out.qcow2");
-        let plan = DiskPlan {
-            source: &source,
-            target: &target,
+    /// A blank qcow2 source of `mib` MiB in `dir`, and where its copy goes.
+    async fn source_and_target(dir: &Path, mib: u64) -> (PathBuf, PathBuf) {
+        let source = dir.join("src.qcow2");
+        blank(&source, DiskFormat::Qcow2, mib).await.unwrap();
+        (source, dir.join("out.qcow2"))
+    }
+
+    /// A full qcow2 copy of `source`, resized to 128 MiB.
+    fn plan<'a>(source: &'a Path, target: &'a Path) -> DiskPlan<'a> {
+        DiskPlan {
+            source,
+            target,
             format: DiskFormat::Qcow2,
             size_mib: 128,
             use_backing_file: false,
             skip_resize: false,
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn image_copy_resize_and_compact() {
+        let dir = tempfile::tempdir().unwrap();
+        let (source, target) = source_and_target(dir.path(), 64).await;
+        let plan = plan(&source, &target);
         from_image(&plan).await.unwrap();
         assert_eq!(info(&target).await.unwrap().virtual_size, 128 << 20);
         compact(&target, DiskFormat::Qcow2, true).await.unwrap();
@@ -326,16 +325,10 @@ mod tests {
     #[tokio::test]
     async fn shrinking_is_refused_with_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        let source = dir.path().join("src.qcow2");
-        blank(&source, DiskFormat::Qcow2, 256).await.unwrap();
-        let target = dir.path().join("out.qcow2");
+        let (source, target) = source_and_target(dir.path(), 256).await;
         let plan = DiskPlan {
-            source: &source,
-            target: &target,
-            format: DiskFormat::Qcow2,
-            size_mib: 128,
             use_backing_file: true,
-            skip_resize: false,
+            ..plan(&source, &target)
         };
         let err = from_image(&plan).await.unwrap_err();
         assert!(

@@ -3,23 +3,24 @@
 //! `disk.raw` or `.tar.gz`), then registered as an image; the uploaded
 //! object is deleted afterwards unless `skip_clean`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, ReadBuf};
+use tokio_util::sync::CancellationToken;
 
 use super::BuildContext;
-use super::report::{Artifact, ProgressMeter};
+use super::report::{Artifact, ProgressMeter, Reporter};
 use crate::export::{FormatPolicy, ImageFormat};
 use crate::gcp::{
     ComputeClient, ComputeError, Credentials, ImageRequest, StorageClient, StorageError,
     TokenSource, UploadOptions, validate_image_request,
 };
-use crate::plan::GceImportConfig;
+use crate::plan::{CompressionLevel, GceImportConfig};
 
 /// How much packaged data may wait for the upload.
 const PIPE_BYTES: usize = 16 << 20;
@@ -35,7 +36,7 @@ pub enum GceError {
         bucket: String,
         object: String,
         #[source]
-        source: StorageError,
+        source: Box<StorageError>,
     },
     #[error("packaging {} for the upload", disk.display())]
     Package {
@@ -47,92 +48,139 @@ pub enum GceError {
     Compute(#[from] ComputeError),
     #[error("the packaging thread failed: {0}")]
     Thread(String),
+    #[error("cancelled")]
+    Cancelled,
 }
 
-/// What `kiln export` and the post-processor ask for.
-pub struct Publish<'a> {
-    pub config: &'a GceImportConfig,
+/// A disk to publish as a Compute Engine image: what `kiln export
+/// --bucket` and the `googlecompute-import` post-processor both ask for.
+#[derive(Debug, Clone)]
+pub struct PublishRequest {
+    /// The disk, qcow2 or raw.
+    pub disk: PathBuf,
+    /// What the disk's format may be taken to be: never probed.
+    pub format: FormatPolicy,
+    /// The image, and the Cloud Storage object that carries the disk.
+    pub image: ImageRequest,
+    /// A credentials file; `None`: Application Default Credentials.
+    pub account_file: Option<PathBuf>,
+    /// gzip level of the streamed tarball.
+    pub level: CompressionLevel,
+    /// Keep the uploaded object after the import.
+    pub skip_clean: bool,
+    /// How long to wait for each image operation.
+    pub create_timeout: Duration,
     /// Delete an existing image of the same name first.
     pub force: bool,
-    /// `--compute-endpoint`; `None` reads `KILN_COMPUTE_ENDPOINT`.
-    pub compute_endpoint: Option<&'a str>,
-    /// What the disk's format may be taken to be.
-    pub format: FormatPolicy,
+    /// The Compute API endpoint; `None` reads `KILN_COMPUTE_ENDPOINT`.
+    pub compute_endpoint: Option<String>,
 }
 
-/// The image request a config describes; checked before anything is sent.
-pub fn image_request(config: &GceImportConfig) -> ImageRequest {
-    let mut request = ImageRequest::new(
-        &config.project_id,
-        &config.image_name,
-        &config.bucket,
-        &config.gcs_object_name,
-    );
-    request.family = config.image_family.clone();
-    request.description = config.image_description.clone();
-    request.labels = config.image_labels.clone();
-    request.guest_os_features = config.image_guest_os_features.clone();
-    request.storage_locations = config.image_storage_locations.clone();
-    request.architecture = config.image_architecture.clone();
-    request
+impl PublishRequest {
+    /// What a `googlecompute-import` post-processor asks for `disk`.
+    pub fn from_import(config: &GceImportConfig, disk: PathBuf, format: ImageFormat) -> Self {
+        PublishRequest {
+            disk,
+            format: FormatPolicy::Known(format),
+            image: ImageRequest::from(config),
+            account_file: config.account_file.clone(),
+            level: config.compression_level,
+            skip_clean: config.skip_clean,
+            create_timeout: config.image_create_timeout,
+            force: false,
+            compute_endpoint: None,
+        }
+    }
+
+    /// Names, labels and the disk checked, before anything is sent: a
+    /// request GCE would refuse, or a disk kiln may not read as it stands,
+    /// costs no upload.
+    pub fn check(&self) -> Result<(), GceError> {
+        validate_image_request(&self.image)?;
+        crate::export::check_image(&self.disk, self.format).map_err(|source| {
+            GceError::Package {
+                disk: self.disk.clone(),
+                source: source.into(),
+            }
+        })?;
+        Ok(())
+    }
 }
 
-/// Uploads `disk` and creates the image; returns the image's URL.
-pub async fn publish(
-    ctx: &BuildContext,
-    disk: &Path,
-    publish: &Publish<'_>,
-) -> Result<String, GceError> {
-    let config = publish.config;
-    let request = image_request(config);
-    validate_image_request(&request)?;
-    // Not a disk, or not one kiln may read as it stands: said before any
-    // request is sent.
-    crate::export::check_image(disk, publish.format).map_err(|source| GceError::Package {
-        disk: disk.to_path_buf(),
-        source: source.into(),
-    })?;
+/// The image a [`PublishRequest`] made, as Compute Engine describes it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PublishedImage {
+    /// The project the image is in.
+    pub project: String,
+    /// The image's name.
+    pub name: String,
+    /// GCE's numeric id (a string of digits).
+    pub id: String,
+    /// The image's full URL.
+    pub self_link: String,
+    /// The image family, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+}
+
+/// Uploads the disk and creates the image, reporting as `export`.
+pub async fn publish_disk(
+    request: &PublishRequest,
+    reporter: Arc<dyn Reporter>,
+    cancel: CancellationToken,
+) -> Result<PublishedImage, GceError> {
+    let ctx = BuildContext::standalone("export", reporter, cancel.clone());
+    // Dropped on a cancel: the packaging stops, the object's guard deletes
+    // what was uploaded.
+    tokio::select! {
+        result = publish(&ctx, request) => result,
+        () = cancel.cancelled() => Err(GceError::Cancelled),
+    }
+}
+
+/// [`publish_disk`] for a stage that has its build's context.
+async fn publish(ctx: &BuildContext, request: &PublishRequest) -> Result<PublishedImage, GceError> {
+    request.check()?;
+    let image = &request.image;
+    let disk = request.disk.as_path();
 
     let (storage_base, storage_emulated) = StorageClient::endpoint_from_env();
-    let compute_endpoint = publish
+    let compute_endpoint = request
         .compute_endpoint
-        .map(str::to_string)
+        .clone()
         .or_else(|| std::env::var("KILN_COMPUTE_ENDPOINT").ok())
         .filter(|e| !e.is_empty());
     // Local stand-ins take no credentials; anything real does.
-    let tokens = if storage_emulated && compute_endpoint.is_some() && config.account_file.is_none()
+    let tokens = if storage_emulated && compute_endpoint.is_some() && request.account_file.is_none()
     {
         Arc::new(TokenSource::none()?)
     } else {
-        let (credentials, source) = Credentials::discover(config.account_file.as_deref())?;
+        let (credentials, source) = Credentials::discover(request.account_file.as_deref())?;
         tracing::info!(?source, "Google Cloud credentials");
         Arc::new(TokenSource::new(credentials)?)
     };
     let compute = ComputeClient::new(compute_endpoint.as_deref(), tokens.clone())?;
     let storage =
-        StorageClient::new(&storage_base, tokens).map_err(|source| upload_error(config, source))?;
+        StorageClient::new(&storage_base, tokens).map_err(|source| upload_error(image, source))?;
 
     // Known before a byte is uploaded: an image that is already there.
-    if compute
-        .image_exists(&config.project_id, &config.image_name)
-        .await?
-    {
-        if !publish.force {
+    if compute.image_exists(&image.project, &image.name).await? {
+        if !request.force {
             return Err(ComputeError::ImageExists {
-                project: config.project_id.clone(),
-                name: config.image_name.clone(),
+                project: image.project.clone(),
+                name: image.name.clone(),
             }
             .into());
         }
         ctx.say(&format!(
             "Deleting the existing image {} (-force)...",
-            config.image_name
+            image.name
         ));
         compute
             .delete_image(
-                &config.project_id,
-                &config.image_name,
-                config.image_create_timeout,
+                &image.project,
+                &image.name,
+                request.create_timeout,
                 &ctx.cancel,
             )
             .await?;
@@ -141,36 +189,17 @@ pub async fn publish(
     ctx.say(&format!(
         "Uploading {} to gs://{}/{} as a GCE tarball (level {})...",
         disk.display(),
-        config.bucket,
-        config.gcs_object_name,
-        config.compression_level
+        image.bucket,
+        image.object,
+        request.level
     ));
-    let uploaded = upload(ctx, &storage, disk, config, publish.format).await;
+    let uploaded = upload(ctx, &storage, request).await;
     // The object may exist from here on; a cancel during the image's
     // creation must not leave it behind (unless skip_clean keeps it).
-    let object_guard = (!config.skip_clean)
-        .then(|| storage.delete_on_drop(&config.bucket, &config.gcs_object_name));
+    let object_guard =
+        (!request.skip_clean).then(|| storage.delete_on_drop(&image.bucket, &image.object));
     let result = match uploaded {
-        Ok(()) => {
-            ctx.say(&format!(
-                "Creating image {} in project {}...",
-                config.image_name, config.project_id
-            ));
-            compute
-                .create_image(&request, config.image_create_timeout, &ctx.cancel)
-                .await
-                .map(|op| {
-                    if op.target_link.is_empty() {
-                        format!(
-                            "projects/{}/global/images/{}",
-                            config.project_id, config.image_name
-                        )
-                    } else {
-                        op.target_link
-                    }
-                })
-                .map_err(GceError::from)
-        }
+        Ok(()) => create(ctx, &compute, request).await,
         Err(err) => Err(err),
     };
     // The object only carried the disk to GCE: it goes whether the image
@@ -178,41 +207,59 @@ pub async fn publish(
     if let Some(guard) = object_guard {
         guard.disarm();
     }
-    if config.skip_clean {
+    if request.skip_clean {
         ctx.say(&format!(
             "skip_clean: keeping gs://{}/{}",
-            config.bucket, config.gcs_object_name
+            image.bucket, image.object
         ));
     } else {
-        match storage
-            .delete_object(&config.bucket, &config.gcs_object_name)
-            .await
-        {
-            Ok(_) => ctx.say(&format!(
-                "Deleted gs://{}/{}",
-                config.bucket, config.gcs_object_name
-            )),
+        match storage.delete_object(&image.bucket, &image.object).await {
+            Ok(_) => ctx.say(&format!("Deleted gs://{}/{}", image.bucket, image.object)),
             Err(err) => ctx.reporter.error(
                 &ctx.name,
                 &format!(
                     "could not delete gs://{}/{}: {}",
-                    config.bucket,
-                    config.gcs_object_name,
+                    image.bucket,
+                    image.object,
                     crate::error::error_chain(&err)
                 ),
             ),
         }
     }
-    let image = result?;
-    ctx.say(&format!("Image created: {image}"));
-    Ok(image)
+    let published = result?;
+    ctx.say(&format!("Image created: {}", published.self_link));
+    Ok(published)
 }
 
-fn upload_error(config: &GceImportConfig, source: StorageError) -> GceError {
+/// Inserts the image, waits for it, and reads back what GCE made of it.
+async fn create(
+    ctx: &BuildContext,
+    compute: &ComputeClient,
+    request: &PublishRequest,
+) -> Result<PublishedImage, GceError> {
+    let image = &request.image;
+    ctx.say(&format!(
+        "Creating image {} in project {}...",
+        image.name, image.project
+    ));
+    compute
+        .create_image(image, request.create_timeout, &ctx.cancel)
+        .await?;
+    let made = compute.get_image(&image.project, &image.name).await?;
+    Ok(PublishedImage {
+        project: image.project.clone(),
+        name: made.name,
+        id: made.id,
+        self_link: made.self_link,
+        family: made.family,
+    })
+}
+
+fn upload_error(image: &ImageRequest, source: StorageError) -> GceError {
     GceError::Upload {
-        bucket: config.bucket.clone(),
-        object: config.gcs_object_name.clone(),
-        source,
+        bucket: image.bucket.clone(),
+        object: image.object.clone(),
+        source: Box::new(source),
     }
 }
 
@@ -220,10 +267,9 @@ fn upload_error(config: &GceImportConfig, source: StorageError) -> GceError {
 async fn upload(
     ctx: &BuildContext,
     storage: &StorageClient,
-    disk: &Path,
-    config: &GceImportConfig,
-    format: FormatPolicy,
+    request: &PublishRequest,
 ) -> Result<(), GceError> {
+    let (disk, format, image) = (request.disk.as_path(), request.format, &request.image);
     let started = Instant::now();
     // Stops the packaging thread when the build or export is cancelled, or
     // when this future is dropped; kiln waits for it to clean up.
@@ -239,7 +285,7 @@ async fn upload(
         let finished = finished.clone();
         let (packaged_bytes, data_bytes) = (packaged_bytes.clone(), data_bytes.clone());
         let disk = disk.to_path_buf();
-        let level = config.compression_level.get();
+        let level = request.level.get();
         let mut bridge = tokio_util::io::SyncIoBridge::new(writer);
         tokio::task::spawn_blocking(move || {
             let _pending = pending;
@@ -284,8 +330,8 @@ async fn upload(
     };
     let uploaded = storage
         .upload(
-            &config.bucket,
-            &config.gcs_object_name,
+            &image.bucket,
+            &image.object,
             guarded,
             &UploadOptions::default(),
             &mut progress,
@@ -300,7 +346,7 @@ async fn upload(
         disk: disk.to_path_buf(),
         source,
     })?;
-    let object = uploaded.map_err(|source| upload_error(config, source))?;
+    let object = uploaded.map_err(|source| upload_error(image, source))?;
     ctx.say(&format!(
         "Uploaded {:.0} MiB ({} MiB of disk) in {:.1}s; crc32c checked",
         object.size_bytes().unwrap_or(summary.compressed_bytes) as f64 / f64::from(1 << 20),
@@ -347,23 +393,13 @@ pub async fn import(
     format: ImageFormat,
 ) -> Result<Artifact, super::BuildError> {
     let disk = super::post::disk_of("googlecompute-import", input)?;
-    let image = publish(
-        ctx,
-        &disk,
-        &Publish {
-            config,
-            force: false,
-            compute_endpoint: None,
-            format: FormatPolicy::Known(format),
-        },
-    )
-    .await?;
+    let image = publish(ctx, &PublishRequest::from_import(config, disk, format)).await?;
     Ok(Artifact {
         build_name: input.build_name.clone(),
         builder_type: input.builder_type.clone(),
         builder_id: "packer.post-processor.googlecompute-import".to_string(),
         description: format!("A disk image was created: {}", config.image_name),
-        files: vec![PathBuf::from(image)],
+        files: vec![PathBuf::from(image.self_link)],
     })
 }
 

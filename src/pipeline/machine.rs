@@ -17,15 +17,6 @@ use crate::ssh::{Auth, Session, SshConfig, SshError};
 /// or shut down.
 #[derive(Debug, thiserror::Error)]
 pub enum MachineError {
-    /// A file in the build's scratch directory could not be written.
-    #[error("cannot write {}", path.display())]
-    Io {
-        /// The file kiln was writing.
-        path: PathBuf,
-        /// What the system said.
-        #[source]
-        source: std::io::Error,
-    },
     /// The build's SSH key pair could not be generated or written.
     #[error("ssh key")]
     Key(#[source] SshError),

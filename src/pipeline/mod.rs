@@ -1,13 +1,20 @@
 //! The stage runner: one pipeline per build, run in parallel up to
 //! `-parallel-builds`, each with an undo stack that runs on failure or
 //! Ctrl-C.
+//!
+//! The library's typed entry points, one per command that does work:
+//! [`build`] a plan, [`test_image`], [`package_disk`] into a file,
+//! [`publish_disk`] as a Compute Engine image. The post-processors call
+//! the same code as `kiln export`.
 
 mod disk;
-pub(crate) mod gce;
+mod gce;
 mod machine;
-pub(crate) mod post;
+mod package;
+mod post;
 pub mod report;
 mod test_boot;
+mod test_image;
 mod traces;
 mod undo;
 
@@ -21,7 +28,11 @@ use crate::plan::{BuildSpec, Communicator, Plan, PostProcessorSpec, QemuConfig};
 use report::{Artifact, Reporter, Stage};
 use undo::{Created, UndoStack};
 
+pub use gce::{GceError, PublishRequest, PublishedImage, publish_disk};
 pub use machine::MachineError;
+pub use package::{PackageRequest, PackagedFile, package_disk};
+pub use post::PostError;
+pub use test_image::{TestRequest, test_image};
 
 /// `-on-error`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -85,9 +96,9 @@ pub struct BuildOptions {
     pub selection: Selection,
     /// `-test-report`: where the smoke-test report goes (`.xml` or `.json`).
     pub test_report: Option<PathBuf>,
-    /// Set by [`run_all`]: several builds write one report each.
+    /// Set by [`build`]: several builds write one report each.
     pub many_builds: bool,
-    /// Set by [`run_all`] from the plan: masked in the files the build
+    /// Set by [`build`] from the plan: masked in the files the build
     /// writes from guest output (the test reports).
     pub redactor: crate::redact::Redactor,
 }
@@ -159,9 +170,9 @@ pub struct Outcome {
     pub result: Result<Artifact, BuildError>,
 }
 
-/// Runs every selected build; never fails as a whole, each build reports
-/// its own outcome.
-pub async fn run_all(
+/// `kiln build`: runs every selected build of the plan; never fails as a
+/// whole, each build reports its own outcome.
+pub async fn build(
     plan: &Plan,
     options: &BuildOptions,
     reporter: Arc<dyn Reporter>,
@@ -227,6 +238,21 @@ pub(crate) struct BuildContext {
 }
 
 impl BuildContext {
+    /// The context of work that is no build of a template (`kiln test`,
+    /// `kiln export`): `name` prefixes what it reports.
+    pub fn standalone(
+        name: &str,
+        reporter: Arc<dyn Reporter>,
+        cancel: CancellationToken,
+    ) -> BuildContext {
+        BuildContext {
+            name: name.to_string(),
+            builder_type: "qemu".to_string(),
+            reporter,
+            cancel,
+        }
+    }
+
     pub fn stage(&self, stage: Stage) {
         tracing::debug!(build = %self.name, stage = stage.as_str(), "stage");
         self.reporter.stage(&self.name, stage);
@@ -568,58 +594,6 @@ fn report_path(path: &Path, build: &str, many_builds: bool) -> PathBuf {
         .map(|e| e.to_string_lossy().into_owned())
         .unwrap_or_default();
     path.with_file_name(format!("{stem}-{build}.{ext}"))
-}
-
-/// `kiln test`: boots `image` (qcow2, raw, or a GCE `disk.raw.tar.gz`) as a
-/// new instance under a throw-away overlay and runs `checks`. The image is
-/// never written.
-pub async fn test_image(
-    image: &Path,
-    format: crate::export::FormatPolicy,
-    config: &QemuConfig,
-    checks: &[crate::plan::CheckSpec],
-    reporter: Arc<dyn Reporter>,
-    cancel: CancellationToken,
-) -> Result<Vec<crate::smoke::CheckResult>, BuildError> {
-    let ctx = BuildContext {
-        name: "test".to_string(),
-        builder_type: "qemu".to_string(),
-        reporter,
-        cancel: cancel.clone(),
-    };
-    let scratch = scratch_dir("kiln-")?;
-    let work = async {
-        let (disk, format) = if format == crate::export::FormatPolicy::Detect
-            && crate::export::unpack::is_gzip(image)
-        {
-            ctx.stage(Stage::Source);
-            ctx.say(&format!("Unpacking disk.raw from {}...", image.display()));
-            let raw = scratch.path().join("disk.raw");
-            let (tarball, out) = (image.to_path_buf(), raw.clone());
-            tokio::task::spawn_blocking(move || {
-                crate::export::unpack::extract_disk(&tarball, &out)
-            })
-            .await
-            .map_err(|err| BuildError::Io {
-                path: image.to_path_buf(),
-                source: std::io::Error::other(err.to_string()),
-            })??;
-            (raw, "raw")
-        } else {
-            // Checked once and then told to QEMU: a raw image is never
-            // probed, and a bad backing chain never reaches it.
-            let checked = crate::export::check_image(image, format)?;
-            (checked.path, checked.format.as_str())
-        };
-        let serial_log = scratch.path().join("serial.log");
-        test_boot::run(&ctx, config, &disk, format, &serial_log, checks).await
-    };
-    let result = tokio::select! {
-        result = work => result,
-        () = cancel.cancelled() => Err(BuildError::Cancelled),
-    };
-    ctx.stage(Stage::Cleanup);
-    result
 }
 
 async fn run_post_processors(

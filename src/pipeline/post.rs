@@ -6,13 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::BuildContext;
-use super::report::{Artifact, packaging_progress};
+use super::report::Artifact;
 use crate::error::FileError;
-use crate::export::{ExportError, FormatPolicy, ImageFormat, PackageSummary};
+use crate::export::{FormatPolicy, ImageFormat};
 use crate::plan::render_late;
-use crate::plan::{
-    ChecksumPostConfig, ChecksumType, CompressConfig, CompressionLevel, ManifestConfig,
-};
+use crate::plan::{ChecksumPostConfig, ChecksumType, CompressConfig, ManifestConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PostError {
@@ -204,13 +202,16 @@ pub async fn compress(
     }
     // Packer's compress replaces an earlier output; the disk itself it
     // must not.
-    package_to_file(
+    super::package::package(
         ctx,
-        &disk,
-        &output,
-        config.level,
-        FormatPolicy::Known(format),
-        true,
+        &super::package::PackageRequest {
+            disk,
+            format: FormatPolicy::Known(format),
+            output: output.clone(),
+            level: config.level,
+            force: true,
+            sha256: false,
+        },
     )
     .await?;
     Ok(Artifact {
@@ -222,49 +223,12 @@ pub async fn compress(
     })
 }
 
-/// GCE's tarball of `disk` at `output`, made on a blocking thread with its
-/// progress on the build's status line. A cancel (or this future being
-/// dropped) stops the packaging within a block; kiln waits for it to remove
-/// its temp file and stop its tools before exiting.
-pub(crate) async fn package_to_file(
-    ctx: &BuildContext,
-    disk: &Path,
-    output: &Path,
-    level: CompressionLevel,
-    format: FormatPolicy,
-    force: bool,
-) -> Result<PackageSummary, ExportError> {
-    let (from, to) = (disk.to_path_buf(), output.to_path_buf());
-    let progress = packaging_progress(ctx.reporter.clone(), ctx.name.clone());
-    let cancel = ctx.cancel.child_token();
-    let _stop_when_dropped = cancel.clone().drop_guard();
-    let pending = crate::cleanup::Pending::start();
-    let packaged = tokio::task::spawn_blocking(move || {
-        let _pending = pending;
-        crate::export::package_to_file(
-            &from,
-            &to,
-            force,
-            &crate::export::PackageOptions {
-                level: level.get(),
-                progress: Some(&progress),
-                format,
-                cancel: Some(&cancel),
-                ..Default::default()
-            },
-        )
-    })
-    .await;
-    ctx.progress(None);
-    packaged.map_err(|err| ExportError::Write {
-        disk: disk.to_path_buf(),
-        source: std::io::Error::other(err.to_string()),
-    })?
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::export::ExportError;
+    use crate::pipeline::package::{PackageRequest, package};
+    use crate::plan::CompressionLevel;
 
     fn artifact(files: Vec<PathBuf>) -> Artifact {
         Artifact {
@@ -399,14 +363,15 @@ mod tests {
                 reporter: std::sync::Arc::new(Quiet),
                 cancel: tokio_util::sync::CancellationToken::new(),
             };
-            let mut packaging = Box::pin(package_to_file(
-                &ctx,
-                &disk,
-                &out,
-                CompressionLevel::try_from(9).unwrap(),
-                FormatPolicy::Known(ImageFormat::Qcow2),
-                false,
-            ));
+            let request = PackageRequest {
+                disk: disk.clone(),
+                format: FormatPolicy::Known(ImageFormat::Qcow2),
+                output: out.clone(),
+                level: CompressionLevel::try_from(9).unwrap(),
+                force: false,
+                sha256: false,
+            };
+            let mut packaging = Box::pin(package(&ctx, &request));
             // Until the tarball holds data: the packaging is under way.
             let started = async {
                 loop {
@@ -427,7 +392,10 @@ mod tests {
             } else {
                 ctx.cancel.cancel();
                 let err = packaging.await.unwrap_err();
-                assert!(matches!(err, ExportError::Cancelled { .. }), "{err:?}");
+                assert!(
+                    matches!(err, PostError::Export(ExportError::Cancelled { .. })),
+                    "{err:?}"
+                );
             }
             assert!(crate::cleanup::wait(std::time::Duration::from_secs(600)));
             assert_eq!(partial_tarball(dir.path()), None);

@@ -92,16 +92,10 @@ async fn run_script(
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // A group of its own: a cancel ends the command and everything it
-        // started; a terminal's Ctrl-C is kiln's to handle.
-        .process_group(0)
-        .kill_on_drop(true);
-    let parent = std::process::id();
-    // SAFETY: the hook makes only async-signal-safe calls.
-    unsafe {
-        command.pre_exec(move || crate::export::tool::parent_death_signal(parent));
-    }
+        .stderr(Stdio::piped());
+    // A group of its own: a cancel ends the command and everything it
+    // started; a terminal's Ctrl-C is kiln's to handle.
+    crate::export::tool::own_group(&mut command);
     let mut child = command.spawn().map_err(spawn_error)?;
     let mut group = GroupKill(child.id());
     let stdout = child.stdout.take();

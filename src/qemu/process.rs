@@ -61,30 +61,11 @@ impl QemuProcess {
             .args(argv)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            // Its own group, so a terminal's Ctrl-C reaches kiln only (kiln
-            // then shuts QEMU down in order) and kill(-pgid) takes helpers
-            // along.
-            .process_group(0)
-            .kill_on_drop(true);
-        let parent = std::process::id();
-        // SAFETY: only async-signal-safe calls (prctl, getppid) between fork
-        // and exec.
-        unsafe {
-            command.pre_exec(move || {
-                // QEMU must not outlive kiln, even after a SIGKILL of kiln.
-                // The signal follows the forking *thread*: tokio's worker
-                // threads live as long as the runtime, which is kiln.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // kiln may have died before prctl took effect.
-                if libc::getppid() as u32 != parent {
-                    return Err(std::io::Error::other("kiln exited during QEMU's start"));
-                }
-                Ok(())
-            });
-        }
+            .stderr(Stdio::piped());
+        // Its own group, so a terminal's Ctrl-C reaches kiln only (kiln
+        // then shuts QEMU down in order) and kill(-pgid) takes helpers
+        // along; QEMU must not outlive kiln, even after a SIGKILL of kiln.
+        crate::export::tool::own_group(&mut command);
         let mut child = command.spawn().map_err(|source| QemuError::Spawn {
             binary: binary.to_string(),
             source,

@@ -83,27 +83,9 @@ fn decode_one(mut o: Obj<'_>, cwd: &Path) -> Option<CheckSpec> {
     let timeout = o.duration("timeout").unwrap_or(unset.timeout);
     let retry_for = o.duration("retry_for").unwrap_or(unset.retry_for);
 
-    let present: Vec<&str> = KINDS.iter().copied().filter(|k| o.has(k)).collect();
-    let kind = match present.as_slice() {
-        [one] => kind(&mut o, one, cwd),
-        [] => {
-            o.cx().problem(
-                o.path.clone(),
-                format!("one of {} is required", KINDS.join(", ")),
-            );
-            None
-        }
-        many => {
-            o.cx().problem(
-                o.path.clone(),
-                format!(
-                    "only one of {} may be set, got {}",
-                    KINDS.join(", "),
-                    many.join(" and ")
-                ),
-            );
-            None
-        }
+    let kind = match o.exactly_one(KINDS) {
+        Some(which) => kind(&mut o, KINDS[which], cwd),
+        None => None,
     };
     // Keys of the other kinds are still unknown here: mark the kind names
     // known so `finish` reports only real typos.

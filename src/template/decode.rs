@@ -142,6 +142,33 @@ impl<'a> Obj<'a> {
         }
     }
 
+    /// Exactly one of `keys` must be present; returns which.
+    pub fn exactly_one(&self, keys: &[&str]) -> Option<usize> {
+        let present: Vec<usize> = (0..keys.len()).filter(|i| self.has(keys[*i])).collect();
+        match present.as_slice() {
+            [one] => Some(*one),
+            [] => {
+                self.cx().problem(
+                    self.path.clone(),
+                    format!("one of {} is required", keys.join(", ")),
+                );
+                None
+            }
+            many => {
+                let names: Vec<&str> = many.iter().map(|i| keys[*i]).collect();
+                self.cx().problem(
+                    self.path.clone(),
+                    format!(
+                        "only one of {} may be set, got {}",
+                        keys.join(", "),
+                        names.join(" and ")
+                    ),
+                );
+                None
+            }
+        }
+    }
+
     /// The path of `key` in this object, for messages.
     pub fn key_path(&self, key: &str) -> String {
         let key = key_name(key);

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value as Json};
 
 use crate::plan::render::funcs::FuncCtx;
-use crate::plan::{BuildSpec, CheckSpec, Plan, PostProcessorSpec, ProvisionerSpec, QemuConfig};
+use crate::plan::{BuildSpec, CheckSpec, Plan, PostProcessorSpec, ProvisionerSpec};
 use checks::CheckHead;
 use decode::{Cx, Obj, json_type};
 use heads::{BuilderHead, ProvisionerHead, builder_heads, filter, filter_quiet, provisioner_heads};
@@ -565,54 +565,6 @@ fn build_post_processors(
         }
     }
     chains
-}
-
-/// The qemu builder's settings for booting an existing image (`kiln test`):
-/// Packer's defaults, the image as a `disk_image` source, and `settings`
-/// (builder keys such as `ssh_username`) on top.
-pub fn image_config(
-    image: &Path,
-    settings: &Map<String, Json>,
-) -> Result<QemuConfig, TemplateError> {
-    let cwd = std::env::current_dir().map_err(|source| TemplateError::Read {
-        path: PathBuf::from("."),
-        source,
-    })?;
-    let mut map = Map::new();
-    map.insert("type".into(), Json::String("qemu".into()));
-    map.insert(
-        "iso_url".into(),
-        Json::String(image.to_string_lossy().into_owned()),
-    );
-    map.insert("iso_checksum".into(), Json::String("none".into()));
-    map.insert("disk_image".into(), Json::Bool(true));
-    map.insert("headless".into(), Json::Bool(true));
-    for (key, value) in settings {
-        map.insert(key.clone(), value.clone());
-    }
-    let cx = Cx::new(FuncCtx {
-        env_allowed: false,
-        vars: Default::default(),
-        failed_vars: Default::default(),
-        build_name: Some("test".into()),
-        build_type: Some("qemu".into()),
-        template_dir: cwd.to_string_lossy().into_owned(),
-        pwd: cwd.to_string_lossy().into_owned(),
-        now: chrono::Utc::now(),
-        budget: Default::default(),
-    });
-    let mut o = Obj::new(&cx, "", &map);
-    o.allow(&["type"]);
-    let config = builder::decode(o, "test", &cwd);
-    let problems = cx.take_problems();
-    match config {
-        Some(config) if problems.is_empty() => Ok(config),
-        _ => Err(TemplateError::Invalid {
-            path: image.to_path_buf(),
-            problems,
-            sensitive_values: Vec::new(),
-        }),
-    }
 }
 
 /// Reads the checks file of `kiln test`: `{"tests": [...]}`, each check as

@@ -264,18 +264,7 @@ fn gce_import(o: &mut Obj<'_>, cwd: &Path) -> Option<GceImportConfig> {
         .duration("image_create_timeout")
         .unwrap_or(defaults::IMAGE_CREATE_TIMEOUT);
     let compression_level = level(o, "compression_level");
-    // GCE's name and label rules, checked now rather than after an upload.
-    if let (Some(project), Some(bucket), Some(name)) = (&project_id, &bucket, &image_name) {
-        let mut request = crate::gcp::ImageRequest::new(project, name, bucket, &gcs_object_name);
-        request.family = image_family.clone();
-        request.labels = image_labels.clone();
-        if let Err(err) = crate::gcp::validate_image_request(&request) {
-            for problem in err.problems {
-                o.cx().problem(o.path.clone(), problem);
-            }
-        }
-    }
-    Some(GceImportConfig {
+    let config = GceImportConfig {
         project_id: project_id?,
         account_file,
         bucket: bucket?,
@@ -291,5 +280,12 @@ fn gce_import(o: &mut Obj<'_>, cwd: &Path) -> Option<GceImportConfig> {
         skip_clean,
         image_create_timeout,
         compression_level,
-    })
+    };
+    // GCE's name and label rules, checked now rather than after an upload.
+    if let Err(err) = crate::gcp::validate_image_request(&crate::gcp::ImageRequest::from(&config)) {
+        for problem in err.problems {
+            o.cx().problem(o.path.clone(), problem);
+        }
+    }
+    Some(config)
 }

@@ -57,33 +57,6 @@ pub fn decode(
     })
 }
 
-/// Exactly one of `keys` must be present; returns which.
-fn exactly_one(o: &Obj<'_>, keys: &[&str]) -> Option<usize> {
-    let present: Vec<usize> = (0..keys.len()).filter(|i| o.has(keys[*i])).collect();
-    match present.as_slice() {
-        [one] => Some(*one),
-        [] => {
-            o.cx().problem(
-                o.path.clone(),
-                format!("one of {} is required", keys.join(", ")),
-            );
-            None
-        }
-        many => {
-            let names: Vec<&str> = many.iter().map(|i| keys[*i]).collect();
-            o.cx().problem(
-                o.path.clone(),
-                format!(
-                    "only one of {} may be set, got {}",
-                    keys.join(", "),
-                    names.join(" and ")
-                ),
-            );
-            None
-        }
-    }
-}
-
 /// Local scripts: absolute, and they must exist.
 fn scripts(o: &mut Obj<'_>, which: &'static str, cwd: &Path) -> Option<Vec<PathBuf>> {
     let entries: Vec<(String, String)> = if which == "script" {
@@ -156,7 +129,7 @@ fn inline(o: &mut Obj<'_>) -> Option<Vec<String>> {
 }
 
 fn shell(o: &mut Obj<'_>, cwd: &Path) -> Option<ShellConfig> {
-    let which = exactly_one(o, &["inline", "script", "scripts"]);
+    let which = o.exactly_one(&["inline", "script", "scripts"]);
     let source = match which {
         Some(0) => inline(o).map(ShellSource::Inline),
         Some(1) => scripts(o, "script", cwd).map(ShellSource::Scripts),
@@ -229,7 +202,7 @@ fn file(o: &mut Obj<'_>, cwd: &Path) -> Option<FileConfig> {
     if destination.is_none() {
         o.missing("destination", "where to put the file");
     }
-    let which = exactly_one(o, &["source", "sources", "content"]);
+    let which = o.exactly_one(&["source", "sources", "content"]);
     let source = match which {
         Some(0) => o.string("source").map(|s| vec![(o.key_path("source"), s)]),
         Some(1) => o.string_list("sources").map(|list| {
@@ -288,7 +261,7 @@ fn file(o: &mut Obj<'_>, cwd: &Path) -> Option<FileConfig> {
 }
 
 fn shell_local(o: &mut Obj<'_>, cwd: &Path) -> Option<ShellLocalConfig> {
-    let which = exactly_one(o, &["inline", "command", "script", "scripts"]);
+    let which = o.exactly_one(&["inline", "command", "script", "scripts"]);
     let source = match which {
         Some(0) => inline(o).map(ShellLocalSource::Inline),
         Some(1) => o.string("command").map(ShellLocalSource::Command),

@@ -2,6 +2,8 @@
 //! calls kiln makes: `images.insert` / `get` / `delete` and
 //! `globalOperations.get` / `wait`.
 //!
+//! Images carry what GCE gives them: a numeric `id` (as a string of
+//! digits) and a `selfLink`, returned by `images.get`.
 //! It checks names, families and labels like GCE (HTTP 400), refuses an
 //! existing name (HTTP 409), honours `requestId` (a repeated ID returns the
 //! first operation), fetches `rawDisk.source` from the storage emulator and
@@ -138,13 +140,29 @@ impl ComputeFake {
 
     /// Makes an image exist, as if created earlier.
     pub fn add_image(&self, project: &str, name: &str) {
+        let image = json!({
+            "kind": "compute#image",
+            "name": name,
+            "id": image_id(),
+            "selfLink": image_link(&self.base_url, project, name),
+            "status": "READY",
+        });
         self.with_state(|s| {
-            s.images.insert(
-                (project.into(), name.into()),
-                json!({ "kind": "compute#image", "name": name, "status": "READY" }),
-            );
+            s.images.insert((project.into(), name.into()), image);
         });
     }
+}
+
+/// A new image's id: GCE sends its uint64 ids as strings of digits.
+fn image_id() -> String {
+    let (high, _) = uuid::Uuid::new_v4().as_u64_pair();
+    // Real ids are 19 digits or so; any u64 is the right kind of value.
+    (high >> 1).to_string()
+}
+
+/// An image's `selfLink`, on the fake as GCE's are on its own endpoint.
+fn image_link(base_url: &str, project: &str, name: &str) -> String {
+    format!("{base_url}/projects/{project}/global/images/{name}")
 }
 
 fn lock(state: &Shared) -> std::sync::MutexGuard<'_, FakeState> {
@@ -241,7 +259,7 @@ fn new_operation(
         "id": state.counter.to_string(),
         "name": op_name,
         "operationType": kind,
-        "targetLink": format!("{}/projects/{project}/global/images/{name}", app.base_url),
+        "targetLink": image_link(&app.base_url, project, name),
         "status": "PENDING",
         "progress": 0,
         "selfLink": format!("{}/projects/{project}/global/operations/{op_name}", app.base_url),
@@ -360,6 +378,11 @@ async fn insert_image(
                 map.insert("kind".into(), "compute#image".into());
                 map.insert("status".into(), "READY".into());
                 map.insert("diskSizeGb".into(), "1".into());
+                map.insert("id".into(), image_id().into());
+                map.insert(
+                    "selfLink".into(),
+                    image_link(&app.base_url, &project, &name).into(),
+                );
             }
             Effect::Create { key, image }
         }

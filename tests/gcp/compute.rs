@@ -93,6 +93,59 @@ async fn insert_polls_until_done() {
     );
 }
 
+/// As GCE: the image's numeric id as a string of digits, and its URL.
+#[tokio::test]
+async fn get_image_reads_the_id_and_self_link() {
+    let w = world().await;
+    let cancel = CancellationToken::new();
+    w.compute
+        .create_image(&request("kiln-image-2"), DEFAULT_WAIT_TIMEOUT, &cancel)
+        .await
+        .unwrap();
+    let image = w.compute.get_image(PROJECT, "kiln-image-2").await.unwrap();
+    assert_eq!(image.name, "kiln-image-2");
+    assert!(
+        !image.id.is_empty() && image.id.bytes().all(|b| b.is_ascii_digit()),
+        "{image:?}"
+    );
+    assert_eq!(
+        image.self_link,
+        format!(
+            "{}/projects/{PROJECT}/global/images/kiln-image-2",
+            w.fake.base_url
+        )
+    );
+    assert_eq!(image.family.as_deref(), Some("kiln-base"));
+    assert_eq!(image.status, "READY");
+    assert_eq!(
+        image.labels.get("built-by").map(String::as_str),
+        Some("kiln")
+    );
+    // Another image, another id.
+    w.fake.add_image(PROJECT, "kiln-image-3");
+    let other = w.compute.get_image(PROJECT, "kiln-image-3").await.unwrap();
+    assert_ne!(other.id, image.id);
+}
+
+#[tokio::test]
+async fn get_image_of_a_missing_image_says_so() {
+    let w = world().await;
+    let err = w
+        .compute
+        .get_image(PROJECT, "no-such-image")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ComputeError::ImageNotFound { project, name }
+            if project == PROJECT && name == "no-such-image"),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!("image \"no-such-image\" not found in project {PROJECT}")
+    );
+}
+
 #[tokio::test]
 async fn invalid_requests_are_refused_before_any_call() {
     let w = world().await;

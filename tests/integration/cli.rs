@@ -794,3 +794,92 @@ fn an_unknown_flag_is_named() {
     run.assert_usage_error();
     assert!(run.stderr.contains("no-such-flag"), "{}", run.stderr);
 }
+
+/// `-machine-readable` is global: every command takes it, before or after
+/// its name, and then writes records and nothing else on stdout (errors
+/// for people still on stderr).
+#[test]
+fn machine_readable_works_on_every_command() {
+    let scratch = Scratch::new();
+    let template = scratch.write_json(
+        "t.json",
+        &json!({
+            "variables": {"secret": "hunter2"},
+            "sensitive-variables": ["secret"],
+            "builders": [builder(&scratch, json!({"name": "base"}))],
+            "provisioners": [{"type": "shell", "inline": ["echo {{user `secret`}}"]}]
+        }),
+    );
+    let path = template.to_str().expect("utf-8");
+
+    for args in [
+        &["validate", "-machine-readable", path][..],
+        &["-machine-readable", "validate", path][..],
+    ] {
+        let run = scratch.run(args);
+        run.assert_success();
+        run.assert_only_records_on_stdout();
+        assert!(
+            run.stdout.contains(",ui,say,The configuration is valid."),
+            "{}",
+            run.stdout
+        );
+    }
+
+    let run = scratch.run(&["inspect", "-machine-readable", path]);
+    run.assert_success();
+    run.assert_only_records_on_stdout();
+    for record in [
+        ",,template-variable,secret,<sensitive>,0",
+        ",,template-builder,base,qemu",
+        ",base,template-provisioner,shell",
+    ] {
+        assert!(
+            run.stdout.contains(record),
+            "no {record:?}:\n{}",
+            run.stdout
+        );
+    }
+    assert!(!run.all().contains("hunter2"), "{}", run.all());
+
+    let run = scratch.run(&["version", "-machine-readable"]);
+    run.assert_success();
+    run.assert_only_records_on_stdout();
+    assert!(
+        run.stdout
+            .contains(&format!(",,version,{}", env!("CARGO_PKG_VERSION"))),
+        "{}",
+        run.stdout
+    );
+
+    // Errors: the records and the error count on stdout, the text on stderr.
+    let bad = scratch.write_json(
+        "bad.json",
+        &json!({"builders": [builder(&scratch, json!({"disk_size": "huge"}))]}),
+    );
+    for args in [
+        &[
+            "validate",
+            "-machine-readable",
+            bad.to_str().expect("utf-8"),
+        ][..],
+        &["inspect", "-machine-readable", "missing.json"][..],
+        &[
+            "export",
+            "-machine-readable",
+            "--output",
+            "x.tar.gz",
+            "missing.qcow2",
+        ][..],
+    ] {
+        let run = scratch.run(args);
+        run.assert_usage_error();
+        run.assert_only_records_on_stdout();
+        assert!(
+            run.stdout.contains(",,error-count,1"),
+            "{args:?}: {}",
+            run.stdout
+        );
+        assert!(run.stderr.contains("Error: "), "{args:?}: {}", run.all());
+    }
+}

@@ -155,7 +155,7 @@ fn backing_chain_loops_are_refused_and_named() {
     ] {
         let run = scratch.run(&[
             "export",
-            "--format",
+            "--disk-format",
             "qcow2",
             "--output",
             "out.tar.gz",
@@ -171,7 +171,7 @@ fn backing_chain_loops_are_refused_and_named() {
         // Detected rather than told, the backing file is refused sooner.
         let run = scratch.run(&["export", "--output", "out.tar.gz", path_str(disk)]);
         run.assert_usage_error();
-        assert!(run.all().contains("--format qcow2"), "{}", run.all());
+        assert!(run.all().contains("--disk-format qcow2"), "{}", run.all());
         assert!(!dir.join("out.tar.gz").exists());
         assert_nothing_left(&scratch);
     }
@@ -224,7 +224,7 @@ fn an_output_that_is_the_input_is_refused() {
     let run = scratch.run(&[
         "export",
         "--force",
-        "--format",
+        "--disk-format",
         "qcow2",
         "--output",
         "disk.raw",
@@ -307,7 +307,7 @@ fn a_raw_disk_carrying_a_qcow2_header_is_not_followed() {
         "{}",
         run.all()
     );
-    assert!(run.all().contains("--format raw"), "{}", run.all());
+    assert!(run.all().contains("--disk-format raw"), "{}", run.all());
     assert!(!scratch.path().join("out.tar.gz").exists());
     // kiln test would hand it to QEMU: refused the same way, before a boot.
     let checks = scratch.write(
@@ -326,7 +326,7 @@ fn a_raw_disk_carrying_a_qcow2_header_is_not_followed() {
     scratch
         .run(&[
             "export",
-            "--format",
+            "--disk-format",
             "raw",
             "--output",
             "out.tar.gz",

@@ -113,6 +113,72 @@ fn export_to_a_file_gives_back_the_disk_byte_for_byte() {
     assert!(!all.contains("Packaging: "), "{all}");
 }
 
+/// `--format=json`: stdout is one object describing the file, whose size
+/// and SHA-256 are the file's; the progress went to stderr.
+#[test]
+fn export_to_a_file_as_json_describes_the_file() {
+    let scratch = Scratch::new();
+    let disk = disk_copy(&scratch);
+    let run = scratch.run(&[
+        "export",
+        "--output",
+        "image.tar.gz",
+        "--format=json",
+        path_str(&disk),
+    ]);
+    run.assert_success();
+    let json: serde_json::Value =
+        serde_json::from_str(run.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", run.all()));
+    let tarball = scratch.path().join("image.tar.gz");
+    assert_eq!(json["kind"], "file");
+    assert_eq!(json["path"], "image.tar.gz");
+    assert_eq!(
+        json["sizeBytes"],
+        std::fs::metadata(&tarball).expect("stat").len()
+    );
+    assert_eq!(json["diskSizeBytes"], 1u64 << 30);
+    let sha = Command::new("sha256sum")
+        .arg(&tarball)
+        .output()
+        .expect("sha256sum");
+    let sha = String::from_utf8_lossy(&sha.stdout);
+    assert_eq!(
+        json["sha256"],
+        sha.split_whitespace().next().expect("digest")
+    );
+    assert!(run.stderr.contains("Wrote image.tar.gz"), "{}", run.all());
+}
+
+/// gcloud's list forms, refused by name when a part is empty or GCE would
+/// refuse it; nothing is packaged or sent.
+#[test]
+fn bad_label_and_feature_lists_are_usage_errors() {
+    let scratch = Scratch::new();
+    let disk = disk_copy(&scratch);
+    for (flag, expected) in [
+        ("--labels=", "--labels \"\""),
+        ("--labels=team=infra,=x", "--labels \"=x\""),
+        ("--labels=team=infra,nokey", "--labels \"nokey\""),
+        ("--labels=team=infra,Team=x", "label key \"Team\""),
+        ("--guest-os-features=GVNIC,", "--guest-os-features"),
+    ] {
+        let run = scratch.run(&[
+            "export",
+            "--bucket",
+            BUCKET,
+            "--image-name",
+            "never",
+            "--project",
+            "p",
+            flag,
+            path_str(&disk),
+        ]);
+        run.assert_usage_error();
+        run.assert_error_on_stderr(expected);
+        assert!(!run.all().contains("Uploading"), "{}", run.all());
+    }
+}
+
 #[test]
 fn export_refuses_a_level_out_of_range_before_writing() {
     let scratch = Scratch::new();
@@ -191,6 +257,99 @@ async fn publish_creates_the_image_and_removes_the_object() {
     forced.insert(1, "--force");
     kiln(&scratch, &forced, &env).await.assert_success();
     assert!(compute.image("demo-project", "golden-base-1").is_some());
+}
+
+/// `--format=json` prints the image as GCE made it: name, numeric id and
+/// self link, and nothing else on stdout. The list forms of `--labels` and
+/// `--guest-os-features` reach the image; without `--format=json` the
+/// same three are `key: value` lines.
+#[tokio::test(flavor = "multi_thread")]
+async fn publish_prints_the_images_name_id_and_self_link() {
+    let emulator = StorageEmulator::fake_gcs_server(BUCKET)
+        .await
+        .expect("fake-gcs-server");
+    let compute = ComputeFake::start(&emulator.base_url)
+        .await
+        .expect("compute fake");
+    let scratch = Scratch::new();
+    let disk = disk_copy(&scratch);
+    let env = [
+        ("STORAGE_EMULATOR_HOST", emulator.base_url.as_str()),
+        ("KILN_COMPUTE_ENDPOINT", compute.base_url.as_str()),
+    ];
+    let run = kiln(
+        &scratch,
+        &[
+            "export",
+            "--bucket",
+            BUCKET,
+            "--image-name",
+            "listed-1",
+            "--project",
+            "demo-project",
+            "--labels=team=infra,env=prod",
+            "--labels",
+            "tier=gold",
+            "--guest-os-features=UEFI_COMPATIBLE,GVNIC",
+            "--format=json",
+            path_str(&disk),
+        ],
+        &env,
+    )
+    .await;
+    run.assert_success();
+    let printed: serde_json::Value =
+        serde_json::from_str(run.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", run.all()));
+    let image = compute
+        .image("demo-project", "listed-1")
+        .expect("image registered");
+    assert_eq!(printed["name"], "listed-1");
+    assert_eq!(printed["id"], image["id"]);
+    assert_eq!(printed["selfLink"], image["selfLink"]);
+    let id = printed["id"].as_str().expect("id is a string");
+    assert!(id.bytes().all(|b| b.is_ascii_digit()), "{id}");
+    assert_eq!(
+        image["labels"],
+        json!({"team": "infra", "env": "prod", "tier": "gold"})
+    );
+    assert_eq!(
+        image["guestOsFeatures"],
+        json!([{"type": "UEFI_COMPATIBLE"}, {"type": "GVNIC"}])
+    );
+    assert!(run.stderr.contains("Image created"), "{}", run.all());
+
+    let run = kiln(
+        &scratch,
+        &[
+            "export",
+            "--bucket",
+            BUCKET,
+            "--image-name",
+            "listed-2",
+            "--project",
+            "demo-project",
+            path_str(&disk),
+        ],
+        &env,
+    )
+    .await;
+    run.assert_success();
+    let image = compute
+        .image("demo-project", "listed-2")
+        .expect("image registered");
+    let id = image["id"].as_str().expect("id");
+    let link = image["selfLink"].as_str().expect("selfLink");
+    assert!(run.stdout.contains("name: listed-2\n"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(&format!("id: {id}\n")),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains(&format!("selfLink: {link}\n")),
+        "{}",
+        run.stdout
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,0 +1,34 @@
+//! `kiln validate TEMPLATE`: the template parses, its values are right,
+//! and `-only`/`-except` name its builds.
+
+use std::process::ExitCode;
+
+use super::args::ValidateArgs;
+use super::load_plan;
+use super::session::Report;
+use crate::pipeline;
+use crate::template;
+
+pub(super) fn run(args: &ValidateArgs, machine_readable: bool) -> ExitCode {
+    let report = Report::new(machine_readable);
+    match check(args) {
+        Ok(message) => {
+            report.say(message);
+            ExitCode::SUCCESS
+        }
+        // Whatever stops it is in the template or the arguments.
+        Err(err) => report.usage_error(&err),
+    }
+}
+
+/// What to say when the template is valid.
+fn check(args: &ValidateArgs) -> anyhow::Result<&'static str> {
+    if args.syntax_only {
+        template::check_syntax(&args.template.template)?;
+        return Ok("Syntax-only check passed. Everything looks okay.");
+    }
+    let args = &args.template;
+    let plan = load_plan(args)?;
+    pipeline::Selection::new(&args.only, &args.except).check(&plan)?;
+    Ok("The configuration is valid.")
+}
