@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use super::args::TemplateArgs;
 use super::redact::{MASK, Redactor};
 use super::session::Report;
-use crate::template::{self, PostProcessorSpec};
+use crate::plan::{Plan, PostProcessorSpec};
 
 pub(super) fn run(args: &TemplateArgs, machine_readable: bool) -> ExitCode {
     let report = Report::new(machine_readable);
@@ -29,7 +29,7 @@ pub(super) fn run(args: &TemplateArgs, machine_readable: bool) -> ExitCode {
 /// `template-builder`, ...), masked and escaped as the text is. The
 /// provisioners and post-processors are listed per build, as kiln plans
 /// them.
-fn records(plan: &template::Plan) -> Vec<(String, Vec<String>)> {
+fn records(plan: &Plan) -> Vec<(String, Vec<String>)> {
     let redactor = Redactor::new(&plan.sensitive_values);
     let clean = |text: &str| crate::template::show::escape(&redactor.redact(text)).into_owned();
     let mut out = Vec::new();
@@ -88,7 +88,7 @@ fn records(plan: &template::Plan) -> Vec<(String, Vec<String>)> {
 /// other value (a default, a description, a name) that holds one.
 /// Control characters from the template are shown escaped, line by line,
 /// so a value cannot drive the terminal.
-fn render(plan: &template::Plan) -> String {
+fn render(plan: &Plan) -> String {
     let masked = Redactor::new(&plan.sensitive_values).redact(&render_plain(plan));
     masked
         .split('\n')
@@ -97,7 +97,7 @@ fn render(plan: &template::Plan) -> String {
         .join("\n")
 }
 
-fn render_plain(plan: &template::Plan) -> String {
+fn render_plain(plan: &Plan) -> String {
     let mut out = String::new();
     if let Some(description) = &plan.description {
         out.push_str(&format!("Description:\n\n  {description}\n\n"));

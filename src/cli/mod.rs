@@ -112,7 +112,7 @@ fn overrides(args: &TemplateArgs) -> anyhow::Result<Overrides> {
 /// Loads the template. Whatever the outcome, the values of its sensitive
 /// variables are known to the redactor from then on: a failed load's
 /// message may quote one.
-fn load_plan(args: &TemplateArgs) -> anyhow::Result<template::Plan> {
+fn load_plan(args: &TemplateArgs) -> anyhow::Result<crate::plan::Plan> {
     let overrides = overrides(args)?;
     match template::load(&args.template, &overrides) {
         Ok(plan) => {

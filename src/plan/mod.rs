@@ -8,9 +8,9 @@
 //! references Packer only knows at run time (`{{ .Vars }}`, `{{ .Path }}`,
 //! `{{ .SSHHostPort }}`, ...), which stay in the string for [`render_late`].
 
-pub mod compression;
+mod compression;
 pub mod defaults;
-pub mod render;
+pub(crate) mod render;
 
 pub use compression::{CompressionLevel, InvalidCompressionLevel};
 pub use render::render_late;
@@ -24,7 +24,9 @@ use std::time::Duration;
 /// [`BuildSpec`] per builder, in template order.
 #[derive(Clone)]
 pub struct Plan {
+    /// The template's `description`.
     pub description: Option<String>,
+    /// One build per builder, in template order.
     pub builds: Vec<BuildSpec>,
     /// Values of `sensitive-variables`, to be replaced by `<sensitive>` in
     /// every output.
@@ -34,10 +36,14 @@ pub struct Plan {
     pub variables: Vec<VariableInfo>,
 }
 
+/// One variable of the template, as `kiln inspect` shows it.
 #[derive(Clone, PartialEq)]
 pub struct VariableInfo {
+    /// The variable's name.
     pub name: String,
+    /// Its value after `-var`, `-var-file` and the defaults.
     pub value: String,
+    /// Listed in `sensitive-variables`: shown masked.
     pub sensitive: bool,
     /// A variable declared with `null` has no default and must be set.
     pub required: bool,
@@ -89,7 +95,9 @@ pub struct BuildSpec {
     pub name: String,
     /// Always `qemu` for now.
     pub builder_type: String,
+    /// The builder's settings.
     pub qemu: QemuConfig,
+    /// The provisioners, in template order.
     pub provisioners: Vec<ProvisionerSpec>,
     /// Post-processor sequences: each inner list runs as one chain, each chain
     /// getting the build's artifact.
@@ -98,13 +106,17 @@ pub struct BuildSpec {
     pub tests: Vec<CheckSpec>,
 }
 
+/// The format of the disk a build writes (`format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DiskFormat {
+    /// QEMU's copy-on-write format, the default.
     Qcow2,
+    /// A raw disk image.
     Raw,
 }
 
 impl DiskFormat {
+    /// The name `qemu-img` uses for the format.
     pub fn as_str(self) -> &'static str {
         match self {
             DiskFormat::Qcow2 => "qcow2",
@@ -113,9 +125,12 @@ impl DiskFormat {
     }
 }
 
+/// The QEMU accelerator a template names (`accelerator`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accelerator {
+    /// The Linux kernel's virtual machine.
     Kvm,
+    /// QEMU's software emulation.
     Tcg,
     /// `accelerator: none`: QEMU's own default, no `-accel`/`-machine accel=`.
     None,
@@ -124,10 +139,15 @@ pub enum Accelerator {
 /// `iso_checksum`: a digest to check the source image against, or `none`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Checksum {
+    /// `none`: the source is not checked.
     None,
+    /// A SHA-256 digest, as lowercase hex.
     Sha256(String),
+    /// A SHA-512 digest, as lowercase hex.
     Sha512(String),
+    /// A SHA-1 digest, as lowercase hex.
     Sha1(String),
+    /// An MD5 digest, as lowercase hex.
     Md5(String),
 }
 
@@ -136,78 +156,116 @@ pub enum Checksum {
 pub struct QemuConfig {
     /// `iso_url` followed by `iso_urls`: local paths (absolute) to try in order.
     pub iso_urls: Vec<PathBuf>,
+    /// The digest the source must have.
     pub iso_checksum: Checksum,
     /// `disk_image`: the source is a bootable disk (cloud image), not an ISO.
     pub disk_image: bool,
+    /// `use_backing_file`: the disk is a qcow2 overlay on the source
+    /// instead of a copy.
     pub use_backing_file: bool,
+    /// `skip_resize_disk`: the source disk keeps its size.
     pub skip_resize_disk: bool,
-    /// Default 40960.
+    /// The disk's size in MiB. Default 40960.
     pub disk_size_mib: u64,
+    /// The format the disk is written in.
     pub format: DiskFormat,
-    /// virtio (default), ide, scsi, virtio-scsi, ...
+    /// How the disk is attached: virtio (default), ide, scsi, virtio-scsi,
+    /// ...
     pub disk_interface: String,
-    /// writeback (default)
+    /// The disk's cache mode: writeback (default), writethrough, none, ...
     pub disk_cache: String,
-    /// ignore (default) | unmap
+    /// Whether the guest's discards free space: ignore (default) or unmap.
     pub disk_discard: String,
-    /// off (default) | on | unmap
+    /// Whether written zeroes are detected: off (default), on or unmap.
     pub disk_detect_zeroes: String,
+    /// `skip_compaction`: the qcow2 disk is not rewritten after the build.
     pub skip_compaction: bool,
+    /// `disk_compression`: the compacted qcow2 disk is compressed.
     pub disk_compression: bool,
     /// `None`: pick automatically (KVM when usable, else TCG).
     pub accelerator: Option<Accelerator>,
+    /// Virtual CPUs. Default 1.
     pub cpus: u32,
+    /// Guest memory in MiB. Default 512.
     pub memory_mib: u64,
-    /// pc (default)
+    /// QEMU's machine type: pc (default), q35, ...
     pub machine_type: String,
-    /// virtio-net (default)
+    /// The network card: virtio-net (default), e1000, ...
     pub net_device: String,
-    /// qemu-system-x86_64 (default)
+    /// The QEMU program: qemu-system-x86_64 (default).
     pub qemu_binary: String,
     /// Extra argument groups; may hold late references such as
     /// `{{ .SSHHostPort }}`, `{{ .Name }}`, `{{ .OutputDir }}`.
     pub qemuargs: Vec<Vec<String>>,
+    /// `headless`: no display window.
     pub headless: bool,
+    /// `firmware`: a firmware image (OVMF, ...) given to QEMU.
     pub firmware: Option<PathBuf>,
+    /// `efi_boot`: boot with UEFI firmware.
     pub efi_boot: bool,
+    /// Files and directories (globs allowed) put on an extra CD.
     pub cd_files: Vec<PathBuf>,
     /// File name on the CD → content.
     pub cd_content: BTreeMap<String, String>,
+    /// The extra CD's volume label (Packer's `packer` when `None`).
     pub cd_label: Option<String>,
+    /// Where the disk is written, absolute. Default `output-<build name>`.
     pub output_directory: PathBuf,
+    /// The disk's file name. Default `packer-<build name>`.
     pub vm_name: String,
+    /// The command that shuts the guest down over SSH; `None` powers it
+    /// off through ACPI.
     pub shutdown_command: Option<String>,
+    /// How long shutting down may take. Default 5m.
     pub shutdown_timeout: Duration,
+    /// How long to wait after starting the VM before connecting. Default 10s.
     pub boot_wait: Duration,
+    /// The lowest host port forwarded to the guest's SSH port. Default 2222.
     pub host_port_min: u16,
+    /// The highest host port forwarded to the guest's SSH port. Default 4444.
     pub host_port_max: u16,
+    /// How kiln reaches the guest.
     pub communicator: Communicator,
 }
 
+/// How kiln reaches the guest (`communicator`).
 #[derive(Debug, Clone)]
 pub enum Communicator {
+    /// `none`: no connection; no provisioners run.
     None,
+    /// SSH, the default.
     Ssh(SshOptions),
 }
 
+/// The type of the temporary key pair made when no password or key is
+/// given (`temporary_key_pair_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyPairType {
+    /// Ed25519, the default.
     Ed25519,
+    /// RSA.
     Rsa,
 }
 
+/// The SSH communicator's settings.
 #[derive(Clone)]
 pub struct SshOptions {
+    /// `ssh_username`: the user to connect as.
     pub username: String,
+    /// `ssh_password`, when the guest takes one.
     pub password: Option<String>,
+    /// `ssh_private_key_file`: a key to log in with instead of a temporary
+    /// one.
     pub private_key_file: Option<PathBuf>,
-    /// Default 5m.
+    /// How long to keep trying to connect. Default 5m.
     pub timeout: Duration,
     /// The guest's port. Default 22.
     pub port: u16,
-    /// Default 10.
+    /// SSH handshakes tried before giving up. Default 10.
     pub handshake_attempts: u32,
+    /// `ssh_pty`: ask for a pseudo-terminal for commands.
     pub pty: bool,
+    /// The type of the temporary key pair.
     pub temporary_key_pair_type: KeyPairType,
 }
 
@@ -230,66 +288,85 @@ impl fmt::Debug for SshOptions {
 /// Settings every provisioner has.
 #[derive(Debug, Clone, Default)]
 pub struct ProvisionerCommon {
+    /// `pause_before`: waited before the provisioner runs.
     pub pause_before: Duration,
+    /// `max_retries`: how many times a failed run is retried.
     pub max_retries: u32,
     /// Zero means no timeout.
     pub timeout: Duration,
 }
 
+/// What a provisioner does, by type.
 #[derive(Debug, Clone)]
 pub enum ProvisionerKind {
+    /// `shell`: a script run in the guest.
     Shell(ShellConfig),
+    /// `file`: files copied to or from the guest.
     File(FileConfig),
+    /// `shell-local`: a command run on the host.
     ShellLocal(ShellLocalConfig),
 }
 
+/// One provisioner of a build.
 #[derive(Debug, Clone)]
 pub struct ProvisionerSpec {
     /// `shell`, `file`, `shell-local`: for messages.
     pub type_name: String,
     /// Position in the template's `provisioners` array: for messages.
     pub index: usize,
+    /// The settings every provisioner has.
     pub common: ProvisionerCommon,
+    /// The provisioner's own settings.
     pub kind: ProvisionerKind,
 }
 
 /// What a `shell` provisioner runs: inline commands become one script.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ShellSource {
+    /// `inline`: commands, one per line of the script.
     Inline(Vec<String>),
     /// `script` / `scripts`, absolute local paths, in order.
     Scripts(Vec<PathBuf>),
 }
 
+/// The `shell` provisioner's settings.
 #[derive(Debug, Clone)]
 pub struct ShellConfig {
+    /// What runs.
     pub source: ShellSource,
     /// `environment_vars` entries (`K=V`) followed by `env` (sorted by key),
     /// as Packer does.
     pub environment: Vec<(String, String)>,
-    /// Late references: `{{ .Vars }}`, `{{ .Path }}`.
-    /// Default: `chmod +x {{ .Path }}; {{ .Vars }} {{ .Path }}`.
+    /// The command line that runs the script, with the late references
+    /// `{{ .Vars }}` and `{{ .Path }}`. Default: `chmod +x {{ .Path }}; {{ .Vars }} {{ .Path }}`.
     pub execute_command: String,
-    /// Default `/bin/sh -e`.
+    /// The interpreter of `inline` commands. Default `/bin/sh -e`.
     pub inline_shebang: String,
-    /// Default `[0]`.
+    /// Exit codes that count as success. Default `[0]`.
     pub valid_exit_codes: Vec<i64>,
+    /// `expect_disconnect`: the connection may drop while it runs (a reboot).
     pub expect_disconnect: bool,
-    /// Default `/tmp`.
+    /// The guest directory the script is uploaded to. Default `/tmp`.
     pub remote_folder: String,
-    /// Default `script_<nnnn>.sh` (Packer's `remote_file`).
+    /// The script's name in the guest. Default `script_<nnnn>.sh` (Packer's
+    /// `remote_file`).
     pub remote_file: Option<String>,
+    /// `skip_clean`: the uploaded script is left in the guest.
     pub skip_clean: bool,
     /// Packer's `start_retry_timeout`, default 5m.
     pub start_retry_timeout: Duration,
 }
 
+/// Which way a `file` provisioner copies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
+    /// From the host to the guest, the default.
     Upload,
+    /// From the guest to the host.
     Download,
 }
 
+/// What a `file` provisioner copies.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FileSource {
     /// `source` / `sources`: paths as written (a trailing `/` matters), local
@@ -300,39 +377,58 @@ pub enum FileSource {
     Content(String),
 }
 
+/// The `file` provisioner's settings.
 #[derive(Debug, Clone)]
 pub struct FileConfig {
+    /// What is copied.
     pub source: FileSource,
+    /// Where it goes: a guest path for uploads, a local one for downloads.
     pub destination: String,
+    /// Which way it is copied.
     pub direction: Direction,
     /// Packer's `generated`: the source may not exist at validation time.
     pub generated: bool,
 }
 
+/// What a `shell-local` provisioner runs.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ShellLocalSource {
+    /// `inline`: commands, one per line of the script.
     Inline(Vec<String>),
     /// `command`: one command line.
     Command(String),
+    /// `script` / `scripts`: local scripts, absolute, in order.
     Scripts(Vec<PathBuf>),
 }
 
+/// The `shell-local` provisioner's settings.
 #[derive(Debug, Clone)]
 pub struct ShellLocalConfig {
+    /// What runs.
     pub source: ShellLocalSource,
+    /// `environment_vars` entries (`K=V`) followed by `env`.
     pub environment: Vec<(String, String)>,
-    /// Default `["/bin/sh", "-c", "{{.Vars}} {{.Script}}"]`.
+    /// The command that runs each script, with the late references
+    /// `{{.Vars}}` and `{{.Script}}`. Default
+    /// `["/bin/sh", "-c", "{{.Vars}} {{.Script}}"]`.
     pub execute_command: Vec<String>,
-    /// Default `/bin/sh -e`.
+    /// The interpreter of `inline` commands. Default `/bin/sh -e`.
     pub inline_shebang: String,
+    /// Exit codes that count as success. Default `[0]`.
     pub valid_exit_codes: Vec<i64>,
 }
 
+/// One post-processor of a build.
 #[derive(Debug, Clone)]
 pub enum PostProcessorSpec {
+    /// `checksum`: checksum files of the artifact.
     Checksum(ChecksumPostConfig),
+    /// `manifest`: a JSON record of the build.
     Manifest(ManifestConfig),
+    /// `compress`: the disk as a GCE tarball.
     Compress(CompressConfig),
+    /// `googlecompute-import`: the disk uploaded and registered as a GCE
+    /// image.
     GceImport(Box<GceImportConfig>),
 }
 
@@ -351,11 +447,13 @@ impl PostProcessorSpec {
 /// `compress`: the disk as GCE's `disk.raw` tarball, written to a local file.
 #[derive(Debug, Clone)]
 pub struct CompressConfig {
-    /// Late references `{{ .BuildName }}`, `{{ .BuilderType }}`. Default
+    /// The tarball's path, with the late references `{{ .BuildName }}` and
+    /// `{{ .BuilderType }}`. Default
     /// `packer_{{.BuildName}}_{{.BuilderType}}.tar.gz`.
     pub output: String,
     /// gzip level 1-9, default 6.
     pub level: CompressionLevel,
+    /// Keep the disk after making the tarball.
     pub keep_input_artifact: bool,
 }
 
@@ -363,18 +461,30 @@ pub struct CompressConfig {
 /// Cloud Storage and register it as a Compute Engine image.
 #[derive(Debug, Clone)]
 pub struct GceImportConfig {
+    /// The Google Cloud project the image is created in.
     pub project_id: String,
+    /// A service account key file; `None` uses the default credentials.
     pub account_file: Option<PathBuf>,
+    /// The Cloud Storage bucket the tarball is uploaded to.
     pub bucket: String,
-    /// Default `packer-import-{{timestamp}}.tar.gz`.
+    /// The uploaded object's name. Default
+    /// `packer-import-{{timestamp}}.tar.gz`.
     pub gcs_object_name: String,
+    /// The image's name.
     pub image_name: String,
+    /// The image family it joins.
     pub image_family: Option<String>,
+    /// The image's description.
     pub image_description: Option<String>,
+    /// Labels put on the image.
     pub image_labels: BTreeMap<String, String>,
+    /// Guest OS features (`UEFI_COMPATIBLE`, `GVNIC`, ...) of the image.
     pub image_guest_os_features: Vec<String>,
+    /// Where the image is stored (regions or multi-regions).
     pub image_storage_locations: Vec<String>,
+    /// The image's architecture (`X86_64`, `ARM64`).
     pub image_architecture: Option<String>,
+    /// Keep the disk after the import.
     pub keep_input_artifact: bool,
     /// Keep the uploaded object after the import.
     pub skip_clean: bool,
@@ -385,34 +495,48 @@ pub struct GceImportConfig {
     pub compression_level: CompressionLevel,
 }
 
+/// A hash the `checksum` post-processor writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChecksumType {
+    /// MD5.
     Md5,
+    /// SHA-1.
     Sha1,
+    /// SHA-224.
     Sha224,
+    /// SHA-256.
     Sha256,
+    /// SHA-384.
     Sha384,
+    /// SHA-512.
     Sha512,
 }
 
+/// The `checksum` post-processor's settings.
 #[derive(Debug, Clone)]
 pub struct ChecksumPostConfig {
-    /// Default `[md5]`.
+    /// The hashes written, one file each. Default `[md5]`.
     pub checksum_types: Vec<ChecksumType>,
-    /// Late references `{{ .BuildName }}`, `{{ .BuilderType }}`,
-    /// `{{ .ChecksumType }}`. Default
+    /// The checksum file's path, with the late references `{{ .BuildName }}`,
+    /// `{{ .BuilderType }}` and `{{ .ChecksumType }}`. Default
     /// `packer_{{.BuildName}}_{{.BuilderType}}_{{.ChecksumType}}.checksum`.
     pub output: String,
+    /// Keep the disk after the checksums are written.
     pub keep_input_artifact: bool,
 }
 
+/// The `manifest` post-processor's settings.
 #[derive(Debug, Clone)]
 pub struct ManifestConfig {
-    /// Default `packer-manifest.json`.
+    /// The manifest file. Default `packer-manifest.json`.
     pub output: PathBuf,
+    /// `strip_path`: artifact files listed by name only.
     pub strip_path: bool,
+    /// `strip_time`: no build time in the manifest.
     pub strip_time: bool,
+    /// `custom_data`: extra keys recorded with the build.
     pub custom_data: BTreeMap<String, String>,
+    /// Keep the disk after the manifest is written.
     pub keep_input_artifact: bool,
 }
 
@@ -420,12 +544,17 @@ pub struct ManifestConfig {
 /// `tests`, or the file given to `kiln test`).
 #[derive(Debug, Clone)]
 pub struct CheckSpec {
+    /// Shown in the report.
     pub name: String,
+    /// What runs in the guest.
     pub kind: CheckKind,
-    /// Default 0.
+    /// The exit code the check must end with. Default 0.
     pub expect_exit: i64,
-    /// Regular expressions (already validated).
+    /// A regular expression the standard output must match (already
+    /// validated).
     pub expect_stdout: Option<String>,
+    /// A regular expression the standard error must match (already
+    /// validated).
     pub expect_stderr: Option<String>,
     /// Per attempt. Default 1m.
     pub timeout: Duration,
@@ -434,9 +563,12 @@ pub struct CheckSpec {
     pub retry_for: Duration,
 }
 
+/// The protocol of a `port` check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PortProtocol {
+    /// TCP, the default.
     Tcp,
+    /// UDP.
     Udp,
 }
 
@@ -449,27 +581,44 @@ pub enum CheckKind {
     Script(PathBuf),
     /// `command`: one command line, its exit code and output checked.
     Command(String),
+    /// `file`: a file's existence, mode, owner, group and content.
     File {
+        /// The guest path.
         path: String,
+        /// Whether it must exist (`false`: must not).
         exists: bool,
         /// Octal, as `stat -c %a` prints it (`644`, `4755`).
         mode: Option<String>,
+        /// The user that must own it.
         owner: Option<String>,
+        /// The group that must own it.
         group: Option<String>,
+        /// Text it must contain (a fixed string).
         contains: Option<String>,
     },
+    /// `service`: a systemd unit's state; `None` leaves a state unchecked.
     Service {
+        /// The unit.
         name: String,
+        /// Whether it must be running.
         active: Option<bool>,
+        /// Whether it must start at boot.
         enabled: Option<bool>,
     },
+    /// `port`: something listens (or not) on a port in the guest.
     Port {
+        /// The port.
         port: u16,
+        /// TCP or UDP.
         protocol: PortProtocol,
+        /// Whether something must listen on it.
         listening: bool,
     },
+    /// `package`: a package is installed (or not).
     Package {
+        /// The package name.
         name: String,
+        /// Whether it must be installed.
         installed: bool,
     },
 }

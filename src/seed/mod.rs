@@ -21,8 +21,8 @@ pub enum SeedError {
     /// A file could not be read, or the image written.
     #[error(transparent)]
     File(#[from] FileError),
-    #[error("cd_files: {} does not exist", path.display())]
     /// A `cd_files` entry names no file or directory.
+    #[error("cd_files: {} does not exist", path.display())]
     Missing {
         /// The entry, as the template gives it.
         path: PathBuf,

@@ -13,6 +13,7 @@ pub enum GuestCommand {
     Upload(std::path::PathBuf),
 }
 
+/// What the guest runs for a check of kind `kind`.
 pub fn expand(kind: &CheckKind) -> GuestCommand {
     match kind {
         CheckKind::Inline(lines) => {

@@ -7,14 +7,19 @@ use super::run::CheckResult;
 /// Lines of a failed check's output shown in the table.
 const OUTPUT_LINES: usize = 5;
 
+/// Why a test report could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
+    /// The file could not be written.
     #[error("cannot write the test report {}", path.display())]
     Write {
+        /// The report file.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// The report's name ends in neither `.xml` nor `.json`.
     #[error(
         "test report {}: the name must end in .xml (JUnit) or .json",
         .0.display()
@@ -85,7 +90,8 @@ pub fn check_path(path: &Path) -> Result<(), ReportError> {
     }
 }
 
-pub fn junit(suite: &str, results: &[CheckResult]) -> String {
+/// The results as JUnit XML, one test suite named `suite`.
+fn junit(suite: &str, results: &[CheckResult]) -> String {
     let failures = results.iter().filter(|r| !r.passed).count();
     let total: f64 = results.iter().map(|r| r.duration.as_secs_f64()).sum();
     let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
@@ -115,6 +121,7 @@ pub fn junit(suite: &str, results: &[CheckResult]) -> String {
     xml
 }
 
+/// The results as JSON: the suite's name, counts and one object per check.
 pub fn json(suite: &str, results: &[CheckResult]) -> String {
     let failures = results.iter().filter(|r| !r.passed).count();
     let checks: Vec<serde_json::Value> = results

@@ -14,11 +14,16 @@ use crate::ssh::{Guest, shell_quote};
 /// Between attempts of a check with `retry_for`.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
+/// How one check went.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckResult {
+    /// The check's name.
     pub name: String,
+    /// Whether an attempt passed.
     pub passed: bool,
+    /// The time all its attempts took.
     pub duration: Duration,
+    /// How many times it ran.
     pub attempts: u32,
     /// Why it failed (empty when it passed).
     pub reason: String,

@@ -420,7 +420,7 @@ fn iso_urls(o: &mut Obj<'_>, cwd: &Path) -> Option<Vec<PathBuf>> {
 
 /// `sha256:<hex>` and friends, `none`, or a bare digest whose length names the
 /// algorithm (as go-getter guesses it).
-pub fn parse_checksum(s: &str) -> Result<Checksum, String> {
+fn parse_checksum(s: &str) -> Result<Checksum, String> {
     let s = s.trim();
     if s.eq_ignore_ascii_case("none") {
         return Ok(Checksum::None);
@@ -476,7 +476,7 @@ pub fn parse_checksum(s: &str) -> Result<Checksum, String> {
 
 /// Packer's `disk_size`: digits with an optional unit b/k/m/g/t (any case);
 /// a bare number is MiB; empty or `0` is the default.
-pub fn parse_disk_size(s: &str) -> Result<u64, String> {
+fn parse_disk_size(s: &str) -> Result<u64, String> {
     let bad =
         || format!("expected a size such as \"10G\", \"10240M\" or a number of MiB, got {s:?}");
     let t = s.trim().to_ascii_lowercase();

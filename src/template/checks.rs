@@ -21,7 +21,9 @@ const KINDS: &[&str] = &[
 
 /// One decoded check with the raw object it came from (for `only`/`except`).
 pub struct CheckHead<'a> {
+    /// The decoded check.
     pub spec: CheckSpec,
+    /// Its object, for `only`/`except`.
     pub map: &'a Map<String, Json>,
 }
 

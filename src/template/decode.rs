@@ -19,10 +19,11 @@ use crate::plan::render::funcs::FuncCtx;
 /// Past this many problems, unknown keys get no suggestion: only the first
 /// ones are shown (see `format_problems`), and a generated template can have
 /// thousands.
-pub const SUGGEST_UNDER: usize = 100;
+const SUGGEST_UNDER: usize = 100;
 
 /// The problems found so far, and the function context strings render with.
 pub struct Cx {
+    /// The context `{{ }}` functions see while strings are rendered.
     pub funcs: FuncCtx,
     problems: RefCell<Problems>,
 }
@@ -35,6 +36,7 @@ struct Problems {
 }
 
 impl Cx {
+    /// A context with no problems yet.
     pub fn new(funcs: FuncCtx) -> Cx {
         Cx {
             funcs,
@@ -42,6 +44,8 @@ impl Cx {
         }
     }
 
+    /// Records a problem at `path`, once: per-build decoding can meet it
+    /// again.
     pub fn problem(&self, path: impl Into<String>, message: impl Into<String>) {
         let mut p = Problem {
             path: path.into(),
@@ -58,10 +62,12 @@ impl Cx {
         }
     }
 
+    /// The problems recorded, in order; the list is left empty.
     pub fn take_problems(&self) -> Vec<Problem> {
         std::mem::take(&mut *self.problems.borrow_mut()).list
     }
 
+    /// Whether any problem is recorded.
     pub fn has_problems(&self) -> bool {
         !self.problems.borrow().list.is_empty()
     }
@@ -94,6 +100,7 @@ pub fn key_name(key: &str) -> String {
     }
 }
 
+/// How a JSON value's type is named in messages (`a string`, `an array`).
 pub fn json_type(v: &Json) -> &'static str {
     match v {
         Json::Null => "null",
@@ -116,6 +123,8 @@ fn show(v: &Json) -> String {
 /// One JSON object being decoded: remembers the keys asked for so the rest
 /// can be reported as unknown.
 pub struct Obj<'a> {
+    /// The object's place in the template (`builders[0]`); empty for the
+    /// top level.
     pub path: String,
     map: &'a Map<String, Json>,
     asked: Vec<&'static str>,
@@ -123,6 +132,7 @@ pub struct Obj<'a> {
 }
 
 impl<'a> Obj<'a> {
+    /// The object `map` found at `path`.
     pub fn new(cx: &'a Cx, path: impl Into<String>, map: &'a Map<String, Json>) -> Obj<'a> {
         Obj {
             path: path.into(),
@@ -159,6 +169,7 @@ impl<'a> Obj<'a> {
         }
     }
 
+    /// The path of `key` in this object, for messages.
     pub fn key_path(&self, key: &str) -> String {
         let key = key_name(key);
         if self.path.is_empty() {
@@ -168,6 +179,7 @@ impl<'a> Obj<'a> {
         }
     }
 
+    /// The context problems are reported to.
     pub fn cx(&self) -> &'a Cx {
         self.cx
     }
@@ -183,10 +195,14 @@ impl<'a> Obj<'a> {
         self.map.get(key).filter(|v| !v.is_null())
     }
 
+    /// Whether `key` is set (to something other than `null`), without asking
+    /// for it.
     pub fn has(&self, key: &str) -> bool {
         self.map.get(key).is_some_and(|v| !v.is_null())
     }
 
+    /// A string; numbers and bools are taken as their text, as Packer's
+    /// weak decoding does.
     pub fn string(&mut self, key: &'static str) -> Option<String> {
         let v = self.raw(key)?;
         let path = self.key_path(key);
@@ -198,6 +214,7 @@ impl<'a> Obj<'a> {
         self.string(key).filter(|s| !s.is_empty())
     }
 
+    /// A bool; strings such as `"true"` and `"0"` count, as in Packer.
     pub fn bool(&mut self, key: &'static str) -> Option<bool> {
         let v = self.raw(key)?;
         let path = self.key_path(key);
@@ -212,6 +229,7 @@ impl<'a> Obj<'a> {
         int_value(self.cx, &path, v, min, max)
     }
 
+    /// A Go duration such as `"5m"`; an empty string counts as absent.
     pub fn duration(&mut self, key: &'static str) -> Option<Duration> {
         let v = self.raw(key)?;
         let path = self.key_path(key);
@@ -224,12 +242,14 @@ impl<'a> Obj<'a> {
             .ok()
     }
 
+    /// An array of strings.
     pub fn string_list(&mut self, key: &'static str) -> Option<Vec<String>> {
         let v = self.raw(key)?;
         let path = self.key_path(key);
         string_list_value(self.cx, &path, v)
     }
 
+    /// An object of strings.
     pub fn string_map(&mut self, key: &'static str) -> Option<BTreeMap<String, String>> {
         let v = self.raw(key)?;
         let path = self.key_path(key);
@@ -271,6 +291,8 @@ impl<'a> Obj<'a> {
         }
     }
 
+    /// Reports that the required `key` is missing; `what` says what it
+    /// should hold.
     pub fn missing(&self, key: &str, what: &str) {
         self.cx
             .problem(self.key_path(key), format!("is required: {what}"));
@@ -294,6 +316,8 @@ impl<'a> Obj<'a> {
     }
 }
 
+/// A value weakly decoded as a string, `{{ }}` rendered; a problem at
+/// `path` if it is an array, object or null.
 pub fn string_value(cx: &Cx, path: &str, v: &Json) -> Option<String> {
     match v {
         Json::String(s) => cx.render(path, s),
@@ -306,7 +330,7 @@ pub fn string_value(cx: &Cx, path: &str, v: &Json) -> Option<String> {
     }
 }
 
-pub fn bool_value(cx: &Cx, path: &str, v: &Json) -> Option<bool> {
+fn bool_value(cx: &Cx, path: &str, v: &Json) -> Option<bool> {
     let bad = |shown: String| {
         cx.problem(
             path,
@@ -336,6 +360,8 @@ pub fn bool_value(cx: &Cx, path: &str, v: &Json) -> Option<bool> {
     }
 }
 
+/// A value weakly decoded as an integer in `min..=max`; an empty string
+/// is absent.
 pub fn int_value(cx: &Cx, path: &str, v: &Json, min: i64, max: i64) -> Option<i64> {
     let n = match v {
         Json::Number(n) => match n.as_i64() {
@@ -374,6 +400,7 @@ pub fn int_value(cx: &Cx, path: &str, v: &Json, min: i64, max: i64) -> Option<i6
     Some(n)
 }
 
+/// A value that must be an array of strings; every bad entry is reported.
 pub fn string_list_value(cx: &Cx, path: &str, v: &Json) -> Option<Vec<String>> {
     let Json::Array(items) = v else {
         cx.problem(

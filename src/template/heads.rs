@@ -10,14 +10,21 @@ use super::decode::{Cx, json_type};
 /// The most builders one template may have. Every provisioner and
 /// post-processor is decoded once per build, so the work grows with their
 /// product; real templates have a handful of builders.
-pub const MAX_BUILDERS: usize = 100;
+const MAX_BUILDERS: usize = 100;
 
+/// One builder's name, and its object when its type is `qemu`.
 pub struct BuilderHead<'a> {
+    /// Its place in the template (`builders[0]`).
     pub path: String,
+    /// Its `name`, or its `type` when it has none.
     pub name: String,
+    /// `None` when its `type` is wrong (already reported): the build is
+    /// named, so steps may refer to it, but not decoded.
     pub map: Option<&'a Map<String, Json>>,
 }
 
+/// Reads the `builders` section: names, types, duplicates; at least one
+/// builder is required.
 pub fn builder_heads<'a>(cx: &Cx, section: Option<&'a Json>) -> Vec<BuilderHead<'a>> {
     let items = match section {
         Some(Json::Array(items)) if !items.is_empty() => items,
@@ -129,6 +136,7 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// Whether the step applies to the build named `build`.
     pub fn applies(&self, build: &str) -> bool {
         self.only.as_ref().is_none_or(|o| o.contains(build)) && !self.except.contains(build)
     }
@@ -191,15 +199,24 @@ pub fn filter_quiet(map: &Map<String, Json>) -> Filter {
     }
 }
 
+/// One provisioner as written, before it is decoded for each build.
 pub struct ProvisionerHead<'a> {
+    /// Its place in the template (`provisioners[0]`).
     pub path: String,
+    /// Its position in the `provisioners` array.
     pub index: usize,
+    /// Its `type`.
     pub type_name: String,
+    /// Its object, without the per-build `override`.
     pub map: Map<String, Json>,
+    /// Its `only` / `except`.
     pub filter: Filter,
+    /// Its `override` objects, by build name.
     pub overrides: Vec<(String, &'a Map<String, Json>)>,
 }
 
+/// Reads the `provisioners` section: types, `only`/`except` and
+/// `override`, checked against the build names.
 pub fn provisioner_heads<'a>(
     cx: &Cx,
     section: Option<&'a Json>,

@@ -14,12 +14,12 @@ use super::Problem;
 
 /// The largest template or var file read. Real ones are kilobytes; the
 /// bound keeps `kiln validate /dev/zero` from reading forever.
-pub const MAX_FILE_BYTES: usize = 16 << 20;
+const MAX_FILE_BYTES: usize = 16 << 20;
 
 /// How deep arrays and objects may nest. serde_json stops at 128 on its
 /// own; this lower bound comes first with a message that says what is wrong.
 /// Packer templates nest four or five levels.
-pub const MAX_DEPTH: usize = 64;
+const MAX_DEPTH: usize = 64;
 
 /// Why a file is not JSON kiln reads, before or beside a syntax error.
 #[derive(Debug)]

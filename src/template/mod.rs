@@ -1,6 +1,5 @@
 //! Packer's legacy JSON template: parsing, variables, `{{ }}` functions,
-//! strict validation; it produces the [`Plan`](crate::plan::Plan) the
-//! pipeline runs from.
+//! strict validation; it produces the [`Plan`] the pipeline runs from.
 
 mod builder;
 mod checks;
@@ -14,7 +13,6 @@ mod provisioner;
 pub(crate) mod show;
 mod variables;
 
-pub use crate::plan::*;
 pub use duration::parse as parse_duration;
 
 use std::path::{Path, PathBuf};
@@ -22,6 +20,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value as Json};
 
 use crate::plan::render::funcs::FuncCtx;
+use crate::plan::{BuildSpec, CheckSpec, Plan, PostProcessorSpec, ProvisionerSpec};
 use checks::CheckHead;
 use decode::{Cx, Obj, json_type};
 use heads::{BuilderHead, ProvisionerHead, builder_heads, filter, filter_quiet, provisioner_heads};
@@ -30,7 +29,9 @@ use post_processor::RawPp;
 /// One `-var` or `-var-file` from the command line.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Override {
+    /// `-var name=value`.
     Var(String, String),
+    /// `-var-file path`: a JSON object of variable values.
     File(PathBuf),
 }
 
@@ -48,43 +49,44 @@ impl std::fmt::Debug for Override {
 /// wins over an earlier one, whichever kind each is.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
+    /// The overrides, in command-line order.
     pub entries: Vec<Override>,
-}
-
-impl Overrides {
-    /// The files first, then the variables.
-    pub fn new(vars: Vec<(String, String)>, var_files: Vec<PathBuf>) -> Overrides {
-        let files = var_files.into_iter().map(Override::File);
-        let vars = vars.into_iter().map(|(k, v)| Override::Var(k, v));
-        Overrides {
-            entries: files.chain(vars).collect(),
-        }
-    }
 }
 
 /// One thing wrong with a template, at a JSON path such as
 /// `builders[0].disk_size`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Problem {
+    /// Where in the template: `builders[0].disk_size`, or `(template)`.
     pub path: String,
+    /// What is wrong, and often how to fix it.
     pub message: String,
 }
 
+/// Why a template, a `-var-file` or a checks file could not be loaded.
 // Paths and messages hold text from the input: they are escaped when
 // shown, never written raw to a terminal.
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
+    /// The file could not be read.
     #[error("cannot read {}", shown(path))]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// The file is not well-formed JSON.
     #[error("{}: not valid JSON at line {line}, column {column}", shown(path))]
     Json {
+        /// The file.
         path: PathBuf,
+        /// The line of the first error, from 1.
         line: usize,
+        /// Its column, from 1.
         column: usize,
+        /// The parser's error.
         #[source]
         source: serde_json::Error,
     },
@@ -92,14 +94,19 @@ pub enum TemplateError {
     /// too deeply nested); `message` says how to fix it.
     #[error("{}: {location}: {message}", shown(path))]
     Decode {
+        /// The file.
         path: PathBuf,
+        /// Where in the file: a line and column, or a byte offset.
         location: String,
+        /// What is wrong.
         message: String,
     },
     /// Every problem found, all at once.
     #[error("{} has {} error(s):\n{}", shown(path), problems.len(), format_problems(problems))]
     Invalid {
+        /// The file.
         path: PathBuf,
+        /// The problems, in the order found.
         problems: Vec<Problem>,
         /// The values of `sensitive-variables` known when loading stopped:
         /// a problem's message may quote one (`expected an integer, got

@@ -15,7 +15,9 @@ use crate::plan::{
 
 /// One post-processor as written, before it is decoded for a build.
 pub struct RawPp<'a> {
+    /// Its place in the template (`post-processors[0]`).
     pub path: String,
+    /// Its `type`.
     pub type_name: String,
     /// `None` when written as a bare type name.
     pub map: Option<&'a Map<String, Json>>,

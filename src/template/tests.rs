@@ -1,4 +1,5 @@
-//! Tests of [`super::load`] and [`super::render_late`] on whole templates.
+//! Tests of [`super::load`] and [`crate::plan::render_late`] on whole
+//! templates.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -6,6 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::*;
+use crate::plan::*;
 
 const SHA: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
@@ -22,6 +24,15 @@ fn load_in(
 ) -> Result<Plan, TemplateError> {
     let path = write(dir, "template.json", &value);
     load(&path, overrides)
+}
+
+/// `-var-file`s first, then `-var`s.
+fn var_overrides(vars: Vec<(String, String)>, var_files: Vec<PathBuf>) -> Overrides {
+    let files = var_files.into_iter().map(Override::File);
+    let vars = vars.into_iter().map(|(k, v)| Override::Var(k, v));
+    Overrides {
+        entries: files.chain(vars).collect(),
+    }
 }
 
 fn load_json(value: serde_json::Value) -> Result<Plan, TemplateError> {
@@ -451,7 +462,7 @@ fn variable_precedence_and_sensitive_values() {
             "sensitive-variables": ["pw", "empty"],
             "builders": [qemu(json!({"ssh_password": "{{user `pw`}}", "vm_name": "{{user `derived`}}"}))]
         }),
-        &Overrides::new(
+        &var_overrides(
             [cli_vars, vec![("pw".into(), "s3cret".into())]].concat(),
             vec![f1.clone(), f2.clone()],
         ),
@@ -909,7 +920,7 @@ fn command_line_values_are_rendered_and_undeclared_ones_accepted() {
             "variables": {"a": "x"},
             "builders": [qemu(json!({"vm_name": "{{user `a`}}-{{user `extra`}}"}))]
         }),
-        &Overrides::new(
+        &var_overrides(
             vec![
                 ("a".into(), "{{env `KILN_TEMPLATE_TEST_CLI`}}".into()),
                 ("extra".into(), "e".into()),
@@ -987,7 +998,7 @@ fn var_file_errors() {
         "t.json",
         &json!({"builders": [qemu(json!({}))]}),
     );
-    let overrides = Overrides::new(vec![], vec![bad.clone()]);
+    let overrides = var_overrides(vec![], vec![bad.clone()]);
     match load(&tpl, &overrides) {
         Err(TemplateError::Json { path, line, .. }) => {
             assert_eq!((path, line), (bad, 1));
@@ -995,7 +1006,7 @@ fn var_file_errors() {
         other => panic!("unexpected {other:?}"),
     }
     let list = write(dir.path(), "list.json", &json!({"a": ["x"]}));
-    let overrides = Overrides::new(vec![], vec![list.clone()]);
+    let overrides = var_overrides(vec![], vec![list.clone()]);
     match load(&tpl, &overrides) {
         Err(TemplateError::Invalid { problems, .. }) => assert_eq!(
             problems,
@@ -1073,7 +1084,7 @@ fn a_failed_load_still_names_its_secrets() {
 
 #[test]
 fn secrets_given_on_the_command_line_are_known_when_the_load_fails() {
-    let overrides = Overrides::new(
+    let overrides = var_overrides(
         vec![
             ("pw".into(), "from-the-command-line".into()),
             ("undeclared".into(), "set-but-not-declared".into()),

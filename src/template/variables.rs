@@ -22,8 +22,11 @@ struct Declared {
     default: Option<String>,
 }
 
+/// The variables once resolved.
 pub struct Resolved {
+    /// Every variable, for `kiln inspect`.
     pub infos: Vec<VariableInfo>,
+    /// The values of the sensitive ones, to mask in every output.
     pub sensitive_values: Vec<String>,
 }
 

@@ -16,7 +16,7 @@ pub const MAX_VALUE_BYTES: usize = 1 << 20;
 /// How deep `( )` may nest in one action. Parsing and evaluation recurse
 /// once per level, so this bounds their stack use; real templates nest two
 /// or three levels.
-pub const MAX_NESTING: usize = 64;
+const MAX_NESTING: usize = 64;
 
 /// The error for a value over [`MAX_VALUE_BYTES`]; callers name the place.
 pub fn too_long() -> EvalError {
@@ -44,6 +44,7 @@ impl fmt::Display for Value {
     }
 }
 
+/// Why a string could not be rendered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EvalError {
     Message(String),
@@ -120,10 +121,13 @@ enum Token {
 pub struct Template(Vec<Segment>);
 
 impl Template {
+    /// Parses `text`; the error says what is wrong and where.
     pub fn parse(text: &str) -> Result<Template, String> {
         parse(text).map(Template)
     }
 
+    /// Renders with `r`'s functions and fields; an action that refers to an
+    /// unknown field is kept as written.
     pub fn render(&self, r: &dyn Resolver) -> Result<String, EvalError> {
         let mut outputs: Vec<Option<String>> = Vec::with_capacity(self.0.len());
         // Checked as the outputs accumulate, so a string of many actions

@@ -37,16 +37,22 @@ pub const FUNCTIONS: &[&str] = &[
 pub struct FuncCtx {
     /// `env` is only allowed in the `variables` section, as in Packer.
     pub env_allowed: bool,
+    /// The variables resolved so far, for `user`.
     pub vars: BTreeMap<String, String>,
     /// Variables whose problem is already reported (a required one not set,
     /// a default that failed): using them adds no further message.
     pub failed_vars: BTreeSet<String>,
+    /// The build being decoded, for `build_name`.
     pub build_name: Option<String>,
+    /// Its builder type, for `build_type`.
     pub build_type: Option<String>,
+    /// The template's directory, for `template_dir`.
     pub template_dir: String,
+    /// The working directory, for `pwd`.
     pub pwd: String,
     /// One instant per run, shared by `timestamp` and `isotime`.
     pub now: DateTime<Utc>,
+    /// The text rendered so far, against [`MAX_TOTAL_BYTES`].
     pub budget: Budget,
 }
 
@@ -371,7 +377,7 @@ const DAYS: [&str; 7] = [
 
 /// Formats a UTC instant with a Go reference-time layout
 /// ("2006-01-02T15:04:05Z07:00"), following Go's `time.Format` chunking.
-pub fn go_format(t: &DateTime<Utc>, layout: &str) -> String {
+fn go_format(t: &DateTime<Utc>, layout: &str) -> String {
     let mut out = String::new();
     let mut rest = layout;
     let month = t.month() as usize;

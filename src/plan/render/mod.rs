@@ -3,8 +3,8 @@
 //! Go-template engine and functions that both the template loader and the
 //! stages use.
 
-pub mod engine;
-pub mod funcs;
+pub(crate) mod engine;
+pub(crate) mod funcs;
 
 use engine::{EvalError, Resolver, Value};
 use funcs::FuncCtx;
@@ -41,9 +41,10 @@ impl Resolver for LateResolver<'_> {
     }
 }
 
-/// Fills the late references (`{{ .Vars }}`, `{{ .Path }}`, `{{.SSHHostPort}}`,
-/// ...) that [`load`] left in a string. Unknown late references are left as
-/// they are; so is the whole text if it cannot be rendered.
+/// Fills the late references (`{{ .Vars }}`, `{{ .Path }}`,
+/// `{{.SSHHostPort}}`, ...) that [`crate::template::load`] left in a
+/// string. Unknown late references are left as they are; so is the whole
+/// text if it cannot be rendered.
 pub fn render_late(text: &str, values: &[(&str, &str)]) -> String {
     if !text.contains("{{") {
         return text.to_string();
