@@ -164,27 +164,7 @@ async fn publish(ctx: &BuildContext, request: &PublishRequest) -> Result<Publish
         StorageClient::new(&storage_base, tokens).map_err(|source| upload_error(image, source))?;
 
     // Known before a byte is uploaded: an image that is already there.
-    if compute.image_exists(&image.project, &image.name).await? {
-        if !request.force {
-            return Err(ComputeError::ImageExists {
-                project: image.project.clone(),
-                name: image.name.clone(),
-            }
-            .into());
-        }
-        ctx.say(&format!(
-            "Deleting the existing image {} (-force)...",
-            image.name
-        ));
-        compute
-            .delete_image(
-                &image.project,
-                &image.name,
-                request.create_timeout,
-                &ctx.cancel,
-            )
-            .await?;
-    }
+    replace_existing(ctx, &compute, request).await?;
 
     ctx.say(&format!(
         "Uploading {} to gs://{}/{} as a GCE tarball (level {})...",
@@ -207,6 +187,48 @@ async fn publish(ctx: &BuildContext, request: &PublishRequest) -> Result<Publish
     if let Some(guard) = object_guard {
         guard.disarm();
     }
+    remove_object(ctx, &storage, request).await;
+    let published = result?;
+    ctx.say(&format!("Image created: {}", published.self_link));
+    Ok(published)
+}
+
+/// An image of the requested name already there fails the request, or
+/// with `force` is deleted first.
+async fn replace_existing(
+    ctx: &BuildContext,
+    compute: &ComputeClient,
+    request: &PublishRequest,
+) -> Result<(), GceError> {
+    let image = &request.image;
+    if compute.image_exists(&image.project, &image.name).await? {
+        if !request.force {
+            return Err(ComputeError::ImageExists {
+                project: image.project.clone(),
+                name: image.name.clone(),
+            }
+            .into());
+        }
+        ctx.say(&format!(
+            "Deleting the existing image {} (-force)...",
+            image.name
+        ));
+        compute
+            .delete_image(
+                &image.project,
+                &image.name,
+                request.create_timeout,
+                &ctx.cancel,
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Deletes the uploaded object unless `skip_clean`; a failed delete is
+/// reported, not returned: the image's outcome is the request's.
+async fn remove_object(ctx: &BuildContext, storage: &StorageClient, request: &PublishRequest) {
+    let image = &request.image;
     if request.skip_clean {
         ctx.say(&format!(
             "skip_clean: keeping gs://{}/{}",
@@ -226,9 +248,6 @@ async fn publish(ctx: &BuildContext, request: &PublishRequest) -> Result<Publish
             ),
         }
     }
-    let published = result?;
-    ctx.say(&format!("Image created: {}", published.self_link));
-    Ok(published)
 }
 
 /// Inserts the image, waits for it, and reads back what GCE made of it.

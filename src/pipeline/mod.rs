@@ -375,36 +375,7 @@ async fn pipeline(
     };
 
     steps.begin(ctx, Stage::Provision).await;
-    let provisioning = async {
-        for provisioner in &spec.provisioners {
-            loop {
-                let output = |line: &str| ctx.reporter.output(&ctx.name, line);
-                let say = |line: &str| ctx.reporter.say(&ctx.name, line);
-                let mut pctx = crate::provision::Context {
-                    build_name: &ctx.name,
-                    builder_type: &ctx.builder_type,
-                    guest: guest.as_mut(),
-                    output: &output,
-                    say: &say,
-                    cancel: ctx.cancel.clone(),
-                };
-                let result =
-                    crate::provision::run(provisioner, &mut pctx)
-                        .await
-                        .map_err(|source| BuildError::Provision {
-                            index: provisioner.index,
-                            kind: provisioner.type_name.clone(),
-                            source,
-                        });
-                match result {
-                    // -on-error=ask: the person may have it run again.
-                    Err(err) if steps.retry(ctx, &err).await => continue,
-                    result => break result?,
-                }
-            }
-        }
-        Ok(())
-    };
+    let provisioning = provision(spec, ctx, guest.as_mut(), steps);
     against_machine(&mut vm, machine::DURING_PROVISIONING, provisioning).await?;
 
     steps.begin(ctx, Stage::Shutdown).await;
@@ -417,48 +388,11 @@ async fn pipeline(
     if !spec.tests.is_empty() {
         // test_boot announces its stage itself.
         steps.next(ctx, Stage::Test).await;
-        let results = test_boot::run(
-            ctx,
-            config,
-            &disk_path,
-            config.format.as_str(),
-            &log_beside(config, "test.serial.log"),
-            &spec.tests,
-        )
-        .await?;
-        // A check's output is the guest's: it may print a secret.
-        let results = mask_results(results, &options.redactor);
-        let report = match &options.test_report {
-            Some(path) => {
-                let path = report_path(path, &spec.name, options.many_builds);
-                crate::smoke::report::write(&path, &spec.name, &results)?;
-                Some(path)
-            }
-            None => None,
-        };
-        let failed = results.iter().filter(|r| !r.passed).count();
-        if failed > 0 {
-            // Kept with the artifact under -on-error=abort, to say why it
-            // must not be used.
-            let marker = config.output_directory.join("TESTS-FAILED.json");
-            let _ = std::fs::write(&marker, crate::smoke::report::json(&spec.name, &results));
-            return Err(BuildError::TestsFailed {
-                failed,
-                total: results.len(),
-                report,
-            });
-        }
+        smoke_test(spec, options, ctx, &disk_path).await?;
     }
 
     steps.begin(ctx, Stage::Finalize).await;
-    if config.skip_compaction || config.use_backing_file {
-        if config.disk_compression && !config.use_backing_file {
-            disk::compact(&disk_path, config.format, true).await?;
-        }
-    } else {
-        ctx.say("Compacting the disk...");
-        disk::compact(&disk_path, config.format, config.disk_compression).await?;
-    }
+    compact(config, ctx, &disk_path).await?;
 
     let artifact = Artifact {
         build_name: spec.name.clone(),
@@ -477,6 +411,104 @@ async fn pipeline(
     }
     steps.end(ctx).await;
     Ok(artifact)
+}
+
+/// Runs the provisioners in order on the guest (none with communicator
+/// `none`); under `-on-error=ask` a failed one may run again.
+async fn provision(
+    spec: &BuildSpec,
+    ctx: &BuildContext,
+    mut guest: Option<&mut crate::ssh::Guest>,
+    steps: &interactive::Interactive,
+) -> Result<(), BuildError> {
+    for provisioner in &spec.provisioners {
+        loop {
+            let output = |line: &str| ctx.reporter.output(&ctx.name, line);
+            let say = |line: &str| ctx.reporter.say(&ctx.name, line);
+            let mut pctx = crate::provision::Context {
+                build_name: &ctx.name,
+                builder_type: &ctx.builder_type,
+                guest: guest.as_deref_mut(),
+                output: &output,
+                say: &say,
+                cancel: ctx.cancel.clone(),
+            };
+            let result = crate::provision::run(provisioner, &mut pctx)
+                .await
+                .map_err(|source| BuildError::Provision {
+                    index: provisioner.index,
+                    kind: provisioner.type_name.clone(),
+                    source,
+                });
+            match result {
+                // -on-error=ask: the person may have it run again.
+                Err(err) if steps.retry(ctx, &err).await => continue,
+                result => break result?,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Boots the finished disk again and runs the template's checks; writes
+/// the report when asked, and fails the build when a check failed.
+async fn smoke_test(
+    spec: &BuildSpec,
+    options: &BuildOptions,
+    ctx: &BuildContext,
+    disk_path: &Path,
+) -> Result<(), BuildError> {
+    let config = &spec.qemu;
+    let results = test_boot::run(
+        ctx,
+        config,
+        disk_path,
+        config.format.as_str(),
+        &log_beside(config, "test.serial.log"),
+        &spec.tests,
+    )
+    .await?;
+    // A check's output is the guest's: it may print a secret.
+    let results = mask_results(results, &options.redactor);
+    let report = match &options.test_report {
+        Some(path) => {
+            let path = report_path(path, &spec.name, options.many_builds);
+            crate::smoke::report::write(&path, &spec.name, &results)?;
+            Some(path)
+        }
+        None => None,
+    };
+    let failed = results.iter().filter(|r| !r.passed).count();
+    if failed > 0 {
+        // Kept with the artifact under -on-error=abort, to say why it
+        // must not be used.
+        let marker = config.output_directory.join("TESTS-FAILED.json");
+        let _ = std::fs::write(&marker, crate::smoke::report::json(&spec.name, &results));
+        return Err(BuildError::TestsFailed {
+            failed,
+            total: results.len(),
+            report,
+        });
+    }
+    Ok(())
+}
+
+/// Compacts the finished disk unless the template skips it (a disk on a
+/// backing file is never rewritten).
+async fn compact(
+    config: &QemuConfig,
+    ctx: &BuildContext,
+    disk_path: &Path,
+) -> Result<(), BuildError> {
+    if config.skip_compaction || config.use_backing_file {
+        if config.disk_compression && !config.use_backing_file {
+            disk::compact(disk_path, config.format, true).await?;
+        }
+    } else {
+        ctx.say("Compacting the disk...");
+        disk::compact(disk_path, config.format, config.disk_compression).await?;
+    }
+    Ok(())
 }
 
 /// Runs a stage's work while watching the machine: a machine that dies

@@ -131,44 +131,8 @@ fn default_args(spec: &LaunchSpec) -> Vec<(String, Vec<String>)> {
     };
     push("-boot", vec![boot.to_string()]);
 
-    let (mut devices, mut drives) = (Vec::new(), Vec::new());
-    let mut scsi_controller = false;
-    for (index, disk) in spec.disks.iter().enumerate() {
-        if is_scsi(&disk.interface) {
-            if !scsi_controller {
-                devices.push("virtio-scsi-pci,id=scsi0".to_string());
-                scsi_controller = true;
-            }
-            devices.push(format!("scsi-hd,bus=scsi0.0,drive=drive{index}"));
-        }
-        drives.push(drive_arg(disk, index));
-    }
+    let (drives, mut devices) = disks_and_cdroms(spec);
     devices.push(format!("{},netdev=user.0", spec.net_device));
-    // The first CD goes where `-cdrom` puts it, the secondary channel's
-    // master (unit 2): on the primary master, Linux's ATA probing costs a
-    // guest about half a second more at boot. Units IDE disks hold (they
-    // count up from 0) are skipped.
-    let ide_disks = spec.disks.iter().filter(|d| d.interface == "ide").count();
-    let mut free_units = [2usize, 3, 1, 0]
-        .into_iter()
-        .filter(|unit| *unit >= ide_disks);
-    for cdrom in &spec.cdroms {
-        match free_units.next() {
-            Some(unit) => drives.push(format!("file={},media=cdrom,index={unit}", escape(cdrom))),
-            // More CDs than IDE units: QEMU says so.
-            None => drives.push(format!("file={},media=cdrom", escape(cdrom))),
-        }
-    }
-    if spec.efi_boot {
-        drives.push(format!(
-            "file={},if=pflash,unit=0,format=raw,readonly=on",
-            escape(&efi_code(spec))
-        ));
-        drives.push(format!(
-            "file={},if=pflash,unit=1,format=raw",
-            escape(&efi_vars_path(spec))
-        ));
-    }
     push("-drive", drives);
     push("-device", devices);
 
@@ -199,6 +163,49 @@ fn default_args(spec: &LaunchSpec) -> Vec<(String, Vec<String>)> {
         push("-display", vec!["none".to_string()]);
     }
     args
+}
+
+/// The `-drive` values (disks, CDs, EFI firmware) and the `-device`
+/// values the disks need, in order.
+fn disks_and_cdroms(spec: &LaunchSpec) -> (Vec<String>, Vec<String>) {
+    let (mut devices, mut drives) = (Vec::new(), Vec::new());
+    let mut scsi_controller = false;
+    for (index, disk) in spec.disks.iter().enumerate() {
+        if is_scsi(&disk.interface) {
+            if !scsi_controller {
+                devices.push("virtio-scsi-pci,id=scsi0".to_string());
+                scsi_controller = true;
+            }
+            devices.push(format!("scsi-hd,bus=scsi0.0,drive=drive{index}"));
+        }
+        drives.push(drive_arg(disk, index));
+    }
+    // The first CD goes where `-cdrom` puts it, the secondary channel's
+    // master (unit 2): on the primary master, Linux's ATA probing costs a
+    // guest about half a second more at boot. Units IDE disks hold (they
+    // count up from 0) are skipped.
+    let ide_disks = spec.disks.iter().filter(|d| d.interface == "ide").count();
+    let mut free_units = [2usize, 3, 1, 0]
+        .into_iter()
+        .filter(|unit| *unit >= ide_disks);
+    for cdrom in &spec.cdroms {
+        match free_units.next() {
+            Some(unit) => drives.push(format!("file={},media=cdrom,index={unit}", escape(cdrom))),
+            // More CDs than IDE units: QEMU says so.
+            None => drives.push(format!("file={},media=cdrom", escape(cdrom))),
+        }
+    }
+    if spec.efi_boot {
+        drives.push(format!(
+            "file={},if=pflash,unit=0,format=raw,readonly=on",
+            escape(&efi_code(spec))
+        ));
+        drives.push(format!(
+            "file={},if=pflash,unit=1,format=raw",
+            escape(&efi_vars_path(spec))
+        ));
+    }
+    (drives, devices)
 }
 
 fn is_scsi(interface: &str) -> bool {
