@@ -140,7 +140,7 @@ pub struct TemplateArgs {
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct OverridePositions {
+pub(super) struct OverridePositions {
     pub var: Vec<usize>,
     pub var_file: Vec<usize>,
 }

@@ -2,16 +2,16 @@
 
 mod args;
 mod build;
-pub mod exit;
+mod exit;
 mod export;
 mod inspect;
-pub mod interrupt;
-pub mod redact;
+mod interrupt;
+mod redact;
 mod session;
 mod test;
 #[cfg(test)]
 mod testing;
-pub mod ui;
+mod ui;
 mod validate;
 mod version;
 
@@ -148,6 +148,6 @@ pub(crate) fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or_default()
 }
 
-pub use logging::init as init_logging;
+use logging::init as init_logging;
 
 mod logging;

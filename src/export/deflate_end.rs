@@ -21,7 +21,7 @@ pub struct Malformed {
 
 /// Where a complete stream's last block starts and where its bits end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StreamEnd {
+struct StreamEnd {
     pub final_header_bit: usize,
     pub end_bit: usize,
 }
@@ -53,7 +53,7 @@ pub fn reopen(stream: &mut Vec<u8>) -> Result<(), Malformed> {
 }
 
 /// Walks `stream` block by block to its final block's end.
-pub fn locate(stream: &[u8]) -> Result<StreamEnd, Malformed> {
+fn locate(stream: &[u8]) -> Result<StreamEnd, Malformed> {
     let mut bits = BitReader::new(stream);
     let mut dynamic = WalkTables::default();
     loop {

@@ -50,7 +50,7 @@ impl std::fmt::Display for ImageFormat {
 }
 
 /// How deep a backing chain may go; real ones are a few levels.
-pub const MAX_CHAIN: usize = 16;
+const MAX_CHAIN: usize = 16;
 /// The smallest disk: one sector.
 const SECTOR: u64 = 512;
 const QCOW2_MAGIC: &[u8; 4] = b"QFI\xfb";

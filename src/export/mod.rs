@@ -12,7 +12,7 @@
 mod deflate_end;
 mod error;
 mod extents;
-pub mod format;
+mod format;
 mod gzip;
 mod nbd;
 pub mod qemu_img;
@@ -39,9 +39,9 @@ use extents::{Extent, RawFile, ReadAt};
 /// Compute Engine wants the raw disk to be a whole number of GiB.
 pub const GIB: u64 = 1 << 30;
 /// All-zero blocks of this size (aligned on the disk) are left out.
-pub const ZERO_BLOCK: u64 = 64 << 10;
+const ZERO_BLOCK: u64 = 64 << 10;
 /// The one name Compute Engine looks for in the tarball.
-pub const ENTRY_NAME: &str = "disk.raw";
+const ENTRY_NAME: &str = "disk.raw";
 
 /// Data bytes copied so far, and the total to copy.
 pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);

@@ -146,7 +146,7 @@ impl NbdServer {
 }
 
 /// One connection in the transmission phase.
-pub struct NbdClient {
+pub(super) struct NbdClient {
     stream: UnixStream,
     size: u64,
     cookie: u64,

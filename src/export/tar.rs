@@ -43,7 +43,7 @@ pub fn stored_size(map: &[Extent]) -> u64 {
 }
 
 /// The header block followed by its extension blocks.
-pub fn header_blocks(entry: &SparseEntry) -> Result<Vec<u8>, NameTooLong> {
+fn header_blocks(entry: &SparseEntry) -> Result<Vec<u8>, NameTooLong> {
     if entry.name.len() >= 100 {
         return Err(NameTooLong(entry.name.to_string()));
     }
@@ -86,7 +86,7 @@ pub fn header_blocks(entry: &SparseEntry) -> Result<Vec<u8>, NameTooLong> {
 
 /// Two zero blocks, then zeros to the end of the record, after `written`
 /// bytes of archive.
-pub fn end_of_archive(written: u64) -> Vec<u8> {
+fn end_of_archive(written: u64) -> Vec<u8> {
     let end = (written + 2 * BLOCK as u64).div_ceil(RECORD) * RECORD;
     vec![0u8; (end - written) as usize]
 }

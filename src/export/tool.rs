@@ -20,7 +20,7 @@ const POLL: Duration = Duration::from_millis(10);
 /// Makes a command's child die when the thread that spawned it does (kiln
 /// exiting for any reason, SIGKILL included), and refuses to start it if
 /// kiln is already gone.
-pub fn die_with_parent(command: &mut Command) {
+fn die_with_parent(command: &mut Command) {
     let parent = std::process::id();
     // SAFETY: only async-signal-safe calls (prctl, getppid) between fork
     // and exec.
@@ -62,7 +62,7 @@ fn parent_death_signal(parent: u32) -> io::Result<()> {
 
 /// A child that is killed (its whole process group) and reaped when this
 /// is dropped.
-pub struct Killable {
+pub(super) struct Killable {
     child: Child,
 }
 
@@ -151,7 +151,10 @@ pub fn run(
 /// [`run`] from async code, with no time bound: on a blocking thread, and
 /// the tool's process group killed when the returned future is dropped (an
 /// interrupted build) as on every other way out.
-pub async fn run_async(program: &'static str, args: &[&OsStr]) -> Result<Vec<u8>, ToolError> {
+pub(super) async fn run_async(
+    program: &'static str,
+    args: &[&OsStr],
+) -> Result<Vec<u8>, ToolError> {
     let args: Vec<OsString> = args.iter().map(|arg| arg.to_os_string()).collect();
     let cancel = CancellationToken::new();
     let _kill_when_dropped = cancel.clone().drop_guard();

@@ -78,7 +78,7 @@ pub struct PublishRequest {
 
 impl PublishRequest {
     /// What a `googlecompute-import` post-processor asks for `disk`.
-    pub fn from_import(config: &GceImportConfig, disk: PathBuf, format: ImageFormat) -> Self {
+    fn from_import(config: &GceImportConfig, disk: PathBuf, format: ImageFormat) -> Self {
         PublishRequest {
             disk,
             format: FormatPolicy::Known(format),

@@ -176,7 +176,7 @@ fn tail_suffix(tail: &str) -> String {
 
 /// The last `lines` lines of the serial log, with terminal control
 /// sequences removed.
-pub fn serial_tail(path: &Path, lines: usize) -> String {
+fn serial_tail(path: &Path, lines: usize) -> String {
     let Ok(bytes) = std::fs::read(path) else {
         return String::new();
     };
@@ -219,11 +219,11 @@ pub struct Machine {
 
 // What each stage after launch says when the machine goes away.
 /// Names the wait for the guest's SSH server in [`MachineError::QemuExited`].
-pub const DURING_SSH_WAIT: &str = "while kiln waited for SSH";
+const DURING_SSH_WAIT: &str = "while kiln waited for SSH";
 /// Names the provisioners' run in [`MachineError::QemuExited`].
 pub const DURING_PROVISIONING: &str = "while the provisioners ran";
 /// Names the guest's power-off in [`MachineError::QemuExited`].
-pub const DURING_SHUTDOWN: &str = "while the guest shut down";
+const DURING_SHUTDOWN: &str = "while the guest shut down";
 /// Names `kiln test`'s checks in [`MachineError::QemuExited`].
 pub const DURING_TESTS: &str = "while the checks ran";
 

@@ -39,7 +39,7 @@ impl Stage {
 }
 
 /// The qemu builder's artifact id, as Packer's qemu builder reports it.
-pub const QEMU_BUILDER_ID: &str = "transcend.qemu";
+pub(super) const QEMU_BUILDER_ID: &str = "transcend.qemu";
 
 /// What a finished build produced.
 #[derive(Debug, Clone)]
@@ -69,7 +69,7 @@ pub struct Progress {
 }
 
 /// Builds [`Progress`] values for one transfer from its start time.
-pub struct ProgressMeter {
+pub(super) struct ProgressMeter {
     action: &'static str,
     started: Instant,
 }
@@ -107,7 +107,7 @@ impl ProgressMeter {
 
 /// A packaging progress callback (`PackageOptions::progress`) that feeds
 /// `reporter`; it runs on the packaging thread.
-pub fn packaging_progress(
+pub(super) fn packaging_progress(
     reporter: std::sync::Arc<dyn Reporter>,
     build: String,
 ) -> impl Fn(u64, u64) + Send + Sync {

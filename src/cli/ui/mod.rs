@@ -114,6 +114,7 @@ impl Ui {
     }
 
     /// Errors to `err` instead of stderr (for tests).
+    #[cfg(test)]
     pub fn with_error_output(mut self, err: Box<dyn Write + Send>) -> Self {
         self.color_errors = false;
         self.with_state(|state| state.err = err);
@@ -251,6 +252,9 @@ impl Ui {
         });
     }
 
+    /// Removes `build`'s status line (a build's line otherwise stays until
+    /// the live display stops).
+    #[cfg(test)]
     pub fn finish_build(&self, build: &str) {
         self.with_state(|state| {
             if let Some(live) = &mut state.live {
@@ -364,7 +368,7 @@ impl Reporter for Ui {
 
 /// One machine-readable line: commas inside fields become Packer's
 /// `%!(PACKER_COMMA)`, newlines become a literal `\n`.
-pub fn machine_record(target: &str, fields: &[&str]) -> String {
+fn machine_record(target: &str, fields: &[&str]) -> String {
     let timestamp = chrono::Utc::now().timestamp();
     let mut record = format!("{timestamp},{target}");
     for field in fields {
