@@ -24,6 +24,8 @@ use crate::template::{self, Override, Overrides};
 use args::{Cli, Command, TemplateArgs};
 use ui::Mode;
 
+/// The `kiln` binary: parses the arguments, runs the command, and returns
+/// its exit status (see `exit`).
 pub fn main() -> ExitCode {
     let argv = args::normalize(std::env::args_os());
     let cli = match Cli::parse_with_positions(argv) {

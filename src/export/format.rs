@@ -22,11 +22,14 @@ use crate::error::FileError;
 /// The formats kiln reads and writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImageFormat {
+    /// QEMU's copy-on-write format.
     Qcow2,
+    /// A plain disk, byte for byte.
     Raw,
 }
 
 impl ImageFormat {
+    /// The name qemu-img and templates use: `qcow2`, `raw`.
     pub fn as_str(self) -> &'static str {
         match self {
             ImageFormat::Qcow2 => "qcow2",
@@ -34,6 +37,7 @@ impl ImageFormat {
         }
     }
 
+    /// The format `text` names, if kiln reads it.
     pub fn parse(text: &str) -> Option<ImageFormat> {
         match text {
             "qcow2" => Some(ImageFormat::Qcow2),
@@ -64,52 +68,128 @@ const MAX_BACKING_NAME: u32 = 1023;
 /// Header extensions live in the first cluster; this much is plenty.
 const MAX_HEADER_READ: u64 = 1 << 20;
 
+/// Why a disk cannot be read as it stands; every message names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
+    /// The disk (or a backing file) could not be opened or read.
     #[error(transparent)]
     File(#[from] FileError),
+    /// Not a regular file or a block device.
     #[error("{} is {what}, not a disk image", path.display())]
-    NotAFile { path: PathBuf, what: &'static str },
+    NotAFile {
+        /// The image: the disk, or a file of its backing chain.
+        path: PathBuf,
+        /// What it is instead (a directory, say).
+        what: &'static str,
+    },
+    /// Smaller than one sector.
     #[error("{} is {size} byte(s): too small to be a disk image (at least {SECTOR})", path.display())]
-    TooSmall { path: PathBuf, size: u64 },
+    TooSmall {
+        /// The image: the disk, or a file of its backing chain.
+        path: PathBuf,
+        /// Its size in bytes.
+        size: u64,
+    },
+    /// A raw disk whose size is not a whole number of sectors.
     #[error(
         "{} is {size} bytes, not a whole number of {SECTOR}-byte sectors: not a raw disk image",
         path.display()
     )]
-    NotSectors { path: PathBuf, size: u64 },
+    NotSectors {
+        /// The image: the disk, or a file of its backing chain.
+        path: PathBuf,
+        /// Its size in bytes.
+        size: u64,
+    },
+    /// Looks like text, not a disk.
     #[error("{} looks like a text file, not a disk image", path.display())]
-    Text { path: PathBuf },
+    Text {
+        /// The image: the disk, or a file of its backing chain.
+        path: PathBuf,
+    },
+    /// A format kiln does not read (vmdk, vdi, ...).
     #[error(
         "{} starts with a {format} header; kiln reads qcow2 and raw only: convert it with qemu-img, or give --disk-format raw if it is a raw disk that merely holds those bytes",
         path.display()
     )]
-    OtherFormat { path: PathBuf, format: &'static str },
+    OtherFormat {
+        /// The image: the disk, or a file of its backing chain.
+        path: PathBuf,
+        /// The format its header shows.
+        format: &'static str,
+    },
+    /// A detected qcow2 header names a backing file: refused unless the format was given.
     #[error(
         "{} starts with a qcow2 header naming the backing file {backing:?}; a raw disk whose guest wrote that header would export a host file: give --disk-format raw for a raw disk, or --disk-format qcow2 to follow the backing file",
         path.display()
     )]
-    DetectedBacking { path: PathBuf, backing: String },
+    DetectedBacking {
+        /// The image: the disk, or a file of its backing chain.
+        path: PathBuf,
+        /// The backing file name as recorded.
+        backing: String,
+    },
+    /// A qcow2 header kiln cannot make sense of.
     #[error("{} is not a valid qcow2 image: {detail}", path.display())]
-    BadQcow2 { path: PathBuf, detail: String },
+    BadQcow2 {
+        /// The image: the disk, or a file of its backing chain.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// A backing file without a recorded format.
     #[error(
         "{} names the backing file {backing:?} without recording its format; record it with `qemu-img rebase -u -F <qcow2|raw> -b <file> {}`",
         path.display(), path.display()
     )]
-    BackingWithoutFormat { path: PathBuf, backing: String },
+    BackingWithoutFormat {
+        /// The image: the disk, or a file of its backing chain.
+        path: PathBuf,
+        /// The backing file name as recorded.
+        backing: String,
+    },
+    /// A backing file in a format kiln does not follow.
     #[error("{} has a backing file of format {format:?}; kiln follows only qcow2 and raw", path.display())]
-    BackingFormat { path: PathBuf, format: String },
+    BackingFormat {
+        /// The image: the disk, or a file of its backing chain.
+        path: PathBuf,
+        /// The recorded backing format.
+        format: String,
+    },
+    /// A backing file that is not a plain path (`nbd:`, `http:`, ...).
     #[error("{} names the backing file {backing:?}, which is not a plain file path", path.display())]
-    BackingProtocol { path: PathBuf, backing: String },
+    BackingProtocol {
+        /// The image: the disk, or a file of its backing chain.
+        path: PathBuf,
+        /// The backing file name as recorded.
+        backing: String,
+    },
+    /// A qcow2 whose data lives in an external data file.
     #[error("{} keeps its data in an external file; kiln does not follow external data files", path.display())]
-    ExternalData { path: PathBuf },
+    ExternalData {
+        /// The image: the disk, or a file of its backing chain.
+        path: PathBuf,
+    },
+    /// The backing chain comes back to a file already in it.
     #[error("the backing chain loops: {}", chain_text(chain))]
-    BackingLoop { chain: Vec<PathBuf> },
+    BackingLoop {
+        /// The chain, ending with the repeated file.
+        chain: Vec<PathBuf>,
+    },
+    /// The backing chain is deeper than kiln follows.
     #[error("the backing chain of {} is deeper than {MAX_CHAIN} images", path.display())]
-    ChainTooLong { path: PathBuf },
+    ChainTooLong {
+        /// The image: the disk, or a file of its backing chain.
+        path: PathBuf,
+    },
+    /// A backing file could not be opened.
     #[error("cannot open the backing file {} of {}", backing.display(), path.display())]
     BackingMissing {
+        /// The image: the disk, or a file of its backing chain.
         path: PathBuf,
+        /// The backing file.
         backing: PathBuf,
+        /// Why it could not be opened.
         #[source]
         source: io::Error,
     },
@@ -129,7 +209,9 @@ pub struct CheckedImage {
     /// Symlinks resolved, absolute: qemu reads neither a leading `-` as an
     /// option nor a colon as a protocol prefix.
     pub path: PathBuf,
+    /// The format it is read as.
     pub format: ImageFormat,
+    /// The size the guest sees, in bytes.
     pub virtual_size: u64,
     /// The backing files, nearest first (empty for raw and standalone
     /// qcow2).
@@ -151,6 +233,7 @@ pub enum FormatPolicy {
 }
 
 impl FormatPolicy {
+    /// `--disk-format` given: that format; absent: detect it.
     pub fn from_flag(format: Option<ImageFormat>) -> FormatPolicy {
         format.map_or(FormatPolicy::Detect, FormatPolicy::Known)
     }

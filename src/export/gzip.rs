@@ -27,7 +27,9 @@ const MIN_BLOCK: usize = 32 << 10;
 /// What went through the compressor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GzipSummary {
+    /// Uncompressed bytes in.
     pub bytes_in: u64,
+    /// Compressed bytes out.
     pub bytes_out: u64,
 }
 

@@ -56,6 +56,7 @@ pub struct PackageOptions<'a> {
     /// The entry's modification time (seconds since the epoch); `None`
     /// takes the disk file's. A fixed value makes the output reproducible.
     pub mtime: Option<u64>,
+    /// Told how far the packaging is through the disk's data.
     pub progress: Option<Progress<'a>>,
     /// What the disk's format may be taken to be: never probed.
     pub format: FormatPolicy,

@@ -33,16 +33,27 @@ const SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
 const CMD_READ: u16 = 0;
 const CMD_DISC: u16 = 2;
 
+/// A failure to serve a disk with `qemu-nbd` or to read it over NBD.
 #[derive(Debug, thiserror::Error)]
 pub enum NbdError {
+    /// `qemu-nbd` could not be started.
     #[error("cannot start {QEMU_NBD}")]
     Spawn(#[source] io::Error),
+    /// `qemu-nbd` exited before it served the disk.
     #[error("{QEMU_NBD} exited ({status}): {stderr}")]
-    Exited { status: String, stderr: String },
+    Exited {
+        /// How it exited.
+        status: String,
+        /// What it wrote to stderr.
+        stderr: String,
+    },
+    /// `qemu-nbd` did not open its socket in time.
     #[error("{QEMU_NBD} did not listen within {}s", START_TIMEOUT.as_secs())]
     Timeout,
+    /// The NBD handshake with `qemu-nbd` failed.
     #[error("NBD handshake failed")]
     Handshake(#[source] io::Error),
+    /// Cancelled while starting or reading.
     #[error("cancelled")]
     Cancelled,
 }

@@ -25,29 +25,42 @@ use crate::plan::{CompressionLevel, GceImportConfig};
 /// How much packaged data may wait for the upload.
 const PIPE_BYTES: usize = 16 << 20;
 
+/// A failure to publish a disk as a Compute Engine image.
 #[derive(Debug, thiserror::Error)]
 pub enum GceError {
+    /// The image request is not one GCE would take.
     #[error(transparent)]
     Invalid(#[from] crate::gcp::ValidationError),
+    /// No usable Google Cloud credentials.
     #[error("Google Cloud credentials")]
     Auth(#[from] crate::gcp::AuthError),
+    /// The Cloud Storage upload failed.
     #[error("Cloud Storage upload of gs://{bucket}/{object}")]
     Upload {
+        /// The bucket.
         bucket: String,
+        /// The object.
         object: String,
+        /// What went wrong.
         #[source]
         source: Box<StorageError>,
     },
+    /// Packaging the disk for the upload failed.
     #[error("packaging {} for the upload", disk.display())]
     Package {
+        /// The disk.
         disk: PathBuf,
+        /// What went wrong.
         #[source]
         source: crate::export::ExportError,
     },
+    /// A Compute Engine request failed.
     #[error(transparent)]
     Compute(#[from] ComputeError),
+    /// The packaging thread panicked or was lost.
     #[error("the packaging thread failed: {0}")]
     Thread(String),
+    /// Cancelled (Ctrl-C).
     #[error("cancelled")]
     Cancelled,
 }

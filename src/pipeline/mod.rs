@@ -54,6 +54,7 @@ pub struct Selection {
     except: Vec<String>,
 }
 
+/// A build named in `-only`/`-except` that the template does not have.
 #[derive(Debug, thiserror::Error)]
 #[error("{flag} names {name:?}, but the template's builds are: {known}")]
 pub struct UnknownBuild {
@@ -63,6 +64,7 @@ pub struct UnknownBuild {
 }
 
 impl Selection {
+    /// The builds `-only` names (all when empty), less those `-except` names.
     pub fn new(only: &[String], except: &[String]) -> Self {
         Selection {
             only: only.to_vec(),
@@ -91,15 +93,19 @@ impl Selection {
     }
 }
 
+/// How `kiln build` runs the plan's builds: its flags.
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
+    /// `-force`: replace an existing output directory.
     pub force: bool,
+    /// `-on-error`: what a failed build leaves behind.
     pub on_error: OnError,
     /// `-debug`: pause after each step until the person at the terminal
     /// presses enter.
     pub debug: bool,
-    /// 0: no limit.
+    /// `-parallel-builds`; 0: no limit.
     pub parallel: usize,
+    /// `-only` / `-except`.
     pub selection: Selection,
     /// `-test-report`: where the smoke-test report goes (`.xml` or `.json`).
     pub test_report: Option<PathBuf>,
@@ -110,50 +116,73 @@ pub struct BuildOptions {
     pub redactor: crate::redact::Redactor,
 }
 
+/// Why a build failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    /// The output directory exists and `-force` was not given.
     #[error(
         "output directory {} already exists: remove it or build with -force",
         .0.display()
     )]
     OutputExists(PathBuf),
+    /// A file or directory for the build could not be made.
     #[error("cannot prepare {}", path.display())]
     Io {
+        /// What could not be made.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// The source image could not be found or checked.
     #[error("source image")]
     Source(#[source] crate::source::SourceError),
+    /// The output disk could not be created or compacted.
     #[error("disk")]
     Disk(#[from] disk::DiskError),
+    /// The VM failed: launch, SSH, shutdown.
     #[error(transparent)]
     Machine(#[from] MachineError),
+    /// A provisioner failed.
     #[error("provisioner {index} ({kind})")]
     Provision {
+        /// Its position in the template.
         index: usize,
+        /// Its type.
         kind: String,
+        /// What went wrong.
         #[source]
         source: crate::provision::ProvisionError,
     },
+    /// A post-processor failed.
     #[error("post-processor")]
     Post(#[from] post::PostError),
+    /// Some smoke-test checks failed.
     #[error("{failed} of {total} check(s) failed{}", .report.as_ref().map(|p| format!(" (report: {})", p.display())).unwrap_or_default())]
     TestsFailed {
+        /// How many failed.
         failed: usize,
+        /// How many ran.
         total: usize,
+        /// The report written, if one was asked for.
         report: Option<PathBuf>,
     },
+    /// Checks were asked for without an SSH communicator.
     #[error("tests need the ssh communicator (communicator is none)")]
     TestsNeedSsh,
+    /// The test report could not be written.
     #[error("test report")]
     Report(#[from] crate::smoke::report::ReportError),
+    /// `kiln test` could not read a GCE tarball.
     #[error("cannot read the image tarball")]
     Tarball(#[from] crate::export::unpack::TarballError),
+    /// The `googlecompute-import` post-processor failed.
     #[error("googlecompute-import")]
     Gce(#[source] Box<gce::GceError>),
+    /// A disk kiln may not read as it stands.
     #[error(transparent)]
     Image(#[from] crate::export::ImageError),
+    /// Cancelled (Ctrl-C).
     #[error("cancelled")]
     Cancelled,
 }
@@ -172,8 +201,11 @@ impl BuildError {
 /// How one build ended.
 #[derive(Debug)]
 pub struct Outcome {
+    /// The build's name.
     pub name: String,
+    /// How long it ran.
     pub elapsed: Duration,
+    /// Its artifact, or why it failed.
     pub result: Result<Artifact, BuildError>,
 }
 

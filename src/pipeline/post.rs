@@ -12,17 +12,29 @@ use crate::export::{FormatPolicy, ImageFormat};
 use crate::plan::render_late;
 use crate::plan::{ChecksumPostConfig, ChecksumType, CompressConfig, ManifestConfig};
 
+/// A post-processor's failure.
 #[derive(Debug, thiserror::Error)]
 pub enum PostError {
+    /// An input or output file could not be read or written.
     #[error(transparent)]
     File(#[from] FileError),
+    /// The input artifact has no disk image.
     #[error("{post} needs a disk image as its input, got: {files}")]
-    NotADisk { post: &'static str, files: String },
+    NotADisk {
+        /// The post-processor.
+        post: &'static str,
+        /// The input's files.
+        files: String,
+    },
+    /// Packaging the disk (`compress`) failed.
     #[error("packaging the disk")]
     Export(#[from] crate::export::ExportError),
+    /// The manifest file to append to is not a manifest.
     #[error("{} exists but is not a manifest", path.display())]
     BadManifest {
+        /// The manifest file.
         path: PathBuf,
+        /// The JSON error.
         #[source]
         source: serde_json::Error,
     },

@@ -7,20 +7,32 @@ use std::time::{Duration, Instant};
 /// The build stages, in pipeline order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
+    /// Finding and checking the source image.
     Source,
+    /// Creating the output disk.
     Disk,
+    /// Writing the cloud-init seed.
     Seed,
+    /// Starting QEMU.
     Launch,
+    /// Waiting for SSH.
     Connect,
+    /// Running the provisioners.
     Provision,
+    /// Shutting the guest down.
     Shutdown,
+    /// Booting the disk again to run the checks.
     Test,
+    /// Compacting the disk.
     Finalize,
+    /// Running the post-processors.
     Post,
+    /// Removing temporary files (or all of a failed build's).
     Cleanup,
 }
 
 impl Stage {
+    /// The stage's name in status lines and logs.
     pub fn as_str(self) -> &'static str {
         match self {
             Stage::Source => "source",
@@ -44,10 +56,13 @@ pub(super) const QEMU_BUILDER_ID: &str = "transcend.qemu";
 /// What a finished build produced.
 #[derive(Debug, Clone)]
 pub struct Artifact {
+    /// The build that made it.
     pub build_name: String,
+    /// The builder's type (`qemu`).
     pub builder_type: String,
     /// Packer's builder id, kept for manifest and machine-readable output.
     pub builder_id: String,
+    /// The files it consists of.
     pub files: Vec<PathBuf>,
     /// One line that says what it is, for people.
     pub description: String,
