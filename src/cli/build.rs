@@ -9,6 +9,7 @@ use super::ui::Ui;
 use super::{exit, first_line, load_plan, redact};
 use crate::pipeline::{self, BuildOptions};
 
+/// `kiln build`: loads the plan, runs its builds, prints the summary.
 pub(super) async fn run(args: BuildArgs, machine_readable: bool) -> ExitCode {
     let session = Session::on_stdout(machine_readable, args.timestamp_ui);
     let prepared = (|| {

@@ -18,6 +18,7 @@ pub const SIGINT: u8 = 130;
 /// Interrupted by SIGTERM (128 + 15).
 pub const SIGTERM: u8 = 143;
 
+/// One of the statuses above as the process's exit code.
 pub fn code(status: u8) -> ExitCode {
     ExitCode::from(status)
 }

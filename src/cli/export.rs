@@ -19,6 +19,8 @@ use crate::plan::CompressionLevel;
 /// What `export` reports as, in the output.
 const NAME: &str = "export";
 
+/// `kiln export`: packages a disk into a GCE tarball, or publishes it as
+/// an image with `--bucket`.
 pub(super) async fn run(args: ExportArgs, machine_readable: bool) -> ExitCode {
     let json = args.format == OutputFormat::Json;
     // With --format=json, stdout holds the one object and nothing else.

@@ -7,6 +7,7 @@ use super::redact::{MASK, Redactor};
 use super::session::Report;
 use crate::plan::{Plan, PostProcessorSpec};
 
+/// `kiln inspect`: prints what the template's plan holds.
 pub(super) fn run(args: &TemplateArgs, machine_readable: bool) -> ExitCode {
     let report = Report::new(machine_readable);
     let plan = match super::load_plan(args) {

@@ -31,6 +31,7 @@ impl Interrupt {
         interrupt
     }
 
+    /// Cancelled when SIGINT or SIGTERM arrives.
     pub fn token(&self) -> CancellationToken {
         self.cancel.clone()
     }

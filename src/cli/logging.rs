@@ -67,6 +67,8 @@ fn settings(
     Some((filter, path.filter(|p| !p.is_empty())))
 }
 
+/// Starts the debug log when `KILN_LOG` or `PACKER_LOG` asks for it (to
+/// stderr, or `KILN_LOG_PATH`); otherwise does nothing.
 pub fn init() {
     let Some((filter, path)) = settings(|name| std::env::var_os(name)) else {
         return;

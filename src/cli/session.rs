@@ -39,6 +39,7 @@ impl Session {
         )
     }
 
+    /// Where the command's output goes.
     pub fn ui(&self) -> &Ui {
         &self.ui
     }
@@ -103,6 +104,7 @@ pub(super) struct Report {
 }
 
 impl Report {
+    /// Records on stdout with `-machine-readable`, plain text otherwise.
     pub fn new(machine_readable: bool) -> Report {
         Report {
             ui: machine_readable

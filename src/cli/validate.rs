@@ -9,6 +9,8 @@ use super::session::Report;
 use crate::pipeline;
 use crate::template;
 
+/// `kiln validate`: checks the template (or only its JSON with
+/// `-syntax-only`) and says what is wrong.
 pub(super) fn run(args: &ValidateArgs, machine_readable: bool) -> ExitCode {
     let report = Report::new(machine_readable);
     match check(args) {

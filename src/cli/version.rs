@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use super::session::Report;
 
+/// `kiln version`.
 pub(super) fn run(machine_readable: bool) -> ExitCode {
     let version = env!("CARGO_PKG_VERSION");
     let report = Report::new(machine_readable);

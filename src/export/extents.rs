@@ -20,10 +20,12 @@ pub struct Extent {
 }
 
 impl Extent {
+    /// `len` bytes from `offset`.
     pub fn new(offset: u64, len: u64) -> Extent {
         Extent { offset, len }
     }
 
+    /// The offset just past the extent.
     pub fn end(&self) -> u64 {
         self.offset + self.len
     }

@@ -17,6 +17,7 @@ use libdeflater::{CompressionLvl, Compressor};
 
 use super::deflate_end;
 
+/// Uncompressed bytes each compression thread takes at a time.
 pub const DEFAULT_BLOCK: usize = 4 << 20;
 /// The default thread count's ceiling: more cores than this outrun any
 /// disk or network, and every thread holds two blocks in flight.

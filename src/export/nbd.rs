@@ -68,6 +68,7 @@ pub struct NbdServer {
 }
 
 impl NbdServer {
+    /// Starts `qemu-nbd` on `disk` read-only and waits until it listens.
     pub fn start(disk: &Path, format: &str) -> Result<NbdServer, NbdError> {
         // Whoever can reach the socket can read the disk.
         let dir = crate::tmp::private_dir("kiln-nbd-").map_err(NbdError::Spawn)?;
@@ -217,6 +218,7 @@ impl NbdClient {
         })
     }
 
+    /// The disk's virtual size in bytes, as the server reported it.
     #[cfg(test)]
     pub fn size(&self) -> u64 {
         self.size

@@ -8,6 +8,7 @@ use std::io::{self, Write};
 
 use super::extents::{Extent, READ_CHUNK, ReadAt};
 
+/// A tar block: headers and data come in these.
 pub const BLOCK: usize = 512;
 /// GNU tar's default record: 20 blocks (`-b20`); the archive ends on one.
 pub const RECORD: u64 = 20 * BLOCK as u64;

@@ -67,6 +67,7 @@ pub(super) struct Killable {
 }
 
 impl Killable {
+    /// Starts `command` in its own process group, to die with kiln.
     pub fn spawn(command: &mut Command) -> io::Result<Killable> {
         command.process_group(0);
         die_with_parent(command);
@@ -75,6 +76,7 @@ impl Killable {
         })
     }
 
+    /// The running process.
     pub fn child(&mut self) -> &mut Child {
         &mut self.child
     }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::export::ToolError;
 use crate::plan::DiskFormat;
 
+/// A failure to create, resize or compact the build's disk.
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
     #[error(transparent)]

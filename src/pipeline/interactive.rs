@@ -50,6 +50,7 @@ struct State {
 }
 
 impl Interactive {
+    /// Asks only under `-on-error=ask`; pauses only with `-debug`.
     pub(crate) fn new(on_error: OnError, debug: bool) -> Self {
         Interactive {
             ask: on_error == OnError::Ask,

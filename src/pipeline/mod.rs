@@ -292,15 +292,18 @@ impl BuildContext {
         }
     }
 
+    /// The build entered `stage`.
     pub fn stage(&self, stage: Stage) {
         tracing::debug!(build = %self.name, stage = stage.as_str(), "stage");
         self.reporter.stage(&self.name, stage);
     }
 
+    /// A message for the person watching the build.
     pub fn say(&self, message: &str) {
         self.reporter.say(&self.name, message);
     }
 
+    /// How far a transfer has come; `None` when it is over.
     pub fn progress(&self, progress: Option<&report::Progress>) {
         self.reporter.progress(&self.name, progress);
     }

@@ -90,6 +90,7 @@ pub(super) struct ProgressMeter {
 }
 
 impl ProgressMeter {
+    /// A meter for `action` (`Uploading`), started now.
     pub fn new(action: &'static str) -> Self {
         ProgressMeter {
             action,

@@ -28,6 +28,7 @@ impl Created {
         }
     }
 
+    /// What was created.
     pub fn path(&self) -> &PathBuf {
         match self {
             Created::TempDir(path) | Created::OutputDir(path) | Created::File(path) => path,
@@ -39,12 +40,15 @@ impl Created {
     }
 }
 
+/// What a build created, newest last: removed on failure, kept (all but
+/// temporary files) on success.
 #[derive(Debug, Default)]
 pub struct UndoStack {
     created: Vec<Created>,
 }
 
 impl UndoStack {
+    /// Records something the build created.
     pub fn push(&mut self, created: Created) {
         self.created.push(created);
     }

@@ -39,6 +39,7 @@ pub(super) struct OutTerm {
 }
 
 impl OutTerm {
+    /// A terminal on `out`, for indicatif to draw on.
     pub(super) fn new(out: Out) -> Self {
         OutTerm { out }
     }
@@ -240,6 +241,8 @@ impl Live {
         let _ = self.multi.clear();
     }
 
+    /// `build` entered `stage` at `now`: its line shows the stage and how
+    /// long it has run.
     pub(super) fn stage(&mut self, build: &str, stage: Stage, now: Instant, redactor: &Redactor) {
         let line = self.line_of(build, now);
         line.stage = Some(stage);

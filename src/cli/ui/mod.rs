@@ -24,6 +24,7 @@ const PROGRESS_REDRAW_EVERY: Duration = Duration::from_millis(100);
 /// One setting for the whole process, made once from the arguments.
 static COLOR: AtomicBool = AtomicBool::new(true);
 
+/// Turns colour on or off for the whole process (`-color=false`, `NO_COLOR`).
 pub fn set_color(enabled: bool) {
     COLOR.store(enabled, Ordering::Relaxed);
 }
@@ -32,6 +33,7 @@ fn color() -> bool {
     COLOR.load(Ordering::Relaxed)
 }
 
+/// How output looks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// Live status lines, redrawn in place.
@@ -58,6 +60,8 @@ struct State {
 /// Where answers to questions come from: a terminal's lines.
 type Answers = Arc<Mutex<Box<dyn BufRead + Send>>>;
 
+/// The terminal side of a command: prints what builds report, in its
+/// [`Mode`], with secrets masked.
 #[derive(Clone)]
 pub struct Ui {
     mode: Mode,
@@ -100,6 +104,7 @@ impl Ui {
         }
     }
 
+    /// Masks the plan's sensitive values in everything printed from now on.
     pub fn set_redactor(&self, redactor: Redactor) {
         self.with_state(|state| state.redactor = redactor);
     }
@@ -129,6 +134,7 @@ impl Ui {
         self
     }
 
+    /// How this output looks.
     pub fn mode(&self) -> Mode {
         self.mode
     }
@@ -231,10 +237,12 @@ impl Ui {
         }
     }
 
+    /// A message that belongs to no build.
     pub fn say_global(&self, text: &str) {
         self.line("say", text);
     }
 
+    /// An error that belongs to no build.
     pub fn error_global(&self, text: &str) {
         self.line("error", text);
     }
