@@ -151,34 +151,7 @@ fn a_build_under_umask_000_keeps_temp_dirs_private_and_secrets_and_downloads_con
 
     // Temp dirs and key, as they were during the build.
     let modes = std::fs::read_to_string(scratch.path().join("modes.txt")).expect("modes.txt");
-    let mut dirs = 0;
-    let mut keys = 0;
-    for line in modes.lines() {
-        let mut parts = line.splitn(3, ' ');
-        let (mode, kind, path) = (
-            parts.next().expect("mode"),
-            parts.next().expect("type"),
-            parts.next().expect("path"),
-        );
-        if kind == "d" {
-            dirs += 1;
-            assert_eq!(mode, "700", "{path} is not private:\n{modes}");
-        }
-        if path.contains("kiln_ed25519") || path.contains("kiln_rsa") {
-            keys += 1;
-            assert_eq!(mode, "600", "{path}:\n{modes}");
-        }
-        // What sits in TMPDIR itself is the owner's alone; what is inside
-        // a private directory is out of others' reach anyway.
-        if Path::new(path).parent() == Some(scratch.tmp().as_path()) {
-            let bits = u32::from_str_radix(mode, 8).expect("octal");
-            assert_eq!(bits & 0o077, 0, "{path} is open to others:\n{modes}");
-        }
-    }
-    assert!(
-        dirs >= 1 && keys == 1,
-        "no kiln temp dir or key seen:\n{modes}"
-    );
+    assert_private_temp_files(&modes, &scratch.tmp());
 
     // The secret, in no output and no log; the guest's lines were masked.
     let logged = std::fs::read_to_string(&log).unwrap_or_default();
@@ -205,11 +178,51 @@ fn a_build_under_umask_000_keeps_temp_dirs_private_and_secrets_and_downloads_con
     );
 
     // The download: no special bits, no link to a directory followed.
-    let got = scratch.path().join("got");
+    assert_download_contained(scratch.path());
+    assert_nothing_left(&scratch);
+}
+
+/// Every directory the build made in TMPDIR (`find`'s `%m %y %p` lines)
+/// was 0700, its key 0600, and nothing directly in `tmp` open to others.
+fn assert_private_temp_files(modes: &str, tmp: &Path) {
+    let mut dirs = 0;
+    let mut keys = 0;
+    for line in modes.lines() {
+        let mut parts = line.splitn(3, ' ');
+        let (mode, kind, path) = (
+            parts.next().expect("mode"),
+            parts.next().expect("type"),
+            parts.next().expect("path"),
+        );
+        if kind == "d" {
+            dirs += 1;
+            assert_eq!(mode, "700", "{path} is not private:\n{modes}");
+        }
+        if path.contains("kiln_ed25519") || path.contains("kiln_rsa") {
+            keys += 1;
+            assert_eq!(mode, "600", "{path}:\n{modes}");
+        }
+        // What sits in TMPDIR itself is the owner's alone; what is inside
+        // a private directory is out of others' reach anyway.
+        if Path::new(path).parent() == Some(tmp) {
+            let bits = u32::from_str_radix(mode, 8).expect("octal");
+            assert_eq!(bits & 0o077, 0, "{path} is open to others:\n{modes}");
+        }
+    }
+    assert!(
+        dirs >= 1 && keys == 1,
+        "no kiln temp dir or key seen:\n{modes}"
+    );
+}
+
+/// What the build downloaded into `dir` (`got/`, `suid-single`) came back
+/// without special mode bits and without following the link to a directory.
+fn assert_download_contained(dir: &Path) {
+    let got = dir.join("got");
     assert_eq!(mode_of(&got.join("suid")), 0o755);
     assert_eq!(mode_of(&got.join("sgid")), 0o755);
     assert_eq!(mode_of(&got.join("sticky")), 0o777);
-    assert_eq!(mode_of(&scratch.path().join("suid-single")), 0o755);
+    assert_eq!(mode_of(&dir.join("suid-single")), 0o755);
     assert_eq!(
         std::fs::read_to_string(got.join("sgid/file")).expect("nested file"),
         "y\n"
@@ -226,5 +239,4 @@ fn a_build_under_umask_000_keeps_temp_dirs_private_and_secrets_and_downloads_con
         .collect();
     names.sort();
     assert_eq!(names, ["hostname-link", "sgid", "sticky", "suid"]);
-    assert_nothing_left(&scratch);
 }
