@@ -94,23 +94,27 @@ fn shell_and_file_provisioners_change_the_output_disk() {
         run.stdout
     );
 
-    // Post-processors.
-    let sums =
-        std::fs::read_to_string(scratch.path().join("out/fixture.sha256")).expect("checksum");
-    let digest = sha256_hex(&disk);
-    assert_eq!(sums.trim_end(), format!("{digest}\tdisk.qcow2"));
-    let manifest: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(scratch.path().join("manifest.json")).expect("manifest"),
-    )
-    .expect("manifest json");
-    assert_eq!(manifest["builds"][0]["name"], "fixture");
-    assert_eq!(manifest["builds"][0]["builder_type"], "qemu");
+    assert_post_processed(scratch.path(), &disk);
 
     // The serial console was logged beside the output.
     let serial =
         std::fs::read_to_string(scratch.path().join("out.serial.log")).expect("serial log");
     assert!(!serial.trim().is_empty());
     assert_nothing_left(&scratch);
+}
+
+/// The checksum post-processor wrote `disk`'s digest, and the manifest
+/// names the build.
+fn assert_post_processed(dir: &std::path::Path, disk: &std::path::Path) {
+    let sums = std::fs::read_to_string(dir.join("out/fixture.sha256")).expect("checksum");
+    let digest = sha256_hex(disk);
+    assert_eq!(sums.trim_end(), format!("{digest}\tdisk.qcow2"));
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("manifest.json")).expect("manifest"),
+    )
+    .expect("manifest json");
+    assert_eq!(manifest["builds"][0]["name"], "fixture");
+    assert_eq!(manifest["builds"][0]["builder_type"], "qemu");
 }
 
 fn sha256_hex(path: &std::path::Path) -> String {
