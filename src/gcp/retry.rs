@@ -52,7 +52,7 @@ impl RetryPolicy {
 }
 
 /// HTTP statuses worth trying again: timeouts, throttling, server trouble.
-pub fn retryable_status(status: u16) -> bool {
+pub(crate) fn retryable_status(status: u16) -> bool {
     status == 408 || status == 429 || (500..600).contains(&status)
 }
 

@@ -365,6 +365,9 @@ pub struct CompressConfig {
 pub struct GceImportConfig {
     pub project_id: String,
     pub account_file: Option<PathBuf>,
+    /// A service account to act as: its tokens come from IAM
+    /// (`generateAccessToken`) with the credentials found.
+    pub impersonate_service_account: Option<String>,
     pub bucket: String,
     /// Default `packer-import-{{timestamp}}.tar.gz`.
     pub gcs_object_name: String,
