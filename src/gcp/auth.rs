@@ -83,6 +83,12 @@ pub enum AuthError {
     /// The token request failed (refused, unreachable, ...).
     #[error("cannot get an access token")]
     Token(#[source] google_cloud_auth::errors::CredentialsError),
+    /// No credentials were found and the metadata server, the last resort,
+    /// did not give a token: most likely kiln does not run on Google Cloud.
+    #[error(
+        "no Google Cloud credentials: give --account-file (account_file), set GOOGLE_APPLICATION_CREDENTIALS, or run `gcloud auth application-default login`; the metadata server did not give a token"
+    )]
+    NoCredentialsFound(#[source] google_cloud_auth::errors::CredentialsError),
 }
 
 /// An OAuth2 bearer token. Its `Debug` never shows the secret.
@@ -112,6 +118,9 @@ impl fmt::Debug for AccessToken {
 #[derive(Clone)]
 pub struct TokenSource {
     credentials: Option<AccessTokenCredentials>,
+    /// The metadata server was the last resort of the lookup: its failure
+    /// means no credentials were found.
+    last_resort: bool,
     /// What the credentials are, for `Debug`: the library's own `Debug`
     /// is not promised to leave secrets out.
     what: String,
@@ -130,6 +139,7 @@ impl TokenSource {
     pub fn none() -> TokenSource {
         TokenSource {
             credentials: None,
+            last_resort: false,
             what: "none".to_string(),
         }
     }
@@ -147,6 +157,7 @@ impl TokenSource {
         };
         Ok(TokenSource {
             credentials: Some(built),
+            last_resort: matches!(credentials, Credentials::Metadata { .. }),
             what,
         })
     }
@@ -208,6 +219,7 @@ impl TokenSource {
         let built = builder.build_access_token_credentials().map_err(failed)?;
         Ok(TokenSource {
             credentials: Some(built),
+            last_resort: false,
             what,
         })
     }
@@ -217,7 +229,10 @@ impl TokenSource {
         let Some(credentials) = &self.credentials else {
             return Ok(None);
         };
-        let token = credentials.access_token().await.map_err(AuthError::Token)?;
+        let token = credentials
+            .access_token()
+            .await
+            .map_err(|e| self.token_error(e))?;
         Ok(Some(AccessToken(token.token)))
     }
 
@@ -233,7 +248,7 @@ impl TokenSource {
         let headers = credentials
             .headers(http::Extensions::new())
             .await
-            .map_err(AuthError::Token)?;
+            .map_err(|e| self.token_error(e))?;
         Ok(match headers {
             CacheableResource::New { data, .. } => request.headers(data),
             // Only answered to a caller that passed an entity tag, which
@@ -243,6 +258,14 @@ impl TokenSource {
                 None => request,
             },
         })
+    }
+    /// A failed token request, said as what it most likely means.
+    fn token_error(&self, error: google_cloud_auth::errors::CredentialsError) -> AuthError {
+        if self.last_resort {
+            AuthError::NoCredentialsFound(error)
+        } else {
+            AuthError::Token(error)
+        }
     }
 }
 
@@ -293,8 +316,8 @@ fn build_file(file: &CredentialsFile) -> Result<AccessTokenCredentials, AuthErro
 mod tests {
     use std::path::Path;
 
-    use kiln_test_support::TEST_PRIVATE_KEY_PEM;
     use kiln_test_support::token_server::{Call, GOOD_REFRESH_TOKEN, TokenServer};
+    use kiln_test_support::{TEST_PRIVATE_KEY_PEM, free_port};
 
     use super::*;
     use crate::gcp::credentials::tests::env_of;
@@ -332,6 +355,21 @@ mod tests {
         );
         let debug = format!("{source:?}");
         assert!(debug.contains("impersonating deployer@"), "{debug}");
+    }
+
+    #[tokio::test]
+    async fn no_metadata_server_means_no_credentials_were_found() {
+        let unanswered = free_port().unwrap();
+        let source = TokenSource::new(Credentials::Metadata {
+            endpoint: Some(format!("http://127.0.0.1:{unanswered}")),
+        })
+        .unwrap();
+        let err = source.token().await.unwrap_err();
+        assert!(matches!(err, AuthError::NoCredentialsFound(_)), "{err}");
+        assert!(
+            err.to_string().contains("GOOGLE_APPLICATION_CREDENTIALS"),
+            "{err}"
+        );
     }
 
     #[test]

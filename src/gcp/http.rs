@@ -57,7 +57,7 @@ pub enum HttpError {
     #[error("cannot build an HTTP client")]
     Client(#[source] reqwest::Error),
     /// No token to send with the request.
-    #[error("{what}: no credentials")]
+    #[error("{what}: cannot authenticate")]
     Auth {
         /// The call, in words.
         what: String,
