@@ -259,6 +259,7 @@ impl TokenSource {
             },
         })
     }
+
     /// A failed token request, said as what it most likely means.
     fn token_error(&self, error: google_cloud_auth::errors::CredentialsError) -> AuthError {
         if self.last_resort {

@@ -128,7 +128,7 @@ impl ImageRequest {
     }
 
     /// The `images.insert` request body.
-    pub fn body(&self) -> serde_json::Value {
+    pub(crate) fn body(&self) -> serde_json::Value {
         let mut body = serde_json::json!({
             "name": self.name,
             "rawDisk": { "source": storage::public_url(&self.bucket, &self.object) },
@@ -266,7 +266,7 @@ impl Operation {
     }
 
     /// The errors of a finished operation, if it failed.
-    pub fn errors(&self) -> &[OperationError] {
+    pub(crate) fn errors(&self) -> &[OperationError] {
         self.error.as_ref().map_or(&[], |e| &e.errors)
     }
 }
@@ -317,11 +317,6 @@ impl ComputeClient {
         self
     }
 
-    /// The endpoint calls go to.
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
-    }
-
     fn images_url(&self, project: &str) -> String {
         format!("{}/projects/{project}/global/images", self.endpoint)
     }
@@ -351,7 +346,7 @@ impl ComputeClient {
     }
 
     /// Starts `images.delete`; `None` when there is no such image.
-    pub async fn start_delete_image(
+    async fn start_delete_image(
         &self,
         project: &str,
         name: &str,

@@ -39,7 +39,7 @@ pub(crate) fn gcloud_config_dir(env: Env<'_>) -> Option<PathBuf> {
 
 /// The kinds of credentials file kiln can use, by their `type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileKind {
+pub(crate) enum FileKind {
     /// A service account key, as downloaded from the console.
     ServiceAccount,
     /// A user's refresh token, as `gcloud auth application-default login` writes it.
@@ -80,8 +80,8 @@ impl FileKind {
     }
 }
 
-/// A credentials JSON file, read and of a known kind. Its `Debug` shows no
-/// secret.
+/// A credentials JSON file, read and of a known kind; made by
+/// [`Credentials::from_file`]. Its `Debug` shows no secret.
 #[derive(Clone)]
 pub struct CredentialsFile {
     path: PathBuf,
@@ -100,7 +100,7 @@ impl fmt::Debug for CredentialsFile {
 
 impl CredentialsFile {
     /// Reads a credentials file.
-    pub fn read(path: &Path) -> Result<CredentialsFile, AuthError> {
+    pub(crate) fn read(path: &Path) -> Result<CredentialsFile, AuthError> {
         let text = std::fs::read_to_string(path).map_err(|source| AuthError::ReadFile {
             path: path.to_path_buf(),
             source,
@@ -109,7 +109,7 @@ impl CredentialsFile {
     }
 
     /// Parses credentials JSON; `path` names it in errors.
-    pub fn parse(text: &str, path: &Path) -> Result<CredentialsFile, AuthError> {
+    pub(crate) fn parse(text: &str, path: &Path) -> Result<CredentialsFile, AuthError> {
         let json: serde_json::Value =
             serde_json::from_str(text).map_err(|source| AuthError::ParseFile {
                 path: path.to_path_buf(),
@@ -129,18 +129,18 @@ impl CredentialsFile {
     }
 
     /// Where the file is.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// What kind of credentials it holds.
-    pub fn kind(&self) -> FileKind {
+    pub(crate) fn kind(&self) -> FileKind {
         self.kind
     }
 
     /// The project the file names: a key's `project_id`, else the
     /// `quota_project_id` gcloud writes into user credentials.
-    pub fn project(&self) -> Option<&str> {
+    pub(crate) fn project(&self) -> Option<&str> {
         ["project_id", "quota_project_id"]
             .iter()
             .find_map(|key| self.json.get(key)?.as_str().filter(|p| !p.is_empty()))

@@ -22,7 +22,7 @@ pub use compute::{
     ComputeClient, ComputeError, DEFAULT_WAIT_TIMEOUT, ImageRequest, Operation, OperationError,
     OperationErrors,
 };
-pub use credentials::{Credentials, CredentialsFile, CredentialsSource, FileKind};
+pub use credentials::{Credentials, CredentialsFile, CredentialsSource};
 pub use http::HttpError;
 pub use progress::UploadProgress;
 pub use project::{ProjectError, default_project};

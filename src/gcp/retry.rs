@@ -35,7 +35,7 @@ impl RetryPolicy {
 
     /// The delay before retry number `attempt` (1 for the first retry).
     /// Full jitter: many clients failing together do not retry in lockstep.
-    pub fn delay(&self, attempt: u32) -> Duration {
+    pub(crate) fn delay(&self, attempt: u32) -> Duration {
         let exp = attempt.saturating_sub(1).min(20);
         let cap = self
             .initial_delay
@@ -46,7 +46,7 @@ impl RetryPolicy {
     }
 
     /// Whether another attempt is allowed after `attempts` failed ones.
-    pub fn allows(&self, attempts: u32) -> bool {
+    pub(crate) fn allows(&self, attempts: u32) -> bool {
         attempts < self.max_attempts
     }
 }

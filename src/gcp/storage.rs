@@ -331,7 +331,7 @@ impl StorageClient {
     }
 
     /// The object's metadata, or `None` when it does not exist.
-    pub async fn get_object_metadata(
+    async fn get_object_metadata(
         &self,
         bucket: &str,
         object: &str,
