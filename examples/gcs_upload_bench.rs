@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use kiln::gcp::TokenSource;
-use kiln::gcp::storage::{StorageClient, UploadOptions};
+use kiln::gcp::{StorageClient, TokenSource, UploadOptions};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -20,7 +19,7 @@ async fn main() -> anyhow::Result<()> {
     let chunk_mib: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(8);
     let endpoint = std::env::var("STORAGE_EMULATOR_HOST")
         .context("STORAGE_EMULATOR_HOST must point at the emulator")?;
-    let client = StorageClient::new(&endpoint, Arc::new(TokenSource::none()?))?;
+    let client = StorageClient::new(&endpoint, Arc::new(TokenSource::none()))?;
     let options = UploadOptions {
         chunk_size: chunk_mib << 20,
         ..UploadOptions::default()

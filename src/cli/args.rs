@@ -61,7 +61,8 @@ const EXPORT_HELP: &str = concat!(
     common_env!(),
     "\n  \
      GOOGLE_APPLICATION_CREDENTIALS  a service account key or other credentials file\n  \
-     GOOGLE_CLOUD_PROJECT            the project when --project is not given\n  \
+     GOOGLE_CLOUD_PROJECT, CLOUDSDK_CORE_PROJECT\n                                  the project when --project is not given\n  \
+     CLOUDSDK_CONFIG                 gcloud's directory (credentials, configured project)\n  \
      STORAGE_EMULATOR_HOST           a Cloud Storage emulator (http://127.0.0.1:9023)\n  \
      KILN_COMPUTE_ENDPOINT           a Compute API endpoint in place of Google's"
 );
@@ -219,7 +220,8 @@ pub struct ExportArgs {
     /// The name of the new Compute Engine image.
     #[arg(long = "image-name", value_name = "NAME", requires = "bucket")]
     pub image_name: Option<String>,
-    /// The project (default: the credentials' project, or GOOGLE_CLOUD_PROJECT).
+    /// The project (default: GOOGLE_CLOUD_PROJECT, CLOUDSDK_CORE_PROJECT,
+    /// the credentials file's project, then gcloud's configured project).
     #[arg(long, value_name = "PROJECT")]
     pub project: Option<String>,
     /// The image family.
@@ -252,9 +254,14 @@ pub struct ExportArgs {
     /// The object name in the bucket (default: kiln-import-<time>.tar.gz).
     #[arg(long = "object-name", value_name = "NAME")]
     pub object_name: Option<String>,
-    /// A service account key file (default: Application Default Credentials).
+    /// A credentials file: a service account key, or any kind gcloud
+    /// writes (default: Application Default Credentials).
     #[arg(long = "account-file", value_name = "FILE")]
     pub account_file: Option<PathBuf>,
+    /// Act as this service account: its tokens come from IAM with the
+    /// credentials found.
+    #[arg(long = "impersonate-service-account", value_name = "EMAIL")]
+    pub impersonate_service_account: Option<String>,
     /// gzip level, 1 to 9.
     #[arg(long, default_value_t = 6, value_name = "N")]
     pub level: u32,

@@ -194,6 +194,7 @@ fn target(args: &ExportArgs) -> anyhow::Result<Target> {
                 format,
                 image: image_request(args)?,
                 account_file: args.account_file.clone(),
+                impersonate_service_account: args.impersonate_service_account.clone(),
                 level,
                 skip_clean: args.skip_clean,
                 create_timeout: crate::template::parse_duration(&args.image_create_timeout)
@@ -213,12 +214,8 @@ fn image_request(args: &ExportArgs) -> anyhow::Result<ImageRequest> {
     let (Some(bucket), Some(image_name)) = (&args.bucket, &args.image_name) else {
         anyhow::bail!("give --output FILE, or --bucket and --image-name to publish to GCE");
     };
-    let project = match &args.project {
-        Some(project) => project.clone(),
-        None => std::env::var("GOOGLE_CLOUD_PROJECT")
-            .or_else(|_| std::env::var("CLOUDSDK_CORE_PROJECT"))
-            .context("no project: give --project or set GOOGLE_CLOUD_PROJECT")?,
-    };
+    let project =
+        crate::gcp::default_project(args.project.as_deref(), args.account_file.as_deref())?;
     let object = args
         .object_name
         .clone()

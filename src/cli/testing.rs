@@ -2,6 +2,9 @@
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::pipeline::report::Progress;
 
 /// A writer whose clones share one buffer: hand one to the code under test,
 /// read what it wrote through another.
@@ -29,5 +32,16 @@ impl Write for SharedBuf {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// An upload of 600 MiB at 40 MiB/s, `fraction` of the way through.
+pub fn upload(fraction: f64) -> Progress {
+    Progress {
+        action: "Uploading",
+        bytes: 600 << 20,
+        bytes_per_sec: f64::from(40 << 20),
+        fraction: Some(fraction),
+        eta: Some(Duration::from_secs(75)),
     }
 }

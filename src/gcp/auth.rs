@@ -1,248 +1,94 @@
-//! Credentials and OAuth2 access tokens.
+//! OAuth2 access tokens, from Google's own `google-cloud-auth`: every kind
+//! of credentials file gcloud and Google's libraries accept (service account
+//! keys, user credentials, workload identity federation, impersonation) and
+//! the metadata server, each with the library's caching and refresh.
 //!
-//! Where credentials come from, in order: the template's `account_file`,
-//! then Application Default Credentials as Google's client libraries find
-//! them (`GOOGLE_APPLICATION_CREDENTIALS`, gcloud's
-//! `application_default_credentials.json`, the metadata server). Against a
-//! local emulator no credentials are needed: [`Credentials::None`].
-//!
-//! Tokens and keys never reach a log: every type holding one has a `Debug`
-//! that redacts it.
+//! Tokens and keys never reach a log: [`AccessToken`] and [`TokenSource`]
+//! have a `Debug` that shows no secret.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
-use tokio::sync::Mutex;
-use tokio::time::Instant;
+use google_cloud_auth::build_errors::Error as BuildError;
+use google_cloud_auth::credentials::{
+    AccessTokenCredentials, CacheableResource, CredentialsProvider as _, external_account,
+    external_account_authorized_user, impersonated, mds, service_account, user_account,
+};
 
-use super::http;
+use super::credentials::{Credentials, CredentialsFile, Env, FileKind, non_empty, process_env};
 
-/// The scope kiln asks for: Storage and Compute both accept it.
-pub const CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
-const DEFAULT_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
-const METADATA_HOST: &str = "metadata.google.internal";
-const METADATA_TOKEN_PATH: &str = "/computeMetadata/v1/instance/service-accounts/default/token";
-/// A token is renewed this long before it expires, so a request never
-/// carries one that dies in flight.
-const EXPIRY_MARGIN: Duration = Duration::from_secs(300);
-/// The metadata server answers at once on GCE; anywhere else it does not
-/// exist, and waiting long for it only delays the error.
-const METADATA_TIMEOUT: Duration = Duration::from_secs(3);
+/// IAM Credentials, which mints tokens for an impersonated service account.
+const IAM_CREDENTIALS_ENDPOINT: &str = "https://iamcredentials.googleapis.com";
+/// gcloud's override of that endpoint (`api_endpoint_overrides/iamcredentials`).
+const IAM_ENDPOINT_OVERRIDE_VAR: &str = "CLOUDSDK_API_ENDPOINT_OVERRIDES_IAMCREDENTIALS";
 
+/// Why there are no credentials or no token.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
+    /// The credentials file cannot be read.
     #[error("cannot read credentials file {path}")]
     ReadFile {
+        /// The file.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
-    #[error("credentials file {path} is not valid JSON of a known kind")]
+    /// The credentials file is not JSON.
+    #[error("credentials file {path} is not valid JSON")]
     ParseFile {
+        /// The file.
         path: PathBuf,
+        /// Why.
         #[source]
         source: serde_json::Error,
     },
+    /// The credentials file has a `type` kiln cannot use.
+    #[error("credentials file {path} has type {kind:?}; expected one of {known}")]
+    UnsupportedKind {
+        /// The file.
+        path: PathBuf,
+        /// Its `type`.
+        kind: String,
+        /// The types kiln can use.
+        known: String,
+    },
+    /// The credentials file is of a known kind but incomplete or wrong.
+    #[error("cannot use the credentials in {path}")]
+    Build {
+        /// The file.
+        path: PathBuf,
+        /// What the library found wrong.
+        #[source]
+        source: BuildError,
+    },
+    /// The metadata server's credentials cannot be set up.
+    #[error("cannot use the metadata server's credentials")]
+    Metadata(#[source] BuildError),
+    /// Impersonation was asked for with nothing to impersonate with.
+    #[error("cannot impersonate {account} without credentials")]
+    NothingToImpersonateWith {
+        /// The service account.
+        account: String,
+    },
+    /// Impersonation cannot be set up.
+    #[error("cannot impersonate {account}")]
+    Impersonate {
+        /// The service account.
+        account: String,
+        /// What the library found wrong.
+        #[source]
+        source: BuildError,
+    },
+    /// The token request failed (refused, unreachable, ...).
+    #[error("cannot get an access token")]
+    Token(#[source] google_cloud_auth::errors::CredentialsError),
+    /// No credentials were found and the metadata server, the last resort,
+    /// did not give a token: most likely kiln does not run on Google Cloud.
     #[error(
-        "credentials file {path} has type {kind:?}; expected service_account or authorized_user"
+        "no Google Cloud credentials: give --account-file (account_file), set GOOGLE_APPLICATION_CREDENTIALS, or run `gcloud auth application-default login`; the metadata server did not give a token"
     )]
-    UnsupportedKind { path: PathBuf, kind: String },
-    #[error("cannot sign the token request with the service account key")]
-    Sign(#[source] jsonwebtoken::errors::Error),
-    #[error("cannot build an HTTP client")]
-    Client(#[source] reqwest::Error),
-    #[error("token request to {url} failed")]
-    Request {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
-    #[error("token request to {url} was refused with HTTP {status}: {message}")]
-    Refused {
-        url: String,
-        status: u16,
-        message: String,
-    },
-    #[error("token response from {url} is not valid")]
-    BadResponse {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
-    #[error("no credentials to get a token with")]
-    NoCredentials,
-    #[error("the system clock is before 1970")]
-    Clock(#[source] std::time::SystemTimeError),
-}
-
-/// A service account key, as downloaded from the console.
-#[derive(Clone, Deserialize)]
-pub struct ServiceAccountKey {
-    pub client_email: String,
-    private_key: String,
-    #[serde(default)]
-    pub private_key_id: Option<String>,
-    #[serde(default = "default_token_uri")]
-    pub token_uri: String,
-    #[serde(default)]
-    pub project_id: Option<String>,
-}
-
-impl fmt::Debug for ServiceAccountKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServiceAccountKey")
-            .field("client_email", &self.client_email)
-            .field("private_key", &"<redacted>")
-            .field("token_uri", &self.token_uri)
-            .finish()
-    }
-}
-
-/// A user's refresh token, as `gcloud auth application-default login` writes it.
-#[derive(Clone, Deserialize)]
-pub struct AuthorizedUser {
-    pub client_id: String,
-    client_secret: String,
-    refresh_token: String,
-    #[serde(default = "default_token_uri")]
-    pub token_uri: String,
-}
-
-impl fmt::Debug for AuthorizedUser {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuthorizedUser")
-            .field("client_id", &self.client_id)
-            .field("client_secret", &"<redacted>")
-            .field("refresh_token", &"<redacted>")
-            .finish()
-    }
-}
-
-fn default_token_uri() -> String {
-    DEFAULT_TOKEN_URI.to_string()
-}
-
-/// What proves kiln's identity to Google.
-#[derive(Clone, Debug)]
-pub enum Credentials {
-    /// No `Authorization` header: for local emulators and fakes.
-    None,
-    ServiceAccount(ServiceAccountKey),
-    AuthorizedUser(AuthorizedUser),
-    /// The GCE metadata server of the instance kiln runs on.
-    Metadata {
-        base_url: String,
-    },
-}
-
-/// Where [`Credentials::discover`] found the credentials, for the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CredentialsSource {
-    AccountFile(PathBuf),
-    EnvVar(PathBuf),
-    Gcloud(PathBuf),
-    MetadataServer,
-}
-
-impl fmt::Display for CredentialsSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CredentialsSource::AccountFile(p) => write!(f, "account_file {}", p.display()),
-            CredentialsSource::EnvVar(p) => {
-                write!(f, "GOOGLE_APPLICATION_CREDENTIALS {}", p.display())
-            }
-            CredentialsSource::Gcloud(p) => write!(f, "gcloud credentials {}", p.display()),
-            CredentialsSource::MetadataServer => write!(f, "the metadata server"),
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct KindOnly {
-    #[serde(rename = "type", default)]
-    kind: String,
-}
-
-impl Credentials {
-    /// Reads a service-account or authorized-user JSON file.
-    pub fn from_file(path: &Path) -> Result<Credentials, AuthError> {
-        let text = std::fs::read_to_string(path).map_err(|source| AuthError::ReadFile {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::from_json(&text, path)
-    }
-
-    /// Parses credentials JSON; `path` only names it in errors.
-    pub fn from_json(text: &str, path: &Path) -> Result<Credentials, AuthError> {
-        let parse_err = |source| AuthError::ParseFile {
-            path: path.to_path_buf(),
-            source,
-        };
-        let kind: KindOnly = serde_json::from_str(text).map_err(parse_err)?;
-        match kind.kind.as_str() {
-            "service_account" => Ok(Credentials::ServiceAccount(
-                serde_json::from_str(text).map_err(parse_err)?,
-            )),
-            "authorized_user" => Ok(Credentials::AuthorizedUser(
-                serde_json::from_str(text).map_err(parse_err)?,
-            )),
-            other => Err(AuthError::UnsupportedKind {
-                path: path.to_path_buf(),
-                kind: other.to_string(),
-            }),
-        }
-    }
-
-    /// Finds credentials the way Google's client libraries do, after the
-    /// template's own `account_file`.
-    pub fn discover(
-        account_file: Option<&Path>,
-    ) -> Result<(Credentials, CredentialsSource), AuthError> {
-        Self::discover_with(account_file, &|name| {
-            std::env::var_os(name).map(PathBuf::from)
-        })
-    }
-
-    /// [`Credentials::discover`] with the environment passed in, so the
-    /// lookup order can be tested without touching the process environment.
-    pub fn discover_with(
-        account_file: Option<&Path>,
-        env: &dyn Fn(&str) -> Option<PathBuf>,
-    ) -> Result<(Credentials, CredentialsSource), AuthError> {
-        if let Some(path) = account_file {
-            let creds = Self::from_file(path)?;
-            return Ok((creds, CredentialsSource::AccountFile(path.to_path_buf())));
-        }
-        if let Some(path) =
-            env("GOOGLE_APPLICATION_CREDENTIALS").filter(|p| !p.as_os_str().is_empty())
-        {
-            // An explicit setting that points nowhere is an error, not a
-            // reason to fall through to other credentials silently.
-            let creds = Self::from_file(&path)?;
-            return Ok((creds, CredentialsSource::EnvVar(path)));
-        }
-        let gcloud_dir = env("CLOUDSDK_CONFIG")
-            .or_else(|| env("HOME").map(|home| home.join(".config").join("gcloud")));
-        if let Some(dir) = gcloud_dir {
-            let path = dir.join("application_default_credentials.json");
-            if path.is_file() {
-                let creds = Self::from_file(&path)?;
-                return Ok((creds, CredentialsSource::Gcloud(path)));
-            }
-        }
-        let host = env("GCE_METADATA_HOST")
-            .and_then(|h| h.to_str().map(str::to_string))
-            .unwrap_or_else(|| METADATA_HOST.to_string());
-        Ok((
-            Credentials::Metadata {
-                base_url: format!("http://{host}"),
-            },
-            CredentialsSource::MetadataServer,
-        ))
-    }
+    NoCredentialsFound(#[source] google_cloud_auth::errors::CredentialsError),
 }
 
 /// An OAuth2 bearer token. Its `Debug` never shows the secret.
@@ -267,186 +113,305 @@ impl fmt::Debug for AccessToken {
     }
 }
 
-/// The claims of the JWT a service account signs to get a token.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct JwtClaims {
-    pub iss: String,
-    pub scope: String,
-    pub aud: String,
-    pub iat: u64,
-    pub exp: u64,
-}
-
-/// The signed JWT assertion for the jwt-bearer grant, valid for an hour.
-pub fn jwt_assertion(
-    key: &ServiceAccountKey,
-    scope: &str,
-    now: SystemTime,
-) -> Result<String, AuthError> {
-    let iat = now
-        .duration_since(UNIX_EPOCH)
-        .map_err(AuthError::Clock)?
-        .as_secs();
-    let claims = JwtClaims {
-        iss: key.client_email.clone(),
-        scope: scope.to_string(),
-        aud: key.token_uri.clone(),
-        iat,
-        exp: iat + 3600,
-    };
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
-    header.kid = key.private_key_id.clone();
-    let signing_key = jsonwebtoken::EncodingKey::from_rsa_pem(key.private_key.as_bytes())
-        .map_err(AuthError::Sign)?;
-    jsonwebtoken::encode(&header, &claims, &signing_key).map_err(AuthError::Sign)
-}
-
-#[derive(Deserialize)]
-struct TokenResponse {
-    access_token: String,
-    #[serde(default)]
-    expires_in: Option<u64>,
-}
-
-struct CachedToken {
-    token: AccessToken,
-    renew_at: Instant,
-}
-
-/// Hands out access tokens for one set of credentials, fetching a new one
-/// only when the cached one is close to expiry.
+/// Hands out access tokens for one set of credentials; the library caches
+/// them and renews them before they expire.
+#[derive(Clone)]
 pub struct TokenSource {
-    credentials: Credentials,
-    scope: String,
-    http: reqwest::Client,
-    cache: Mutex<Option<CachedToken>>,
+    credentials: Option<AccessTokenCredentials>,
+    /// The metadata server was the last resort of the lookup: its failure
+    /// means no credentials were found.
+    last_resort: bool,
+    /// What the credentials are, for `Debug`: the library's own `Debug`
+    /// is not promised to leave secrets out.
+    what: String,
 }
 
 impl fmt::Debug for TokenSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenSource")
-            .field("credentials", &self.credentials)
-            .field("scope", &self.scope)
+            .field("credentials", &self.what)
             .finish_non_exhaustive()
     }
 }
 
 impl TokenSource {
+    /// No credentials: requests go out without `Authorization`, for emulators.
+    pub fn none() -> TokenSource {
+        TokenSource {
+            credentials: None,
+            last_resort: false,
+            what: "none".to_string(),
+        }
+    }
+
+    /// Tokens for `credentials`. Must be called inside a Tokio runtime: the
+    /// library refreshes tokens on a task of its own.
     pub fn new(credentials: Credentials) -> Result<TokenSource, AuthError> {
+        let what = describe(&credentials);
+        let built = match &credentials {
+            Credentials::None => return Ok(Self::none()),
+            Credentials::File(file) => build_file(file)?,
+            Credentials::Metadata { endpoint } => metadata(endpoint.as_deref())
+                .build_access_token_credentials()
+                .map_err(AuthError::Metadata)?,
+        };
         Ok(TokenSource {
-            credentials,
-            scope: CLOUD_PLATFORM_SCOPE.to_string(),
-            http: http::client().map_err(AuthError::Client)?,
-            cache: Mutex::new(None),
+            credentials: Some(built),
+            last_resort: matches!(credentials, Credentials::Metadata { .. }),
+            what,
         })
     }
 
-    /// No credentials: for emulators.
-    pub fn none() -> Result<TokenSource, AuthError> {
-        Self::new(Credentials::None)
+    /// Tokens for the service account `account`, minted by IAM
+    /// (`generateAccessToken`) with `credentials`, as gcloud's
+    /// `--impersonate-service-account` does. IAM is reached at
+    /// `CLOUDSDK_API_ENDPOINT_OVERRIDES_IAMCREDENTIALS` when that is set.
+    pub fn impersonating(
+        credentials: Credentials,
+        account: &str,
+    ) -> Result<TokenSource, AuthError> {
+        Self::impersonating_with(credentials, account, &process_env)
     }
 
-    pub fn credentials(&self) -> &Credentials {
-        &self.credentials
+    /// [`TokenSource::impersonating`] in the environment `env`.
+    pub(crate) fn impersonating_with(
+        credentials: Credentials,
+        account: &str,
+        env: Env<'_>,
+    ) -> Result<TokenSource, AuthError> {
+        let what = format!("{} impersonating {account}", describe(&credentials));
+        let failed = |source| AuthError::Impersonate {
+            account: account.to_string(),
+            source,
+        };
+        let builder = match credentials {
+            Credentials::None => {
+                return Err(AuthError::NothingToImpersonateWith {
+                    account: account.to_string(),
+                });
+            }
+            // A file's JSON goes inside an impersonated_service_account
+            // one: the same path as such a file, and the IAM URL is kiln's
+            // to choose.
+            Credentials::File(file) if file.kind() != FileKind::ImpersonatedServiceAccount => {
+                let endpoint = non_empty(env, IAM_ENDPOINT_OVERRIDE_VAR)
+                    .map(|v| v.to_string_lossy().trim_end_matches('/').to_string())
+                    .unwrap_or_else(|| IAM_CREDENTIALS_ENDPOINT.to_string());
+                impersonated::Builder::new(serde_json::json!({
+                    "type": "impersonated_service_account",
+                    "service_account_impersonation_url": format!(
+                        "{endpoint}/v1/projects/-/serviceAccounts/{account}:generateAccessToken"
+                    ),
+                    "source_credentials": file.json(),
+                }))
+            }
+            // The library has no JSON form for these; it calls Google's IAM.
+            other => {
+                let source = TokenSource::new(other)?.credentials.ok_or_else(|| {
+                    AuthError::NothingToImpersonateWith {
+                        account: account.to_string(),
+                    }
+                })?;
+                impersonated::Builder::from_source_credentials(source.into())
+                    .with_target_principal(account)
+            }
+        };
+        let built = builder.build_access_token_credentials().map_err(failed)?;
+        Ok(TokenSource {
+            credentials: Some(built),
+            last_resort: false,
+            what,
+        })
     }
 
-    /// A valid token, or `None` for [`Credentials::None`].
+    /// A valid token, or `None` without credentials.
     pub async fn token(&self) -> Result<Option<AccessToken>, AuthError> {
-        if matches!(self.credentials, Credentials::None) {
+        let Some(credentials) = &self.credentials else {
             return Ok(None);
-        }
-        let mut cache = self.cache.lock().await;
-        if let Some(cached) = cache.as_ref()
-            && Instant::now() < cached.renew_at
-        {
-            return Ok(Some(cached.token.clone()));
-        }
-        let (token, lifetime) = self.fetch().await?;
-        *cache = Some(CachedToken {
-            token: token.clone(),
-            renew_at: Instant::now() + lifetime.saturating_sub(EXPIRY_MARGIN),
-        });
-        Ok(Some(token))
+        };
+        let token = credentials
+            .access_token()
+            .await
+            .map_err(|e| self.token_error(e))?;
+        Ok(Some(AccessToken(token.token)))
     }
 
-    /// Adds the `Authorization` header when there are credentials.
-    pub async fn authorize(
+    /// Adds the headers the credentials call for (`Authorization`, and a
+    /// quota project's `x-goog-user-project`) when there are credentials.
+    pub(crate) async fn authorize(
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::RequestBuilder, AuthError> {
-        Ok(match self.token().await? {
-            Some(token) => request.header(reqwest::header::AUTHORIZATION, token.bearer()),
-            None => request,
+        let Some(credentials) = &self.credentials else {
+            return Ok(request);
+        };
+        let headers = credentials
+            .headers(http::Extensions::new())
+            .await
+            .map_err(|e| self.token_error(e))?;
+        Ok(match headers {
+            CacheableResource::New { data, .. } => request.headers(data),
+            // Only answered to a caller that passed an entity tag, which
+            // this one never does; the token alone still authorizes.
+            CacheableResource::NotModified => match self.token().await? {
+                Some(token) => request.header(reqwest::header::AUTHORIZATION, token.bearer()),
+                None => request,
+            },
         })
     }
 
-    async fn fetch(&self) -> Result<(AccessToken, Duration), AuthError> {
-        let (url, request) = match &self.credentials {
-            Credentials::None => return Err(AuthError::NoCredentials),
-            Credentials::ServiceAccount(key) => {
-                let assertion = jwt_assertion(key, &self.scope, SystemTime::now())?;
-                let body = form(&[
-                    ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
-                    ("assertion", &assertion),
-                ]);
-                (key.token_uri.clone(), self.form_post(&key.token_uri, body))
-            }
-            Credentials::AuthorizedUser(user) => {
-                let body = form(&[
-                    ("grant_type", "refresh_token"),
-                    ("client_id", &user.client_id),
-                    ("client_secret", &user.client_secret),
-                    ("refresh_token", &user.refresh_token),
-                ]);
-                (
-                    user.token_uri.clone(),
-                    self.form_post(&user.token_uri, body),
-                )
-            }
-            Credentials::Metadata { base_url } => {
-                let url = format!("{base_url}{METADATA_TOKEN_PATH}");
-                let request = self
-                    .http
-                    .get(&url)
-                    .header("Metadata-Flavor", "Google")
-                    .timeout(METADATA_TIMEOUT);
-                (url, request)
-            }
-        };
-        let response = request.send().await.map_err(|source| AuthError::Request {
-            url: url.clone(),
-            source,
-        })?;
-        let status = response.status();
-        if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
-            return Err(AuthError::Refused {
-                url,
-                status: status.as_u16(),
-                message: http::error_message(&body),
-            });
+    /// A failed token request, said as what it most likely means.
+    fn token_error(&self, error: google_cloud_auth::errors::CredentialsError) -> AuthError {
+        if self.last_resort {
+            AuthError::NoCredentialsFound(error)
+        } else {
+            AuthError::Token(error)
         }
-        let parsed: TokenResponse = response
-            .json()
-            .await
-            .map_err(|source| AuthError::BadResponse { url, source })?;
-        let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(3600));
-        Ok((AccessToken(parsed.access_token), lifetime))
-    }
-
-    fn form_post(&self, url: &str, body: String) -> reqwest::RequestBuilder {
-        self.http
-            .post(url)
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .body(body)
     }
 }
 
-fn form(pairs: &[(&str, &str)]) -> String {
-    url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(pairs)
-        .finish()
+fn describe(credentials: &Credentials) -> String {
+    match credentials {
+        Credentials::None => "none".to_string(),
+        Credentials::File(file) => format!("{:?} {}", file.kind(), file.path().display()),
+        Credentials::Metadata { .. } => "the metadata server".to_string(),
+    }
+}
+
+fn metadata(endpoint: Option<&str>) -> mds::Builder {
+    let builder = mds::Builder::default();
+    match endpoint {
+        Some(endpoint) => builder.with_endpoint(endpoint),
+        None => builder,
+    }
+}
+
+/// The library's builder for each kind of file, with its defaults (the
+/// cloud-platform scope where a scope is asked for).
+fn build_file(file: &CredentialsFile) -> Result<AccessTokenCredentials, AuthError> {
+    let json = file.json().clone();
+    match file.kind() {
+        FileKind::ServiceAccount => {
+            service_account::Builder::new(json).build_access_token_credentials()
+        }
+        FileKind::AuthorizedUser => {
+            user_account::Builder::new(json).build_access_token_credentials()
+        }
+        FileKind::ExternalAccount => {
+            external_account::Builder::new(json).build_access_token_credentials()
+        }
+        FileKind::ExternalAccountAuthorizedUser => {
+            external_account_authorized_user::Builder::new(json).build_access_token_credentials()
+        }
+        FileKind::ImpersonatedServiceAccount => {
+            impersonated::Builder::new(json).build_access_token_credentials()
+        }
+    }
+    .map_err(|source| AuthError::Build {
+        path: file.path().to_path_buf(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use kiln_test_support::token_server::{Call, GOOD_REFRESH_TOKEN, TokenServer};
+    use kiln_test_support::{TEST_PRIVATE_KEY_PEM, free_port};
+
+    use super::*;
+    use crate::gcp::credentials::tests::env_of;
+
+    const SOURCE: &str = "kiln@proj.iam.gserviceaccount.com";
+    const TARGET: &str = "deployer@proj.iam.gserviceaccount.com";
+
+    fn key() -> Credentials {
+        let json = serde_json::json!({
+            "type": "service_account",
+            "project_id": "proj",
+            "private_key_id": "key-1",
+            "private_key": TEST_PRIVATE_KEY_PEM,
+            "client_email": SOURCE,
+        });
+        Credentials::from_json(&json.to_string(), Path::new("key.json")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn impersonation_asks_iam_with_the_credentials_found() {
+        let server = TokenServer::start(3600).await.unwrap();
+        // gcloud's override, written as gcloud documents it: with a slash.
+        let endpoint = format!("{}/", server.base_url);
+        let env = env_of(&[(IAM_ENDPOINT_OVERRIDE_VAR, Path::new(&endpoint))]);
+        let source = TokenSource::impersonating_with(key(), TARGET, &env).unwrap();
+        let token = source.token().await.unwrap().unwrap();
+        assert_eq!(token.secret(), "test-token-1");
+        assert_eq!(
+            server.calls(),
+            vec![Call::Impersonate {
+                account: TARGET.into(),
+                caller: SOURCE.into(),
+                scope: vec!["https://www.googleapis.com/auth/cloud-platform".into()],
+            }]
+        );
+        let debug = format!("{source:?}");
+        assert!(debug.contains("impersonating deployer@"), "{debug}");
+    }
+
+    #[tokio::test]
+    async fn no_metadata_server_means_no_credentials_were_found() {
+        let unanswered = free_port().unwrap();
+        let source = TokenSource::new(Credentials::Metadata {
+            endpoint: Some(format!("http://127.0.0.1:{unanswered}")),
+        })
+        .unwrap();
+        let err = source.token().await.unwrap_err();
+        assert!(matches!(err, AuthError::NoCredentialsFound(_)), "{err}");
+        assert!(
+            err.to_string().contains("GOOGLE_APPLICATION_CREDENTIALS"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn impersonation_needs_credentials_to_start_from() {
+        let err = TokenSource::impersonating(Credentials::None, TARGET).unwrap_err();
+        assert!(
+            matches!(err, AuthError::NothingToImpersonateWith { ref account } if account == TARGET),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn requests_carry_the_token_and_the_quota_project() {
+        let server = TokenServer::start(3600).await.unwrap();
+        let json = serde_json::json!({
+            "type": "authorized_user",
+            "client_id": "cid",
+            "client_secret": "secret",
+            "refresh_token": GOOD_REFRESH_TOKEN,
+            "token_uri": format!("{}/token", server.base_url),
+            "quota_project_id": "billing-project",
+        });
+        let creds = Credentials::from_json(&json.to_string(), Path::new("adc.json")).unwrap();
+        let tokens = TokenSource::new(creds).unwrap();
+        let client = reqwest::Client::new();
+        let request = tokens
+            .authorize(client.get("http://127.0.0.1:1/"))
+            .await
+            .unwrap()
+            .build()
+            .unwrap();
+        let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
+        assert_eq!(header("authorization"), Some("Bearer test-token-1"));
+        assert_eq!(header("x-goog-user-project"), Some("billing-project"));
+
+        let bare = TokenSource::none()
+            .authorize(client.get("http://127.0.0.1:1/"))
+            .await
+            .unwrap()
+            .build()
+            .unwrap();
+        assert!(bare.headers().get("authorization").is_none());
+    }
 }

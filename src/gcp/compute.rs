@@ -9,65 +9,69 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::auth::{AuthError, TokenSource};
-use super::http::{self, CallError};
+use super::auth::TokenSource;
+use super::http::{self, HttpError, read_json, status_error};
 use super::retry::RetryPolicy;
 use super::storage;
 use super::validate::{ValidationError, validate_image_request};
 
-pub const COMPUTE_ENDPOINT: &str = "https://compute.googleapis.com/compute/v1";
+/// The real endpoint.
+const COMPUTE_ENDPOINT: &str = "https://compute.googleapis.com/compute/v1";
 /// How long an image insert may take before kiln stops waiting.
 pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(2);
 
+/// Why a Compute Engine call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ComputeError {
-    #[error("cannot build an HTTP client")]
-    Client(#[source] reqwest::Error),
-    #[error("cannot get credentials for Compute Engine")]
-    Auth(#[source] AuthError),
+    /// The request failed on its way or was refused.
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    /// The image request breaks GCE's rules.
     #[error(transparent)]
     Invalid(#[from] ValidationError),
+    /// The image exists and may not be replaced.
     #[error("image {name:?} already exists in project {project}; use -force to replace it")]
-    ImageExists { project: String, name: String },
+    ImageExists {
+        /// The project.
+        project: String,
+        /// The image.
+        name: String,
+    },
+    /// There is no such image.
     #[error("image {name:?} not found in project {project}")]
-    ImageNotFound { project: String, name: String },
-    #[error("{what} failed")]
-    Transport {
-        what: String,
-        #[source]
-        source: reqwest::Error,
+    ImageNotFound {
+        /// The project.
+        project: String,
+        /// The image.
+        name: String,
     },
-    #[error("{what} failed with HTTP {status}: {message}")]
-    Status {
-        what: String,
-        status: u16,
-        message: String,
-    },
-    #[error("{what}: gave up after {attempts} attempts")]
-    GaveUp {
-        what: String,
-        attempts: u32,
-        #[source]
-        last: Box<ComputeError>,
-    },
-    #[error("{what}: the response is not valid")]
-    BadResponse {
-        what: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    /// The operation finished with errors.
     #[error("operation {operation} ({kind} of {target}) failed: {}", format_errors(.errors))]
     OperationFailed {
+        /// The operation's name.
         operation: String,
+        /// `insert`, `delete`, ...
         kind: String,
+        /// The resource it worked on.
         target: String,
+        /// What GCE reported.
         errors: Vec<OperationError>,
     },
+    /// kiln stopped waiting; the operation goes on.
     #[error("gave up waiting for operation {operation} after {waited:?}; it may still finish")]
-    Timeout { operation: String, waited: Duration },
+    Timeout {
+        /// The operation's name.
+        operation: String,
+        /// How long kiln waited.
+        waited: Duration,
+    },
+    /// Cancelled while waiting; the operation goes on.
     #[error("stopped waiting for operation {operation}: cancelled; it may still finish")]
-    Cancelled { operation: String },
+    Cancelled {
+        /// The operation's name.
+        operation: String,
+    },
 }
 
 fn format_errors(errors: &[OperationError]) -> String {
@@ -81,46 +85,33 @@ fn format_errors(errors: &[OperationError]) -> String {
         .join("; ")
 }
 
-impl ComputeError {
-    fn from_call(what: &str, (error, attempts): (CallError, u32)) -> ComputeError {
-        let last = match error {
-            CallError::Auth(e) => return ComputeError::Auth(e),
-            CallError::Transport(source) => ComputeError::Transport {
-                what: what.to_string(),
-                source,
-            },
-            CallError::Status { status, message } => ComputeError::Status {
-                what: what.to_string(),
-                status,
-                message,
-            },
-        };
-        ComputeError::GaveUp {
-            what: what.to_string(),
-            attempts,
-            last: Box::new(last),
-        }
-    }
-}
-
 /// An image to create from a `disk.raw` tarball in Cloud Storage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageRequest {
+    /// The project the image goes into.
     pub project: String,
+    /// The image name.
     pub name: String,
+    /// The image family, if any.
     pub family: Option<String>,
+    /// A free-text description.
     pub description: Option<String>,
+    /// Labels (keys and values as GCE allows them).
     pub labels: BTreeMap<String, String>,
     /// e.g. `UEFI_COMPATIBLE`, `VIRTIO_SCSI_MULTIQUEUE`, `GVNIC`.
     pub guest_os_features: Vec<String>,
+    /// Where the image is stored (`us`, `eu`, ...); GCE picks when empty.
     pub storage_locations: Vec<String>,
     /// `X86_64` or `ARM64`.
     pub architecture: Option<String>,
+    /// The bucket holding the tarball.
     pub bucket: String,
+    /// The tarball's object name.
     pub object: String,
 }
 
 impl ImageRequest {
+    /// A request with only the required fields set.
     pub fn new(project: &str, name: &str, bucket: &str, object: &str) -> ImageRequest {
         ImageRequest {
             project: project.to_string(),
@@ -137,7 +128,7 @@ impl ImageRequest {
     }
 
     /// The `images.insert` request body.
-    pub fn body(&self) -> serde_json::Value {
+    pub(crate) fn body(&self) -> serde_json::Value {
         let mut body = serde_json::json!({
             "name": self.name,
             "rawDisk": { "source": storage::public_url(&self.bucket, &self.object) },
@@ -225,16 +216,21 @@ pub struct Image {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OperationError {
     #[serde(default)]
+    /// GCE's error code (`INVALID_TARBALL`, ...).
     pub code: String,
     #[serde(default)]
+    /// What went wrong, in words.
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The field or resource concerned, when GCE names one.
     pub location: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// The `error` of an operation.
 pub struct OperationErrors {
     #[serde(default)]
+    /// Every error reported.
     pub errors: Vec<OperationError>,
 }
 
@@ -242,28 +238,35 @@ pub struct OperationErrors {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Operation {
+    /// The operation's name, to poll it by.
     pub name: String,
     /// `PENDING`, `RUNNING` or `DONE`.
     pub status: String,
     #[serde(default)]
+    /// `insert`, `delete`, ...
     pub operation_type: String,
     #[serde(default)]
+    /// The resource the operation works on.
     pub target_link: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The operation's own URL.
     pub self_link: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Percent done, when GCE reports it.
     pub progress: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Set when the operation failed.
     pub error: Option<OperationErrors>,
 }
 
 impl Operation {
+    /// Whether the operation finished (with or without errors).
     pub fn is_done(&self) -> bool {
         self.status == "DONE"
     }
 
     /// The errors of a finished operation, if it failed.
-    pub fn errors(&self) -> &[OperationError] {
+    pub(crate) fn errors(&self) -> &[OperationError] {
         self.error.as_ref().map_or(&[], |e| &e.errors)
     }
 }
@@ -294,7 +297,7 @@ impl ComputeClient {
             })
             .unwrap_or_else(|| COMPUTE_ENDPOINT.to_string());
         Ok(ComputeClient {
-            http: http::client().map_err(ComputeError::Client)?,
+            http: http::client().map_err(HttpError::Client)?,
             endpoint: endpoint.trim_end_matches('/').to_string(),
             tokens,
             retry: RetryPolicy::default(),
@@ -302,18 +305,16 @@ impl ComputeClient {
         })
     }
 
+    /// The retry policy of every call.
     pub fn with_retry(mut self, retry: RetryPolicy) -> ComputeClient {
         self.retry = retry;
         self
     }
 
+    /// How often [`ComputeClient::wait_operation`] polls.
     pub fn with_poll_interval(mut self, interval: Duration) -> ComputeClient {
         self.poll_interval = interval;
         self
-    }
-
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
     }
 
     fn images_url(&self, project: &str) -> String {
@@ -328,25 +329,24 @@ impl ComputeClient {
         let request_id = uuid::Uuid::new_v4().to_string();
         let url = self.images_url(&request.project);
         let body = request.body();
-        let response = http::send_retrying(&self.tokens, &self.retry, &|| {
+        let response = http::send_retrying(&self.tokens, &self.retry, &what, &|| {
             self.http
                 .post(format!("{url}?requestId={request_id}"))
                 .json(&body)
         })
-        .await
-        .map_err(|e| ComputeError::from_call(&what, e))?;
+        .await?;
         match response.status().as_u16() {
-            200 => read_json(&what, response).await,
+            200 => Ok(read_json(&what, response).await?),
             409 => Err(ComputeError::ImageExists {
                 project: request.project.clone(),
                 name: request.name.clone(),
             }),
-            status => Err(status_error(what, status, response).await),
+            status => Err(status_error(what, status, response).await.into()),
         }
     }
 
     /// Starts `images.delete`; `None` when there is no such image.
-    pub async fn start_delete_image(
+    async fn start_delete_image(
         &self,
         project: &str,
         name: &str,
@@ -354,15 +354,14 @@ impl ComputeClient {
         let what = format!("deleting image {name}");
         let request_id = uuid::Uuid::new_v4().to_string();
         let url = format!("{}/{name}", self.images_url(project));
-        let response = http::send_retrying(&self.tokens, &self.retry, &|| {
+        let response = http::send_retrying(&self.tokens, &self.retry, &what, &|| {
             self.http.delete(format!("{url}?requestId={request_id}"))
         })
-        .await
-        .map_err(|e| ComputeError::from_call(&what, e))?;
+        .await?;
         match response.status().as_u16() {
-            200 => read_json(&what, response).await.map(Some),
+            200 => Ok(Some(read_json(&what, response).await?)),
             404 => Ok(None),
-            status => Err(status_error(what, status, response).await),
+            status => Err(status_error(what, status, response).await.into()),
         }
     }
 
@@ -405,7 +404,7 @@ impl ComputeClient {
     /// when there is none.
     pub async fn get_image(&self, project: &str, name: &str) -> Result<Image, ComputeError> {
         match self.lookup_image(project, name).await? {
-            Some(response) => read_json(&format!("reading image {name}"), response).await,
+            Some(response) => Ok(read_json(&format!("reading image {name}"), response).await?),
             None => Err(ComputeError::ImageNotFound {
                 project: project.to_string(),
                 name: name.to_string(),
@@ -421,13 +420,12 @@ impl ComputeClient {
     ) -> Result<Option<reqwest::Response>, ComputeError> {
         let what = format!("looking up image {name}");
         let url = format!("{}/{name}", self.images_url(project));
-        let response = http::send_retrying(&self.tokens, &self.retry, &|| self.http.get(&url))
-            .await
-            .map_err(|e| ComputeError::from_call(&what, e))?;
+        let response =
+            http::send_retrying(&self.tokens, &self.retry, &what, &|| self.http.get(&url)).await?;
         match response.status().as_u16() {
             200 => Ok(Some(response)),
             404 => Ok(None),
-            status => Err(status_error(what, status, response).await),
+            status => Err(status_error(what, status, response).await.into()),
         }
     }
 
@@ -479,12 +477,11 @@ impl ComputeClient {
 
     async fn get_operation(&self, url: &str, name: &str) -> Result<Operation, ComputeError> {
         let what = format!("reading operation {name}");
-        let response = http::send_retrying(&self.tokens, &self.retry, &|| self.http.get(url))
-            .await
-            .map_err(|e| ComputeError::from_call(&what, e))?;
+        let response =
+            http::send_retrying(&self.tokens, &self.retry, &what, &|| self.http.get(url)).await?;
         match response.status().as_u16() {
-            200 => read_json(&what, response).await,
-            status => Err(status_error(what, status, response).await),
+            200 => Ok(read_json(&what, response).await?),
+            status => Err(status_error(what, status, response).await.into()),
         }
     }
 }
@@ -499,28 +496,6 @@ fn finished(op: Operation) -> Result<Operation, ComputeError> {
         target: op.target_link.clone(),
         errors: op.errors().to_vec(),
     })
-}
-
-async fn read_json<T: serde::de::DeserializeOwned>(
-    what: &str,
-    response: reqwest::Response,
-) -> Result<T, ComputeError> {
-    response
-        .json()
-        .await
-        .map_err(|source| ComputeError::BadResponse {
-            what: what.to_string(),
-            source,
-        })
-}
-
-async fn status_error(what: String, status: u16, response: reqwest::Response) -> ComputeError {
-    let body = response.text().await.unwrap_or_default();
-    ComputeError::Status {
-        what,
-        status,
-        message: http::error_message(&body),
-    }
 }
 
 #[cfg(test)]

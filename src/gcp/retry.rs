@@ -35,7 +35,7 @@ impl RetryPolicy {
 
     /// The delay before retry number `attempt` (1 for the first retry).
     /// Full jitter: many clients failing together do not retry in lockstep.
-    pub fn delay(&self, attempt: u32) -> Duration {
+    pub(crate) fn delay(&self, attempt: u32) -> Duration {
         let exp = attempt.saturating_sub(1).min(20);
         let cap = self
             .initial_delay
@@ -46,13 +46,13 @@ impl RetryPolicy {
     }
 
     /// Whether another attempt is allowed after `attempts` failed ones.
-    pub fn allows(&self, attempts: u32) -> bool {
+    pub(crate) fn allows(&self, attempts: u32) -> bool {
         attempts < self.max_attempts
     }
 }
 
 /// HTTP statuses worth trying again: timeouts, throttling, server trouble.
-pub fn retryable_status(status: u16) -> bool {
+pub(crate) fn retryable_status(status: u16) -> bool {
     status == 408 || status == 429 || (500..600).contains(&status)
 }
 

@@ -17,16 +17,17 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::auth::{AuthError, TokenSource};
-use super::http::{self, CallError};
+use super::auth::TokenSource;
+use super::http::{self, HttpError, status_error};
 use super::progress::{UploadMeter, UploadProgress};
-use super::retry::{RetryPolicy, retryable_status};
+use super::retry::RetryPolicy;
 
 /// The real endpoint.
-pub const STORAGE_ENDPOINT: &str = "https://storage.googleapis.com";
+const STORAGE_ENDPOINT: &str = "https://storage.googleapis.com";
 /// Chunks other than the last must be a multiple of this.
-pub const CHUNK_ALIGN: usize = 256 * 1024;
-pub const DEFAULT_CHUNK_SIZE: usize = 8 * 1024 * 1024;
+const CHUNK_ALIGN: usize = 256 * 1024;
+/// Big enough for a fast link, small enough to hold in memory.
+const DEFAULT_CHUNK_SIZE: usize = 8 * 1024 * 1024;
 
 /// Characters escaped in an object name inside a URL path: everything but
 /// the unreserved ones, so `/` in a name becomes `%2F` as the API wants.
@@ -36,106 +37,85 @@ const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
+/// Why a Cloud Storage call or upload failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    #[error("cannot build an HTTP client")]
-    Client(#[source] reqwest::Error),
-    #[error("cannot get credentials for Cloud Storage")]
-    Auth(#[source] AuthError),
+    /// A request failed on its way or was refused.
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    /// The chunk size breaks the protocol's rule.
     #[error("chunk size {size} is not a positive multiple of 256 KiB")]
-    ChunkSize { size: usize },
+    ChunkSize {
+        /// The size asked for.
+        size: usize,
+    },
+    /// The endpoint is not a URL.
     #[error("invalid Cloud Storage endpoint {url:?}")]
     Endpoint {
+        /// The endpoint.
         url: String,
+        /// Why.
         #[source]
         source: url::ParseError,
     },
+    /// The data to upload cannot be read.
     #[error("cannot read the data to upload")]
     Read(#[source] std::io::Error),
+    /// The downloaded data cannot be written.
     #[error("cannot write the downloaded data")]
     Write(#[source] std::io::Error),
-    #[error("{what} failed")]
-    Transport {
-        what: String,
-        #[source]
-        source: reqwest::Error,
-    },
-    #[error("{what} failed with HTTP {status}: {message}")]
-    Status {
-        what: String,
-        status: u16,
-        message: String,
-    },
-    #[error("{what}: gave up after {attempts} attempts")]
-    GaveUp {
-        what: String,
-        attempts: u32,
-        #[source]
-        last: Box<StorageError>,
-    },
+    /// Starting an upload gave no session.
     #[error("the server did not return an upload session URL")]
     NoSessionUrl,
+    /// The session expired or was cancelled.
     #[error("the upload session is gone (HTTP {status}); the upload must start again")]
-    SessionGone { status: u16 },
-    #[error("the upload session answered with an unreadable Range header {value:?}")]
-    BadRange { value: String },
-    #[error("the upload session is inconsistent: {detail}")]
-    Protocol { detail: String },
-    #[error("object metadata from {what} is not valid")]
-    BadMetadata {
-        what: String,
-        #[source]
-        source: reqwest::Error,
+    SessionGone {
+        /// 404 or 410.
+        status: u16,
     },
+    /// A 308 whose `Range` header kiln cannot read.
+    #[error("the upload session answered with an unreadable Range header {value:?}")]
+    BadRange {
+        /// The header.
+        value: String,
+    },
+    /// The session's answers contradict each other or the data.
+    #[error("the upload session is inconsistent: {detail}")]
+    Protocol {
+        /// What was inconsistent.
+        detail: String,
+    },
+    /// The object's checksum is not the data's.
     #[error(
         "gs://{bucket}/{object} is corrupt: crc32c of the uploaded data is {local}, the object's is {remote}"
     )]
     Crc32cMismatch {
+        /// The bucket.
         bucket: String,
+        /// The object.
         object: String,
+        /// The CRC32C of the data read, base64.
         local: String,
+        /// The object's CRC32C, base64.
         remote: String,
     },
+    /// The object has no checksum to compare.
     #[error("gs://{bucket}/{object} has no crc32c to check the upload against")]
-    NoCrc32c { bucket: String, object: String },
-}
-
-impl StorageError {
-    /// Whether the same request may succeed if tried again.
-    fn is_transient(&self) -> bool {
-        match self {
-            StorageError::Transport { .. } => true,
-            StorageError::Status { status, .. } => retryable_status(*status),
-            _ => false,
-        }
-    }
-
-    fn from_call(what: &str, (error, attempts): (CallError, u32)) -> StorageError {
-        let last = match error {
-            CallError::Auth(e) => return StorageError::Auth(e),
-            CallError::Transport(source) => StorageError::Transport {
-                what: what.to_string(),
-                source,
-            },
-            CallError::Status { status, message } => StorageError::Status {
-                what: what.to_string(),
-                status,
-                message,
-            },
-        };
-        StorageError::GaveUp {
-            what: what.to_string(),
-            attempts,
-            last: Box::new(last),
-        }
-    }
+    NoCrc32c {
+        /// The bucket.
+        bucket: String,
+        /// The object.
+        object: String,
+    },
 }
 
 /// An object's metadata, as much of it as kiln reads.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectMetadata {
+    /// The bucket.
     pub bucket: String,
+    /// The object name.
     pub name: String,
     /// Decimal, as the API sends it.
     #[serde(default)]
@@ -144,14 +124,18 @@ pub struct ObjectMetadata {
     #[serde(default)]
     pub crc32c: Option<String>,
     #[serde(default)]
+    /// Base64 of the MD5, when the object has one.
     pub md5_hash: Option<String>,
     #[serde(default)]
+    /// The object's generation.
     pub generation: Option<String>,
     #[serde(default)]
+    /// The content type.
     pub content_type: Option<String>,
 }
 
 impl ObjectMetadata {
+    /// The size as a number.
     pub fn size_bytes(&self) -> Option<u64> {
         self.size.parse().ok()
     }
@@ -170,7 +154,9 @@ impl ObjectMetadata {
 pub struct UploadOptions {
     /// Bytes per request; a multiple of 256 KiB. Also the memory an upload holds.
     pub chunk_size: usize,
+    /// The object's content type.
     pub content_type: String,
+    /// The retry policy of the upload's requests.
     pub retry: RetryPolicy,
 }
 
@@ -186,7 +172,7 @@ impl Default for UploadOptions {
 
 /// The base URL for a `STORAGE_EMULATOR_HOST` value, which Google's client
 /// libraries accept with or without a scheme.
-pub fn emulator_base_url(value: &str) -> String {
+fn emulator_base_url(value: &str) -> String {
     let value = value.trim().trim_end_matches('/');
     if value.contains("://") {
         value.to_string()
@@ -197,7 +183,7 @@ pub fn emulator_base_url(value: &str) -> String {
 
 /// The `https://storage.googleapis.com/BUCKET/OBJECT` form Compute Engine
 /// takes as an image's `rawDisk.source`.
-pub fn public_url(bucket: &str, object: &str) -> String {
+pub(crate) fn public_url(bucket: &str, object: &str) -> String {
     format!("{STORAGE_ENDPOINT}/{bucket}/{object}")
 }
 
@@ -271,6 +257,7 @@ pub struct DeleteOnDrop {
 }
 
 impl DeleteOnDrop {
+    /// Keeps the object.
     pub fn disarm(mut self) {
         self.armed = false;
     }
@@ -312,7 +299,7 @@ impl StorageClient {
             source,
         })?;
         Ok(StorageClient {
-            http: http::client().map_err(StorageError::Client)?,
+            http: http::client().map_err(HttpError::Client)?,
             base,
             tokens,
             retry: RetryPolicy::default(),
@@ -334,10 +321,6 @@ impl StorageClient {
         self
     }
 
-    pub fn base_url(&self) -> &str {
-        &self.base
-    }
-
     fn object_url(&self, bucket: &str, object: &str) -> String {
         format!(
             "{}/storage/v1/b/{}/o/{}",
@@ -348,27 +331,23 @@ impl StorageClient {
     }
 
     /// The object's metadata, or `None` when it does not exist.
-    pub async fn get_object_metadata(
+    async fn get_object_metadata(
         &self,
         bucket: &str,
         object: &str,
     ) -> Result<Option<ObjectMetadata>, StorageError> {
         let what = format!("reading metadata of gs://{bucket}/{object}");
         let url = self.object_url(bucket, object);
-        let response = http::send_retrying(&self.tokens, &self.retry, &|| self.http.get(&url))
-            .await
-            .map_err(|e| StorageError::from_call(&what, e))?;
+        let response =
+            http::send_retrying(&self.tokens, &self.retry, &what, &|| self.http.get(&url)).await?;
         match response.status().as_u16() {
             404 => Ok(None),
-            200 => response
-                .json()
-                .await
-                .map(Some)
-                .map_err(|source| StorageError::BadMetadata { what, source }),
-            status => Err(status_error(what, status, response).await),
+            200 => Ok(Some(http::read_json(&what, response).await?)),
+            status => Err(status_error(what, status, response).await.into()),
         }
     }
 
+    /// Whether `gs://bucket/object` exists.
     pub async fn object_exists(&self, bucket: &str, object: &str) -> Result<bool, StorageError> {
         Ok(self.get_object_metadata(bucket, object).await?.is_some())
     }
@@ -387,13 +366,13 @@ impl StorageClient {
     pub async fn delete_object(&self, bucket: &str, object: &str) -> Result<bool, StorageError> {
         let what = format!("deleting gs://{bucket}/{object}");
         let url = self.object_url(bucket, object);
-        let response = http::send_retrying(&self.tokens, &self.retry, &|| self.http.delete(&url))
-            .await
-            .map_err(|e| StorageError::from_call(&what, e))?;
+        let response =
+            http::send_retrying(&self.tokens, &self.retry, &what, &|| self.http.delete(&url))
+                .await?;
         match response.status().as_u16() {
             200 | 204 => Ok(true),
             404 => Ok(false),
-            status => Err(status_error(what, status, response).await),
+            status => Err(status_error(what, status, response).await.into()),
         }
     }
 
@@ -406,19 +385,18 @@ impl StorageClient {
     ) -> Result<u64, StorageError> {
         let what = format!("downloading gs://{bucket}/{object}");
         let url = format!("{}?alt=media", self.object_url(bucket, object));
-        let mut response = http::send_retrying(&self.tokens, &self.retry, &|| self.http.get(&url))
-            .await
-            .map_err(|e| StorageError::from_call(&what, e))?;
+        let mut response =
+            http::send_retrying(&self.tokens, &self.retry, &what, &|| self.http.get(&url)).await?;
         let status = response.status().as_u16();
         if status != 200 {
-            return Err(status_error(what, status, response).await);
+            return Err(status_error(what, status, response).await.into());
         }
         let mut written = 0u64;
         loop {
             let piece = response
                 .chunk()
                 .await
-                .map_err(|source| StorageError::Transport {
+                .map_err(|source| HttpError::Transport {
                     what: what.clone(),
                     source,
                 })?;
@@ -547,17 +525,16 @@ impl StorageClient {
             .append_pair("uploadType", "resumable")
             .append_pair("name", object);
         let metadata = serde_json::json!({ "name": object, "contentType": options.content_type });
-        let response = http::send_retrying(&self.tokens, &options.retry, &|| {
+        let response = http::send_retrying(&self.tokens, &options.retry, &what, &|| {
             self.http
                 .post(url.clone())
                 .header("X-Upload-Content-Type", &options.content_type)
                 .json(&metadata)
         })
-        .await
-        .map_err(|e| StorageError::from_call(&what, e))?;
+        .await?;
         let status = response.status().as_u16();
         if !(200..300).contains(&status) {
-            return Err(status_error(what, status, response).await);
+            return Err(status_error(what, status, response).await.into());
         }
         response
             .headers()
@@ -602,7 +579,7 @@ impl StorageClient {
                         confirmed = held;
                         must_query = false;
                     }
-                    Err(e) if e.is_transient() => {
+                    Err(StorageError::Http(e)) if e.is_transient() => {
                         failures += 1;
                         self.back_off("querying the upload session", e, failures, options)
                             .await?;
@@ -640,7 +617,7 @@ impl StorageClient {
                     }
                     confirmed = held;
                 }
-                Err(e) if e.is_transient() => {
+                Err(StorageError::Http(e)) if e.is_transient() => {
                     failures += 1;
                     self.back_off("uploading a chunk", e, failures, options)
                         .await?;
@@ -654,16 +631,17 @@ impl StorageClient {
     async fn back_off(
         &self,
         what: &str,
-        error: StorageError,
+        error: HttpError,
         failures: u32,
         options: &UploadOptions,
     ) -> Result<(), StorageError> {
         if !options.retry.allows(failures) {
-            return Err(StorageError::GaveUp {
+            return Err(HttpError::GaveUp {
                 what: what.to_string(),
                 attempts: failures,
                 last: Box::new(error),
-            });
+            }
+            .into());
         }
         tracing::debug!(
             attempt = failures,
@@ -712,12 +690,15 @@ impl StorageClient {
             .tokens
             .authorize(request)
             .await
-            .map_err(StorageError::Auth)?;
+            .map_err(|source| HttpError::Auth {
+                what: what.to_string(),
+                source,
+            })?;
         // The session URL is a credential of its own: keep it out of errors.
         let response = request
             .send()
             .await
-            .map_err(|source| StorageError::Transport {
+            .map_err(|source| HttpError::Transport {
                 what: what.to_string(),
                 source: source.without_url(),
             })?;
@@ -729,16 +710,13 @@ impl StorageClient {
                     .map(|v| v.to_str().unwrap_or("").to_string());
                 Ok(ChunkOutcome::Committed(held_bytes(range.as_deref())?))
             }
-            200 | 201 => response
-                .json()
-                .await
-                .map(ChunkOutcome::Finished)
-                .map_err(|source| StorageError::BadMetadata {
-                    what: what.to_string(),
-                    source,
-                }),
+            200 | 201 => Ok(ChunkOutcome::Finished(
+                http::read_json(what, response).await?,
+            )),
             status @ (404 | 410) => Err(StorageError::SessionGone { status }),
-            status => Err(status_error(what.to_string(), status, response).await),
+            status => Err(status_error(what.to_string(), status, response)
+                .await
+                .into()),
         }
     }
 }
@@ -753,15 +731,6 @@ fn finished_outcome(
         None => Err(StorageError::Protocol {
             detail: format!("the server finished the object at {end} bytes before the data ended"),
         }),
-    }
-}
-
-async fn status_error(what: String, status: u16, response: reqwest::Response) -> StorageError {
-    let body = response.text().await.unwrap_or_default();
-    StorageError::Status {
-        what,
-        status,
-        message: http::error_message(&body),
     }
 }
 
@@ -875,11 +844,8 @@ mod tests {
 
     #[test]
     fn object_names_are_escaped_in_paths() {
-        let client = StorageClient::new(
-            "http://127.0.0.1:1/",
-            Arc::new(TokenSource::none().unwrap()),
-        )
-        .unwrap();
+        let client =
+            StorageClient::new("http://127.0.0.1:1/", Arc::new(TokenSource::none())).unwrap();
         assert_eq!(
             client.object_url("b", "images/a b.tar.gz"),
             "http://127.0.0.1:1/storage/v1/b/b/o/images%2Fa%20b.tar.gz"

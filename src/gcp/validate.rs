@@ -10,6 +10,7 @@ const MAX_LABELS: usize = 64;
 /// Every rule the request breaks, one per line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ValidationError {
+    /// One sentence per broken rule.
     pub problems: Vec<String>,
 }
 
@@ -21,7 +22,7 @@ impl fmt::Display for ValidationError {
 
 /// `^[a-z]([-a-z0-9]*[a-z0-9])?$`, at most 63 characters: the rule for
 /// image names and families.
-pub fn is_valid_resource_name(name: &str) -> bool {
+fn is_valid_resource_name(name: &str) -> bool {
     let bytes = name.as_bytes();
     let (Some(first), Some(last)) = (bytes.first(), bytes.last()) else {
         return false;
@@ -39,14 +40,14 @@ fn is_label_char(c: char) -> bool {
 }
 
 /// `^[a-z][a-z0-9_-]{0,62}$`
-pub fn is_valid_label_key(key: &str) -> bool {
+fn is_valid_label_key(key: &str) -> bool {
     key.starts_with(|c: char| c.is_ascii_lowercase())
         && key.len() <= 63
         && key.chars().all(is_label_char)
 }
 
 /// `^[a-z0-9_-]{0,63}$`
-pub fn is_valid_label_value(value: &str) -> bool {
+fn is_valid_label_value(value: &str) -> bool {
     value.len() <= 63 && value.chars().all(is_label_char)
 }
 

@@ -77,6 +77,9 @@ pub struct PublishRequest {
     pub image: ImageRequest,
     /// A credentials file; `None`: Application Default Credentials.
     pub account_file: Option<PathBuf>,
+    /// A service account to act as: its tokens come from IAM
+    /// (`generateAccessToken`) with the credentials found.
+    pub impersonate_service_account: Option<String>,
     /// gzip level of the streamed tarball.
     pub level: CompressionLevel,
     /// Keep the uploaded object after the import.
@@ -97,6 +100,7 @@ impl PublishRequest {
             format: FormatPolicy::Known(format),
             image: ImageRequest::from(config),
             account_file: config.account_file.clone(),
+            impersonate_service_account: config.impersonate_service_account.clone(),
             level: config.compression_level,
             skip_clean: config.skip_clean,
             create_timeout: config.image_create_timeout,
@@ -164,13 +168,19 @@ async fn publish(ctx: &BuildContext, request: &PublishRequest) -> Result<Publish
         .or_else(|| std::env::var("KILN_COMPUTE_ENDPOINT").ok())
         .filter(|e| !e.is_empty());
     // Local stand-ins take no credentials; anything real does.
-    let tokens = if storage_emulated && compute_endpoint.is_some() && request.account_file.is_none()
+    let tokens = if storage_emulated
+        && compute_endpoint.is_some()
+        && request.account_file.is_none()
+        && request.impersonate_service_account.is_none()
     {
-        Arc::new(TokenSource::none()?)
+        Arc::new(TokenSource::none())
     } else {
         let (credentials, source) = Credentials::discover(request.account_file.as_deref())?;
-        tracing::info!(?source, "Google Cloud credentials");
-        Arc::new(TokenSource::new(credentials)?)
+        tracing::info!(%source, "Google Cloud credentials");
+        Arc::new(match &request.impersonate_service_account {
+            Some(account) => TokenSource::impersonating(credentials, account)?,
+            None => TokenSource::new(credentials)?,
+        })
     };
     let compute = ComputeClient::new(compute_endpoint.as_deref(), tokens.clone())?;
     let storage =

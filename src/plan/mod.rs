@@ -465,6 +465,9 @@ pub struct GceImportConfig {
     pub project_id: String,
     /// A service account key file; `None` uses the default credentials.
     pub account_file: Option<PathBuf>,
+    /// A service account to act as: its tokens come from IAM
+    /// (`generateAccessToken`) with the credentials found.
+    pub impersonate_service_account: Option<String>,
     /// The Cloud Storage bucket the tarball is uploaded to.
     pub bucket: String,
     /// The uploaded object's name. Default

@@ -249,6 +249,7 @@ fn gce_import(o: &mut Obj<'_>, cwd: &Path) -> Option<GceImportConfig> {
             format!("file not found: {}", path.display()),
         );
     }
+    let impersonate_service_account = o.non_empty_string("impersonate_service_account");
     let gcs_object_name = o
         .non_empty_string("gcs_object_name")
         .unwrap_or_else(|| format!("packer-import-{}.tar.gz", chrono::Utc::now().timestamp()));
@@ -267,6 +268,7 @@ fn gce_import(o: &mut Obj<'_>, cwd: &Path) -> Option<GceImportConfig> {
     let config = GceImportConfig {
         project_id: project_id?,
         account_file,
+        impersonate_service_account,
         bucket: bucket?,
         gcs_object_name,
         image_name: image_name?,

@@ -1020,6 +1020,31 @@ fn var_file_errors() {
 }
 
 #[test]
+fn gce_import_impersonates_as_packer_does() {
+    let plan = load_json(json!({
+        "builders": [qemu(json!({}))],
+        "post-processors": [
+            {"type": "googlecompute-import", "project_id": "p", "bucket": "b", "image_name": "img-1",
+             "impersonate_service_account": "deployer@p.iam.gserviceaccount.com"},
+            {"type": "googlecompute-import", "project_id": "p", "bucket": "b", "image_name": "img-2"}
+        ]
+    }))
+    .unwrap();
+    let chains = &plan.builds[0].post_processors;
+    let accounts: Vec<_> = chains
+        .iter()
+        .map(|chain| match &chain[0] {
+            PostProcessorSpec::GceImport(gce) => gce.impersonate_service_account.clone(),
+            _ => panic!("googlecompute-import"),
+        })
+        .collect();
+    assert_eq!(
+        accounts,
+        [Some("deployer@p.iam.gserviceaccount.com".to_string()), None]
+    );
+}
+
+#[test]
 fn gce_import_and_compress_defaults() {
     let plan = load_json(json!({
         "builders": [qemu(json!({}))],

@@ -1,27 +1,32 @@
-use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+//! Tokens for every kind of credentials, end to end against the local
+//! token server (OAuth2, STS, IAM Credentials, metadata server).
 
-use kiln::gcp::auth::{
-    AuthError, CLOUD_PLATFORM_SCOPE, Credentials, CredentialsSource, JwtClaims, TokenSource,
-    jwt_assertion,
-};
-use kiln_test_support::token_server::TokenServer;
+use std::path::{Path, PathBuf};
+
+use kiln::gcp::{AuthError, Credentials, TokenSource};
+use kiln_test_support::token_server::{Call, GOOD_REFRESH_TOKEN, GOOD_SUBJECT_TOKEN, TokenServer};
 use kiln_test_support::{TEST_PRIVATE_KEY_PEM, TEST_PUBLIC_KEY_PEM};
 
-fn service_account_json(token_uri: &str) -> String {
+const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
+const IAM_SCOPE: &str = "https://www.googleapis.com/auth/iam";
+const SOURCE_ACCOUNT: &str = "kiln@proj.iam.gserviceaccount.com";
+const TARGET_ACCOUNT: &str = "deployer@proj.iam.gserviceaccount.com";
+const AUDIENCE: &str =
+    "//iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/ci/providers/github";
+
+fn service_account_json(token_uri: &str) -> serde_json::Value {
     serde_json::json!({
         "type": "service_account",
         "project_id": "proj",
         "private_key_id": "key-1",
         "private_key": TEST_PRIVATE_KEY_PEM,
-        "client_email": "kiln@proj.iam.gserviceaccount.com",
+        "client_email": SOURCE_ACCOUNT,
         "client_id": "123",
         "token_uri": token_uri,
     })
-    .to_string()
 }
 
-fn authorized_user_json(token_uri: &str, refresh: &str) -> String {
+fn authorized_user_json(token_uri: &str, refresh: &str) -> serde_json::Value {
     serde_json::json!({
         "type": "authorized_user",
         "client_id": "cid",
@@ -29,223 +34,249 @@ fn authorized_user_json(token_uri: &str, refresh: &str) -> String {
         "refresh_token": refresh,
         "token_uri": token_uri,
     })
-    .to_string()
 }
 
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
+/// A workload identity federation file whose subject token is read from
+/// a file, as GitHub Actions' and GitLab's setups write it.
+fn external_account_json(
+    server: &TokenServer,
+    subject_token_file: &Path,
+    impersonate: bool,
+) -> serde_json::Value {
+    let mut json = serde_json::json!({
+        "type": "external_account",
+        "audience": AUDIENCE,
+        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+        "token_url": format!("{}/token", server.base_url),
+        "credential_source": { "file": subject_token_file },
+    });
+    if impersonate {
+        json["service_account_impersonation_url"] = server.impersonation_url(TARGET_ACCOUNT).into();
+    }
+    json
+}
+
+fn credentials(json: &serde_json::Value) -> Credentials {
+    Credentials::from_json(&json.to_string(), Path::new("creds.json")).unwrap()
+}
+
+fn subject_token_file(dir: &Path, token: &str) -> PathBuf {
+    let path = dir.join("oidc-token");
+    std::fs::write(&path, token).unwrap();
     path
 }
 
-fn service_account(token_uri: &str) -> Credentials {
-    Credentials::from_json(&service_account_json(token_uri), Path::new("sa.json")).unwrap()
+async fn token_of(source: &TokenSource) -> String {
+    source.token().await.unwrap().unwrap().secret().to_string()
 }
 
-#[test]
-fn jwt_assertion_carries_the_claims_google_wants() {
-    let Credentials::ServiceAccount(key) = service_account("https://oauth2.example/token") else {
-        panic!("not a service account");
-    };
-    let now = SystemTime::now();
-    let jwt = jwt_assertion(&key, CLOUD_PLATFORM_SCOPE, now).unwrap();
+#[tokio::test]
+async fn service_account_tokens_are_self_signed_jwts() {
+    // Google's libraries sign the token with the key itself (AIP-4111):
+    // the token endpoint in the file is never called.
+    let server = TokenServer::start(3600).await.unwrap();
+    let json = service_account_json(&format!("{}/token", server.base_url));
+    let source = TokenSource::new(credentials(&json)).unwrap();
+    let jwt = token_of(&source).await;
+    assert_eq!(token_of(&source).await, jwt, "cached");
+
     let header = jsonwebtoken::decode_header(&jwt).unwrap();
     assert_eq!(header.alg, jsonwebtoken::Algorithm::RS256);
     assert_eq!(header.kid.as_deref(), Some("key-1"));
     let public = jsonwebtoken::DecodingKey::from_rsa_pem(TEST_PUBLIC_KEY_PEM.as_bytes()).unwrap();
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
-    validation.set_audience(&["https://oauth2.example/token"]);
-    let claims = jsonwebtoken::decode::<JwtClaims>(&jwt, &public, &validation)
+    validation.validate_aud = false;
+    let claims = jsonwebtoken::decode::<serde_json::Value>(&jwt, &public, &validation)
         .unwrap()
         .claims;
-    let iat = now.duration_since(UNIX_EPOCH).unwrap().as_secs();
-    assert_eq!(
-        claims,
-        JwtClaims {
-            iss: "kiln@proj.iam.gserviceaccount.com".into(),
-            scope: CLOUD_PLATFORM_SCOPE.into(),
-            aud: "https://oauth2.example/token".into(),
-            iat,
-            exp: iat + 3600,
-        }
-    );
-}
-
-/// An environment made of the given variables only.
-fn env_of(vars: Vec<(&'static str, PathBuf)>) -> impl Fn(&str) -> Option<PathBuf> {
-    move |name| {
-        vars.iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.clone())
-    }
-}
-
-#[test]
-fn adc_lookup_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let account = write(
-        dir.path(),
-        "account.json",
-        &service_account_json("https://t/a"),
-    );
-    let from_env = write(
-        dir.path(),
-        "env.json",
-        &authorized_user_json("https://t/e", "r"),
-    );
-    let home = dir.path().join("home");
-    let gcloud = home.join(".config/gcloud");
-    std::fs::create_dir_all(&gcloud).unwrap();
-    let gcloud_file = write(
-        &gcloud,
-        "application_default_credentials.json",
-        &authorized_user_json("https://t/g", "r"),
-    );
-
-    let all = || {
-        env_of(vec![
-            ("GOOGLE_APPLICATION_CREDENTIALS", from_env.clone()),
-            ("HOME", home.clone()),
-        ])
-    };
-    // 1. The template's account_file beats everything.
-    let (_, source) = Credentials::discover_with(Some(&account), &all()).unwrap();
-    assert_eq!(source, CredentialsSource::AccountFile(account.clone()));
-    // 2. Then GOOGLE_APPLICATION_CREDENTIALS.
-    let (creds, source) = Credentials::discover_with(None, &all()).unwrap();
-    assert_eq!(source, CredentialsSource::EnvVar(from_env.clone()));
-    assert!(matches!(creds, Credentials::AuthorizedUser(ref u) if u.token_uri == "https://t/e"));
-    // 3. Then gcloud's file under HOME, or under CLOUDSDK_CONFIG.
-    let (_, source) =
-        Credentials::discover_with(None, &env_of(vec![("HOME", home.clone())])).unwrap();
-    assert_eq!(source, CredentialsSource::Gcloud(gcloud_file.clone()));
-    let (_, source) =
-        Credentials::discover_with(None, &env_of(vec![("CLOUDSDK_CONFIG", gcloud.clone())]))
-            .unwrap();
-    assert_eq!(source, CredentialsSource::Gcloud(gcloud_file));
-    // 4. Then the metadata server.
-    let empty_home = dir.path().join("empty");
-    let (creds, source) =
-        Credentials::discover_with(None, &env_of(vec![("HOME", empty_home.clone())])).unwrap();
-    assert_eq!(source, CredentialsSource::MetadataServer);
-    assert!(
-        matches!(creds, Credentials::Metadata { ref base_url } if base_url == "http://metadata.google.internal")
-    );
-    let (creds, _) = Credentials::discover_with(
-        None,
-        &env_of(vec![
-            ("HOME", empty_home),
-            ("GCE_METADATA_HOST", "127.0.0.1:1".into()),
-        ]),
-    )
-    .unwrap();
-    assert!(
-        matches!(creds, Credentials::Metadata { ref base_url } if base_url == "http://127.0.0.1:1")
-    );
-}
-
-#[test]
-fn a_bad_credentials_setting_is_an_error_not_a_fallthrough() {
-    let dir = tempfile::tempdir().unwrap();
-    let missing = dir.path().join("missing.json");
-    let err = Credentials::discover_with(
-        None,
-        &env_of(vec![("GOOGLE_APPLICATION_CREDENTIALS", missing.clone())]),
-    )
-    .unwrap_err();
-    assert!(
-        matches!(err, AuthError::ReadFile { ref path, .. } if *path == missing),
-        "{err}"
-    );
-    let odd = write(dir.path(), "odd.json", r#"{"type":"external_account"}"#);
-    let err = Credentials::from_file(&odd).unwrap_err();
-    assert!(err.to_string().contains("external_account"), "{err}");
-    let broken = write(dir.path(), "broken.json", "{");
-    assert!(matches!(
-        Credentials::from_file(&broken),
-        Err(AuthError::ParseFile { .. })
-    ));
-}
-
-#[test]
-fn secrets_never_show_in_debug_output() {
-    let creds = service_account("https://t/a");
-    let text = format!("{creds:?}");
-    assert!(!text.contains("PRIVATE KEY"), "{text}");
-    let user = Credentials::from_json(
-        &authorized_user_json("https://t", "refresh-xyz"),
-        Path::new("u"),
-    )
-    .unwrap();
-    let text = format!("{user:?}");
-    assert!(
-        !text.contains("refresh-xyz") && !text.contains("very-secret"),
-        "{text}"
-    );
+    assert_eq!(claims["iss"], SOURCE_ACCOUNT);
+    assert_eq!(claims["sub"], SOURCE_ACCOUNT);
+    assert_eq!(claims["scope"], CLOUD_PLATFORM);
+    assert_eq!(server.requests(), 0);
+    assert!(!format!("{source:?}").contains(&jwt));
 }
 
 #[tokio::test]
-async fn service_account_token_is_fetched_and_cached() {
+async fn authorized_user_token_is_fetched_once_and_cached() {
     let server = TokenServer::start(3600).await.unwrap();
-    let source = TokenSource::new(service_account(&format!("{}/token", server.base_url))).unwrap();
+    let json = authorized_user_json(&format!("{}/token", server.base_url), GOOD_REFRESH_TOKEN);
+    let source = TokenSource::new(credentials(&json)).unwrap();
     let first = source.token().await.unwrap().unwrap();
     let second = source.token().await.unwrap().unwrap();
     assert_eq!(first.secret(), "test-token-1");
     assert_eq!(first, second);
-    assert_eq!(server.requests(), 1);
+    assert_eq!(first.bearer(), "Bearer test-token-1");
+    assert_eq!(server.calls(), vec![Call::Refresh]);
     assert_eq!(format!("{first:?}"), "AccessToken(<redacted>)");
-    assert!(!format!("{source:?}").contains("test-token"));
+    let debug = format!("{source:?}");
+    assert!(
+        !debug.contains("test-token") && !debug.contains("very-secret"),
+        "{debug}"
+    );
 }
 
 #[tokio::test]
-async fn a_token_near_expiry_is_renewed() {
-    // Lifetime under the renewal margin: every call needs a new token.
-    let server = TokenServer::start(60).await.unwrap();
-    let source = TokenSource::new(service_account(&format!("{}/token", server.base_url))).unwrap();
-    source.token().await.unwrap();
-    let second = source.token().await.unwrap().unwrap();
-    assert_eq!(second.secret(), "test-token-2");
-    assert_eq!(server.requests(), 2);
-}
-
-#[tokio::test]
-async fn authorized_user_refresh_and_refusal() {
+async fn a_refused_refresh_is_an_error_that_says_why() {
     let server = TokenServer::start(3600).await.unwrap();
-    let uri = format!("{}/token", server.base_url);
-    let good = Credentials::from_json(&authorized_user_json(&uri, "good-refresh"), Path::new("u"))
-        .unwrap();
-    let token = TokenSource::new(good)
+    let json = authorized_user_json(&format!("{}/token", server.base_url), "revoked");
+    let err = TokenSource::new(credentials(&json))
         .unwrap()
         .token()
         .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(token.bearer(), "Bearer test-token-1");
-
-    let bad =
-        Credentials::from_json(&authorized_user_json(&uri, "revoked"), Path::new("u")).unwrap();
-    let err = TokenSource::new(bad).unwrap().token().await.unwrap_err();
+        .unwrap_err();
+    assert!(matches!(err, AuthError::Token(_)), "{err}");
+    let chain = kiln::error::error_chain(&err);
     assert!(
-        matches!(err, AuthError::Refused { status: 400, .. }),
-        "{err}"
+        chain.contains("invalid_grant") && chain.contains("400"),
+        "{chain}"
     );
+    assert!(server.calls().is_empty());
 }
 
 #[tokio::test]
 async fn metadata_server_token() {
     let server = TokenServer::start(3600).await.unwrap();
     let source = TokenSource::new(Credentials::Metadata {
-        base_url: server.base_url.clone(),
+        endpoint: Some(server.base_url.clone()),
     })
     .unwrap();
-    assert_eq!(
-        source.token().await.unwrap().unwrap().secret(),
-        "test-token-1"
-    );
+    assert_eq!(token_of(&source).await, "test-token-1");
+    assert_eq!(server.calls(), vec![Call::Metadata]);
 }
 
 #[tokio::test]
 async fn no_credentials_means_no_token() {
-    let source = TokenSource::none().unwrap();
+    let source = TokenSource::none();
     assert!(source.token().await.unwrap().is_none());
+    assert!(
+        TokenSource::new(Credentials::None)
+            .unwrap()
+            .token()
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn external_account_exchanges_the_subject_token_at_sts() {
+    let server = TokenServer::start(3600).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let subject = subject_token_file(dir.path(), GOOD_SUBJECT_TOKEN);
+    let source = TokenSource::new(credentials(&external_account_json(
+        &server, &subject, false,
+    )))
+    .unwrap();
+    assert_eq!(token_of(&source).await, "sts-test-token-1");
+    assert_eq!(
+        server.calls(),
+        vec![Call::Exchange {
+            audience: AUDIENCE.into(),
+            scope: CLOUD_PLATFORM.into(),
+        }]
+    );
+}
+
+#[tokio::test]
+async fn external_account_then_impersonates_its_service_account() {
+    let server = TokenServer::start(3600).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let subject = subject_token_file(dir.path(), GOOD_SUBJECT_TOKEN);
+    let source =
+        TokenSource::new(credentials(&external_account_json(&server, &subject, true))).unwrap();
+    assert_eq!(token_of(&source).await, "test-token-2");
+    assert_eq!(
+        server.calls(),
+        vec![
+            Call::Exchange {
+                audience: AUDIENCE.into(),
+                scope: IAM_SCOPE.into(),
+            },
+            Call::Impersonate {
+                account: TARGET_ACCOUNT.into(),
+                caller: "sts".into(),
+                scope: vec![CLOUD_PLATFORM.into()],
+            },
+        ]
+    );
+}
+
+#[tokio::test]
+async fn external_account_with_a_refused_subject_token_fails() {
+    let server = TokenServer::start(3600).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let subject = subject_token_file(dir.path(), "forged");
+    let err = TokenSource::new(credentials(&external_account_json(
+        &server, &subject, false,
+    )))
+    .unwrap()
+    .token()
+    .await
+    .unwrap_err();
+    let chain = kiln::error::error_chain(&err);
+    assert!(chain.contains("bad subject token"), "{chain}");
+    assert!(server.calls().is_empty());
+}
+
+#[tokio::test]
+async fn impersonated_service_account_file() {
+    let server = TokenServer::start(3600).await.unwrap();
+    let json = serde_json::json!({
+        "type": "impersonated_service_account",
+        "service_account_impersonation_url": server.impersonation_url(TARGET_ACCOUNT),
+        "source_credentials": service_account_json("https://oauth2.invalid/token"),
+    });
+    let source = TokenSource::new(credentials(&json)).unwrap();
+    assert_eq!(token_of(&source).await, "test-token-1");
+    assert_eq!(token_of(&source).await, "test-token-1", "cached");
+    assert_eq!(
+        server.calls(),
+        vec![Call::Impersonate {
+            account: TARGET_ACCOUNT.into(),
+            caller: SOURCE_ACCOUNT.into(),
+            scope: vec![CLOUD_PLATFORM.into()],
+        }]
+    );
+}
+
+#[tokio::test]
+async fn impersonation_from_user_credentials_refreshes_first() {
+    let server = TokenServer::start(3600).await.unwrap();
+    let json = serde_json::json!({
+        "type": "impersonated_service_account",
+        "service_account_impersonation_url": server.impersonation_url(TARGET_ACCOUNT),
+        "source_credentials": authorized_user_json(
+            &format!("{}/token", server.base_url),
+            GOOD_REFRESH_TOKEN,
+        ),
+    });
+    let source = TokenSource::new(credentials(&json)).unwrap();
+    assert_eq!(token_of(&source).await, "test-token-2");
+    assert_eq!(
+        server.calls(),
+        vec![
+            Call::Refresh,
+            Call::Impersonate {
+                account: TARGET_ACCOUNT.into(),
+                caller: "test-token-1".into(),
+                scope: vec![CLOUD_PLATFORM.into()],
+            },
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_incomplete_file_of_a_known_kind_is_refused_with_its_path() {
+    let err = TokenSource::new(
+        Credentials::from_json(
+            r#"{"type":"external_account","audience":"a"}"#,
+            Path::new("wif.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, AuthError::Build { ref path, .. } if path == Path::new("wif.json")),
+        "{err}"
+    );
 }

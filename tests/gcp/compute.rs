@@ -3,10 +3,10 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use kiln::gcp::auth::TokenSource;
-use kiln::gcp::compute::{ComputeClient, ComputeError, DEFAULT_WAIT_TIMEOUT, ImageRequest};
-use kiln::gcp::retry::RetryPolicy;
-use kiln::gcp::storage::{StorageClient, UploadOptions};
+use kiln::gcp::{
+    ComputeClient, ComputeError, DEFAULT_WAIT_TIMEOUT, ImageRequest, RetryPolicy, StorageClient,
+    TokenSource, UploadOptions,
+};
 use kiln_test_support::compute_fake::ComputeFake;
 use kiln_test_support::emulators::StorageEmulator;
 use kiln_test_support::tarball::make_test_tarball;
@@ -25,7 +25,7 @@ struct World {
 /// Compute fake reading from it.
 async fn world() -> World {
     let storage = StorageEmulator::fake_gcs_server(BUCKET).await.unwrap();
-    let tokens = Arc::new(TokenSource::none().unwrap());
+    let tokens = Arc::new(TokenSource::none());
     let client = StorageClient::new(&storage.base_url, tokens.clone()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let tarball = std::fs::read(make_test_tarball(dir.path()).unwrap()).unwrap();

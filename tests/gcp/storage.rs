@@ -3,10 +3,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::io::AsyncWriteExt;
 
-use kiln::gcp::auth::TokenSource;
-use kiln::gcp::progress::UploadProgress;
-use kiln::gcp::retry::RetryPolicy;
-use kiln::gcp::storage::{StorageClient, StorageError, UploadOptions};
+use kiln::gcp::{
+    HttpError, RetryPolicy, StorageClient, StorageError, TokenSource, UploadOptions, UploadProgress,
+};
 use kiln_test_support::emulators::StorageEmulator;
 use kiln_test_support::fault_proxy::{Fault, FaultProxy, RequestInfo};
 
@@ -14,7 +13,7 @@ const KIB256: usize = 256 * 1024;
 const BUCKET: &str = "kiln-test";
 
 fn client(base_url: &str) -> StorageClient {
-    StorageClient::new(base_url, Arc::new(TokenSource::none().unwrap()))
+    StorageClient::new(base_url, Arc::new(TokenSource::none()))
         .unwrap()
         .with_retry(RetryPolicy::fast(5))
 }
@@ -311,7 +310,10 @@ async fn gives_up_after_bounded_attempts() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, StorageError::GaveUp { attempts: 3, .. }),
+        matches!(
+            err,
+            StorageError::Http(HttpError::GaveUp { attempts: 3, .. })
+        ),
         "{}",
         kiln::error::error_chain(&err)
     );
@@ -336,10 +338,7 @@ async fn a_corrupted_upload_is_detected_by_crc32c() {
     match &err {
         StorageError::Crc32cMismatch { local, remote, .. } => {
             assert_ne!(local, remote);
-            assert_eq!(
-                *local,
-                kiln::gcp::storage::crc32c_base64(crc32c::crc32c(&bytes))
-            );
+            assert_eq!(*local, kiln::gcp::crc32c_base64(crc32c::crc32c(&bytes)));
         }
         other => panic!(
             "expected a crc32c mismatch, got {}",
@@ -379,18 +378,19 @@ async fn an_empty_upload_makes_an_empty_object() {
 
 #[tokio::test]
 async fn every_request_carries_the_cached_token() {
-    use kiln::gcp::auth::Credentials;
-    use kiln_test_support::TEST_PRIVATE_KEY_PEM;
-    use kiln_test_support::token_server::TokenServer;
+    use kiln::gcp::Credentials;
+    use kiln_test_support::token_server::{GOOD_REFRESH_TOKEN, TokenServer};
 
     let tokens = TokenServer::start(3600).await.unwrap();
-    let key = serde_json::json!({
-        "type": "service_account",
-        "private_key": TEST_PRIVATE_KEY_PEM,
-        "client_email": "kiln@proj.iam.gserviceaccount.com",
+    let user = serde_json::json!({
+        "type": "authorized_user",
+        "client_id": "cid",
+        "client_secret": "secret",
+        "refresh_token": GOOD_REFRESH_TOKEN,
         "token_uri": format!("{}/token", tokens.base_url),
     });
-    let creds = Credentials::from_json(&key.to_string(), std::path::Path::new("sa.json")).unwrap();
+    let creds =
+        Credentials::from_json(&user.to_string(), std::path::Path::new("user.json")).unwrap();
     let (_emulator, proxy, _) = proxied(chunk_plan(|n| {
         if n == 1 {
             Fault::DropMidBody

@@ -519,7 +519,7 @@ fn a_signal_during_export_leaves_nothing_behind() {
 }
 
 fn storage(base_url: &str) -> StorageClient {
-    StorageClient::new(base_url, Arc::new(TokenSource::none().expect("tokens"))).expect("client")
+    StorageClient::new(base_url, Arc::new(TokenSource::none())).expect("client")
 }
 
 #[tokio::test(flavor = "multi_thread")]

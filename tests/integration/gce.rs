@@ -28,7 +28,7 @@ async fn kiln(scratch: &Scratch, args: &[&str], env: &[(&str, &str)]) -> Run {
 }
 
 fn storage(base_url: &str) -> StorageClient {
-    StorageClient::new(base_url, Arc::new(TokenSource::none().expect("tokens"))).expect("client")
+    StorageClient::new(base_url, Arc::new(TokenSource::none())).expect("client")
 }
 
 async fn download(base_url: &str, object: &str) -> Vec<u8> {
@@ -349,6 +349,75 @@ async fn publish_prints_the_images_name_id_and_self_link() {
         run.stdout.contains(&format!("selfLink: {link}\n")),
         "{}",
         run.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn publish_as_an_impersonated_account_in_the_key_files_project() {
+    use kiln_test_support::TEST_PRIVATE_KEY_PEM;
+    use kiln_test_support::token_server::{Call, TokenServer};
+
+    let emulator = StorageEmulator::fake_gcs_server(BUCKET)
+        .await
+        .expect("fake-gcs-server");
+    let compute = ComputeFake::start(&emulator.base_url)
+        .await
+        .expect("compute fake");
+    let tokens = TokenServer::start(3600).await.expect("token server");
+    let scratch = Scratch::new();
+    let disk = disk_copy(&scratch);
+    let key = scratch.write_json(
+        "key.json",
+        &json!({
+            "type": "service_account",
+            "project_id": "key-project",
+            "private_key_id": "key-1",
+            "private_key": TEST_PRIVATE_KEY_PEM,
+            "client_email": "builder@key-project.iam.gserviceaccount.com",
+        }),
+    );
+    // No project anywhere but in the key file.
+    let mut command = scratch.kiln(&[
+        "export",
+        "--bucket",
+        BUCKET,
+        "--image-name",
+        "impersonated-1",
+        "--account-file",
+        path_str(&key),
+        "--impersonate-service-account",
+        "publisher@key-project.iam.gserviceaccount.com",
+        path_str(&disk),
+    ]);
+    for var in [
+        "GOOGLE_CLOUD_PROJECT",
+        "CLOUDSDK_CORE_PROJECT",
+        "CLOUDSDK_CONFIG",
+        "CLOUDSDK_ACTIVE_CONFIG_NAME",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+    ] {
+        command.env_remove(var);
+    }
+    command
+        .env("HOME", scratch.path())
+        .env("STORAGE_EMULATOR_HOST", &emulator.base_url)
+        .env("KILN_COMPUTE_ENDPOINT", &compute.base_url)
+        .env(
+            "CLOUDSDK_API_ENDPOINT_OVERRIDES_IAMCREDENTIALS",
+            &tokens.base_url,
+        );
+    let run = tokio::task::spawn_blocking(move || Run::from(command.output().expect("run kiln")))
+        .await
+        .expect("join");
+    run.assert_success();
+    assert!(compute.image("key-project", "impersonated-1").is_some());
+    assert_eq!(
+        tokens.calls(),
+        vec![Call::Impersonate {
+            account: "publisher@key-project.iam.gserviceaccount.com".into(),
+            caller: "builder@key-project.iam.gserviceaccount.com".into(),
+            scope: vec!["https://www.googleapis.com/auth/cloud-platform".into()],
+        }]
     );
 }
 

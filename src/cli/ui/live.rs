@@ -444,6 +444,7 @@ fn format_elapsed(elapsed: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::testing::upload;
 
     /// A terminal of a set width that keeps each piece of text written.
     #[derive(Debug, Default)]
@@ -493,16 +494,6 @@ mod tests {
         }
         fn flush(&self) -> std::io::Result<()> {
             Ok(())
-        }
-    }
-
-    fn upload(fraction: f64) -> Progress {
-        Progress {
-            action: "Uploading",
-            bytes: 600 << 20,
-            bytes_per_sec: f64::from(40 << 20),
-            fraction: Some(fraction),
-            eta: Some(Duration::from_secs(75)),
         }
     }
 

@@ -395,6 +395,7 @@ fn machine_record(target: &str, fields: &[&str]) -> String {
 mod tests {
     use super::*;
     use crate::cli::testing::SharedBuf as Sink;
+    use crate::cli::testing::upload;
 
     #[test]
     fn errors_go_to_stderr_in_every_mode() {
@@ -528,16 +529,6 @@ mod tests {
         ui.stop_live();
         ui.say("b", "done");
         assert!(sink.text().ends_with("==> b: done\n"));
-    }
-
-    fn upload(fraction: f64) -> Progress {
-        Progress {
-            action: "Uploading",
-            bytes: 600 << 20,
-            bytes_per_sec: f64::from(40 << 20),
-            fraction: Some(fraction),
-            eta: Some(Duration::from_secs(75)),
-        }
     }
 
     #[test]
