@@ -17,8 +17,6 @@ pub mod cleanup;
 pub mod cli;
 pub mod error;
 pub mod export;
-// documented with the credentials rework
-#[allow(missing_docs)]
 pub mod gcp;
 pub mod human;
 pub mod pipeline;
