@@ -360,6 +360,7 @@ async fn run_one(
             }
         },
     }
+    reporter.finished(&ctx.name);
     Outcome {
         name: spec.name,
         elapsed: started.elapsed(),

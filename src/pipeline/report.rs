@@ -179,6 +179,9 @@ pub trait Reporter: Send + Sync {
     fn ask(&self, _build: &str, _question: &str) -> Option<String> {
         None
     }
+    /// The build is over, cleaned up and reported: nothing more comes for
+    /// it (a live display drops its line).
+    fn finished(&self, _build: &str) {}
 }
 
 #[cfg(test)]

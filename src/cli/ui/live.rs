@@ -251,7 +251,6 @@ impl Live {
     }
 
     /// The build is over: its line goes.
-    #[cfg(test)]
     pub(super) fn finish(&mut self, build: &str) {
         if let Some(index) = self.builds.iter().position(|b| b.name == build) {
             self.builds.remove(index).bar.finish_and_clear();

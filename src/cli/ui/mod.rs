@@ -262,7 +262,6 @@ impl Ui {
 
     /// Removes `build`'s status line (a build's line otherwise stays until
     /// the live display stops).
-    #[cfg(test)]
     pub fn finish_build(&self, build: &str) {
         self.with_state(|state| {
             if let Some(live) = &mut state.live {
@@ -294,6 +293,10 @@ impl Reporter for Ui {
 
     fn error(&self, build: &str, message: &str) {
         self.line("error", &format!("==> {build}: {message}"));
+    }
+
+    fn finished(&self, build: &str) {
+        self.finish_build(build);
     }
 
     fn artifact(&self, build: &str, artifact: &Artifact) {
