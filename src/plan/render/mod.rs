@@ -42,7 +42,7 @@ impl Resolver for LateResolver<'_> {
 }
 
 /// Fills the late references (`{{ .Vars }}`, `{{ .Path }}`,
-/// `{{.SSHHostPort}}`, ...) that [`crate::template::load`] left in a
+/// `{{.SSHHostPort}}`, ...) that `template::load` left in a
 /// string. Unknown late references are left as they are; so is the whole
 /// text if it cannot be rendered.
 pub fn render_late(text: &str, values: &[(&str, &str)]) -> String {
