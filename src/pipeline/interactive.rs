@@ -84,6 +84,18 @@ impl Interactive {
         self.state().current = None;
     }
 
+    /// Under `-debug`, a pause before each provisioner, as Packer's
+    /// debugged provisioners make.
+    pub(crate) async fn before_provisioner(&self, ctx: &BuildContext) {
+        if self.debug {
+            self.wait_for_enter(
+                ctx,
+                "Pausing before the next provisioner. Press enter to continue.",
+            )
+            .await;
+        }
+    }
+
     async fn pause(&self, ctx: &BuildContext) {
         let current = self.state().current;
         let (true, Some(stage)) = (self.debug, current) else {
@@ -93,7 +105,11 @@ impl Interactive {
             "Pausing after run of step '{}'. Press enter to continue.",
             stage.as_str()
         );
-        if ask(ctx, &question).await.is_none() {
+        self.wait_for_enter(ctx, &question).await;
+    }
+
+    async fn wait_for_enter(&self, ctx: &BuildContext, question: &str) {
+        if ask(ctx, question).await.is_none() {
             self.tell_unanswered(
                 ctx,
                 "-debug: nobody to answer (standard input is not a terminal): not pausing",
@@ -415,6 +431,22 @@ mod tests {
         steps.begin(&ctx, Stage::Source).await;
         steps.end(&ctx).await;
         assert_eq!(person.heard(), ["stage source"]);
+    }
+
+    #[tokio::test]
+    async fn debug_pauses_before_each_provisioner() {
+        let person = Person::answering(&[Some(""), Some("")]);
+        let ctx = ctx(&person);
+        let steps = Interactive::new(OnError::Cleanup, true);
+        steps.before_provisioner(&ctx).await;
+        steps.before_provisioner(&ctx).await;
+        let pause = "ask Pausing before the next provisioner. Press enter to continue.";
+        assert_eq!(person.heard(), [pause, pause]);
+        // Without -debug, none.
+        let person = Person::answering(&[]);
+        let steps = Interactive::new(OnError::Ask, false);
+        steps.before_provisioner(&self::ctx(&person)).await;
+        assert!(person.heard().is_empty());
     }
 
     #[tokio::test]

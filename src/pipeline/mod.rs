@@ -458,6 +458,7 @@ async fn provision(
     steps: &interactive::Interactive,
 ) -> Result<(), BuildError> {
     for provisioner in &spec.provisioners {
+        steps.before_provisioner(ctx).await;
         loop {
             let output = |line: &str| ctx.reporter.output(&ctx.name, line);
             let say = |line: &str| ctx.reporter.say(&ctx.name, line);

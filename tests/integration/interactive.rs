@@ -210,7 +210,10 @@ fn debug_pauses_after_each_step_until_enter() {
         "t.json",
         &json!({
             "builders": [fixture_builder(json!({"output_directory": "out", "vm_name": "disk.qcow2"}))],
-            "provisioners": [{"type": "shell", "inline": ["echo provisioned"]}]
+            "provisioners": [
+                {"type": "shell", "inline": ["echo provisioned"]},
+                {"type": "shell", "inline": ["echo again"]}
+            ]
         }),
     );
     let mut kiln = Interactive::start(&scratch, &["build", "-debug", path_str(&template)]);
@@ -235,7 +238,17 @@ fn debug_pauses_after_each_step_until_enter() {
         let pause = format!("Pausing after run of step '{step}'. Press enter to continue.");
         assert_eq!(all.matches(&pause).count(), 1, "{pause}:\n{all}");
     }
-    assert_eq!(pauses, steps.len(), "{all}");
+    // Packer's pause before each provisioner, two here.
+    let before = "Pausing before the next provisioner. Press enter to continue.";
+    assert_eq!(all.matches(before).count(), 2, "{all}");
+    assert_eq!(pauses, steps.len() + 2, "{all}");
+    let first = all.find(before).expect("first provisioner pause");
+    let second = all.rfind(before).expect("second provisioner pause");
+    let again = all.find("again").expect("second provisioner output");
+    assert!(
+        first < all.find("provisioned").expect("output") && second < again,
+        "{all}"
+    );
     // Each pause waited for its enter: the next step began after it.
     let provisioned = all.find("provisioned").expect("provisioner output");
     let after_connect = all
