@@ -40,6 +40,26 @@ async fn download(base_url: &str, object: &str) -> Vec<u8> {
     data
 }
 
+/// What a publishing test starts from: the Compute fake in front of
+/// `emulator`, a scratch directory and a copy of the fixture's disk in it.
+async fn publishing_setup(emulator: &StorageEmulator) -> (ComputeFake, Scratch, PathBuf) {
+    let compute = ComputeFake::start(&emulator.base_url)
+        .await
+        .expect("compute fake");
+    let scratch = Scratch::new();
+    let disk = disk_copy(&scratch);
+    (compute, scratch, disk)
+}
+
+/// The environment that sends kiln's uploads to `storage` and its Compute
+/// calls to `compute`.
+fn endpoints<'a>(storage: &'a str, compute: &'a ComputeFake) -> [(&'static str, &'a str); 2] {
+    [
+        ("STORAGE_EMULATOR_HOST", storage),
+        ("KILN_COMPUTE_ENDPOINT", compute.base_url.as_str()),
+    ]
+}
+
 /// A copy of the fixture, so tests can compare exports of the same file.
 fn disk_copy(scratch: &Scratch) -> PathBuf {
     let disk = scratch.path().join("disk.qcow2");
@@ -204,15 +224,8 @@ async fn publish_creates_the_image_and_removes_the_object() {
     let emulator = StorageEmulator::fake_gcs_server(BUCKET)
         .await
         .expect("fake-gcs-server");
-    let compute = ComputeFake::start(&emulator.base_url)
-        .await
-        .expect("compute fake");
-    let scratch = Scratch::new();
-    let disk = disk_copy(&scratch);
-    let env = [
-        ("STORAGE_EMULATOR_HOST", emulator.base_url.as_str()),
-        ("KILN_COMPUTE_ENDPOINT", compute.base_url.as_str()),
-    ];
+    let (compute, scratch, disk) = publishing_setup(&emulator).await;
+    let env = endpoints(&emulator.base_url, &compute);
     let args = [
         "export",
         "--bucket",
@@ -268,15 +281,8 @@ async fn publish_prints_the_images_name_id_and_self_link() {
     let emulator = StorageEmulator::fake_gcs_server(BUCKET)
         .await
         .expect("fake-gcs-server");
-    let compute = ComputeFake::start(&emulator.base_url)
-        .await
-        .expect("compute fake");
-    let scratch = Scratch::new();
-    let disk = disk_copy(&scratch);
-    let env = [
-        ("STORAGE_EMULATOR_HOST", emulator.base_url.as_str()),
-        ("KILN_COMPUTE_ENDPOINT", compute.base_url.as_str()),
-    ];
+    let (compute, scratch, disk) = publishing_setup(&emulator).await;
+    let env = endpoints(&emulator.base_url, &compute);
     let run = kiln(
         &scratch,
         &[
@@ -426,15 +432,8 @@ async fn bad_image_names_are_refused_before_any_upload() {
     let emulator = StorageEmulator::gcp_storage_emulator(BUCKET)
         .await
         .expect("emulator");
-    let compute = ComputeFake::start(&emulator.base_url)
-        .await
-        .expect("compute fake");
-    let scratch = Scratch::new();
-    let disk = disk_copy(&scratch);
-    let env = [
-        ("STORAGE_EMULATOR_HOST", emulator.base_url.as_str()),
-        ("KILN_COMPUTE_ENDPOINT", compute.base_url.as_str()),
-    ];
+    let (compute, scratch, disk) = publishing_setup(&emulator).await;
+    let env = endpoints(&emulator.base_url, &compute);
     let run = kiln(
         &scratch,
         &[
@@ -494,15 +493,8 @@ async fn an_upload_through_faults_matches_a_local_export() {
     })
     .await
     .expect("proxy");
-    let compute = ComputeFake::start(&emulator.base_url)
-        .await
-        .expect("compute fake");
-    let scratch = Scratch::new();
-    let disk = disk_copy(&scratch);
-    let env = [
-        ("STORAGE_EMULATOR_HOST", proxy.base_url.as_str()),
-        ("KILN_COMPUTE_ENDPOINT", compute.base_url.as_str()),
-    ];
+    let (compute, scratch, disk) = publishing_setup(&emulator).await;
+    let env = endpoints(&proxy.base_url, &compute);
     let run = kiln(
         &scratch,
         &[
@@ -570,10 +562,7 @@ async fn a_built_image_published_to_gce_boots_from_the_uploaded_tarball() {
             }]
         }),
     );
-    let env = [
-        ("STORAGE_EMULATOR_HOST", emulator.base_url.as_str()),
-        ("KILN_COMPUTE_ENDPOINT", compute.base_url.as_str()),
-    ];
+    let env = endpoints(&emulator.base_url, &compute);
     let run = kiln(&scratch, &["build", path_str(&template)], &env).await;
     run.assert_success();
     assert!(run.stdout.contains("Image created"), "{}", run.stdout);
