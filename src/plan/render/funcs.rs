@@ -30,7 +30,16 @@ pub const FUNCTIONS: &[&str] = &[
     "lower",
     "upper",
     "clean_resource_name",
+    "packer_version",
+    "consul_key",
+    "vault",
+    "aws_secretsmanager",
+    "sed",
 ];
+
+/// The Packer release whose templates kiln reads, as `packer_version`
+/// prints it: templates compare it to pick options that differ by release.
+pub const PACKER_VERSION: &str = "1.6.6";
 
 /// Everything the functions can see while one string is rendered.
 #[derive(Debug, Clone)]
@@ -207,8 +216,55 @@ impl FuncCtx {
                 arity(name, args, 0)?;
                 s(self.pwd.clone())
             }
+            "packer_version" => {
+                arity(name, args, 0)?;
+                s(PACKER_VERSION.to_string())
+            }
+            "consul_key" | "vault" | "aws_secretsmanager" => self.call_secret_store(name, args),
+            "sed" => Err(msg(
+                "template function `sed` is deprecated: use `replace` or `replace_all` instead",
+            )),
             other => Err(msg(format!("function {other:?} is not defined"))),
         }
+    }
+}
+
+impl FuncCtx {
+    /// Packer reads these from a Consul, Vault or AWS Secrets Manager
+    /// server while it loads the template; kiln builds offline and never
+    /// contacts one, so the call says which value to pass instead.
+    fn call_secret_store(&self, name: &str, args: &[Value]) -> Result<Value, EvalError> {
+        let (store, wanted) = match name {
+            "consul_key" => ("Consul", 1..=1),
+            "vault" => ("Vault", 2..=2),
+            _ => ("AWS Secrets Manager", 1..=2),
+        };
+        if !wanted.contains(&args.len()) {
+            let want = if wanted.start() == wanted.end() {
+                wanted.start().to_string()
+            } else {
+                format!("{} or {}", wanted.start(), wanted.end())
+            };
+            return Err(msg(format!(
+                "{name} takes {want} argument(s), got {}",
+                args.len()
+            )));
+        }
+        if !self.env_allowed {
+            // As in Packer: secrets are read into variables, never inline.
+            return Err(msg(format!(
+                "{name} is only allowed in the default values of the variables section"
+            )));
+        }
+        let key = args
+            .iter()
+            .map(|a| format!("{:?}", a.to_string()))
+            .collect::<Vec<_>>()
+            .join(" ");
+        Err(msg(format!(
+            "{name} {key} is not available offline: kiln does not read {store} \
+             (set the value with -var or -var-file instead)"
+        )))
     }
 }
 
@@ -510,6 +566,7 @@ mod tests {
         assert_eq!(r("{{build_name}}-{{build_type}}").unwrap(), "web-qemu");
         assert_eq!(r("{{template_dir}} {{pwd}}").unwrap(), "/t /p");
         assert_eq!(r("{{ lower `AbC` }}{{ upper `x` }}").unwrap(), "abcX");
+        assert_eq!(r("{{ packer_version }}").unwrap(), "1.6.6");
         let u = r("{{uuid}}").unwrap();
         assert_eq!(u.len(), 36);
         assert_ne!(u, r("{{uuid}}").unwrap());
@@ -529,6 +586,46 @@ mod tests {
         unsafe { std::env::set_var("KILN_TEST_ENV_FN", "v1") };
         assert_eq!(render("{{env `KILN_TEST_ENV_FN`}}", &c).unwrap(), "v1");
         assert_eq!(render("{{env `KILN_TEST_UNSET_XYZ`}}", &c).unwrap(), "");
+    }
+
+    #[test]
+    fn secret_stores_say_they_are_offline() {
+        let mut c = ctx();
+        c.env_allowed = true;
+        let e = render("{{ consul_key `app/db/password` }}", &c)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "consul_key \"app/db/password\" is not available offline: kiln does not read Consul \
+             (set the value with -var or -var-file instead)"
+        );
+        let e = render("{{ vault `/secret/data/hello` `foo` }}", &c)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("vault \"/secret/data/hello\" \"foo\" is not available offline"),
+            "{e}"
+        );
+        let e = render("{{ aws_secretsmanager `db` }}", &c)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("AWS Secrets Manager"), "{e}");
+        // Packer's own rules come first: the argument count, then the place.
+        assert_eq!(
+            render("{{ vault `x` }}", &c).unwrap_err().to_string(),
+            "vault takes 2 argument(s), got 1"
+        );
+        assert_eq!(
+            r("{{ consul_key `k` }}").unwrap_err().to_string(),
+            "consul_key is only allowed in the default values of the variables section"
+        );
+        assert!(
+            r("{{ sed `s/a/b/` `a` }}")
+                .unwrap_err()
+                .to_string()
+                .contains("use `replace` or `replace_all`")
+        );
     }
 
     #[test]
