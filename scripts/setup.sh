@@ -106,9 +106,10 @@ FIXTURE_PKGS=(busybox-static dropbear-bin openssh-sftp-server syslinux syslinux-
               mtools fdisk e2fsprogs cpio kmod dosfstools)
 # What the tests use to check kiln's output with independent tools (ovmf: UEFI boots), and the
 # reference for the benchmark; python3 runs the Cloud Storage emulators; podman, runc and
-# debootstrap build and run the container image (packaging/Containerfile) from a local base.
+# debootstrap build and run the container image (packaging/Containerfile) from a local base;
+# ansible runs the ansible provisioner's tests.
 TEST_PKGS=(ovmf genisoimage xorriso libarchive-tools openssh-client openssh-server packer socat hyperfine
-           pigz time util-linux podman runc debootstrap)
+           pigz time util-linux podman runc debootstrap ansible)
 
 installed() {
   dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"

@@ -86,13 +86,17 @@ fn summarize(ui: &Ui, outcomes: &[pipeline::Outcome]) -> ExitCode {
         .collect();
     if !artifacts.is_empty() {
         ui.say_global("==> Builds finished. The artifacts of successful builds are:");
-        for (outcome, artifact) in artifacts {
-            ui.say_global(&format!(
-                "--> {}: {} (in {})",
-                outcome.name,
-                artifact.description,
-                crate::human::duration(outcome.elapsed)
-            ));
+        // Every artifact of every build, as Packer lists them: the
+        // builder's (when kept) and the post-processors'.
+        for (outcome, list) in artifacts {
+            for artifact in list {
+                ui.say_global(&format!(
+                    "--> {}: {} (in {})",
+                    outcome.name,
+                    artifact.description,
+                    crate::human::duration(outcome.elapsed)
+                ));
+            }
         }
     } else if outcomes.is_empty() {
         ui.say_global("==> No builds to run.");

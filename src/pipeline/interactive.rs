@@ -262,7 +262,7 @@ mod tests {
         fn error(&self, _: &str, message: &str) {
             self.hear(format!("error {message}"));
         }
-        fn artifact(&self, _: &str, _: &Artifact) {}
+        fn artifacts(&self, _: &str, _: &[Artifact]) {}
         fn progress(&self, _: &str, _: Option<&Progress>) {}
         fn ask(&self, _: &str, question: &str) -> Option<String> {
             self.hear(format!("ask {question}"));

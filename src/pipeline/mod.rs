@@ -144,9 +144,10 @@ pub enum BuildError {
     #[error(transparent)]
     Machine(#[from] MachineError),
     /// A provisioner failed.
-    #[error("provisioner {index} ({kind})")]
+    #[error("provisioner {} ({kind})", index + 1)]
     Provision {
-        /// Its position in the template.
+        /// Its position in the template, from 0 (shown from 1, as Packer
+        /// numbers provisioners).
         index: usize,
         /// Its type.
         kind: String,
@@ -205,8 +206,9 @@ pub struct Outcome {
     pub name: String,
     /// How long it ran.
     pub elapsed: Duration,
-    /// Its artifact, or why it failed.
-    pub result: Result<Artifact, BuildError>,
+    /// Its artifacts (the builder's, when kept, then the last of each
+    /// post-processor chain, as Packer lists them), or why it failed.
+    pub result: Result<Vec<Artifact>, BuildError>,
 }
 
 /// `kiln build`: runs every selected build of the plan; never fails as a
@@ -332,14 +334,14 @@ async fn run_one(
     // The pipeline future is gone by now, and with it the QEMU process.
     ctx.stage(Stage::Cleanup);
     match &result {
-        Ok(artifact) => {
+        Ok(artifacts) => {
             for (path, err) in undo.succeed() {
                 ctx.reporter.error(
                     &ctx.name,
                     &format!("could not remove {}: {err}", path.display()),
                 );
             }
-            reporter.artifact(&ctx.name, artifact);
+            reporter.artifacts(&ctx.name, artifacts);
         }
         Err(err) => match steps.ending(&ctx, options.on_error, err).await {
             interactive::Ending::CleanUp => {
@@ -375,7 +377,7 @@ async fn pipeline(
     undo: &mut UndoStack,
     run_uuid: &str,
     steps: &interactive::Interactive,
-) -> Result<Artifact, BuildError> {
+) -> Result<Vec<Artifact>, BuildError> {
     let config = &spec.qemu;
 
     steps.begin(ctx, Stage::Source).await;
@@ -430,23 +432,27 @@ async fn pipeline(
     steps.begin(ctx, Stage::Finalize).await;
     compact(config, ctx, &disk_path).await?;
 
+    // Shown as the template wrote it, as Packer shows it: kiln never
+    // changes its working directory, so the relative path stays good.
     let artifact = Artifact {
         build_name: spec.name.clone(),
         builder_type: spec.builder_type.clone(),
         builder_id: report::QEMU_BUILDER_ID.to_string(),
         description: format!(
             "VM files in directory: {}",
-            config.output_directory.display()
+            config.output_directory_shown.display()
         ),
-        files: vec![disk_path.clone()],
+        files: vec![config.output_directory_shown.join(&config.vm_name)],
     };
 
-    if !spec.post_processors.is_empty() {
+    let artifacts = if spec.post_processors.is_empty() {
+        vec![artifact]
+    } else {
         steps.begin(ctx, Stage::Post).await;
-        run_post_processors(spec, &artifact, ctx, undo, run_uuid).await?;
-    }
+        run_post_processors(spec, artifact, ctx, undo, run_uuid).await?
+    };
     steps.end(ctx).await;
-    Ok(artifact)
+    Ok(artifacts)
 }
 
 /// Runs the provisioners in order on the guest (none with communicator
@@ -682,16 +688,20 @@ fn report_path(path: &Path, build: &str, many_builds: bool) -> PathBuf {
     path.with_file_name(format!("{stem}-{build}.{ext}"))
 }
 
+/// Runs the chains and returns the build's artifacts as Packer's build
+/// does: the builder's first when kept, then, per chain, each kept
+/// intermediate artifact and the chain's last.
 async fn run_post_processors(
     spec: &BuildSpec,
-    artifact: &Artifact,
+    artifact: Artifact,
     ctx: &BuildContext,
     undo: &mut UndoStack,
     run_uuid: &str,
-) -> Result<(), BuildError> {
+) -> Result<Vec<Artifact>, BuildError> {
     // Packer deletes a post-processor's input unless it asks to keep it;
     // the builder's own artifact goes only when no chain keeps it.
     let mut builder_artifact_kept = spec.post_processors.is_empty();
+    let mut results = Vec::new();
     for chain in &spec.post_processors {
         let mut current = artifact.clone();
         for (position, post) in chain.iter().enumerate() {
@@ -728,17 +738,24 @@ async fn run_post_processors(
             };
             if position == 0 {
                 builder_artifact_kept |= keeps_input;
-            } else if !keeps_input {
+            } else if keeps_input {
+                results.push(current);
+            } else {
                 remove_files(ctx, &current.files);
             }
             current = output;
         }
+        if !chain.is_empty() {
+            results.push(current);
+        }
     }
-    if !builder_artifact_kept {
+    if builder_artifact_kept {
+        results.insert(0, artifact);
+    } else {
         ctx.say("Deleting the builder's artifact (no post-processor kept its input)");
         remove_files(ctx, &artifact.files);
     }
-    Ok(())
+    Ok(results)
 }
 
 /// The format the build wrote its disk in: told to every tool that reads
@@ -774,5 +791,83 @@ fn remove_files(ctx: &BuildContext, files: &[PathBuf]) {
 impl From<gce::GceError> for BuildError {
     fn from(err: gce::GceError) -> Self {
         BuildError::Gce(Box::new(err))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{ChecksumPostConfig, ChecksumType, ManifestConfig};
+
+    struct Quiet;
+
+    impl Reporter for Quiet {
+        fn stage(&self, _: &str, _: Stage) {}
+        fn say(&self, _: &str, _: &str) {}
+        fn output(&self, _: &str, _: &str) {}
+        fn error(&self, _: &str, _: &str) {}
+        fn artifacts(&self, _: &str, _: &[Artifact]) {}
+        fn progress(&self, _: &str, _: Option<&report::Progress>) {}
+    }
+
+    /// Packer's list: the kept builder artifact first, then the last
+    /// artifact of each chain (a manifest passes its input on).
+    #[tokio::test]
+    async fn the_artifacts_are_the_builders_and_each_chains_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("disk.qcow2");
+        std::fs::write(&disk, b"disk").unwrap();
+        let sums = dir.path().join("disk.md5").display().to_string();
+        let spec = BuildSpec {
+            name: "demo".into(),
+            builder_type: "qemu".into(),
+            qemu: QemuConfig::default(),
+            provisioners: Vec::new(),
+            post_processors: vec![
+                vec![PostProcessorSpec::Checksum(ChecksumPostConfig {
+                    checksum_types: vec![ChecksumType::Md5],
+                    output: sums.clone(),
+                    keep_input_artifact: false,
+                })],
+                vec![PostProcessorSpec::Manifest(ManifestConfig {
+                    output: dir.path().join("manifest.json"),
+                    strip_path: false,
+                    strip_time: true,
+                    custom_data: Default::default(),
+                    keep_input_artifact: false,
+                })],
+            ],
+            tests: Vec::new(),
+        };
+        let built = Artifact {
+            build_name: "demo".into(),
+            builder_type: "qemu".into(),
+            builder_id: report::QEMU_BUILDER_ID.into(),
+            files: vec![disk.clone()],
+            description: "VM files in directory: out".into(),
+        };
+        let ctx = BuildContext::standalone("demo", Arc::new(Quiet), CancellationToken::new());
+        let mut undo = UndoStack::default();
+        let artifacts = run_post_processors(&spec, built, &ctx, &mut undo, "run")
+            .await
+            .unwrap();
+        let described: Vec<(&str, &str)> = artifacts
+            .iter()
+            .map(|a| (a.builder_id.as_str(), a.id()))
+            .collect();
+        assert_eq!(
+            described,
+            [
+                (report::QEMU_BUILDER_ID, "VM"),
+                ("packer.post-processor.checksum", ""),
+                (report::QEMU_BUILDER_ID, "VM"),
+            ]
+        );
+        assert_eq!(
+            artifacts[1].description,
+            format!("Created artifact from files: {sums}")
+        );
+        assert!(disk.exists(), "checksum keeps its input");
+        undo.succeed();
     }
 }

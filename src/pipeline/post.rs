@@ -95,7 +95,7 @@ pub fn checksum(config: &ChecksumPostConfig, input: &Artifact) -> Result<Artifac
         builder_type: input.builder_type.clone(),
         builder_id: "packer.post-processor.checksum".to_string(),
         description: format!(
-            "Checksums: {}",
+            "Created artifact from files: {}",
             outputs
                 .iter()
                 .map(|p| p.display().to_string())
@@ -324,7 +324,7 @@ mod tests {
         fn say(&self, _: &str, _: &str) {}
         fn output(&self, _: &str, _: &str) {}
         fn error(&self, _: &str, _: &str) {}
-        fn artifact(&self, _: &str, _: &Artifact) {}
+        fn artifacts(&self, _: &str, _: &[Artifact]) {}
         fn progress(&self, _: &str, _: Option<&crate::pipeline::report::Progress>) {}
     }
 

@@ -68,6 +68,18 @@ pub struct Artifact {
     pub description: String,
 }
 
+impl Artifact {
+    /// Packer's artifact id: `VM` for the qemu builder's, empty for the
+    /// post-processors kiln has (their Packer counterparts report none).
+    pub fn id(&self) -> &'static str {
+        if self.builder_id == QEMU_BUILDER_ID {
+            "VM"
+        } else {
+            ""
+        }
+    }
+}
+
 /// How far a long transfer has come: what a progress bar shows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Progress {
@@ -167,8 +179,9 @@ pub trait Reporter: Send + Sync {
     fn output(&self, build: &str, line: &str);
     /// An error message (the build goes on to fail or clean up).
     fn error(&self, build: &str, message: &str);
-    /// The build finished with this artifact.
-    fn artifact(&self, build: &str, artifact: &Artifact);
+    /// The build finished with these artifacts (the builder's, when kept,
+    /// then the post-processors'), in Packer's order.
+    fn artifacts(&self, build: &str, artifacts: &[Artifact]);
     /// A long transfer moved on (called often: implementations pace their
     /// output themselves); `None` when it is over.
     fn progress(&self, build: &str, progress: Option<&Progress>);

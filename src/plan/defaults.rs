@@ -125,6 +125,7 @@ impl QemuConfig {
             cd_content: Default::default(),
             cd_label: None,
             output_directory: PathBuf::from(output_directory(build_name)),
+            output_directory_shown: PathBuf::from(output_directory(build_name)),
             vm_name: vm_name(build_name),
             shutdown_command: None,
             shutdown_timeout: SHUTDOWN_TIMEOUT,

@@ -211,6 +211,10 @@ pub struct QemuConfig {
     pub cd_label: Option<String>,
     /// Where the disk is written, absolute. Default `output-<build name>`.
     pub output_directory: PathBuf,
+    /// `output_directory` as the template wrote it (relative to the working
+    /// directory, or absolute): what messages, the artifact and the
+    /// manifest show, as Packer shows it.
+    pub output_directory_shown: PathBuf,
     /// The disk's file name. Default `packer-<build name>`.
     pub vm_name: String,
     /// The command that shuts the guest down over SSH; `None` powers it

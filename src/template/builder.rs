@@ -91,11 +91,11 @@ pub(super) fn decode(mut o: Obj<'_>, build_name: &str, cwd: &Path) -> Option<Qem
     let cd_files = cd_files(&mut o, cwd);
     let cd_content = o.string_map("cd_content").unwrap_or_default();
     let cd_label = o.non_empty_string("cd_label");
-    let output_directory = paths::resolve(
-        cwd,
-        &o.non_empty_string("output_directory")
-            .unwrap_or_else(|| defaults::output_directory(build_name)),
-    );
+    let output_directory_shown = o
+        .non_empty_string("output_directory")
+        .unwrap_or_else(|| defaults::output_directory(build_name));
+    let output_directory = paths::resolve(cwd, &output_directory_shown);
+    let output_directory_shown = PathBuf::from(output_directory_shown);
     let vm_name = o
         .non_empty_string("vm_name")
         .unwrap_or_else(|| defaults::vm_name(build_name));
@@ -138,6 +138,7 @@ pub(super) fn decode(mut o: Obj<'_>, build_name: &str, cwd: &Path) -> Option<Qem
         cd_content,
         cd_label,
         output_directory,
+        output_directory_shown,
         vm_name,
         shutdown_command,
         shutdown_timeout,

@@ -100,6 +100,8 @@ fn minimal_builder_gets_packer_defaults() {
     assert!(!q.headless && !q.disk_image && !q.use_backing_file && !q.efi_boot);
     let cwd = std::env::current_dir().unwrap();
     assert_eq!(q.output_directory, cwd.join("output-qemu"));
+    // Shown as Packer shows it: relative, as the default is written.
+    assert_eq!(q.output_directory_shown, PathBuf::from("output-qemu"));
     assert_eq!(q.vm_name, "packer-qemu");
     assert_eq!(q.shutdown_timeout, Duration::from_secs(300));
     assert_eq!(q.boot_wait, Duration::from_secs(10));

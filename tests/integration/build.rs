@@ -95,6 +95,28 @@ fn shell_and_file_provisioners_change_the_output_disk() {
     );
 
     assert_post_processed(scratch.path(), &disk);
+    // The paths are shown as the template wrote them, and every artifact
+    // is listed: the disk (kept by checksum), the checksum file, and what
+    // the manifest passed on.
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(scratch.path().join("manifest.json")).expect("manifest"),
+    )
+    .expect("manifest json");
+    assert_eq!(manifest["builds"][0]["files"][0]["name"], "out/disk.qcow2");
+    for record in [
+        ",fixture,artifact-count,3",
+        ",fixture,artifact,0,string,VM files in directory: out",
+        ",fixture,artifact,0,file,0,out/disk.qcow2",
+        ",fixture,artifact,1,builder-id,packer.post-processor.checksum",
+        ",fixture,artifact,1,string,Created artifact from files: out/fixture.sha256",
+        ",fixture,artifact,2,id,VM",
+    ] {
+        assert!(
+            run.stdout.lines().any(|l| l.ends_with(record)),
+            "no {record:?} in:\n{}",
+            run.stdout
+        );
+    }
 
     // The serial console was logged beside the output.
     let serial =

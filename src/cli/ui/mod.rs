@@ -299,22 +299,23 @@ impl Reporter for Ui {
         self.finish_build(build);
     }
 
-    fn artifact(&self, build: &str, artifact: &Artifact) {
-        let count = artifact.files.len().to_string();
-        self.machine(build, &["artifact-count", "1"]);
-        self.machine(
-            build,
-            &["artifact", "0", "builder-id", &artifact.builder_id],
-        );
-        self.machine(build, &["artifact", "0", "id", "VM"]);
-        self.machine(build, &["artifact", "0", "string", &artifact.description]);
-        self.machine(build, &["artifact", "0", "files-count", &count]);
-        for (index, file) in artifact.files.iter().enumerate() {
-            let index = index.to_string();
-            let path = file.display().to_string();
-            self.machine(build, &["artifact", "0", "file", &index, &path]);
+    /// Packer's records, artifact by artifact.
+    fn artifacts(&self, build: &str, artifacts: &[Artifact]) {
+        self.machine(build, &["artifact-count", &artifacts.len().to_string()]);
+        for (number, artifact) in artifacts.iter().enumerate() {
+            let n = number.to_string();
+            let count = artifact.files.len().to_string();
+            self.machine(build, &["artifact", &n, "builder-id", &artifact.builder_id]);
+            self.machine(build, &["artifact", &n, "id", artifact.id()]);
+            self.machine(build, &["artifact", &n, "string", &artifact.description]);
+            self.machine(build, &["artifact", &n, "files-count", &count]);
+            for (index, file) in artifact.files.iter().enumerate() {
+                let index = index.to_string();
+                let path = file.display().to_string();
+                self.machine(build, &["artifact", &n, "file", &index, &path]);
+            }
+            self.machine(build, &["artifact", &n, "end"]);
         }
-        self.machine(build, &["artifact", "0", "end"]);
     }
 
     fn progress(&self, build: &str, progress: Option<&Progress>) {
