@@ -13,11 +13,13 @@
 
 #![warn(missing_docs)]
 
+pub mod bootcmd;
 pub mod cleanup;
 pub mod cli;
 pub mod error;
 pub mod export;
 pub mod gcp;
+pub mod httpd;
 pub mod human;
 pub mod pipeline;
 pub mod plan;

@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Builds the kiln VM fixture: small BIOS-bootable qcow2 disk images made
 # from Debian packages (kernel, busybox, dropbear, sftp-server) with
-# unprivileged tools only, cached outside the repository. Two images come
-# from one build, differing only in /etc/cloud/cloud.cfg:
-#   default  root is the default user and may log in (fixture.qcow2)
-#   cloud    like a cloud image: default user ubuntu (uid 1000, sudo),
-#            root refused with cloud-init's "Please login as" command
-#            (fixture-cloud.qcow2)
+# unprivileged tools only, cached outside the repository. Three images come
+# from one build, differing only in /etc/cloud/cloud.cfg and the boot menu:
+#   default    root is the default user and may log in (fixture.qcow2)
+#   cloud      like a cloud image: default user ubuntu (uid 1000, sudo),
+#              root refused with cloud-init's "Please login as" command
+#              (fixture-cloud.qcow2)
+#   installer  like default, but syslinux waits at a "boot:" prompt for a
+#              minute, as an installer CD does, so a typed boot command
+#              (kernel arguments such as kiln.fetch=URL) matters
+#              (fixture-installer.qcow2)
 #
-#   build.sh [default|cloud]
+#   build.sh [default|cloud|installer]
 #
 # Prints the absolute path of the image asked for (default: the default
 # one) as the last line on stdout; all other output goes to stderr. See
@@ -29,7 +33,8 @@ variant=${1:-default}
 case "$variant" in
   default) image_name=fixture.qcow2 ;;
   cloud) image_name=fixture-cloud.qcow2 ;;
-  *) echo "fixture: error: unknown variant '$variant' (default or cloud)" >&2; exit 2 ;;
+  installer) image_name=fixture-installer.qcow2 ;;
+  *) echo "fixture: error: unknown variant '$variant' (default, cloud or installer)" >&2; exit 2 ;;
 esac
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -102,7 +107,7 @@ image=$dest/$image_name
 
 verify_cached() {
   local name
-  for name in fixture.qcow2 fixture-cloud.qcow2; do
+  for name in fixture.qcow2 fixture-cloud.qcow2 fixture-installer.qcow2; do
     [ -f "$dest/$name" ] && [ -f "$dest/$name.sha256" ] || return 1
     (cd "$dest" && sha256sum --quiet -c "$name.sha256" >/dev/null 2>&1) || return 1
   done
@@ -319,7 +324,6 @@ mkfs.vfat -C -n KILNBOOT "$work/boot.img" $((boot_mib * 1024)) >/dev/null
 syslinux --install "$work/boot.img"
 mcopy -i "$work/boot.img" "$x/boot/vmlinuz-$kver" ::vmlinuz
 mcopy -i "$work/boot.img" "$work/initrd.gz" ::initrd.gz
-mcopy -i "$work/boot.img" "$files/syslinux.cfg" ::syslinux.cfg
 
 mkdir -p "$work/out"
 
@@ -334,9 +338,12 @@ cloud_cfg() {
   esac
 }
 
-# make_image VARIANT NAME: the disk of one variant, checked, as $work/out/NAME.
+# make_image VARIANT NAME SYSLINUX_CFG: the disk of one variant, checked, as
+# $work/out/NAME.
 make_image() {
-  local variant=$1 name=$2 path stat table
+  local variant=$1 name=$2 menu=$3 path stat table
+  cp "$work/boot.img" "$work/boot-menu.img"
+  mcopy -i "$work/boot-menu.img" "$files/$menu" ::syslinux.cfg
   cloud_cfg "$variant" >"$root/etc/cloud/cloud.cfg"
   chmod 644 "$root/etc/cloud/cloud.cfg"
   rm -f "$work/root.img" "$work/disk.img"
@@ -364,7 +371,7 @@ make_image() {
     "start=${boot_start_mib}MiB, size=${boot_mib}MiB, type=c, bootable" \
     "start=${root_start_mib}MiB, size=${root_mib}MiB, type=83" | sfdisk -q "$work/disk.img"
   dd if="$mbr_bin" of="$work/disk.img" bs=440 count=1 conv=notrunc status=none
-  dd if="$work/boot.img" of="$work/disk.img" bs=1M seek=$boot_start_mib conv=notrunc,sparse status=none
+  dd if="$work/boot-menu.img" of="$work/disk.img" bs=1M seek=$boot_start_mib conv=notrunc,sparse status=none
   dd if="$work/root.img" of="$work/disk.img" bs=1M seek=$root_start_mib conv=notrunc,sparse status=none
 
   qemu-img convert -f raw -O qcow2 "$work/disk.img" "$work/out/$name"
@@ -390,12 +397,16 @@ make_image() {
   debugfs -R "cat /etc/cloud/cloud.cfg" "$work/check-root.img" 2>/dev/null | cmp -s - "$root/etc/cloud/cloud.cfg" ||
     die "/etc/cloud/cloud.cfg of variant $variant does not read back"
   mdir -i "$work/check.img@@${boot_start_mib}M" ::vmlinuz >/dev/null || die "no kernel in the boot partition"
+  mtype -i "$work/check.img@@${boot_start_mib}M" ::syslinux.cfg | tr -d '\r' | cmp -s - "$files/$menu" ||
+    die "the boot menu of $name does not read back as $menu"
   rm -f "$work/check.img" "$work/check-root.img" "$work/disk.img"
   (cd "$work/out" && sha256sum "$name" >"$name.sha256")
 }
 
-make_image default fixture.qcow2
-make_image cloud fixture-cloud.qcow2
+make_image default fixture.qcow2 syslinux.cfg
+make_image cloud fixture-cloud.qcow2 syslinux.cfg
+# The installer variant's root filesystem is the default one.
+make_image default fixture-installer.qcow2 syslinux-installer.cfg
 
 {
   echo "kernel $kver"

@@ -165,6 +165,25 @@ impl Qmp {
         self.execute("system_powerdown", None).await.map(drop)
     }
 
+    /// Presses (`down`) or releases one key of the guest's keyboard;
+    /// `qcode` is QEMU's name for it (`ret`, `shift`, `a`, ...).
+    pub async fn send_key(&self, qcode: &str, down: bool) -> Result<(), QemuError> {
+        let event = json!({
+            "type": "key",
+            "data": { "down": down, "key": { "type": "qcode", "data": qcode } },
+        });
+        self.execute("input-send-event", Some(json!({ "events": [event] })))
+            .await
+            .map(drop)
+    }
+
+    /// Sets the VNC server's password (`vnc_use_password`).
+    pub async fn set_vnc_password(&self, password: &str) -> Result<(), QemuError> {
+        self.execute("change-vnc-password", Some(json!({ "password": password })))
+            .await
+            .map(drop)
+    }
+
     /// The run state (`running`, `internal-error`, `shutdown`, ...).
     pub(crate) async fn run_state(&self) -> Result<String, QemuError> {
         let status = self.execute("query-status", None).await?;
