@@ -23,6 +23,9 @@ pub enum MachineError {
     /// kiln's NoCloud seed or the template's CD image could not be written.
     #[error("seed image")]
     Seed(#[source] crate::seed::SeedError),
+    /// The template's floppy image could not be written.
+    #[error("floppy image")]
+    Floppy(#[source] crate::seed::floppy::FloppyError),
     #[error("no free port between {min} and {max} on 127.0.0.1 for SSH")]
     /// Every port in host_port_min..=host_port_max is taken.
     NoPort {
@@ -269,7 +272,13 @@ impl Machine {
             .map_err(MachineError::Seed)?;
             cdroms.push(cd_path);
         }
-        let spec = launch_spec(config, accel, disk, cdroms, scratch, serial_log);
+        let mut spec = launch_spec(config, accel, disk, cdroms, scratch, serial_log);
+        if !config.floppy.is_empty() {
+            let image = scratch.join("floppy.img");
+            ctx.say("Creating floppy disk...");
+            crate::seed::floppy::write(&config.floppy, &image).map_err(MachineError::Floppy)?;
+            spec.floppy = Some(image);
+        }
         Ok(Machine {
             config: config.clone(),
             spec,
@@ -729,6 +738,7 @@ fn launch_spec(
             read_only: false,
         }],
         cdroms,
+        floppy: None,
         net_device: config.net_device.clone(),
         ssh_forward: None,
         firmware: config.firmware.clone(),

@@ -124,6 +124,7 @@ impl QemuConfig {
             cd_files: Vec::new(),
             cd_content: Default::default(),
             cd_label: None,
+            floppy: Default::default(),
             output_directory: PathBuf::from(output_directory(build_name)),
             output_directory_shown: PathBuf::from(output_directory(build_name)),
             vm_name: vm_name(build_name),

@@ -209,6 +209,9 @@ pub struct QemuConfig {
     pub cd_content: BTreeMap<String, String>,
     /// The extra CD's volume label (Packer's `packer` when `None`).
     pub cd_label: Option<String>,
+    /// `floppy_files`, `floppy_dirs`, `floppy_content`, `floppy_label`: a
+    /// FAT12 floppy attached as the first floppy drive when not empty.
+    pub floppy: FloppyConfig,
     /// Where the disk is written, absolute. Default `output-<build name>`.
     pub output_directory: PathBuf,
     /// `output_directory` as the template wrote it (relative to the working
@@ -230,6 +233,29 @@ pub struct QemuConfig {
     pub host_port_max: u16,
     /// How kiln reaches the guest.
     pub communicator: Communicator,
+}
+
+/// The floppy a build attaches, with Packer's meaning: `files` land flat
+/// at the root (a directory's files too, without its tree), `dirs` keep
+/// their tree under their own name, `content` keys are paths on the floppy.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FloppyConfig {
+    /// `floppy_files`: files and directories (globs allowed), absolute.
+    pub files: Vec<PathBuf>,
+    /// `floppy_dirs`: files and directories (globs allowed), absolute.
+    pub dirs: Vec<PathBuf>,
+    /// `floppy_content`: path on the floppy → content.
+    pub content: BTreeMap<String, String>,
+    /// `floppy_label`: the volume label (Packer's `packer` when `None`).
+    pub label: Option<String>,
+}
+
+impl FloppyConfig {
+    /// Whether the template asks for a floppy at all (Packer makes none
+    /// without files).
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.dirs.is_empty() && self.content.is_empty()
+    }
 }
 
 /// How kiln reaches the guest (`communicator`).

@@ -195,6 +195,19 @@ fn disks_and_cdroms(spec: &LaunchSpec) -> (Vec<String>, Vec<String>) {
             None => drives.push(format!("file={},media=cdrom", escape(cdrom))),
         }
     }
+    // Packer's `-fda`, with the format said: the template's own `-fda`
+    // replaces it, as in Packer.
+    if let Some(floppy) = &spec.floppy
+        && !spec
+            .extra_args
+            .iter()
+            .any(|group| group.first().is_some_and(|f| f == "-fda"))
+    {
+        drives.push(format!(
+            "file={},if=floppy,index=0,format=raw",
+            escape(floppy)
+        ));
+    }
     if spec.efi_boot {
         drives.push(format!(
             "file={},if=pflash,unit=0,format=raw,readonly=on",
@@ -491,6 +504,32 @@ mod tests {
                 "file=/b.iso,media=cdrom,index=3",
                 "file=/c.iso,media=cdrom,index=1",
             ]
+        );
+    }
+
+    #[test]
+    fn a_floppy_is_the_first_floppy_drive_unless_qemuargs_bring_one() {
+        let mut spec = spec();
+        spec.floppy = Some("/scratch/a,b/floppy.img".into());
+        let drives = values(&argv(&spec), "-drive");
+        assert_eq!(
+            drives.last().map(String::as_str),
+            Some("file=/scratch/a,,b/floppy.img,if=floppy,index=0,format=raw")
+        );
+        spec.extra_args = vec![strings(&["-fda", "/mine.img"])];
+        let argv = argv(&spec);
+        assert!(
+            !values(&argv, "-drive")
+                .iter()
+                .any(|d| d.contains("if=floppy"))
+        );
+        assert_eq!(values(&argv, "-fda"), ["/mine.img"]);
+        spec.floppy = None;
+        spec.extra_args.clear();
+        assert!(
+            !values(&argv_of(&spec), "-drive")
+                .iter()
+                .any(|d| d.contains("floppy"))
         );
     }
 

@@ -69,6 +69,8 @@ pub struct LaunchSpec {
     pub disks: Vec<Disk>,
     /// ISO images attached as CD-ROMs, in order.
     pub cdroms: Vec<PathBuf>,
+    /// A raw floppy image attached as the first floppy drive (`-fda`).
+    pub floppy: Option<PathBuf>,
     /// The NIC model on QEMU's user-mode network (`virtio-net`, `e1000`, ...).
     pub net_device: String,
     /// Host port on 127.0.0.1 forwarded to the guest's SSH port.

@@ -39,6 +39,7 @@ impl super::LaunchSpec {
                 read_only: false,
             }],
             cdroms: vec![],
+            floppy: None,
             net_device: "virtio-net".into(),
             ssh_forward: None,
             firmware: None,

@@ -4,6 +4,7 @@
 //! names.
 
 mod cd;
+pub mod floppy;
 mod iso9660;
 mod nocloud;
 

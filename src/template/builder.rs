@@ -26,10 +26,6 @@ const UNSUPPORTED: &[&str] = &[
     "efi_drop_efivars",
     "efi_firmware_code",
     "efi_firmware_vars",
-    "floppy_content",
-    "floppy_dirs",
-    "floppy_files",
-    "floppy_label",
     "http_bind_address",
     "http_content",
     "http_directory",
@@ -91,6 +87,7 @@ pub(super) fn decode(mut o: Obj<'_>, build_name: &str, cwd: &Path) -> Option<Qem
     let cd_files = cd_files(&mut o, cwd);
     let cd_content = o.string_map("cd_content").unwrap_or_default();
     let cd_label = o.non_empty_string("cd_label");
+    let floppy = super::floppy::decode(&mut o, cwd);
     let output_directory_shown = o
         .non_empty_string("output_directory")
         .unwrap_or_else(|| defaults::output_directory(build_name));
@@ -137,6 +134,7 @@ pub(super) fn decode(mut o: Obj<'_>, build_name: &str, cwd: &Path) -> Option<Qem
         cd_files,
         cd_content,
         cd_label,
+        floppy,
         output_directory,
         output_directory_shown,
         vm_name,

@@ -5,6 +5,7 @@ mod builder;
 mod checks;
 mod decode;
 mod duration;
+mod floppy;
 mod heads;
 mod json;
 mod paths;
