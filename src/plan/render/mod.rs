@@ -3,8 +3,12 @@
 //! Go-template engine and functions that both the template loader and the
 //! stages use.
 
+mod builtins;
 pub(crate) mod engine;
+mod exec;
 pub(crate) mod funcs;
+mod gofmt;
+mod parse;
 
 use engine::{EvalError, Resolver, Value};
 use funcs::FuncCtx;
@@ -18,6 +22,10 @@ const LATE_FUNCTIONS: &[&str] = &[
     "replace_all",
     "clean_resource_name",
 ];
+
+/// The late values Packer passes as numbers: `printf "%d"` and `eq` with
+/// a number treat them as Packer does.
+const INT_FIELDS: &[&str] = &["HTTPPort", "SSHHostPort"];
 
 struct LateResolver<'a> {
     values: &'a [(&'a str, &'a str)],
@@ -37,7 +45,10 @@ impl Resolver for LateResolver<'_> {
         self.values
             .iter()
             .find(|(k, _)| *k == name)
-            .map(|(_, v)| Value::Str((*v).to_string()))
+            .map(|(k, v)| match v.parse::<i64>() {
+                Ok(n) if INT_FIELDS.contains(k) => Value::Int(n),
+                _ => Value::Str((*v).to_string()),
+            })
     }
 }
 
