@@ -107,8 +107,13 @@ fn check_functions(nodes: &[Node], r: &dyn Resolver) -> Result<(), EvalError> {
                 Operand::Ident(name)
                     if !r.is_function(name) && !BUILTINS.contains(&name.as_str()) =>
                 {
+                    let why = NOT_HERE
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map(|(_, why)| format!(": {why}"))
+                        .unwrap_or_default();
                     return Err(EvalError::Message(format!(
-                        "function {name:?} is not defined"
+                        "function {name:?} is not defined{why}"
                     )));
                 }
                 Operand::Paren(inner) => check(inner, r)?,
@@ -119,6 +124,28 @@ fn check_functions(nodes: &[Node], r: &dyn Resolver) -> Result<(), EvalError> {
     }
     for_each_pipeline(nodes, &mut |p| check(p, r))
 }
+
+/// Functions people reach for that Packer 1.6's JSON templates do not
+/// have, or kiln does not have yet, with what to do instead.
+const NOT_HERE: &[(&str, &str)] = &[
+    (
+        "join",
+        "Packer's JSON templates have no join (HCL2 templates do); write the text out, or build it with printf",
+    ),
+    (
+        "strftime",
+        "strftime came with Packer 1.7; use isotime with a Go layout (isotime \"2006-01-02\")",
+    ),
+    (
+        "build",
+        "kiln does not provide the build function's connection data yet; \
+         use the provisioner's environment_vars or the template's variables",
+    ),
+    (
+        "template_file",
+        "Packer's JSON templates have no template_file (HCL2 templates have templatefile)",
+    ),
+];
 
 /// Whether a `break`/`continue` in `nodes` belongs to a loop outside them.
 fn has_loop_control(nodes: &[Node]) -> bool {

@@ -653,6 +653,21 @@ mod tests {
     }
 
     #[test]
+    fn functions_packer_json_lacks_say_what_to_use() {
+        assert_eq!(
+            r("{{ join `,` `a` }}").unwrap_err().to_string(),
+            "function \"join\" is not defined: Packer's JSON templates have no join \
+             (HCL2 templates do); write the text out, or build it with printf"
+        );
+        assert!(
+            r("{{ strftime `%Y` }}")
+                .unwrap_err()
+                .to_string()
+                .contains("use isotime")
+        );
+    }
+
+    #[test]
     fn split_replace() {
         assert_eq!(r("{{ split `a-b-c` `-` 1 }}").unwrap(), "b");
         assert!(r("{{ split `a-b-c` `-` 5 }}").is_err());
