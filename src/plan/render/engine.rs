@@ -275,6 +275,27 @@ mod tests {
             "   7|2.2"
         );
         assert_eq!(r(r#"{{printf "% x" "hi"}}"#).unwrap(), "68 69");
+        for (format, arg, want) in [
+            ("%v", "1e21", "1e+21"),
+            ("%g", "100000000.0", "1e+08"),
+            ("%.2e", "0.0", "0.00e+00"),
+            ("%f", "1", "%!f(int=1)"),
+            ("%5t", "true", " true"),
+            ("%-5q|", "`a`", "\"a\"  |"),
+            ("%x", "-255", "-ff"),
+            ("%08.3f", "-3.14159", "-003.142"),
+            ("%+.1e", "12345.0", "+1.2e+04"),
+            ("%#o", "8", "010"),
+            ("%05s", "`ab`", "000ab"),
+            ("%.0d", "0", ""),
+            ("%6.2f%%", "99.5", " 99.50%"),
+            ("%v", "0.000012", "1.2e-05"),
+            ("%v", "123456.0", "123456"),
+            ("%v", "1234567.0", "1.234567e+06"),
+        ] {
+            let t = format!("{{{{printf \"{format}\" {arg}}}}}");
+            assert_eq!(r(&t).unwrap(), want, "{t}");
+        }
         // Go's own marks for mismatches, missing and extra operands.
         assert_eq!(r(r#"{{printf "%d" "x"}}"#).unwrap(), "%!d(string=x)");
         assert_eq!(r(r#"{{printf "%s" 3}}"#).unwrap(), "%!s(int=3)");

@@ -13,7 +13,8 @@ mod parse;
 use engine::{EvalError, Resolver, Value};
 use funcs::FuncCtx;
 
-/// The only functions [`render_late`] evaluates: pure ones.
+/// The only Packer functions [`render_late`] evaluates: pure ones. Go's
+/// built-ins (`printf`, `eq`, `if` blocks, ...) work there too.
 const LATE_FUNCTIONS: &[&str] = &[
     "lower",
     "upper",
@@ -54,8 +55,9 @@ impl Resolver for LateResolver<'_> {
 
 /// Fills the late references (`{{ .Vars }}`, `{{ .Path }}`,
 /// `{{.SSHHostPort}}`, ...) that `template::load` left in a
-/// string. Unknown late references are left as they are; so is the whole
-/// text if it cannot be rendered.
+/// string, with the blocks it kept because they depend on them
+/// (`{{ if .HTTPIP }}...{{ end }}`). Unknown late references are left as
+/// they are; so is the whole text if it cannot be rendered.
 pub fn render_late(text: &str, values: &[(&str, &str)]) -> String {
     if !text.contains("{{") {
         return text.to_string();
