@@ -100,6 +100,12 @@ const CHECK_KEYS: &[&str] = &[
     "only",
 ];
 
+/// Go's own template functions.
+const GO_BUILTINS: &[&str] = &[
+    "and", "or", "not", "len", "index", "slice", "print", "printf", "println", "html", "js",
+    "urlquery", "eq", "ne", "lt", "le", "gt", "ge",
+];
+
 struct Gen {
     rng: StdRng,
     vars: Vec<String>,
@@ -110,8 +116,12 @@ impl Gen {
         items[self.rng.random_range(0..items.len())]
     }
 
-    /// A function the engine knows, or now and then one it does not.
+    /// A function the engine knows (Packer's or Go's), or now and then one
+    /// it does not.
     fn function(&mut self) -> &'static str {
+        if self.chance(0.4) {
+            return self.pick(GO_BUILTINS);
+        }
         let i = self.rng.random_range(0..=FUNCTIONS.len());
         FUNCTIONS.get(i).copied().unwrap_or("nope")
     }
@@ -170,11 +180,18 @@ impl Gen {
         parts.join(" | ")
     }
 
-    /// A string with text, actions, comments and broken actions.
+    /// A string with text, actions, comments, blocks and broken actions.
     fn template_string(&mut self) -> String {
+        self.template_string_depth(0)
+    }
+
+    fn template_string_depth(&mut self, depth: usize) -> String {
         let mut out = String::new();
+        if depth > 3 {
+            return out;
+        }
         for _ in 0..self.rng.random_range(0..4) {
-            match self.rng.random_range(0..12) {
+            match self.rng.random_range(0..16) {
                 0..=2 => out.push_str(self.pick(&["text ", "a-b ", "é ", "}} ", "\u{7}"])),
                 3..=8 => {
                     let left = if self.chance(0.1) { "{{- " } else { "{{ " };
@@ -183,6 +200,32 @@ impl Gen {
                     out.push_str(&format!("{left}{p}{right}"));
                 }
                 9 => out.push_str("{{/* note */}}"),
+                11..=13 => {
+                    let head = self.pick(&["if", "with", "range", "if $v :=", "range $i :="]);
+                    let cond = self.pipeline(1);
+                    let body = self.template_string_depth(depth + 1);
+                    let other = if self.chance(0.3) {
+                        format!("{{{{- else -}}}}{}", self.template_string_depth(depth + 1))
+                    } else {
+                        String::new()
+                    };
+                    let inner = self.pick(&["", "{{break}}", "{{continue}}", "{{ $v }}", "{{.}}"]);
+                    let end = self.pick(&["{{end}}", "{{ end -}}", ""]);
+                    out.push_str(&format!("{{{{{head} {cond}}}}}{inner}{body}{other}{end}"));
+                }
+                14 => {
+                    let n = self.rng.random_range(0..50);
+                    let p = self.pipeline(1);
+                    out.push_str(&format!("{{{{range {n}}}}}{{{{ {p} }}}}{{{{end}}}}"));
+                }
+                15 => out.push_str(self.pick(&[
+                    "{{printf \"%5.2f|%-3d|%q|%x\" 3.14159 7 `a` 255}}",
+                    "{{ printf \"%*d\" 900000 1 }}",
+                    "{{ else }}",
+                    "{{ end }}",
+                    "{{ $x := 1 }}{{ $x = `a` }}{{ $x }}",
+                    "{{ range 300000 }}{{ end }}",
+                ])),
                 10 => {
                     let n = self.rng.random_range(60..80);
                     out.push_str(&format!(

@@ -1166,3 +1166,71 @@ fn debug_never_shows_a_secret() {
     assert_eq!(format!("{given:?}"), r#"Var("pw", "<hidden>")"#);
     assert!(shown.contains("pw"), "{shown}");
 }
+
+#[test]
+fn go_blocks_and_builtins_render_at_load_and_late() {
+    let plan = load_json(json!({
+        "variables": {
+            "name": "{{ printf \"web-%03d\" 7 }}",
+            "debug": "",
+            "tag": "{{ if eq packer_version `1.6.6` }}compat{{ end }}"
+        },
+        "builders": [qemu(json!({
+            "vm_name": "{{ user `name` }}{{ if user `debug` }}-debug{{ end }}-{{ user `tag` }}.img",
+            "shutdown_command": "{{ if eq build_type `qemu` -}} poweroff {{- else -}} halt {{- end }}",
+            "qemuargs": [["-name", "{{ if .Name }}{{ .Name }}{{ else }}{{ user `name` }}{{ end }}"]]
+        }))]
+    }))
+    .unwrap();
+    let q = &plan.builds[0].qemu;
+    assert_eq!(q.vm_name, "web-007-compat.img");
+    assert_eq!(q.shutdown_command.as_deref(), Some("poweroff"));
+    // A block on a late field is kept, with what is known filled in.
+    let late = &q.qemuargs[0][1];
+    assert_eq!(late, "{{ if .Name }}{{ .Name }}{{ else }}web-007{{ end }}");
+    assert_eq!(render_late(late, &[("Name", "vm1")]), "vm1");
+    assert_eq!(render_late(late, &[("Name", "")]), "web-007");
+
+    let values = [("HTTPIP", "10.0.2.2"), ("HTTPPort", "8123")];
+    assert_eq!(
+        render_late(
+            "{{ if .HTTPIP }}{{ printf \"http://%s:%d/ks.cfg\" .HTTPIP .HTTPPort }}{{ end }}",
+            &values
+        ),
+        "http://10.0.2.2:8123/ks.cfg"
+    );
+    assert_eq!(
+        render_late("{{ if gt .HTTPPort 8000 }}hi{{ end }}", &values),
+        "hi"
+    );
+}
+
+#[test]
+fn go_template_mistakes_and_offline_functions_name_their_place() {
+    let found = problems(json!({
+        "variables": {"pw": "{{ consul_key `db/pw` }}"},
+        "builders": [qemu(json!({
+            "vm_name": "{{ if true }}x",
+            "shutdown_command": "{{ printf }}"
+        }))]
+    }));
+    let has = |place: &str, text: &str| {
+        assert!(
+            found.iter().any(|(p, m)| p == place && m.contains(text)),
+            "no {place}: {text:?} in {found:?}"
+        )
+    };
+    has(
+        "variables.pw",
+        "consul_key \"db/pw\" is not available offline",
+    );
+    has("variables.pw", "set the value with -var");
+    has(
+        "builders[0].vm_name",
+        "{{if}} is not closed: missing {{end}}",
+    );
+    has(
+        "builders[0].shutdown_command",
+        "wrong number of args for printf: want at least 1 got 0",
+    );
+}

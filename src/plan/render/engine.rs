@@ -1,22 +1,23 @@
-//! A parser and evaluator for the subset of Go's `text/template` that Packer
-//! templates use: `{{ }}` actions holding string literals (double-quoted with
-//! escapes, or backquoted), integers, booleans, function calls, pipelines
-//! `a | b`, parenthesised sub-pipelines, `.Field` references and comments.
+//! Go's `text/template` as Packer templates use it: `{{ }}` actions holding
+//! string, number and boolean constants, function calls, pipelines `a | b`,
+//! parenthesised sub-pipelines, `.Field` references, variables (`$x := ...`),
+//! comments and trim markers; the `if`/`else if`/`else`, `with` and `range`
+//! blocks with `break` and `continue`; and Go's built-in functions (`printf`,
+//! `eq`, `and`, `len`, ...). Parsing is in `parse`, evaluation in `exec`.
 //!
-//! Field references are never known at load time, so an action that holds one
-//! is kept verbatim for [`super::render_late`] to fill in later.
+//! Field references are never known at load time, so an action (or a whole
+//! block) that needs one is kept verbatim for [`super::render_late`] to fill
+//! in later.
 
 use std::fmt;
+
+use super::exec;
+use super::parse::{self, Node, Operand, Pipeline};
 
 /// The longest text one string may render to. Real values (a script, a
 /// boot command) are kilobytes; without a bound, a few variables that each
 /// repeat the previous one twice ask for gigabytes.
 pub const MAX_VALUE_BYTES: usize = 1 << 20;
-
-/// How deep `( )` may nest in one action. Parsing and evaluation recurse
-/// once per level, so this bounds their stack use; real templates nest two
-/// or three levels.
-const MAX_NESTING: usize = 64;
 
 /// The error for a value over [`MAX_VALUE_BYTES`]; callers name the place.
 pub fn too_long() -> EvalError {
@@ -27,20 +28,18 @@ pub fn too_long() -> EvalError {
 }
 
 /// A value flowing through a pipeline.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     Str(String),
     Int(i64),
+    Float(f64),
     Bool(bool),
 }
 
 impl fmt::Display for Value {
+    /// As Go prints it (`%v`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Value::Str(s) => f.write_str(s),
-            Value::Int(i) => write!(f, "{i}"),
-            Value::Bool(b) => write!(f, "{b}"),
-        }
+        f.write_str(&super::gofmt::plain(self))
     }
 }
 
@@ -66,7 +65,8 @@ impl fmt::Display for EvalError {
     }
 }
 
-/// What an expression can call and reference.
+/// What an expression can call and reference. Go's built-ins come on top
+/// of these functions; a resolver function of the same name wins, as in Go.
 pub trait Resolver {
     fn is_function(&self, name: &str) -> bool;
     fn call(&self, name: &str, args: &[Value]) -> Result<Value, EvalError>;
@@ -77,144 +77,40 @@ pub trait Resolver {
     fn charge(&self, _bytes: usize) -> Result<(), EvalError> {
         Ok(())
     }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Operand {
-    Str(String),
-    Int(i64),
-    Bool(bool),
-    Field(String),
-    Ident(String),
-    Paren(Pipeline),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-struct Pipeline(Vec<Vec<Operand>>);
-
-#[derive(Debug, Clone, PartialEq)]
-enum Segment {
-    Text(String),
-    Action {
-        /// The action as written, `{{` to `}}`, to keep it verbatim.
-        src: String,
-        trim_left: bool,
-        trim_right: bool,
-        /// `None` for a comment.
-        pipeline: Option<Pipeline>,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Token {
-    LParen,
-    RParen,
-    Pipe,
-    Str(String),
-    Int(i64),
-    Ident(String),
-    Field(String),
+    /// Accounts for evaluation steps (loop turns, actions) the same way.
+    fn charge_steps(&self, _steps: usize) -> Result<(), EvalError> {
+        Ok(())
+    }
 }
 
 /// A parsed template string.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Template(Vec<Segment>);
+pub struct Template {
+    nodes: Vec<Node>,
+    actions: usize,
+}
 
 impl Template {
     /// Parses `text`; the error says what is wrong and where.
     pub fn parse(text: &str) -> Result<Template, String> {
-        parse(text).map(Template)
+        let nodes = parse::parse(text)?;
+        // Actions are numbered in order; counting `{{` is an upper bound.
+        let actions = text.matches("{{").count();
+        Ok(Template { nodes, actions })
     }
 
-    /// Renders with `r`'s functions and fields; an action that refers to an
-    /// unknown field is kept as written.
+    /// Renders with `r`'s functions and fields; an action or block that
+    /// refers to an unknown field is kept as written.
     pub fn render(&self, r: &dyn Resolver) -> Result<String, EvalError> {
-        let mut outputs: Vec<Option<String>> = Vec::with_capacity(self.0.len());
-        // Checked as the outputs accumulate, so a string of many actions
-        // that each yield a large value stops at the first one over.
-        let mut size = 0usize;
-        for seg in &self.0 {
-            let output = match seg {
-                Segment::Text(t) => {
-                    size = size.saturating_add(t.len());
-                    None
-                }
-                Segment::Action { pipeline: None, .. } => Some(String::new()),
-                Segment::Action {
-                    pipeline: Some(p),
-                    src,
-                    ..
-                } => {
-                    check_functions(p, r)?;
-                    let v = eval_pipeline(p, r)?.map(|v| v.to_string());
-                    match &v {
-                        Some(v) => {
-                            size = size.saturating_add(v.len());
-                            r.charge(v.len())?;
-                        }
-                        // Kept verbatim for the late pass.
-                        None => size = size.saturating_add(src.len()),
-                    }
-                    v
-                }
-            };
-            // Text alone is bounded by the input; only what actions add is
-            // held to the limit.
-            if output.is_some() && size > MAX_VALUE_BYTES {
-                return Err(too_long());
-            }
-            outputs.push(output);
-        }
-        let mut out = String::new();
-        for (i, seg) in self.0.iter().enumerate() {
-            match seg {
-                Segment::Text(t) => {
-                    let mut t = t.as_str();
-                    // Trimming only applies next to actions that were evaluated:
-                    // a kept action keeps its markers for the later pass.
-                    if i > 0
-                        && outputs[i - 1].is_some()
-                        && matches!(
-                            self.0[i - 1],
-                            Segment::Action {
-                                trim_right: true,
-                                ..
-                            }
-                        )
-                    {
-                        t = t.trim_start();
-                    }
-                    if i + 1 < self.0.len()
-                        && outputs[i + 1].is_some()
-                        && matches!(
-                            self.0[i + 1],
-                            Segment::Action {
-                                trim_left: true,
-                                ..
-                            }
-                        )
-                    {
-                        t = t.trim_end();
-                    }
-                    out.push_str(t);
-                }
-                Segment::Action { src, .. } => match &outputs[i] {
-                    Some(v) => out.push_str(v),
-                    None => out.push_str(src),
-                },
-            }
-        }
-        Ok(out)
+        exec::execute(&self.nodes, self.actions, r)
     }
-}
 
-impl Template {
     /// The variables named by a literal `user` call (`{{user `a`}}`): what
     /// must be resolved before this text renders. A name computed at render
     /// time is not listed; rendering reports it as unknown.
     pub fn user_refs(&self) -> Vec<String> {
         fn walk(p: &Pipeline, out: &mut Vec<String>) {
-            for cmd in &p.0 {
+            for cmd in &p.cmds {
                 if let [Operand::Ident(f), Operand::Str(name)] = cmd.as_slice()
                     && f == "user"
                 {
@@ -227,15 +123,25 @@ impl Template {
                 }
             }
         }
-        let mut out = Vec::new();
-        for seg in &self.0 {
-            if let Segment::Action {
-                pipeline: Some(p), ..
-            } = seg
-            {
-                walk(p, &mut out);
+        fn nodes(list: &[Node], out: &mut Vec<String>) {
+            for node in list {
+                match node {
+                    Node::Print(_, p) => walk(p, out),
+                    Node::Block(b) => {
+                        for br in &b.branches {
+                            walk(&br.pipe, out);
+                            nodes(&br.body, out);
+                        }
+                        if let Some((_, body)) = &b.otherwise {
+                            nodes(body, out);
+                        }
+                    }
+                    _ => {}
+                }
             }
         }
+        let mut out = Vec::new();
+        nodes(&self.nodes, &mut out);
         out
     }
 }
@@ -246,347 +152,6 @@ pub fn render(text: &str, r: &dyn Resolver) -> Result<String, EvalError> {
         return Ok(text.to_string());
     }
     Template::parse(text).map_err(EvalError::Message)?.render(r)
-}
-
-fn check_functions(p: &Pipeline, r: &dyn Resolver) -> Result<(), EvalError> {
-    for cmd in &p.0 {
-        for op in cmd {
-            match op {
-                Operand::Ident(name) if !r.is_function(name) => {
-                    return Err(EvalError::Message(format!(
-                        "function {name:?} is not defined"
-                    )));
-                }
-                Operand::Paren(inner) => check_functions(inner, r)?,
-                _ => {}
-            }
-        }
-    }
-    Ok(())
-}
-
-fn eval_pipeline(p: &Pipeline, r: &dyn Resolver) -> Result<Option<Value>, EvalError> {
-    let mut piped: Option<Value> = None;
-    for cmd in &p.0 {
-        match eval_command(cmd, piped.take(), r)? {
-            Some(v) => piped = Some(v),
-            None => return Ok(None),
-        }
-    }
-    Ok(piped)
-}
-
-fn eval_command(
-    cmd: &[Operand],
-    piped: Option<Value>,
-    r: &dyn Resolver,
-) -> Result<Option<Value>, EvalError> {
-    let Some((first, rest)) = cmd.split_first() else {
-        return Err(EvalError::Message("empty command".into()));
-    };
-    if let Operand::Ident(name) = first {
-        let mut args = Vec::with_capacity(rest.len() + 1);
-        for op in rest {
-            match eval_operand(op, r)? {
-                Some(v) => args.push(v),
-                None => return Ok(None),
-            }
-        }
-        args.extend(piped);
-        return r.call(name, &args).map(Some);
-    }
-    if !rest.is_empty() || piped.is_some() {
-        return Err(EvalError::Message(
-            "cannot give arguments to a value that is not a function".into(),
-        ));
-    }
-    eval_operand(first, r)
-}
-
-fn eval_operand(op: &Operand, r: &dyn Resolver) -> Result<Option<Value>, EvalError> {
-    Ok(match op {
-        Operand::Str(s) => Some(Value::Str(s.clone())),
-        Operand::Int(i) => Some(Value::Int(*i)),
-        Operand::Bool(b) => Some(Value::Bool(*b)),
-        Operand::Field(f) => r.field(f),
-        // A bare identifier as an argument is a call without arguments, as in Go.
-        Operand::Ident(name) => Some(r.call(name, &[])?),
-        Operand::Paren(p) => eval_pipeline(p, r)?,
-    })
-}
-
-fn parse(text: &str) -> Result<Vec<Segment>, String> {
-    let mut segs = Vec::new();
-    let mut rest = text;
-    let mut offset = 0;
-    while let Some(start) = rest.find("{{") {
-        if start > 0 {
-            segs.push(Segment::Text(rest[..start].to_string()));
-        }
-        let after = &rest[start + 2..];
-        let (len, seg) = parse_action(after).map_err(|e| {
-            format!(
-                "{e} (in the action starting at character {})",
-                offset + start + 1
-            )
-        })?;
-        let src_end = start + 2 + len;
-        let src = rest[start..src_end].to_string();
-        segs.push(match seg {
-            Segment::Action {
-                trim_left,
-                trim_right,
-                pipeline,
-                ..
-            } => Segment::Action {
-                src,
-                trim_left,
-                trim_right,
-                pipeline,
-            },
-            other => other,
-        });
-        offset += src_end;
-        rest = &rest[src_end..];
-    }
-    if !rest.is_empty() {
-        segs.push(Segment::Text(rest.to_string()));
-    }
-    Ok(segs)
-}
-
-/// Parses one action from just after its `{{`; returns how many bytes it
-/// used, through the closing `}}`.
-fn parse_action(s: &str) -> Result<(usize, Segment), String> {
-    let mut i = 0;
-    let mut trim_left = false;
-    if s.as_bytes().first() == Some(&b'-')
-        && s.as_bytes().get(1).is_some_and(|b| b.is_ascii_whitespace())
-    {
-        trim_left = true;
-        i = 1;
-    }
-    // Comments: `{{/* ... */}}`, optionally with trim markers.
-    let after_ws = i + s[i..].len() - s[i..].trim_start().len();
-    if s[after_ws..].starts_with("/*") {
-        let (end, trim_right) = parse_comment(s, after_ws)?;
-        return Ok((
-            end,
-            Segment::Action {
-                src: String::new(),
-                trim_left,
-                trim_right,
-                pipeline: None,
-            },
-        ));
-    }
-    let (tokens, end, trim_right) = lex_action(s, i)?;
-    let mut pos = 0;
-    let pipeline = parse_pipeline(&tokens, &mut pos, 0)?;
-    if pos != tokens.len() {
-        return Err("unexpected )".into());
-    }
-    Ok((
-        end,
-        Segment::Action {
-            src: String::new(),
-            trim_left,
-            trim_right,
-            pipeline: Some(pipeline),
-        },
-    ))
-}
-
-/// A comment starting at `start` (its `/*`) through the action's `}}`:
-/// returns the bytes used from the start of the action and whether it ends
-/// with a trim marker.
-fn parse_comment(s: &str, start: usize) -> Result<(usize, bool), String> {
-    let Some(end) = s[start + 2..].find("*/") else {
-        return Err("unterminated comment".into());
-    };
-    let j = start + 2 + end + 2;
-    let tail = &s[j..];
-    let trimmed = tail.trim_start();
-    if let Some(t) = trimmed.strip_prefix("-}}") {
-        Ok((j + tail.len() - t.len(), true))
-    } else if let Some(t) = trimmed.strip_prefix("}}") {
-        Ok((j + tail.len() - t.len(), false))
-    } else {
-        Err("comment must be followed by }}".into())
-    }
-}
-
-/// Splits an action into tokens from byte `i` up to its closing `}}`;
-/// returns them, the bytes used through the `}}`, and whether the action
-/// ends with a trim marker (` -}}`).
-fn lex_action(s: &str, mut i: usize) -> Result<(Vec<Token>, usize, bool), String> {
-    let bytes = s.as_bytes();
-    let mut tokens = Vec::new();
-    loop {
-        let Some(&c) = bytes.get(i) else {
-            return Err("unterminated {{: missing }}".into());
-        };
-        if s[i..].starts_with("}}") {
-            return Ok((tokens, i + 2, false));
-        }
-        if c == b'-' && s[i + 1..].starts_with("}}") && i > 0 && bytes[i - 1].is_ascii_whitespace()
-        {
-            return Ok((tokens, i + 3, true));
-        }
-        if matches!(c, b' ' | b'\t' | b'\r' | b'\n') {
-            i += 1;
-            continue;
-        }
-        let (len, token) = lex_token(s, i)?;
-        tokens.push(token);
-        i += len;
-    }
-}
-
-/// The token at byte `i` (not a space): returns its length and the token.
-fn lex_token(s: &str, i: usize) -> Result<(usize, Token), String> {
-    // What follows a one-byte (ASCII) start.
-    let rest = || &s[i + 1..];
-    Ok(match s.as_bytes()[i] {
-        b'(' => (1, Token::LParen),
-        b')' => (1, Token::RParen),
-        b'|' => (1, Token::Pipe),
-        b'`' => {
-            let Some(close) = rest().find('`') else {
-                return Err("unterminated raw string".into());
-            };
-            (close + 2, Token::Str(rest()[..close].to_string()))
-        }
-        b'"' => {
-            let (len, value) = lex_quoted(&s[i..])?;
-            (len, Token::Str(value))
-        }
-        b'.' => {
-            let name = rest();
-            let name_len = name
-                .find(|ch: char| !(ch.is_alphanumeric() || ch == '_' || ch == '.'))
-                .unwrap_or(name.len());
-            (1 + name_len, Token::Field(name[..name_len].to_string()))
-        }
-        b'-' | b'+' | b'0'..=b'9' => {
-            let digits = rest();
-            let len = digits
-                .find(|ch: char| !ch.is_ascii_digit())
-                .unwrap_or(digits.len())
-                + 1;
-            let lit = &s[i..i + len];
-            let n = lit
-                .parse::<i64>()
-                .map_err(|_| format!("bad number {lit:?}"))?;
-            (len, Token::Int(n))
-        }
-        c if c.is_ascii_alphabetic() || c == b'_' => {
-            let len = s[i..]
-                .find(|ch: char| !(ch.is_alphanumeric() || ch == '_'))
-                .unwrap_or(s.len() - i);
-            (len, Token::Ident(s[i..i + len].to_string()))
-        }
-        b'$' => return Err("template variables ($x) are not supported".into()),
-        _ => {
-            let ch = s[i..].chars().next().unwrap_or('?');
-            return Err(format!("unexpected character {ch:?}"));
-        }
-    })
-}
-
-/// Lexes a Go double-quoted string; returns the bytes used and its value.
-fn lex_quoted(s: &str) -> Result<(usize, String), String> {
-    let mut out = String::new();
-    let mut chars = s.char_indices().skip(1);
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '"' => return Ok((i + 1, out)),
-            '\n' => break,
-            '\\' => {
-                let Some((_, e)) = chars.next() else { break };
-                match e {
-                    'n' => out.push('\n'),
-                    't' => out.push('\t'),
-                    'r' => out.push('\r'),
-                    '\\' => out.push('\\'),
-                    '"' => out.push('"'),
-                    '\'' => out.push('\''),
-                    'a' => out.push('\x07'),
-                    'b' => out.push('\x08'),
-                    'f' => out.push('\x0c'),
-                    'v' => out.push('\x0b'),
-                    'x' | 'u' | 'U' => {
-                        let n = match e {
-                            'x' => 2,
-                            'u' => 4,
-                            _ => 8,
-                        };
-                        let hex: String = (0..n)
-                            .filter_map(|_| chars.next().map(|(_, c)| c))
-                            .collect();
-                        let code = u32::from_str_radix(&hex, 16)
-                            .ok()
-                            .filter(|_| hex.len() == n)
-                            .and_then(char::from_u32)
-                            .ok_or_else(|| format!("bad escape \\{e}{hex}"))?;
-                        out.push(code);
-                    }
-                    other => return Err(format!("unknown escape \\{other} in string")),
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    Err("unterminated quoted string".into())
-}
-
-fn parse_pipeline(tokens: &[Token], pos: &mut usize, depth: usize) -> Result<Pipeline, String> {
-    let mut cmds = Vec::new();
-    let mut cmd = Vec::new();
-    while let Some(tok) = tokens.get(*pos) {
-        match tok {
-            Token::RParen => break,
-            Token::Pipe => {
-                if cmd.is_empty() {
-                    return Err("missing command before |".into());
-                }
-                cmds.push(std::mem::take(&mut cmd));
-                *pos += 1;
-                continue;
-            }
-            Token::LParen => {
-                if depth >= MAX_NESTING {
-                    return Err(format!("parentheses nested more than {MAX_NESTING} deep"));
-                }
-                *pos += 1;
-                let inner = parse_pipeline(tokens, pos, depth + 1)?;
-                if tokens.get(*pos) != Some(&Token::RParen) {
-                    return Err("unclosed (".into());
-                }
-                if inner.0.is_empty() {
-                    return Err("empty ( )".into());
-                }
-                cmd.push(Operand::Paren(inner));
-            }
-            Token::Str(s) => cmd.push(Operand::Str(s.clone())),
-            Token::Int(n) => cmd.push(Operand::Int(*n)),
-            Token::Field(f) => cmd.push(Operand::Field(f.clone())),
-            Token::Ident(id) => cmd.push(match id.as_str() {
-                "true" => Operand::Bool(true),
-                "false" => Operand::Bool(false),
-                _ => Operand::Ident(id.clone()),
-            }),
-        }
-        *pos += 1;
-    }
-    if cmd.is_empty() {
-        if cmds.is_empty() {
-            return Err("empty action".into());
-        }
-        return Err("missing command after |".into());
-    }
-    cmds.push(cmd);
-    Ok(Pipeline(cmds))
 }
 
 #[cfg(test)]
@@ -677,5 +242,335 @@ mod tests {
         // Unknown functions are reported even beside a late reference.
         assert!(r("{{ .Path | nope }}").is_err());
         assert!(r("{{ `a` `b` }}").is_err());
+    }
+
+    fn e(s: &str) -> String {
+        r(s).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn printf_prints_as_go_does() {
+        assert_eq!(r(r#"{{printf "%s-%d" "a" 5}}"#).unwrap(), "a-5");
+        assert_eq!(
+            r(r#"{{printf "%5.2f|%-4d|%04d|%x|%X|%q|%v|%t|%%" 3.14159 7 42 255 "hi" "a\"b" true false}}"#)
+                .unwrap(),
+            r#" 3.14|7   |0042|ff|6869|"a\"b"|true|false|%"#
+        );
+        assert_eq!(
+            r(r#"{{printf "%+d|% d|%o|%#x|%b|%c|%q|%U" 5 5 8 255 5 65 97 233}}"#).unwrap(),
+            "+5| 5|10|0xff|101|A|'a'|U+00E9"
+        );
+        assert_eq!(
+            r(r#"{{printf "%e %g %v %v %.3g %v" 1234.5678 0.000012 1e6 100000.0 3.14159 -2.50}}"#)
+                .unwrap(),
+            "1.234568e+03 1.2e-05 1e+06 100000 3.14 -2.5"
+        );
+        assert_eq!(
+            r(r#"{{printf "%6.3s|%-5s|%05d" "abcdef" "ab" -42}}"#).unwrap(),
+            "   abc|ab   |-0042"
+        );
+        assert_eq!(r(r#"{{printf "%[2]s %[1]s" "a" "b"}}"#).unwrap(), "b a");
+        assert_eq!(
+            r(r#"{{printf "%*d|%.*f" 4 7 1 2.25}}"#).unwrap(),
+            "   7|2.2"
+        );
+        assert_eq!(r(r#"{{printf "% x" "hi"}}"#).unwrap(), "68 69");
+        for (format, arg, want) in [
+            ("%v", "1e21", "1e+21"),
+            ("%g", "100000000.0", "1e+08"),
+            ("%.2e", "0.0", "0.00e+00"),
+            ("%f", "1", "%!f(int=1)"),
+            ("%5t", "true", " true"),
+            ("%-5q|", "`a`", "\"a\"  |"),
+            ("%x", "-255", "-ff"),
+            ("%08.3f", "-3.14159", "-003.142"),
+            ("%+.1e", "12345.0", "+1.2e+04"),
+            ("%#o", "8", "010"),
+            ("%05s", "`ab`", "000ab"),
+            ("%.0d", "0", ""),
+            ("%6.2f%%", "99.5", " 99.50%"),
+            ("%v", "0.000012", "1.2e-05"),
+            ("%v", "123456.0", "123456"),
+            ("%v", "1234567.0", "1.234567e+06"),
+        ] {
+            let t = format!("{{{{printf \"{format}\" {arg}}}}}");
+            assert_eq!(r(&t).unwrap(), want, "{t}");
+        }
+        // Go's own marks for mismatches, missing and extra operands.
+        assert_eq!(r(r#"{{printf "%d" "x"}}"#).unwrap(), "%!d(string=x)");
+        assert_eq!(r(r#"{{printf "%s" 3}}"#).unwrap(), "%!s(int=3)");
+        assert_eq!(r(r#"{{printf "%s %s" "a"}}"#).unwrap(), "a %!s(MISSING)");
+        assert_eq!(
+            r(r#"{{printf "%s" "a" 1 true}}"#).unwrap(),
+            "a%!(EXTRA int=1, bool=true)"
+        );
+        assert_eq!(r(r#"{{printf "%z" 1}}"#).unwrap(), "%!z(int=1)");
+        assert_eq!(r(r#"{{printf "x%"}}"#).unwrap(), "x%!(NOVERB)");
+        assert_eq!(r(r#"{{printf "%[3]s" "a"}}"#).unwrap(), "%!s(BADINDEX)");
+        assert_eq!(
+            r(r#"{{printf "%99999999d" 1}}"#).unwrap(),
+            "%!(NOVERB)%!(EXTRA int=1)"
+        );
+        // As an argument and at the end of a pipeline.
+        assert_eq!(
+            r(r#"{{ 8080 | printf "%s:%d" "10.0.2.2" }}"#).unwrap(),
+            "10.0.2.2:8080"
+        );
+        assert_eq!(r(r#"{{ join (printf "%03d" 7) "x" }}"#).unwrap(), "007+x");
+        assert_eq!(
+            e("{{printf}}"),
+            "wrong number of args for printf: want at least 1 got 0"
+        );
+        assert_eq!(
+            e("{{printf 1}}"),
+            "wrong type for value; expected string; got int"
+        );
+    }
+
+    #[test]
+    fn print_println_and_escapers() {
+        assert_eq!(r(r#"{{print "a" 1 2 "b" true}}"#).unwrap(), "a1 2btrue");
+        assert_eq!(r(r#"{{println "a" 1}}"#).unwrap(), "a 1\n");
+        assert_eq!(
+            r(r#"{{html "<a href='x'>&"}}"#).unwrap(),
+            "&lt;a href=&#39;x&#39;&gt;&amp;"
+        );
+        assert_eq!(
+            r(r#"{{js "it's <b>=\"\n"}}"#).unwrap(),
+            r#"it\'s \u003Cb\u003E\u003D\"\u000A"#
+        );
+        assert_eq!(
+            r(r#"{{urlquery "a b&c=d/é"}}"#).unwrap(),
+            "a+b%26c%3Dd%2F%C3%A9"
+        );
+        assert_eq!(r(r#"{{html 1 2}}"#).unwrap(), "1 2");
+    }
+
+    #[test]
+    fn comparisons_and_logic() {
+        assert_eq!(
+            r("{{eq 1 2 3 1}} {{eq `a` `b`}} {{ne 1 2}} {{eq true true}}").unwrap(),
+            "true false true true"
+        );
+        assert_eq!(
+            r("{{lt 1 2}} {{le 2 2}} {{gt `b` `a`}} {{ge 1 2}} {{lt 1.5 2.5}}").unwrap(),
+            "true true true false true"
+        );
+        assert_eq!(
+            e("{{eq 1 `1`}}"),
+            "error calling eq: incompatible types for comparison"
+        );
+        assert_eq!(
+            e("{{lt true false}}"),
+            "error calling lt: invalid type for comparison"
+        );
+        assert_eq!(
+            e("{{eq 1}}"),
+            "error calling eq: missing argument for comparison"
+        );
+        assert_eq!(
+            e("{{ne 1 2 3}}"),
+            "wrong number of args for ne: want 2 got 3"
+        );
+        // `and`/`or` give the deciding argument itself, and stop there.
+        assert_eq!(
+            r("{{and 1 0 2}}|{{and 1 2}}|{{or 0 `` `x` 3}}|{{or 0 ``}}|").unwrap(),
+            "0|2|x||"
+        );
+        assert_eq!(
+            r("{{and false (index `a` 5)}} {{or true (index `a` 5)}}").unwrap(),
+            "false true"
+        );
+        assert_eq!(
+            r("{{not ``}} {{not 1}} {{ 0 | not }}").unwrap(),
+            "true false true"
+        );
+        assert_eq!(
+            e("{{and}}"),
+            "wrong number of args for and: want at least 1 got 0"
+        );
+        assert_eq!(
+            e("{{not 1 2}}"),
+            "wrong number of args for not: want 1 got 2"
+        );
+    }
+
+    #[test]
+    fn len_index_slice() {
+        assert_eq!(
+            r("{{len `héllo`}} {{index `abc` 1}} {{index `abc`}}").unwrap(),
+            "6 98 abc"
+        );
+        assert_eq!(
+            r("{{slice `abcdef` 1 3}} {{slice `abc` 1}} {{slice `abc`}}").unwrap(),
+            "bc bc abc"
+        );
+        assert_eq!(e("{{len 3}}"), "error calling len: len of type int");
+        assert_eq!(
+            e("{{index `abc` 5}}"),
+            "error calling index: index out of range: 5"
+        );
+        assert_eq!(
+            e("{{index 3 0}}"),
+            "error calling index: can't index item of type int"
+        );
+        assert_eq!(
+            e("{{slice `abc` 2 1}}"),
+            "error calling slice: invalid slice index: 2 > 1"
+        );
+        assert_eq!(
+            e("{{slice `abc` 1 2 3}}"),
+            "error calling slice: cannot 3-index slice a string"
+        );
+        assert_eq!(
+            e("{{call `f`}}"),
+            "call is not supported: a Packer template has no function values"
+        );
+    }
+
+    #[test]
+    fn if_with_range_blocks() {
+        assert_eq!(r("{{if eq 1 1}}yes{{else}}no{{end}}").unwrap(), "yes");
+        assert_eq!(r("{{if 0}}a{{else if `x`}}b{{else}}c{{end}}").unwrap(), "b");
+        assert_eq!(r("{{if 0}}a{{else if ``}}b{{else}}c{{end}}").unwrap(), "c");
+        assert_eq!(r("[{{if ``}}a{{end}}]").unwrap(), "[]");
+        assert_eq!(r("{{with `v`}}[{{.}}]{{else}}none{{end}}").unwrap(), "[v]");
+        assert_eq!(r("{{with ``}}x{{else}}none{{end}}").unwrap(), "none");
+        assert_eq!(r("{{with 0}}x{{else with `w`}}{{.}}{{end}}").unwrap(), "w");
+        assert_eq!(r("{{range 3}}{{.}},{{end}}").unwrap(), "0,1,2,");
+        assert_eq!(
+            r("{{range $i := 4}}{{if eq $i 2}}{{break}}{{end}}{{$i}}{{end}}").unwrap(),
+            "01"
+        );
+        assert_eq!(
+            r("{{range 4}}{{if eq . 1}}{{continue}}{{end}}{{.}}{{end}}").unwrap(),
+            "023"
+        );
+        assert_eq!(r("{{range 0}}x{{else}}empty{{end}}").unwrap(), "empty");
+        assert_eq!(
+            r("{{if true}}{{if false}}a{{else}}b{{end}}c{{end}}").unwrap(),
+            "bc"
+        );
+        assert_eq!(e("{{range `ab`}}{{end}}"), "range can't iterate over ab");
+        assert_eq!(
+            e("{{range $i, $e := 2}}{{end}}"),
+            "can't use 2 to iterate over more than one variable"
+        );
+        assert_eq!(
+            e("{{with .Known}}{{.Other}}{{end}}"),
+            "can't evaluate field Other in a string value (K)"
+        );
+    }
+
+    #[test]
+    fn variables() {
+        assert_eq!(r("{{$x := `a`}}{{$x}}{{$x = `b`}}{{$x}}").unwrap(), "ab");
+        assert_eq!(r("{{if $v := `x`}}{{$v}}{{end}}").unwrap(), "x");
+        assert_eq!(r("{{$n := 2}}{{range $n}}{{$n}}{{end}}").unwrap(), "22");
+        assert_eq!(r("{{$.Known}}").unwrap(), "K");
+        assert_eq!(
+            e("{{if true}}{{$y := 1}}{{end}}{{$y}}"),
+            "undefined variable \"$y\""
+        );
+        assert_eq!(e("{{$z = 1}}"), "undefined variable \"$z\"");
+        assert_eq!(
+            e("{{$a, $b := 1}}"),
+            "too many declarations (in the action starting at character 1)"
+        );
+    }
+
+    #[test]
+    fn trim_markers_in_blocks() {
+        assert_eq!(r("{{if true -}}  \n  x  {{- end}}").unwrap(), "x");
+        assert_eq!(r("a {{- if false}}b{{else -}}  c{{end}}").unwrap(), "ac");
+        assert_eq!(r("{{range 2 -}}\n  x\n{{- end}}").unwrap(), "xx");
+        // Only Go's white space is trimmed.
+        assert_eq!(r("\u{a0}{{- 1}}").unwrap(), "\u{a0}1");
+    }
+
+    #[test]
+    fn blocks_on_late_fields_are_kept_for_later() {
+        let kept = |s: &str| assert_eq!(r(s).unwrap(), s);
+        kept("{{if .Path}}p={{.Path}}{{end}}");
+        kept("{{ if eq .Name `x` }}a{{ else if .Path }}b{{ else }}c{{ end }}");
+        kept("a {{- if .X}}b{{end}}");
+        kept("{{ $p := .Path }}x{{ $p }}");
+        kept("{{range 2}}{{if $.X}}{{break}}{{end}}a{{end}}");
+        kept("{{with .Path}}{{.}}{{end}}");
+        assert_eq!(
+            r("{{if .Path}}{{join `a` `b`}}{{end}}").unwrap(),
+            "{{if .Path}}a+b{{end}}"
+        );
+        assert_eq!(r("{{if true}}{{.Path}}{{end}}").unwrap(), "{{.Path}}");
+        assert_eq!(
+            r("{{and false .Path}} {{or .Path 1}}").unwrap(),
+            "false {{or .Path 1}}"
+        );
+        // A variable the kept part needs is declared again for the late pass.
+        assert_eq!(
+            r("{{$x := `a`}}{{.Path}}{{$x}}").unwrap(),
+            "{{$x := `a`}}{{.Path}}a"
+        );
+        assert_eq!(r("{{$x := `a`}}{{$x}}").unwrap(), "a");
+    }
+
+    #[test]
+    fn block_structure_errors() {
+        assert_eq!(
+            e("x {{if true}}a"),
+            "{{if}} is not closed: missing {{end}} (in the action starting at character 3)"
+        );
+        assert_eq!(
+            e("a{{else}}b"),
+            "{{else}} without {{if}}, {{with}} or {{range}} (in the action starting at character 2)"
+        );
+        assert_eq!(
+            e("{{end}}"),
+            "{{end}} without {{if}}, {{with}} or {{range}} (in the action starting at character 1)"
+        );
+        assert_eq!(
+            e("{{if 1}}a{{else}}b{{else}}c{{end}}"),
+            "a second {{else}} in the {{if}} opened at character 1 (in the action starting at character 19)"
+        );
+        assert!(e("{{if}}x{{end}}").starts_with("missing value for if"));
+        assert!(
+            e("{{range 1}}{{else if 1}}{{end}}")
+                .starts_with("unexpected words after else in {{range}}")
+        );
+        assert!(e("{{break}}").starts_with("{{break}} outside {{range}}"));
+        assert!(e("{{if 1}}{{continue}}{{end}}").starts_with("{{continue}} outside {{range}}"));
+        assert!(e("{{define `x`}}{{end}}").starts_with("{{define}} is not supported"));
+        assert!(e("{{end 1}}").starts_with("unexpected words after end"));
+        assert!(e("{{ 1 | if }}").starts_with("unexpected if inside an action"));
+        // Unknown functions are reported in branches never taken, as Go does.
+        assert_eq!(
+            e("{{if false}}{{nope}}{{end}}"),
+            "function \"nope\" is not defined"
+        );
+        let deep = format!("{}x{}", "{{if 1}}".repeat(70), "{{end}}".repeat(70));
+        assert!(e(&deep).starts_with("blocks nested more than 64 deep"));
+    }
+
+    #[test]
+    fn loops_stay_within_the_limits() {
+        assert!(e("{{range 1000000}}{{end}}").contains("steps to render"));
+        assert!(e("{{range 1000}}{{range 1000}}{{end}}{{end}}").contains("steps to render"));
+        assert!(e(r#"{{range 20000}}{{printf "%100s" ""}}{{end}}"#).contains("more than 1 MiB"));
+        assert!(
+            e("{{range 30000}}0123456789012345678901234567890123456789{{end}}")
+                .contains("more than 1 MiB")
+        );
+        assert!(e(r#"{{printf "%2000000d" 1}}"#).contains("more than 1 MiB"));
+        assert_eq!(r("{{range 1000}}{{end}}").unwrap(), "");
+    }
+
+    #[test]
+    fn numbers_and_characters() {
+        assert_eq!(
+            r("{{0x1F}} {{0o17}} {{017}} {{0b101}} {{1_000}} {{'a'}} {{1.5}} {{1e3}} {{-2.5}}")
+                .unwrap(),
+            "31 15 15 5 1000 97 1.5 1000 -2.5"
+        );
+        assert!(e("{{ 0x }}").contains("bad number"));
     }
 }

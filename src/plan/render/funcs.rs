@@ -13,6 +13,11 @@ use super::engine::{EvalError, MAX_VALUE_BYTES, Resolver, Value, too_long};
 /// functions, to a fraction of a second and a few MiB at a time.
 pub const MAX_TOTAL_BYTES: usize = 64 << 20;
 
+/// The most evaluation steps (loop turns, actions) one template may take
+/// in all: each string has its own, smaller bound, and this one keeps many
+/// strings with long loops from adding up.
+pub const MAX_TOTAL_STEPS: usize = 4_000_000;
+
 /// The functions a template may call at load time, by name.
 pub const FUNCTIONS: &[&str] = &[
     "user",
@@ -69,6 +74,7 @@ pub struct FuncCtx {
 #[derive(Debug, Clone, Default)]
 pub struct Budget {
     spent: Cell<usize>,
+    steps: Cell<usize>,
     /// Over budget and said so once: every later string fails quietly
     /// rather than repeating the message for every field.
     reported: Cell<bool>,
@@ -133,19 +139,37 @@ impl Resolver for FuncCtx {
         self.budget.spent.set(spent);
         if spent <= MAX_TOTAL_BYTES {
             Ok(())
-        } else if self.budget.reported.replace(true) {
-            Err(EvalError::AlreadyReported)
         } else {
-            Err(msg(format!(
-                "the template renders more than {} of text in all (the limit for one template); \
-                 later values are not checked",
+            Err(self.over_budget(format!(
+                "the template renders more than {} of text in all (the limit for one template)",
                 crate::human::exact_bytes(MAX_TOTAL_BYTES)
+            )))
+        }
+    }
+
+    fn charge_steps(&self, steps: usize) -> Result<(), EvalError> {
+        let spent = self.budget.steps.get().saturating_add(steps);
+        self.budget.steps.set(spent);
+        if spent <= MAX_TOTAL_STEPS {
+            Ok(())
+        } else {
+            Err(self.over_budget(format!(
+                "the template takes more than {MAX_TOTAL_STEPS} steps to render in all \
+                 (the limit for one template; loops that run too long?)"
             )))
         }
     }
 }
 
 impl FuncCtx {
+    fn over_budget(&self, what: String) -> EvalError {
+        if self.budget.reported.replace(true) {
+            EvalError::AlreadyReported
+        } else {
+            msg(format!("{what}; later values are not checked"))
+        }
+    }
+
     /// The functions themselves; [`Resolver::call`] bounds what they return.
     /// The ones that can grow their input check the size before building it.
     fn call_unbounded(&self, name: &str, args: &[Value]) -> Result<Value, EvalError> {
@@ -625,6 +649,21 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("use `replace` or `replace_all`")
+        );
+    }
+
+    #[test]
+    fn functions_packer_json_lacks_say_what_to_use() {
+        assert_eq!(
+            r("{{ join `,` `a` }}").unwrap_err().to_string(),
+            "function \"join\" is not defined: Packer's JSON templates have no join \
+             (HCL2 templates do); write the text out, or build it with printf"
+        );
+        assert!(
+            r("{{ strftime `%Y` }}")
+                .unwrap_err()
+                .to_string()
+                .contains("use isotime")
         );
     }
 

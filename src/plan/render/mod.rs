@@ -3,13 +3,18 @@
 //! Go-template engine and functions that both the template loader and the
 //! stages use.
 
+mod builtins;
 pub(crate) mod engine;
+mod exec;
 pub(crate) mod funcs;
+mod gofmt;
+mod parse;
 
 use engine::{EvalError, Resolver, Value};
 use funcs::FuncCtx;
 
-/// The only functions [`render_late`] evaluates: pure ones.
+/// The only Packer functions [`render_late`] evaluates: pure ones. Go's
+/// built-ins (`printf`, `eq`, `if` blocks, ...) work there too.
 const LATE_FUNCTIONS: &[&str] = &[
     "lower",
     "upper",
@@ -18,6 +23,10 @@ const LATE_FUNCTIONS: &[&str] = &[
     "replace_all",
     "clean_resource_name",
 ];
+
+/// The late values Packer passes as numbers: `printf "%d"` and `eq` with
+/// a number treat them as Packer does.
+const INT_FIELDS: &[&str] = &["HTTPPort", "SSHHostPort"];
 
 struct LateResolver<'a> {
     values: &'a [(&'a str, &'a str)],
@@ -37,14 +46,18 @@ impl Resolver for LateResolver<'_> {
         self.values
             .iter()
             .find(|(k, _)| *k == name)
-            .map(|(_, v)| Value::Str((*v).to_string()))
+            .map(|(k, v)| match v.parse::<i64>() {
+                Ok(n) if INT_FIELDS.contains(k) => Value::Int(n),
+                _ => Value::Str((*v).to_string()),
+            })
     }
 }
 
 /// Fills the late references (`{{ .Vars }}`, `{{ .Path }}`,
 /// `{{.SSHHostPort}}`, ...) that `template::load` left in a
-/// string. Unknown late references are left as they are; so is the whole
-/// text if it cannot be rendered.
+/// string, with the blocks it kept because they depend on them
+/// (`{{ if .HTTPIP }}...{{ end }}`). Unknown late references are left as
+/// they are; so is the whole text if it cannot be rendered.
 pub fn render_late(text: &str, values: &[(&str, &str)]) -> String {
     if !text.contains("{{") {
         return text.to_string();
