@@ -13,3 +13,4 @@ mod interactive;
 mod secrets;
 mod smoke;
 mod util;
+mod vagrant;
