@@ -275,7 +275,20 @@ mod tests {
         let at_driver = text.find("libvirt.driver = \"qemu\"").unwrap();
         let custom = text.find("synced_folder").unwrap();
         assert!(at_driver < custom, "{text}");
-        assert!(text.contains("Vagrant.configure(\"2\")"));
+        assert_eq!(
+            vagrantfile("kvm", ""),
+            concat!(
+                "\n# The contents below were provided by the Packer Vagrant post-processor\n",
+                "\nVagrant.configure(\"2\") do |config|\n",
+                "  config.vm.provider :libvirt do |libvirt|\n",
+                "    libvirt.driver = \"kvm\"\n",
+                "  end\n",
+                "end\n",
+                "\n\n# The contents below (if any) are custom contents provided by the\n",
+                "# Packer template during image build.\n",
+                "\n",
+            )
+        );
         assert_eq!(driver(Some(Accelerator::Kvm)), "kvm");
         assert_eq!(driver(Some(Accelerator::Tcg)), "qemu");
     }
