@@ -344,4 +344,136 @@ mod tests {
         names.sort();
         assert_eq!(names, ["disk", "x0.box", "x6.box"]);
     }
+
+    struct Quiet;
+
+    impl crate::pipeline::report::Reporter for Quiet {
+        fn stage(&self, _: &str, _: crate::pipeline::report::Stage) {}
+        fn say(&self, _: &str, _: &str) {}
+        fn output(&self, _: &str, _: &str) {}
+        fn error(&self, _: &str, _: &str) {}
+        fn artifact(&self, _: &str, _: &Artifact) {}
+        fn progress(&self, _: &str, _: Option<&crate::pipeline::report::Progress>) {}
+    }
+
+    fn ctx() -> BuildContext {
+        BuildContext::standalone(
+            "demo",
+            std::sync::Arc::new(Quiet),
+            tokio_util::sync::CancellationToken::new(),
+        )
+    }
+
+    fn input(disk: &Path) -> Artifact {
+        Artifact {
+            build_name: "demo".into(),
+            builder_type: "qemu".into(),
+            builder_id: crate::pipeline::report::QEMU_BUILDER_ID.into(),
+            files: vec![disk.to_path_buf()],
+            description: String::new(),
+        }
+    }
+
+    fn qcow2(dir: &Path) -> PathBuf {
+        let disk = dir.join("disk.qcow2");
+        let made = std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&disk)
+            .arg("1536M")
+            .status()
+            .expect("qemu-img is needed for this test");
+        assert!(made.success());
+        disk
+    }
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn includes_join_the_box_and_an_included_metadata_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = qcow2(dir.path());
+        let extra = dir.path().join("info.json");
+        fs::write(&extra, "{}").unwrap();
+        let own_metadata = dir.path().join("metadata.json");
+        fs::write(&own_metadata, "{\"provider\":\"libvirt\"}").unwrap();
+        let config = VagrantConfig {
+            output: format!(
+                "{}/boxes/{{{{.BuildName}}}}_{{{{.Provider}}}}.box",
+                dir.path().display()
+            ),
+            compression_level: 0,
+            include: vec![extra, own_metadata],
+            vagrantfile_template: None,
+            keep_input_artifact: false,
+        };
+        let out = vagrant(
+            &ctx(),
+            &config,
+            &input(&disk),
+            &disk,
+            ImageFormat::Qcow2,
+            Some(Accelerator::Tcg),
+        )
+        .await
+        .unwrap();
+        let box_path = dir.path().join("boxes/demo_libvirt.box");
+        assert_eq!(out.files, std::slice::from_ref(&box_path));
+        assert_eq!(out.builder_id, BUILDER_ID);
+        let mut archive = tar::Archive::new(fs::File::open(&box_path).unwrap());
+        let mut seen = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let mut content = Vec::new();
+            io::Read::read_to_end(&mut entry, &mut content).unwrap();
+            seen.push((entry.path().unwrap().display().to_string(), content));
+        }
+        let names: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["Vagrantfile", "box.img", "info.json", "metadata.json"]
+        );
+        assert_eq!(seen[1].1, fs::read(&disk).unwrap(), "box.img is the disk");
+        assert_eq!(seen[3].1, b"{\"provider\":\"libvirt\"}");
+        assert_eq!(entries(&dir.path().join("boxes")), ["demo_libvirt.box"]);
+    }
+
+    #[tokio::test]
+    async fn a_missing_vagrantfile_template_fails_and_leaves_no_box() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = qcow2(dir.path());
+        let missing = dir.path().join("gone.tpl");
+        let out_dir = dir.path().join("boxes");
+        let config = VagrantConfig {
+            output: format!("{}/x.box", out_dir.display()),
+            compression_level: 6,
+            include: vec![],
+            vagrantfile_template: Some(missing.clone()),
+            keep_input_artifact: false,
+        };
+        let err = vagrant(
+            &ctx(),
+            &config,
+            &input(&disk),
+            &disk,
+            ImageFormat::Qcow2,
+            Some(Accelerator::Tcg),
+        )
+        .await
+        .unwrap_err();
+        let chain = format!(
+            "{err}: {}",
+            std::error::Error::source(&err)
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        );
+        assert!(chain.contains(&missing.display().to_string()), "{chain}");
+        assert!(entries(&out_dir).is_empty(), "{:?}", entries(&out_dir));
+    }
 }
