@@ -18,6 +18,7 @@ mod test_boot;
 mod test_image;
 mod traces;
 mod undo;
+mod vagrant;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -735,6 +736,25 @@ async fn run_post_processors(
                     ctx.say("Running post-processor: googlecompute-import");
                     gce::import(ctx, config, &current, disk_format(spec)).await?
                 }
+                PostProcessorSpec::Vagrant(config) => {
+                    ctx.say("Running post-processor: vagrant");
+                    let disk = post::disk_of("vagrant", &current)?;
+                    let out = vagrant::vagrant(
+                        ctx,
+                        config,
+                        &current,
+                        &disk,
+                        disk_format(spec),
+                        spec.qemu.accelerator,
+                    )
+                    .await
+                    .map_err(post::PostError::from)?;
+                    for file in &out.files {
+                        undo.push(Created::File(file.clone()));
+                    }
+                    ctx.say(&out.description);
+                    out
+                }
             };
             if position == 0 {
                 builder_artifact_kept |= keeps_input;
@@ -774,6 +794,7 @@ fn keeps_input(post: &PostProcessorSpec) -> bool {
         PostProcessorSpec::Checksum(_) | PostProcessorSpec::Manifest(_) => true,
         PostProcessorSpec::Compress(c) => c.keep_input_artifact,
         PostProcessorSpec::GceImport(c) => c.keep_input_artifact,
+        PostProcessorSpec::Vagrant(c) => c.keep_input_artifact,
     }
 }
 

@@ -29,6 +29,9 @@ pub enum PostError {
     /// Packaging the disk (`compress`) failed.
     #[error("packaging the disk")]
     Export(#[from] crate::export::ExportError),
+    /// Making the Vagrant box failed.
+    #[error("vagrant")]
+    Vagrant(#[from] super::vagrant::VagrantError),
     /// The manifest file to append to is not a manifest.
     #[error("{} exists but is not a manifest", path.display())]
     BadManifest {

@@ -193,3 +193,9 @@ impl Default for CheckSpec {
         }
     }
 }
+
+/// The `vagrant` post-processor's box when `output` is not set.
+pub const VAGRANT_OUTPUT: &str = "packer_{{ .BuildName }}_{{.Provider}}.box";
+/// The `vagrant` post-processor's gzip level when `compression_level` is
+/// not set, or -1: Go's default compression.
+pub const VAGRANT_COMPRESSION_LEVEL: u32 = 6;

@@ -460,6 +460,8 @@ pub enum PostProcessorSpec {
     /// `googlecompute-import`: the disk uploaded and registered as a GCE
     /// image.
     GceImport(Box<GceImportConfig>),
+    /// `vagrant`: the disk as a libvirt Vagrant box.
+    Vagrant(VagrantConfig),
 }
 
 impl PostProcessorSpec {
@@ -470,8 +472,30 @@ impl PostProcessorSpec {
             PostProcessorSpec::Manifest(_) => "manifest",
             PostProcessorSpec::Compress(_) => "compress",
             PostProcessorSpec::GceImport(_) => "googlecompute-import",
+            PostProcessorSpec::Vagrant(_) => "vagrant",
         }
     }
+}
+
+/// `vagrant`: a libvirt box (`box.img`, `metadata.json`, `Vagrantfile`
+/// and the `include` files in a tar, gzip'd unless the level is 0), with
+/// `override.libvirt` already applied.
+#[derive(Debug, Clone)]
+pub struct VagrantConfig {
+    /// The box's path, with the late references `{{ .BuildName }}`,
+    /// `{{ .Provider }}` and `{{ .ArtifactId }}`. Default
+    /// `packer_{{ .BuildName }}_{{.Provider}}.box`.
+    pub output: String,
+    /// gzip level 1-9, or 0 for a plain tar. Default 6 (Go's default
+    /// compression, which Packer uses).
+    pub compression_level: u32,
+    /// Files put at the box's root under their own names, absolute.
+    pub include: Vec<PathBuf>,
+    /// A file whose content (with the same late references as `output`) is
+    /// appended to the box's Vagrantfile, absolute.
+    pub vagrantfile_template: Option<PathBuf>,
+    /// Keep the disk after making the box.
+    pub keep_input_artifact: bool,
 }
 
 /// `compress`: the disk as GCE's `disk.raw` tarball, written to a local file.

@@ -329,4 +329,46 @@ mod tests {
             process.kill();
         }
     }
+
+    /// The floppy kiln writes is attached where Packer's `-fda` puts it,
+    /// read as raw, and QEMU starts with it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn qemu_attaches_the_floppy_as_the_first_floppy_drive() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("disk.qcow2");
+        let made = std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&disk)
+            .arg("64M")
+            .status()
+            .expect("qemu-img is needed for this test");
+        assert!(made.success());
+        let floppy = dir.path().join("floppy.img");
+        crate::seed::floppy::write(
+            &crate::plan::FloppyConfig {
+                content: [("ks.cfg".to_string(), "text".to_string())].into(),
+                ..Default::default()
+            },
+            &floppy,
+        )
+        .unwrap();
+        let spec = LaunchSpec {
+            floppy: Some(floppy.clone()),
+            ..LaunchSpec::for_tests(disk, "qcow2", dir.path())
+        };
+        let mut process = QemuProcess::spawn("qemu-system-x86_64", &argv(&spec))
+            .await
+            .unwrap();
+        let qmp = Qmp::connect(&spec.qmp_socket, std::time::Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|err| panic!("{err}: {}", process.stderr_tail()));
+        let blocks = qmp.human_command("info block").await.unwrap();
+        process.kill();
+        let line = blocks
+            .lines()
+            .find(|line| line.starts_with("floppy0"))
+            .unwrap_or_else(|| panic!("no floppy0 in:\n{blocks}"));
+        assert!(line.contains(&floppy.display().to_string()), "{line}");
+        assert!(line.contains("raw"), "{line}");
+    }
 }

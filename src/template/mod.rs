@@ -12,6 +12,7 @@ mod paths;
 mod post_processor;
 mod provisioner;
 pub(crate) mod show;
+mod vagrant;
 mod variables;
 
 pub use duration::parse as parse_duration;

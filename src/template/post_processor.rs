@@ -98,11 +98,12 @@ pub fn decode(mut o: Obj<'_>, type_name: &str, cwd: &Path) -> Option<PostProcess
         "googlecompute-import" => {
             gce_import(&mut o, cwd).map(|c| PostProcessorSpec::GceImport(Box::new(c)))
         }
+        "vagrant" => super::vagrant::decode(&mut o, cwd).map(PostProcessorSpec::Vagrant),
         other => {
             o.cx().problem(
                 o.key_path("type"),
                 format!(
-                    "post-processor {other} is not supported: kiln has checksum, manifest, compress and googlecompute-import"
+                    "post-processor {other} is not supported: kiln has checksum, manifest, compress, googlecompute-import and vagrant"
                 ),
             );
             return None;

@@ -878,11 +878,11 @@ fn post_processor_chains_and_defaults() {
     assert_eq!(
         problems(json!({
             "builders": [qemu(json!({}))],
-            "post-processors": [["checksum", "compress"], {"type": "vagrant"}, 5, {"type": "checksum", "outptu": "x"}]
+            "post-processors": [["checksum", "compress"], {"type": "docker-import"}, 5, {"type": "checksum", "outptu": "x"}]
         })),
         vec![
             ("post-processors[2]".to_string(), "expected a post-processor type name, an object, or an array of those, got a number".to_string()),
-            ("post-processors[1].type".to_string(), "post-processor vagrant is not supported: kiln has checksum, manifest, compress and googlecompute-import".to_string()),
+            ("post-processors[1].type".to_string(), "post-processor docker-import is not supported: kiln has checksum, manifest, compress, googlecompute-import and vagrant".to_string()),
             ("post-processors[3].outptu".to_string(), "unknown key (did you mean output?)".to_string()),
         ]
     );

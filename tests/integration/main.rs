@@ -14,3 +14,4 @@ mod secrets;
 mod smoke;
 mod templates_corpus;
 mod util;
+mod vagrant;
