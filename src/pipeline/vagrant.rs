@@ -352,7 +352,7 @@ mod tests {
         fn say(&self, _: &str, _: &str) {}
         fn output(&self, _: &str, _: &str) {}
         fn error(&self, _: &str, _: &str) {}
-        fn artifact(&self, _: &str, _: &Artifact) {}
+        fn artifacts(&self, _: &str, _: &[Artifact]) {}
         fn progress(&self, _: &str, _: Option<&crate::pipeline::report::Progress>) {}
     }
 
