@@ -8,10 +8,15 @@
 //! references Packer only knows at run time (`{{ .Vars }}`, `{{ .Path }}`,
 //! `{{ .SSHHostPort }}`, ...), which stay in the string for [`render_late`].
 
+mod ansible;
 mod compression;
 pub mod defaults;
 pub(crate) mod render;
 
+pub use ansible::{
+    ANSIBLE_COMMAND, ANSIBLE_LOCAL_COMMAND, ANSIBLE_LOCAL_STAGING, AnsibleConfig,
+    AnsibleLocalConfig, AnsibleLocalPlaybooks, GALAXY_COMMAND, HOST_ALIAS,
+};
 pub use compression::{CompressionLevel, InvalidCompressionLevel};
 pub use render::render_late;
 
@@ -309,6 +314,10 @@ pub enum ProvisionerKind {
     File(FileConfig),
     /// `shell-local`: a command run on the host.
     ShellLocal(ShellLocalConfig),
+    /// `ansible`: a playbook run from the host against the guest.
+    Ansible(Box<AnsibleConfig>),
+    /// `ansible-local`: a playbook uploaded to and run in the guest.
+    AnsibleLocal(Box<AnsibleLocalConfig>),
 }
 
 /// One provisioner of a build.

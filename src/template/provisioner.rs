@@ -1,4 +1,5 @@
-//! `shell`, `file` and `shell-local` provisioners.
+//! `shell`, `file` and `shell-local` provisioners (`ansible` and
+//! `ansible-local` in [`super::ansible`]).
 //!
 //! `binary` (shell) is accepted and ignored: kiln uploads scripts byte for
 //! byte, which is what it asks for. `remote_path` (shell) is split into
@@ -38,11 +39,15 @@ pub fn decode(
         "shell" => shell(&mut o, cwd).map(ProvisionerKind::Shell),
         "file" => file(&mut o, cwd).map(ProvisionerKind::File),
         "shell-local" => shell_local(&mut o, cwd).map(ProvisionerKind::ShellLocal),
+        "ansible" => super::ansible::ansible(&mut o, cwd)
+            .map(|config| ProvisionerKind::Ansible(Box::new(config))),
+        "ansible-local" => super::ansible::ansible_local(&mut o, cwd)
+            .map(|config| ProvisionerKind::AnsibleLocal(Box::new(config))),
         other => {
             o.cx().problem(
                 o.key_path("type"),
                 format!(
-                    "provisioner {other:?} is not supported: expected shell, file or shell-local"
+                    "provisioner {other:?} is not supported: expected shell, file, shell-local, ansible or ansible-local"
                 ),
             );
             return None;

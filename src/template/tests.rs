@@ -713,6 +713,9 @@ fn provisioner_problems() {
             {"type": "file", "source": "/nope/file"},
             {"type": "shell", "inline": ["a", {}], "environment_vars": ["NOEQ"]},
             {"type": "ansible"},
+            {"type": "ansible", "playbook_file": "/nope/site.yml", "galaxy_file": "/nope"},
+            {"type": "ansible-local", "playbook_file": "/nope/site.yml", "role_paths": ["/nope/r"]},
+            {"type": "puppet-server"},
         ]
     }));
     assert_eq!(
@@ -747,8 +750,28 @@ fn provisioner_problems() {
                 "expected KEY=VALUE, got \"NOEQ\"".to_string()
             ),
             (
-                "provisioners[5].type".to_string(),
-                "provisioner \"ansible\" is not supported: expected shell, file or shell-local"
+                "provisioners[5].playbook_file".to_string(),
+                "is required: the playbook to run".to_string()
+            ),
+            (
+                "provisioners[6].playbook_file".to_string(),
+                "file not found: /nope/site.yml".to_string()
+            ),
+            (
+                "provisioners[6].galaxy_file".to_string(),
+                "file not found: /nope".to_string()
+            ),
+            (
+                "provisioners[7].playbook_file".to_string(),
+                "file not found: /nope/site.yml".to_string()
+            ),
+            (
+                "provisioners[7].role_paths[0]".to_string(),
+                "directory not found: /nope/r".to_string()
+            ),
+            (
+                "provisioners[8].type".to_string(),
+                "provisioner \"puppet-server\" is not supported: expected shell, file, shell-local, ansible or ansible-local"
                     .to_string()
             ),
         ]
