@@ -429,6 +429,9 @@ pub struct ShellLocalConfig {
     pub inline_shebang: String,
     /// Exit codes that count as success. Default `[0]`.
     pub valid_exit_codes: Vec<i64>,
+    /// `only_on`: the operating systems (Go's names: `linux`, `darwin`,
+    /// ...) it runs on; empty: all.
+    pub only_on: Vec<String>,
 }
 
 /// One post-processor of a build.
@@ -443,6 +446,9 @@ pub enum PostProcessorSpec {
     /// `googlecompute-import`: the disk uploaded and registered as a GCE
     /// image.
     GceImport(Box<GceImportConfig>),
+    /// `shell-local`: commands run on this machine; the artifact passes
+    /// through, kept.
+    ShellLocal(ShellLocalConfig),
 }
 
 impl PostProcessorSpec {
@@ -453,6 +459,7 @@ impl PostProcessorSpec {
             PostProcessorSpec::Manifest(_) => "manifest",
             PostProcessorSpec::Compress(_) => "compress",
             PostProcessorSpec::GceImport(_) => "googlecompute-import",
+            PostProcessorSpec::ShellLocal(_) => "shell-local",
         }
     }
 }

@@ -11,6 +11,10 @@ use crate::plan::{ShellLocalConfig, ShellLocalSource};
 /// Runs the inline lines, the command, or each script in turn, as a
 /// local script.
 pub async fn run(config: &ShellLocalConfig, ctx: &mut Context<'_>) -> Result<(), ProvisionError> {
+    if !config.only_on.is_empty() && !config.only_on.iter().any(|os| os == std::env::consts::OS) {
+        (ctx.say)("Skipping shell-local due to runtime OS");
+        return Ok(());
+    }
     let mut env = ctx.builtin_env();
     env.extend(config.environment.iter().cloned());
     let vars = flatten_env(&env);
@@ -115,6 +119,7 @@ mod tests {
             ],
             inline_shebang: "/bin/sh -e".into(),
             valid_exit_codes: vec![0],
+            only_on: Vec::new(),
         };
         let cancel = tokio_util::sync::CancellationToken::new();
         let quiet = |_: &str| {};

@@ -93,11 +93,13 @@ pub fn ansible(o: &mut Obj<'_>, cwd: &Path) -> Option<AnsibleConfig> {
     let inventory_directory = existing(o, "inventory_directory", Kind::Dir, cwd);
     let inventory_file = existing(o, "inventory_file", Kind::File, cwd);
     let galaxy_file = existing(o, "galaxy_file", Kind::File, cwd);
-    Some(AnsibleConfig {
+    // Every key is read before a missing playbook ends the decoding, so
+    // none is reported as unknown.
+    let config = AnsibleConfig {
         command: o
             .non_empty_string("command")
             .unwrap_or_else(|| ANSIBLE_COMMAND.into()),
-        playbook_file: playbook_file?,
+        playbook_file: PathBuf::new(),
         extra_arguments: o.string_list("extra_arguments").unwrap_or_default(),
         env_vars: env_vars(o, "ansible_env_vars"),
         ssh_extra_args: o.string_list("ansible_ssh_extra_args").unwrap_or_default(),
@@ -119,6 +121,10 @@ pub fn ansible(o: &mut Obj<'_>, cwd: &Path) -> Option<AnsibleConfig> {
         roles_path: o.non_empty_string("roles_path"),
         collections_path: o.non_empty_string("collections_path"),
         use_sftp: o.bool("use_sftp").unwrap_or(false),
+    };
+    Some(AnsibleConfig {
+        playbook_file: playbook_file?,
+        ..config
     })
 }
 
@@ -142,7 +148,7 @@ pub fn ansible_local(o: &mut Obj<'_>, cwd: &Path) -> Option<AnsibleLocalConfig> 
     let staging_directory = o
         .non_empty_string("staging_directory")
         .unwrap_or_else(|| format!("{ANSIBLE_LOCAL_STAGING}/{}", uuid::Uuid::new_v4().simple()));
-    Some(AnsibleLocalConfig {
+    let config = AnsibleLocalConfig {
         command: o
             .non_empty_string("command")
             .unwrap_or_else(|| ANSIBLE_LOCAL_COMMAND.into()),
@@ -160,6 +166,10 @@ pub fn ansible_local(o: &mut Obj<'_>, cwd: &Path) -> Option<AnsibleLocalConfig> 
         galaxy_command: o
             .non_empty_string("galaxy_command")
             .unwrap_or_else(|| GALAXY_COMMAND.into()),
+        playbooks: AnsibleLocalPlaybooks::Files(Vec::new()),
+    };
+    Some(AnsibleLocalConfig {
         playbooks: playbooks?,
+        ..config
     })
 }

@@ -265,7 +265,18 @@ fn file(o: &mut Obj<'_>, cwd: &Path) -> Option<FileConfig> {
     })
 }
 
-fn shell_local(o: &mut Obj<'_>, cwd: &Path) -> Option<ShellLocalConfig> {
+/// `execute_command` of shell-local: an array, or one string (Packer's
+/// weak decoding makes it a one-element array).
+fn execute_list(o: &mut Obj<'_>) -> Option<Vec<String>> {
+    match o.raw("execute_command")? {
+        Json::String(_) => o.string("execute_command").map(|s| vec![s]),
+        _ => o.string_list("execute_command"),
+    }
+}
+
+/// `shell-local`, the provisioner's or the post-processor's (Packer's
+/// shared configuration).
+pub(super) fn shell_local(o: &mut Obj<'_>, cwd: &Path) -> Option<ShellLocalConfig> {
     let which = o.exactly_one(&["inline", "command", "script", "scripts"]);
     let source = match which {
         Some(0) => inline(o).map(ShellLocalSource::Inline),
@@ -276,7 +287,12 @@ fn shell_local(o: &mut Obj<'_>, cwd: &Path) -> Option<ShellLocalConfig> {
     };
     o.allow(&["inline", "command", "script", "scripts"]);
     let environment = environment(o);
-    let execute_command = match o.string_list("execute_command") {
+    let execute_command = match execute_list(o) {
+        // One string is a command line for sh, as Packer takes it.
+        Some(list) if list.len() == 1 => ["sh".to_string(), "-c".to_string()]
+            .into_iter()
+            .chain(list)
+            .collect(),
         Some(list) if !list.is_empty() => list,
         _ => defaults::SHELL_LOCAL_EXECUTE
             .iter()
@@ -287,11 +303,15 @@ fn shell_local(o: &mut Obj<'_>, cwd: &Path) -> Option<ShellLocalConfig> {
         .non_empty_string("inline_shebang")
         .unwrap_or_else(|| defaults::SHEBANG.into());
     let valid_exit_codes = exit_codes(o);
+    let only_on = o.string_list("only_on").unwrap_or_default();
+    // Windows path translation: nothing to translate on Linux.
+    let _ = o.bool("use_linux_pathing");
     Some(ShellLocalConfig {
         source: source?,
         environment,
         execute_command,
         inline_shebang,
         valid_exit_codes,
+        only_on,
     })
 }
