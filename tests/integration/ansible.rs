@@ -30,7 +30,7 @@ fn ansible_runs_the_playbook_on_the_guest_and_ansible_local_stages_it() {
     let template = scratch.write_json(
         "t.json",
         &json!({
-            "builders": [fixture_builder(json!({"name": "fixture", "output_directory": "out"}))],
+            "builders": [fixture_builder(json!({"name": "fixture", "output_directory": "out", "vm_name": "disk.qcow2"}))],
             "provisioners": [
                 {"type": "ansible", "playbook_file": "site.yml", "groups": ["web"]},
                 {"type": "file", "source": "record.sh", "destination": "/root/record.sh"},
@@ -65,7 +65,7 @@ fn ansible_runs_the_playbook_on_the_guest_and_ansible_local_stages_it() {
         run.stdout
     );
 
-    let root = GuestRoot::open(&scratch.path().join("out/packer-fixture"));
+    let root = GuestRoot::open(&scratch.path().join("out/disk.qcow2"));
     assert_eq!(
         root.read("/root/ansible.txt").as_deref(),
         Some("from ansible for fixture\n")
