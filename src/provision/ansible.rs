@@ -414,4 +414,51 @@ mod tests {
                 .any(|(k, v)| k == "ANSIBLE_SCP_IF_SSH" && v == "True")
         );
     }
+
+    /// Roles and collections are each installed by their own galaxy run,
+    /// with Packer's arguments.
+    #[tokio::test]
+    async fn galaxy_installs_roles_and_collections() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("requirements.yml");
+        std::fs::write(&file, "roles:\n  - name: a\ncollections:\n  - name: b\n").unwrap();
+        let lines = std::sync::Mutex::new(Vec::new());
+        let output = |line: &str| lines.lock().unwrap().push(line.to_string());
+        let quiet = |_: &str| {};
+        let ctx = Context {
+            build_name: "web",
+            builder_type: "qemu",
+            guest: None,
+            output: &output,
+            say: &quiet,
+            cancel: Default::default(),
+        };
+        let config = AnsibleConfig {
+            galaxy_command: "echo".into(),
+            galaxy_force_install: true,
+            roles_path: Some("roles".into()),
+            collections_path: Some("collections".into()),
+            ..config()
+        };
+        galaxy(&config, &file, &ctx).await.unwrap();
+        let file = file.display();
+        assert_eq!(
+            *lines.lock().unwrap(),
+            [
+                format!("install -r {file} -f -p roles"),
+                format!("collection install -r {file} -f -p collections"),
+            ]
+        );
+        let failing = AnsibleConfig {
+            galaxy_command: "false".into(),
+            ..config
+        };
+        let err = galaxy(&failing, Path::new(&file.to_string()), &ctx)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ProvisionError::CommandFailed { program, code: 1 } if program == "false"),
+            "{err}"
+        );
+    }
 }
