@@ -13,6 +13,7 @@ mod interactive;
 mod machine;
 mod package;
 mod post;
+mod post_shell_local;
 pub mod report;
 mod test_boot;
 mod test_image;
@@ -159,6 +160,9 @@ pub enum BuildError {
     /// A post-processor failed.
     #[error("post-processor")]
     Post(#[from] post::PostError),
+    /// The `shell-local` post-processor's command failed.
+    #[error("post-processor shell-local")]
+    PostShellLocal(#[source] crate::provision::ProvisionError),
     /// Some smoke-test checks failed.
     #[error("{failed} of {total} check(s) failed{}", .report.as_ref().map(|p| format!(" (report: {})", p.display())).unwrap_or_default())]
     TestsFailed {
@@ -755,6 +759,12 @@ async fn run_post_processors(
                     ctx.say(&out.description);
                     out
                 }
+                PostProcessorSpec::ShellLocal(config) => {
+                    ctx.say("Running post-processor: shell-local");
+                    post_shell_local::run(ctx, config, &current)
+                        .await
+                        .map_err(BuildError::PostShellLocal)?
+                }
             };
             if position == 0 {
                 builder_artifact_kept |= keeps_input;
@@ -788,10 +798,13 @@ fn disk_format(spec: &BuildSpec) -> crate::export::ImageFormat {
     }
 }
 
-/// Checksum and manifest describe their input and always keep it.
+/// Checksum and manifest describe their input and always keep it;
+/// shell-local keeps it whatever the template says, as Packer's does.
 fn keeps_input(post: &PostProcessorSpec) -> bool {
     match post {
-        PostProcessorSpec::Checksum(_) | PostProcessorSpec::Manifest(_) => true,
+        PostProcessorSpec::Checksum(_)
+        | PostProcessorSpec::Manifest(_)
+        | PostProcessorSpec::ShellLocal(_) => true,
         PostProcessorSpec::Compress(c) => c.keep_input_artifact,
         PostProcessorSpec::GceImport(c) => c.keep_input_artifact,
         PostProcessorSpec::Vagrant(c) => c.keep_input_artifact,

@@ -8,10 +8,15 @@
 //! references Packer only knows at run time (`{{ .Vars }}`, `{{ .Path }}`,
 //! `{{ .SSHHostPort }}`, ...), which stay in the string for [`render_late`].
 
+mod ansible;
 mod compression;
 pub mod defaults;
 pub(crate) mod render;
 
+pub use ansible::{
+    ANSIBLE_COMMAND, ANSIBLE_LOCAL_COMMAND, ANSIBLE_LOCAL_STAGING, AnsibleConfig,
+    AnsibleLocalConfig, AnsibleLocalPlaybooks, GALAXY_COMMAND, HOST_ALIAS,
+};
 pub use compression::{CompressionLevel, InvalidCompressionLevel};
 pub use render::render_late;
 
@@ -335,6 +340,10 @@ pub enum ProvisionerKind {
     File(FileConfig),
     /// `shell-local`: a command run on the host.
     ShellLocal(ShellLocalConfig),
+    /// `ansible`: a playbook run from the host against the guest.
+    Ansible(Box<AnsibleConfig>),
+    /// `ansible-local`: a playbook uploaded to and run in the guest.
+    AnsibleLocal(Box<AnsibleLocalConfig>),
 }
 
 /// One provisioner of a build.
@@ -446,6 +455,9 @@ pub struct ShellLocalConfig {
     pub inline_shebang: String,
     /// Exit codes that count as success. Default `[0]`.
     pub valid_exit_codes: Vec<i64>,
+    /// `only_on`: the operating systems (Go's names: `linux`, `darwin`,
+    /// ...) it runs on; empty: all.
+    pub only_on: Vec<String>,
 }
 
 /// One post-processor of a build.
@@ -462,6 +474,9 @@ pub enum PostProcessorSpec {
     GceImport(Box<GceImportConfig>),
     /// `vagrant`: the disk as a libvirt Vagrant box.
     Vagrant(VagrantConfig),
+    /// `shell-local`: commands run on this machine; the artifact passes
+    /// through, kept.
+    ShellLocal(ShellLocalConfig),
 }
 
 impl PostProcessorSpec {
@@ -473,6 +488,7 @@ impl PostProcessorSpec {
             PostProcessorSpec::Compress(_) => "compress",
             PostProcessorSpec::GceImport(_) => "googlecompute-import",
             PostProcessorSpec::Vagrant(_) => "vagrant",
+            PostProcessorSpec::ShellLocal(_) => "shell-local",
         }
     }
 }

@@ -1,8 +1,11 @@
-//! Provisioners: `shell` and `file` over the SSH communicator, and
-//! `shell-local` on the host.
+//! Provisioners: `shell`, `file` and `ansible-local` over the SSH
+//! communicator, `shell-local` and `ansible` on the host.
 
+mod ansible;
+mod ansible_local;
 mod env;
 mod file;
+mod local;
 mod shell;
 mod shell_local;
 
@@ -51,6 +54,23 @@ pub enum ProvisionError {
     /// A `shell` or `file` provisioner in a build without SSH.
     #[error("this provisioner needs a communicator, but the build has `communicator: none`")]
     NoCommunicator,
+    /// A program kiln ran (on this machine, or in the guest) exited with
+    /// a failure code.
+    #[error("{program} exited with code {code}")]
+    CommandFailed {
+        /// The program (`ansible-playbook`).
+        program: String,
+        /// Its exit code.
+        code: i32,
+    },
+    /// The guest's shell could not find the program (exit code 127).
+    #[error(
+        "{program} was not found in the guest (exit code 127): install it there first, in an earlier provisioner or the image"
+    )]
+    NotInGuest {
+        /// The command as configured.
+        program: String,
+    },
     /// The provisioner ran longer than its `timeout`.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
@@ -139,6 +159,8 @@ async fn run_once(spec: &ProvisionerSpec, ctx: &mut Context<'_>) -> Result<(), P
             ProvisionerKind::Shell(config) => shell::run(config, ctx).await,
             ProvisionerKind::File(config) => file::run(config, ctx).await,
             ProvisionerKind::ShellLocal(config) => shell_local::run(config, ctx).await,
+            ProvisionerKind::Ansible(config) => ansible::run(config, ctx).await,
+            ProvisionerKind::AnsibleLocal(config) => ansible_local::run(config, ctx).await,
         }
     };
     tokio::select! {
@@ -163,6 +185,15 @@ async fn cancellable_sleep(
         () = tokio::time::sleep(duration) => Ok(()),
         () = cancel.cancelled() => Err(ProvisionError::Cancelled),
     }
+}
+
+/// Runs a `shell-local` configuration outside a build's provisioners (the
+/// `shell-local` post-processor): no guest, the same runner.
+pub async fn run_shell_local(
+    config: &crate::plan::ShellLocalConfig,
+    ctx: &mut Context<'_>,
+) -> Result<(), ProvisionError> {
+    shell_local::run(config, ctx).await
 }
 
 /// `valid_exit_codes` as people write them.

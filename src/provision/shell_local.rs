@@ -3,9 +3,6 @@
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Stdio;
-
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 use super::{Context, ProvisionError, describe_codes, env::flatten_env};
 use crate::plan::render_late;
@@ -14,6 +11,10 @@ use crate::plan::{ShellLocalConfig, ShellLocalSource};
 /// Runs the inline lines, the command, or each script in turn, as a
 /// local script.
 pub async fn run(config: &ShellLocalConfig, ctx: &mut Context<'_>) -> Result<(), ProvisionError> {
+    if !config.only_on.is_empty() && !config.only_on.iter().any(|os| os == std::env::consts::OS) {
+        (ctx.say)("Skipping shell-local due to runtime OS");
+        return Ok(());
+    }
     let mut env = ctx.builtin_env();
     env.extend(config.environment.iter().cloned());
     let vars = flatten_env(&env);
@@ -82,41 +83,9 @@ async fn run_script(
             "execute_command is empty".to_string(),
         ));
     };
-    let spawn_error = |source| ProvisionError::Local {
-        what: format!("cannot run {program}"),
-        source,
-    };
     let mut command = tokio::process::Command::new(program);
-    command
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // A group of its own: a cancel ends the command and everything it
-    // started; a terminal's Ctrl-C is kiln's to handle.
-    crate::export::tool::own_group(&mut command);
-    let mut child = command.spawn().map_err(spawn_error)?;
-    let mut group = GroupKill(child.id());
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    let output = ctx.output;
-    let finished = async {
-        tokio::join!(
-            child.wait(),
-            forward_lines(stdout, output),
-            forward_lines(stderr, output)
-        )
-    };
-    let (status, (), ()) = tokio::select! {
-        finished = finished => finished,
-        // `group` kills the command and what it started.
-        () = ctx.cancel.cancelled() => return Err(ProvisionError::Cancelled),
-    };
-    // Finished on its own: what it left running in the background (a local
-    // server for later provisioners, say) is the template's business.
-    group.0 = None;
-    let status = status.map_err(spawn_error)?;
+    command.args(args).envs(env.iter().map(|(k, v)| (k, v)));
+    let status = super::local::run(command, program, ctx.output, &ctx.cancel).await?;
     match status.code() {
         Some(code) if config.valid_exit_codes.contains(&i64::from(code)) => Ok(()),
         Some(code) => Err(ProvisionError::ExitCode {
@@ -124,32 +93,6 @@ async fn run_script(
             valid: describe_codes(&config.valid_exit_codes),
         }),
         None => Err(ProvisionError::Signal(format!("{status}"))),
-    }
-}
-
-async fn forward_lines<R: AsyncRead + Unpin>(
-    stream: Option<R>,
-    output: &(dyn Fn(&str) + Send + Sync),
-) {
-    let Some(stream) = stream else { return };
-    let mut lines = BufReader::new(stream).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        output(&line);
-    }
-}
-
-/// Kills a command's whole process group when the provisioner is cancelled
-/// (its future dropped) before the command finished.
-struct GroupKill(Option<u32>);
-
-impl Drop for GroupKill {
-    fn drop(&mut self) {
-        if let Some(pid) = self.0.and_then(|pid| libc::pid_t::try_from(pid).ok()) {
-            // SAFETY: kill takes no pointers; the group is the command's own.
-            unsafe {
-                libc::kill(-pid, libc::SIGKILL);
-            }
-        }
     }
 }
 
@@ -176,6 +119,7 @@ mod tests {
             ],
             inline_shebang: "/bin/sh -e".into(),
             valid_exit_codes: vec![0],
+            only_on: Vec::new(),
         };
         let cancel = tokio_util::sync::CancellationToken::new();
         let quiet = |_: &str| {};

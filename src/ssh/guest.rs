@@ -19,6 +19,12 @@ impl Guest {
         }
     }
 
+    /// Where and as whom kiln logs in: what a program on this machine
+    /// needs to reach the guest too (the `ansible` provisioner).
+    pub fn login(&self) -> &SshConfig {
+        &self.config
+    }
+
     /// The live session, reconnecting first when the last one was lost.
     pub async fn session(&mut self) -> Result<&Session, SshError> {
         let session = match self.session.take() {

@@ -99,11 +99,17 @@ pub fn decode(mut o: Obj<'_>, type_name: &str, cwd: &Path) -> Option<PostProcess
             gce_import(&mut o, cwd).map(|c| PostProcessorSpec::GceImport(Box::new(c)))
         }
         "vagrant" => super::vagrant::decode(&mut o, cwd).map(PostProcessorSpec::Vagrant),
+        "shell-local" => {
+            // Packer's shell-local keeps its input whatever the template
+            // says: the key is accepted and has no effect.
+            let _ = o.bool("keep_input_artifact");
+            super::provisioner::shell_local(&mut o, cwd).map(PostProcessorSpec::ShellLocal)
+        }
         other => {
             o.cx().problem(
                 o.key_path("type"),
                 format!(
-                    "post-processor {other} is not supported: kiln has checksum, manifest, compress, googlecompute-import and vagrant"
+                    "post-processor {other} is not supported: kiln has checksum, manifest, compress, googlecompute-import, vagrant and shell-local"
                 ),
             );
             return None;

@@ -1,4 +1,5 @@
-//! `shell`, `file` and `shell-local` provisioners.
+//! `shell`, `file` and `shell-local` provisioners (`ansible` and
+//! `ansible-local` in [`super::ansible`]).
 //!
 //! `binary` (shell) is accepted and ignored: kiln uploads scripts byte for
 //! byte, which is what it asks for. `remote_path` (shell) is split into
@@ -38,11 +39,15 @@ pub fn decode(
         "shell" => shell(&mut o, cwd).map(ProvisionerKind::Shell),
         "file" => file(&mut o, cwd).map(ProvisionerKind::File),
         "shell-local" => shell_local(&mut o, cwd).map(ProvisionerKind::ShellLocal),
+        "ansible" => super::ansible::ansible(&mut o, cwd)
+            .map(|config| ProvisionerKind::Ansible(Box::new(config))),
+        "ansible-local" => super::ansible::ansible_local(&mut o, cwd)
+            .map(|config| ProvisionerKind::AnsibleLocal(Box::new(config))),
         other => {
             o.cx().problem(
                 o.key_path("type"),
                 format!(
-                    "provisioner {other:?} is not supported: expected shell, file or shell-local"
+                    "provisioner {other:?} is not supported: expected shell, file, shell-local, ansible or ansible-local"
                 ),
             );
             return None;
@@ -260,7 +265,18 @@ fn file(o: &mut Obj<'_>, cwd: &Path) -> Option<FileConfig> {
     })
 }
 
-fn shell_local(o: &mut Obj<'_>, cwd: &Path) -> Option<ShellLocalConfig> {
+/// `execute_command` of shell-local: an array, or one string (Packer's
+/// weak decoding makes it a one-element array).
+fn execute_list(o: &mut Obj<'_>) -> Option<Vec<String>> {
+    match o.raw("execute_command")? {
+        Json::String(_) => o.string("execute_command").map(|s| vec![s]),
+        _ => o.string_list("execute_command"),
+    }
+}
+
+/// `shell-local`, the provisioner's or the post-processor's (Packer's
+/// shared configuration).
+pub(super) fn shell_local(o: &mut Obj<'_>, cwd: &Path) -> Option<ShellLocalConfig> {
     let which = o.exactly_one(&["inline", "command", "script", "scripts"]);
     let source = match which {
         Some(0) => inline(o).map(ShellLocalSource::Inline),
@@ -271,7 +287,12 @@ fn shell_local(o: &mut Obj<'_>, cwd: &Path) -> Option<ShellLocalConfig> {
     };
     o.allow(&["inline", "command", "script", "scripts"]);
     let environment = environment(o);
-    let execute_command = match o.string_list("execute_command") {
+    let execute_command = match execute_list(o) {
+        // One string is a command line for sh, as Packer takes it.
+        Some(list) if list.len() == 1 => ["sh".to_string(), "-c".to_string()]
+            .into_iter()
+            .chain(list)
+            .collect(),
         Some(list) if !list.is_empty() => list,
         _ => defaults::SHELL_LOCAL_EXECUTE
             .iter()
@@ -282,11 +303,15 @@ fn shell_local(o: &mut Obj<'_>, cwd: &Path) -> Option<ShellLocalConfig> {
         .non_empty_string("inline_shebang")
         .unwrap_or_else(|| defaults::SHEBANG.into());
     let valid_exit_codes = exit_codes(o);
+    let only_on = o.string_list("only_on").unwrap_or_default();
+    // Windows path translation: nothing to translate on Linux.
+    let _ = o.bool("use_linux_pathing");
     Some(ShellLocalConfig {
         source: source?,
         environment,
         execute_command,
         inline_shebang,
         valid_exit_codes,
+        only_on,
     })
 }

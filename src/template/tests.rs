@@ -703,6 +703,86 @@ fn shell_local_provisioners_with_defaults() {
 }
 
 #[test]
+fn shell_local_post_processor_takes_packers_keys() {
+    let plan = load_json(json!({
+        "builders": [qemu(json!({}))],
+        "post-processors": [{
+            "type": "shell-local",
+            "inline": ["echo $PACKER_BUILD_NAME"],
+            "execute_command": "{{.Vars}} bash {{.Script}}",
+            "environment_vars": ["A=1"],
+            "only_on": ["linux"],
+            "keep_input_artifact": false
+        }]
+    }))
+    .unwrap();
+    let PostProcessorSpec::ShellLocal(l) = &plan.builds[0].post_processors[0][0] else {
+        panic!("shell-local");
+    };
+    // One string is a command line for sh, as Packer takes it.
+    assert_eq!(
+        l.execute_command,
+        vec!["sh", "-c", "{{.Vars}} bash {{.Script}}"]
+    );
+    assert_eq!(l.environment, vec![("A".to_string(), "1".to_string())]);
+    assert_eq!(l.only_on, vec!["linux"]);
+}
+
+#[test]
+fn ansible_provisioners_take_packers_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("site.yml"), "- hosts: all\n").unwrap();
+    std::fs::create_dir(dir.path().join("roles")).unwrap();
+    let provs = provisioners_in(
+        dir.path(),
+        json!([
+            {
+                "type": "ansible",
+                "playbook_file": dir.path().join("site.yml"),
+                "user": "deploy",
+                "groups": ["web"],
+                "ansible_env_vars": ["ANSIBLE_NOCOLOR=1"],
+                "extra_arguments": ["-v"],
+                "use_sftp": true,
+                "local_port": 2200,
+                "sftp_command": "/usr/lib/sftp-server -e"
+            },
+            {"type": "ansible-local", "playbook_file": dir.path().join("site.yml"), "role_paths": [dir.path().join("roles")]},
+        ]),
+    );
+    let ProvisionerKind::Ansible(a) = &provs[0].kind else {
+        panic!("ansible");
+    };
+    assert_eq!(a.playbook_file, dir.path().join("site.yml"));
+    assert_eq!(a.command, "ansible-playbook");
+    assert_eq!(a.host_alias, "default");
+    assert_eq!(a.user.as_deref(), Some("deploy"));
+    assert_eq!(
+        a.env_vars,
+        vec![("ANSIBLE_NOCOLOR".to_string(), "1".to_string())]
+    );
+    assert!(a.use_sftp);
+    let ProvisionerKind::AnsibleLocal(l) = &provs[1].kind else {
+        panic!("ansible-local");
+    };
+    assert_eq!(
+        l.playbooks,
+        AnsibleLocalPlaybooks::File(dir.path().join("site.yml"))
+    );
+    assert_eq!(l.role_paths, vec![dir.path().join("roles")]);
+    assert!(
+        l.staging_directory
+            .starts_with("/tmp/packer-provisioner-ansible-local/"),
+        "{}",
+        l.staging_directory
+    );
+    assert_eq!(
+        l.command,
+        "ANSIBLE_FORCE_COLOR=1 PYTHONUNBUFFERED=1 ansible-playbook"
+    );
+}
+
+#[test]
 fn provisioner_problems() {
     let got = problems(json!({
         "builders": [qemu(json!({}))],
@@ -713,6 +793,9 @@ fn provisioner_problems() {
             {"type": "file", "source": "/nope/file"},
             {"type": "shell", "inline": ["a", {}], "environment_vars": ["NOEQ"]},
             {"type": "ansible"},
+            {"type": "ansible", "playbook_file": "/nope/site.yml", "galaxy_file": "/nope"},
+            {"type": "ansible-local", "playbook_file": "/nope/site.yml", "role_paths": ["/nope/r"]},
+            {"type": "puppet-server"},
         ]
     }));
     assert_eq!(
@@ -747,8 +830,28 @@ fn provisioner_problems() {
                 "expected KEY=VALUE, got \"NOEQ\"".to_string()
             ),
             (
-                "provisioners[5].type".to_string(),
-                "provisioner \"ansible\" is not supported: expected shell, file or shell-local"
+                "provisioners[5].playbook_file".to_string(),
+                "is required: the playbook to run".to_string()
+            ),
+            (
+                "provisioners[6].playbook_file".to_string(),
+                "file not found: /nope/site.yml".to_string()
+            ),
+            (
+                "provisioners[6].galaxy_file".to_string(),
+                "file not found: /nope".to_string()
+            ),
+            (
+                "provisioners[7].playbook_file".to_string(),
+                "file not found: /nope/site.yml".to_string()
+            ),
+            (
+                "provisioners[7].role_paths[0]".to_string(),
+                "directory not found: /nope/r".to_string()
+            ),
+            (
+                "provisioners[8].type".to_string(),
+                "provisioner \"puppet-server\" is not supported: expected shell, file, shell-local, ansible or ansible-local"
                     .to_string()
             ),
         ]
@@ -882,7 +985,7 @@ fn post_processor_chains_and_defaults() {
         })),
         vec![
             ("post-processors[2]".to_string(), "expected a post-processor type name, an object, or an array of those, got a number".to_string()),
-            ("post-processors[1].type".to_string(), "post-processor docker-import is not supported: kiln has checksum, manifest, compress, googlecompute-import and vagrant".to_string()),
+            ("post-processors[1].type".to_string(), "post-processor docker-import is not supported: kiln has checksum, manifest, compress, googlecompute-import, vagrant and shell-local".to_string()),
             ("post-processors[3].outptu".to_string(), "unknown key (did you mean output?)".to_string()),
         ]
     );

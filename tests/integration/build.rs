@@ -44,7 +44,12 @@ fn shell_and_file_provisioners_change_the_output_disk() {
             ],
             "post-processors": [
                 {"type": "checksum", "checksum_types": ["sha256"], "output": "out/{{.BuildName}}.{{.ChecksumType}}"},
-                {"type": "manifest", "output": "manifest.json"}
+                {"type": "manifest", "output": "manifest.json"},
+                {
+                    "type": "shell-local",
+                    "inline": ["echo \"$PACKER_BUILD_NAME $PACKER_BUILDER_TYPE\" > pp.txt", "echo from-the-post-processor"],
+                    "keep_input_artifact": false
+                }
             ]
         }),
     );
@@ -95,21 +100,36 @@ fn shell_and_file_provisioners_change_the_output_disk() {
     );
 
     assert_post_processed(scratch.path(), &disk);
+    // The shell-local post-processor ran on this machine with the build's
+    // variables, its output streamed, and kept the disk whatever its
+    // keep_input_artifact says, as Packer's does.
+    assert_eq!(
+        std::fs::read_to_string(scratch.path().join("pp.txt"))
+            .expect("shell-local post-processor ran"),
+        "fixture qemu\n"
+    );
+    assert!(
+        run.stdout.contains("fixture: from-the-post-processor"),
+        "{}",
+        run.stdout
+    );
+    assert!(disk.exists());
     // The paths are shown as the template wrote them, and every artifact
     // is listed: the disk (kept by checksum), the checksum file, and what
-    // the manifest passed on.
+    // the manifest and shell-local passed on.
     let manifest: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(scratch.path().join("manifest.json")).expect("manifest"),
     )
     .expect("manifest json");
     assert_eq!(manifest["builds"][0]["files"][0]["name"], "out/disk.qcow2");
     for record in [
-        ",fixture,artifact-count,3",
+        ",fixture,artifact-count,4",
         ",fixture,artifact,0,string,VM files in directory: out",
         ",fixture,artifact,0,file,0,out/disk.qcow2",
         ",fixture,artifact,1,builder-id,packer.post-processor.checksum",
         ",fixture,artifact,1,string,Created artifact from files: out/fixture.sha256",
         ",fixture,artifact,2,id,VM",
+        ",fixture,artifact,3,file,0,out/disk.qcow2",
     ] {
         assert!(
             run.stdout.lines().any(|l| l.ends_with(record)),
