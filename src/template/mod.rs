@@ -1,6 +1,7 @@
 //! Packer's legacy JSON template: parsing, variables, `{{ }}` functions,
 //! strict validation; it produces the [`Plan`] the pipeline runs from.
 
+mod boot;
 mod builder;
 mod checks;
 mod decode;

@@ -1,6 +1,7 @@
 //! Integration tests: the `kiln` binary against real templates, and builds
 //! that boot the fixture image under QEMU.
 
+mod boot_command;
 mod build;
 mod build_signals;
 mod cli;
