@@ -228,7 +228,9 @@ pub struct Machine {
     spec: LaunchSpec,
     ssh: Option<SshConfig>,
     process: Option<QemuProcess>,
-    qmp: Option<Qmp>,
+    /// Shared with the boot command's typing, which runs while `lost`
+    /// watches the guest through it.
+    qmp: Option<std::sync::Arc<Qmp>>,
     serial_log: PathBuf,
     /// Set when kiln's seed gave the guest the build's key.
     build_key: Option<BuildKey>,
@@ -401,20 +403,16 @@ impl Machine {
         }
         ctx.say("Typing the boot command...");
         tracing::debug!(build = %ctx.name, command = %rendered.concat(), "boot command");
-        let Some(qmp) = self.qmp.take() else {
+        let Some(qmp) = self.qmp.clone() else {
             return Err(MachineError::Qemu(qemu::QemuError::other(
                 "QEMU is not running",
             )));
         };
-        let typed = {
-            let typing = crate::bootcmd::type_steps(&qmp, &steps, interval);
-            tokio::select! {
-                typed = typing => typed.map_err(MachineError::Typing),
-                lost = self.lost(DURING_BOOT_COMMAND) => Err(lost),
-            }
-        };
-        self.qmp = Some(qmp);
-        typed
+        let typing = crate::bootcmd::type_steps(&*qmp, &steps, interval);
+        tokio::select! {
+            typed = typing => typed.map_err(MachineError::Typing),
+            lost = self.lost(DURING_BOOT_COMMAND) => Err(lost),
+        }
     }
 
     /// Starts QEMU with the SSH port forwarded from a free host port, and
@@ -473,7 +471,7 @@ impl Machine {
                         ssh.port = port;
                     }
                     self.process = Some(process);
-                    self.qmp = Some(qmp);
+                    self.qmp = Some(std::sync::Arc::new(qmp));
                     self.spec = spec;
                     self.network_boot = argv.iter().any(|arg| arg.contains("bootfile="));
                     return Ok(());
@@ -516,7 +514,7 @@ impl Machine {
         }
         let ended = tokio::select! {
             exit = process.exited() => Ended::Exited(exit),
-            failure = watch_or_pending(qmp.as_ref(), &watch) => Ended::Failed(failure),
+            failure = watch_or_pending(qmp.as_deref(), &watch) => Ended::Failed(failure),
         };
         let serial_tail = serial_tail(serial_log, 20);
         match ended {
@@ -662,18 +660,18 @@ impl Machine {
         // QEMU may exit while the command is still "running": that is the
         // command doing its job.
         let exit = tokio::select! {
-            requested = request_shutdown(ctx, config, qmp.as_ref(), guest) => {
+            requested = request_shutdown(ctx, config, qmp.as_deref(), guest) => {
                 requested?;
                 None
             }
             exit = running.exited() => Some(exit),
-            failure = watch_or_pending(qmp.as_ref(), &watch) => return Err(lost(failure)),
+            failure = watch_or_pending(qmp.as_deref(), &watch) => return Err(lost(failure)),
         };
         let exit = match exit {
             Some(exit) => exit,
             None => tokio::select! {
                 exit = running.exited() => exit,
-                failure = watch_or_pending(qmp.as_ref(), &watch) => return Err(lost(failure)),
+                failure = watch_or_pending(qmp.as_deref(), &watch) => return Err(lost(failure)),
                 () = tokio::time::sleep(timeout) => {
                     running.kill();
                     return Err(MachineError::ShutdownTimeout(timeout));
