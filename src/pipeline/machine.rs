@@ -34,6 +34,25 @@ pub enum MachineError {
         /// The highest port tried.
         max: u16,
     },
+    /// Every port in vnc_port_min..=vnc_port_max is taken.
+    #[error(
+        "no free port between {min} and {max} on {address} for VNC (vnc_port_min, vnc_port_max)"
+    )]
+    NoVncPort {
+        /// `vnc_bind_address`.
+        address: std::net::IpAddr,
+        /// The lowest port tried.
+        min: u16,
+        /// The highest port tried.
+        max: u16,
+    },
+    /// The boot command, its references filled in, is not one kiln can
+    /// type.
+    #[error("boot_command[{}]", .0.entry)]
+    BootCommand(#[source] crate::bootcmd::ParseError),
+    /// A key of the boot command did not reach the guest.
+    #[error("typing the boot command")]
+    Typing(#[source] qemu::QemuError),
     /// QEMU could not be started or talked to over QMP.
     #[error("QEMU")]
     Qemu(#[source] qemu::QemuError),
@@ -212,17 +231,23 @@ pub struct Machine {
     spec: LaunchSpec,
     ssh: Option<SshConfig>,
     process: Option<QemuProcess>,
-    qmp: Option<Qmp>,
+    /// Shared with the boot command's typing, which runs while `lost`
+    /// watches the guest through it.
+    qmp: Option<std::sync::Arc<Qmp>>,
     serial_log: PathBuf,
     /// Set when kiln's seed gave the guest the build's key.
     build_key: Option<BuildKey>,
     /// The template boots from the network on purpose (a TFTP boot file).
     network_boot: bool,
+    /// The build's HTTP server's port (`{{ .HTTPPort }}`), when it has one.
+    http_port: Option<u16>,
 }
 
 // What each stage after launch says when the machine goes away.
 /// Names the wait for the guest's SSH server in [`MachineError::QemuExited`].
 const DURING_SSH_WAIT: &str = "while kiln waited for SSH";
+/// Names the boot command's typing in [`MachineError::QemuExited`].
+const DURING_BOOT_COMMAND: &str = "while kiln typed the boot command";
 /// Names the provisioners' run in [`MachineError::QemuExited`].
 pub const DURING_PROVISIONING: &str = "while the provisioners ran";
 /// Names the guest's power-off in [`MachineError::QemuExited`].
@@ -288,12 +313,121 @@ impl Machine {
             serial_log: serial_log.to_path_buf(),
             build_key,
             network_boot: false,
+            http_port: None,
         })
+    }
+
+    /// The port of the build's HTTP server, for `{{ .HTTPPort }}` in
+    /// `qemuargs` and `boot_command`.
+    pub fn set_http_port(&mut self, port: u16) {
+        self.http_port = Some(port);
+    }
+
+    /// `-vnc`'s value and the password to set, when the display is served
+    /// over VNC (see [`crate::plan::VncConfig::exposed`]); says where to
+    /// connect, as Packer does.
+    fn vnc(&self, ctx: &BuildContext) -> Result<Option<(String, Option<String>)>, MachineError> {
+        let vnc = &self.config.vnc;
+        if !vnc.exposed(self.config.headless) {
+            return Ok(None);
+        }
+        let port = free_port_on(vnc.bind_address, vnc.port_min, vnc.port_max).ok_or(
+            MachineError::NoVncPort {
+                address: vnc.bind_address,
+                min: vnc.port_min,
+                max: vnc.port_max,
+            },
+        )?;
+        let display = port - crate::plan::boot::VNC_DISPLAY_BASE;
+        let password = vnc.use_password.then(vnc_password);
+        let mut arg = format!("{}:{display}", vnc.bind_address);
+        match &password {
+            Some(password) => {
+                arg.push_str(",password=on");
+                ctx.say(&format!(
+                    "The guest's display: vnc://{}:{port} with the password: {password}",
+                    vnc.bind_address
+                ));
+            }
+            None => ctx.say(&format!(
+                "The guest's display: vnc://{}:{port} (no password)",
+                vnc.bind_address
+            )),
+        }
+        Ok(Some((arg, password)))
+    }
+
+    /// The values of the late references in `qemuargs` and
+    /// `boot_command`, as Packer names them.
+    fn late_values(&self, ssh_host_port: Option<u16>) -> Vec<(&'static str, String)> {
+        vec![
+            (
+                "SSHHostPort",
+                ssh_host_port.map(|p| p.to_string()).unwrap_or_default(),
+            ),
+            ("Name", self.config.vm_name.clone()),
+            (
+                "OutputDir",
+                self.config.output_directory.display().to_string(),
+            ),
+            ("HTTPIP", crate::plan::boot::HTTP_IP.to_string()),
+            // Packer's value when no server runs.
+            ("HTTPPort", self.http_port.unwrap_or(0).to_string()),
+        ]
+    }
+
+    /// Waits `boot_wait`, then types the boot command into the guest's
+    /// keyboard, watching the machine all along. Nothing to do without a
+    /// boot command (kiln then does not wait either).
+    pub async fn type_boot_command(&mut self, ctx: &BuildContext) -> Result<(), MachineError> {
+        let boot = self.config.boot.clone();
+        if boot.command.is_empty() {
+            return Ok(());
+        }
+        let ssh_port = self.ssh.as_ref().map(|ssh| ssh.port);
+        let late = self.late_values(ssh_port);
+        let late: Vec<(&str, &str)> = late.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let rendered: Vec<String> = boot
+            .command
+            .iter()
+            .map(|entry| render_late(entry, &late))
+            .collect();
+        let steps = crate::bootcmd::parse(&rendered).map_err(MachineError::BootCommand)?;
+        let interval = crate::bootcmd::key_interval(
+            boot.key_interval,
+            std::env::var(crate::bootcmd::KEY_INTERVAL_ENV)
+                .ok()
+                .as_deref(),
+        );
+        let wait = self.config.boot_wait;
+        if !wait.is_zero() {
+            ctx.say(&format!(
+                "Waiting {} for boot...",
+                crate::human::duration(wait)
+            ));
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                lost = self.lost(DURING_BOOT_COMMAND) => return Err(lost),
+            }
+        }
+        ctx.say("Typing the boot command...");
+        tracing::debug!(build = %ctx.name, command = %rendered.concat(), "boot command");
+        let Some(qmp) = self.qmp.clone() else {
+            return Err(MachineError::Qemu(qemu::QemuError::other(
+                "QEMU is not running",
+            )));
+        };
+        let typing = crate::bootcmd::type_steps(&*qmp, &steps, interval);
+        tokio::select! {
+            typed = typing => typed.map_err(MachineError::Typing),
+            lost = self.lost(DURING_BOOT_COMMAND) => Err(lost),
+        }
     }
 
     /// Starts QEMU with the SSH port forwarded from a free host port, and
     /// connects to its QMP socket.
     pub async fn launch(&mut self, ctx: &BuildContext) -> Result<(), MachineError> {
+        let vnc = self.vnc(ctx)?;
         let guest_port = match &self.config.communicator {
             Communicator::Ssh(options) => Some(options.port),
             Communicator::None => None,
@@ -311,14 +445,9 @@ impl Machine {
             };
             let mut spec = self.spec.clone();
             spec.ssh_forward = host_port.zip(guest_port);
-            let port_text = host_port.map(|p| p.to_string()).unwrap_or_default();
-            let output_dir = self.config.output_directory.display().to_string();
-            let late = [
-                ("SSHHostPort", port_text.as_str()),
-                ("Name", self.config.vm_name.as_str()),
-                ("OutputDir", output_dir.as_str()),
-                ("HTTPIP", "10.0.2.2"),
-            ];
+            spec.vnc = vnc.as_ref().map(|(arg, _)| arg.clone());
+            let late = self.late_values(host_port);
+            let late: Vec<(&str, &str)> = late.iter().map(|(k, v)| (*k, v.as_str())).collect();
             spec.extra_args = self
                 .config
                 .qemuargs
@@ -342,11 +471,16 @@ impl Machine {
                     let qmp = Qmp::connect(&spec.qmp_socket, Duration::from_secs(30))
                         .await
                         .map_err(MachineError::Qemu)?;
+                    if let Some((_, Some(password))) = &vnc {
+                        qmp.set_vnc_password(password)
+                            .await
+                            .map_err(MachineError::Qemu)?;
+                    }
                     if let (Some(ssh), Some(port)) = (self.ssh.as_mut(), host_port) {
                         ssh.port = port;
                     }
                     self.process = Some(process);
-                    self.qmp = Some(qmp);
+                    self.qmp = Some(std::sync::Arc::new(qmp));
                     self.spec = spec;
                     self.network_boot = argv.iter().any(|arg| arg.contains("bootfile="));
                     return Ok(());
@@ -389,7 +523,7 @@ impl Machine {
         }
         let ended = tokio::select! {
             exit = process.exited() => Ended::Exited(exit),
-            failure = watch_or_pending(qmp.as_ref(), &watch) => Ended::Failed(failure),
+            failure = watch_or_pending(qmp.as_deref(), &watch) => Ended::Failed(failure),
         };
         let serial_tail = serial_tail(serial_log, 20);
         match ended {
@@ -535,18 +669,18 @@ impl Machine {
         // QEMU may exit while the command is still "running": that is the
         // command doing its job.
         let exit = tokio::select! {
-            requested = request_shutdown(ctx, config, qmp.as_ref(), guest) => {
+            requested = request_shutdown(ctx, config, qmp.as_deref(), guest) => {
                 requested?;
                 None
             }
             exit = running.exited() => Some(exit),
-            failure = watch_or_pending(qmp.as_ref(), &watch) => return Err(lost(failure)),
+            failure = watch_or_pending(qmp.as_deref(), &watch) => return Err(lost(failure)),
         };
         let exit = match exit {
             Some(exit) => exit,
             None => tokio::select! {
                 exit = running.exited() => exit,
-                failure = watch_or_pending(qmp.as_ref(), &watch) => return Err(lost(failure)),
+                failure = watch_or_pending(qmp.as_deref(), &watch) => return Err(lost(failure)),
                 () = tokio::time::sleep(timeout) => {
                     running.kill();
                     return Err(MachineError::ShutdownTimeout(timeout));
@@ -749,6 +883,13 @@ fn launch_spec(
         serial_log: serial_log.to_path_buf(),
         firmware_log: Some(scratch.join("firmware.log")),
         extra_args: Vec::new(),
+        vnc: None,
+        // Packer's "none" here means "QEMU's default", not no display.
+        display: config
+            .vnc
+            .display
+            .clone()
+            .filter(|d| d != "none" && !config.vnc.use_default_display),
     }
 }
 
@@ -762,6 +903,23 @@ fn accel_name(accel: Accel) -> &'static str {
 
 /// A port in `[min, max]` that is free on 127.0.0.1 right now, starting at a
 /// random place so parallel builds don't race for the same one.
+/// A port of `min..=max` free on `address`, tried from a random one on.
+fn free_port_on(address: std::net::IpAddr, min: u16, max: u16) -> Option<u16> {
+    let span = u32::from(max.saturating_sub(min)) + 1;
+    let start = rand::random_range(0..span);
+    (0..span)
+        .filter_map(|offset| u16::try_from(u32::from(min) + (start + offset) % span).ok())
+        .find(|port| TcpListener::bind((address, *port)).is_ok())
+}
+
+/// A random VNC password of Packer's length and alphabet.
+fn vnc_password() -> String {
+    const CHARS: &[u8] = b"012345689abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    (0..8)
+        .map(|_| char::from(CHARS[rand::random_range(0..CHARS.len())]))
+        .collect()
+}
+
 fn free_port(min: u16, max: u16) -> Result<u16, MachineError> {
     let (min, max) = (min.min(max), min.max(max));
     let span = u32::from(max - min) + 1;

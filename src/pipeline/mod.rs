@@ -145,6 +145,9 @@ pub enum BuildError {
     /// The VM failed: launch, SSH, shutdown.
     #[error(transparent)]
     Machine(#[from] MachineError),
+    /// The build's HTTP server could not start.
+    #[error("HTTP server")]
+    Http(#[source] crate::httpd::HttpdError),
     /// A provisioner failed.
     #[error("provisioner {} ({kind})", index + 1)]
     Provision {
@@ -406,8 +409,15 @@ async fn pipeline(
         &config.vm_name,
     )
     .await?;
+    // Stopped when dropped: at the end of this function, on success or
+    // failure, after the guest is off.
+    let http_server = start_http_server(config, ctx).await?;
+    if let Some(server) = &http_server {
+        vm.set_http_port(server.port());
+    }
     steps.begin(ctx, Stage::Launch).await;
     vm.launch(ctx).await?;
+    vm.type_boot_command(ctx).await?;
 
     let mut guest = match &config.communicator {
         Communicator::Ssh(_) => {
@@ -427,6 +437,7 @@ async fn pipeline(
     }
     vm.shutdown(ctx, guest).await?;
     drop(vm);
+    drop(http_server);
 
     if !spec.tests.is_empty() {
         // test_boot announces its stage itself.
@@ -458,6 +469,40 @@ async fn pipeline(
     };
     steps.end(ctx).await;
     Ok(artifacts)
+}
+
+/// Starts the HTTP server when the template serves something
+/// (`http_directory`, `http_content`); every request becomes a message of
+/// the build.
+async fn start_http_server(
+    config: &QemuConfig,
+    ctx: &BuildContext,
+) -> Result<Option<crate::httpd::HttpServer>, BuildError> {
+    use crate::httpd::{Content, HttpServer, Logger, RequestLog};
+    let http = &config.http;
+    let content = match &http.directory {
+        Some(dir) => Content::Directory(dir.clone()),
+        None if !http.content.is_empty() => Content::Files(http.content.clone()),
+        None => return Ok(None),
+    };
+    let (reporter, name) = (ctx.reporter.clone(), ctx.name.clone());
+    let logger: Logger = Arc::new(move |log: &RequestLog| reporter.say(&name, &log.to_string()));
+    let server = HttpServer::start(
+        http.bind_address,
+        http.port_min,
+        http.port_max,
+        content,
+        logger,
+    )
+    .await
+    .map_err(BuildError::Http)?;
+    ctx.say(&format!(
+        "Starting HTTP server on {}; the guest reaches it at http://{}:{}/",
+        server.address(),
+        crate::plan::boot::HTTP_IP,
+        server.port()
+    ));
+    Ok(Some(server))
 }
 
 /// Runs the provisioners in order on the guest (none with communicator

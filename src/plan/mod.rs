@@ -9,6 +9,7 @@
 //! `{{ .SSHHostPort }}`, ...), which stay in the string for [`render_late`].
 
 mod ansible;
+pub mod boot;
 mod compression;
 pub mod defaults;
 pub(crate) mod render;
@@ -17,6 +18,7 @@ pub use ansible::{
     ANSIBLE_COMMAND, ANSIBLE_LOCAL_COMMAND, ANSIBLE_LOCAL_STAGING, AnsibleConfig,
     AnsibleLocalConfig, AnsibleLocalPlaybooks, GALAXY_COMMAND, HOST_ALIAS,
 };
+pub use boot::{BootConfig, HttpConfig, VncConfig};
 pub use compression::{CompressionLevel, InvalidCompressionLevel};
 pub use render::render_late;
 
@@ -230,8 +232,15 @@ pub struct QemuConfig {
     pub shutdown_command: Option<String>,
     /// How long shutting down may take. Default 5m.
     pub shutdown_timeout: Duration,
-    /// How long to wait after starting the VM before connecting. Default 10s.
+    /// How long to wait after starting the VM before typing the boot
+    /// command. Default 10s.
     pub boot_wait: Duration,
+    /// `boot_command` and its timing.
+    pub boot: BootConfig,
+    /// The HTTP server (`http_directory`, `http_content`).
+    pub http: HttpConfig,
+    /// VNC and the display.
+    pub vnc: VncConfig,
     /// The lowest host port forwarded to the guest's SSH port. Default 2222.
     pub host_port_min: u16,
     /// The highest host port forwarded to the guest's SSH port. Default 4444.

@@ -159,8 +159,13 @@ fn default_args(spec: &LaunchSpec) -> Vec<(String, Vec<String>)> {
         "-serial",
         vec![format!("file:{}", spec.serial_log.display())],
     );
+    if let Some(vnc) = &spec.vnc {
+        push("-vnc", vec![vnc.clone()]);
+    }
     if spec.headless {
         push("-display", vec!["none".to_string()]);
+    } else if let Some(display) = &spec.display {
+        push("-display", vec![display.clone()]);
     }
     args
 }
@@ -451,6 +456,20 @@ mod tests {
         let mut spec = spec();
         spec.headless = false;
         assert!(!argv(&spec).contains(&"-display".to_string()));
+    }
+
+    #[test]
+    fn vnc_and_display() {
+        let mut spec = spec();
+        spec.vnc = Some("127.0.0.1:3,password=on".into());
+        let argv = argv(&spec);
+        assert_eq!(values(&argv, "-vnc"), ["127.0.0.1:3,password=on"]);
+        assert_eq!(values(&argv, "-display"), ["none"]);
+        spec.headless = false;
+        spec.display = Some("sdl".into());
+        assert_eq!(values(&argv_of(&spec), "-display"), ["sdl"]);
+        spec.vnc = None;
+        assert!(values(&argv_of(&spec), "-vnc").is_empty());
     }
 
     #[test]

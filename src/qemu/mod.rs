@@ -94,6 +94,12 @@ pub struct LaunchSpec {
     pub firmware_log: Option<PathBuf>,
     /// The template's `qemuargs`, already rendered, merged as Packer does.
     pub extra_args: Vec<Vec<String>>,
+    /// `-vnc`'s value (`127.0.0.1:3`, `...,password=on`) when the display
+    /// is served over VNC.
+    pub vnc: Option<String>,
+    /// `-display`'s value for a window (the template's `display`); `None`
+    /// leaves the choice to QEMU. Not used when `headless`.
+    pub display: Option<String>,
 }
 
 /// What kiln says when a guest under KVM fails: on this kind of host the

@@ -49,6 +49,8 @@ impl super::LaunchSpec {
             serial_log: dir.join("serial.log"),
             firmware_log: Some(dir.join("firmware.log")),
             extra_args: vec![],
+            vnc: None,
+            display: None,
         }
     }
 }

@@ -1,11 +1,9 @@
 //! The `qemu` builder's options, with the defaults of the current
 //! packer-plugin-qemu.
 //!
-//! Accepted and ignored, because they only concern the VNC console kiln does
-//! not open: `vnc_bind_address`, `vnc_port_min`, `vnc_port_max`,
-//! `vnc_use_password`, `display`, `use_default_display`. Other Packer qemu
-//! options kiln cannot honour (floppies, HTTP server, bridges, extra disks,
-//! ...) are rejected with a message saying so, rather than silently dropped.
+//! The boot command, HTTP server and VNC options are read by `boot`. Packer
+//! qemu options kiln cannot honour (bridges, extra disks, ...) are rejected
+//! with a message saying so, rather than silently dropped.
 
 use std::path::{Path, PathBuf};
 
@@ -19,18 +17,11 @@ use crate::plan::{
 /// Packer qemu options kiln knows about but does not implement.
 const UNSUPPORTED: &[&str] = &[
     "boot_steps",
-    "boot_key_interval",
-    "boot_keygroup_interval",
     "cdrom_interface",
     "disk_additional_size",
     "efi_drop_efivars",
     "efi_firmware_code",
     "efi_firmware_vars",
-    "http_bind_address",
-    "http_content",
-    "http_directory",
-    "http_port_max",
-    "http_port_min",
     "iso_skip_cache",
     "iso_target_extension",
     "iso_target_path",
@@ -79,7 +70,8 @@ const NET_DEVICES: &[&str] = &[
 pub(super) fn decode(mut o: Obj<'_>, build_name: &str, cwd: &Path) -> Option<QemuConfig> {
     o.allow(&["type", "name"]);
     reject_unsupported(&mut o);
-    check_vnc(&mut o);
+    let vnc = super::boot::vnc(&mut o);
+    let http = super::boot::http(&mut o, cwd);
     let iso_urls = iso_urls(&mut o, cwd);
     let iso_checksum = iso_checksum(&mut o);
     let mut disk = Disk::decode(&mut o);
@@ -101,7 +93,7 @@ pub(super) fn decode(mut o: Obj<'_>, build_name: &str, cwd: &Path) -> Option<Qem
         .duration("shutdown_timeout")
         .unwrap_or(defaults::SHUTDOWN_TIMEOUT);
     let boot_wait = o.duration("boot_wait").unwrap_or(defaults::BOOT_WAIT);
-    reject_boot_command(&mut o);
+    let boot = super::boot::boot(&mut o, &vm_name);
     let (host_port_min, host_port_max) = host_ports(&mut o);
     let communicator = communicator(&mut o, cwd);
     disk.apply_format_rules(&o);
@@ -141,6 +133,9 @@ pub(super) fn decode(mut o: Obj<'_>, build_name: &str, cwd: &Path) -> Option<Qem
         shutdown_command,
         shutdown_timeout,
         boot_wait,
+        boot,
+        http,
+        vnc,
         host_port_min,
         host_port_max,
         communicator: communicator?,
@@ -158,22 +153,6 @@ fn reject_unsupported(o: &mut Obj<'_>) {
         }
     }
     o.allow(UNSUPPORTED);
-}
-
-/// Options that only matter for the VNC console: checked, then ignored.
-fn check_vnc(o: &mut Obj<'_>) {
-    let _ = o.string("vnc_bind_address");
-    let vnc_min = o.int("vnc_port_min", 0, 65535);
-    let vnc_max = o.int("vnc_port_max", 0, 65535);
-    if let (Some(a), Some(b)) = (vnc_min, vnc_max)
-        && a > b
-    {
-        o.cx()
-            .problem(o.key_path("vnc_port_min"), "must not be above vnc_port_max");
-    }
-    let _ = o.bool("vnc_use_password");
-    let _ = o.string("display");
-    let _ = o.bool("use_default_display");
 }
 
 fn iso_checksum(o: &mut Obj<'_>) -> Option<Checksum> {
@@ -331,22 +310,6 @@ impl Machine {
                 .non_empty_string("firmware")
                 .map(|s| paths::resolve(cwd, &s)),
             efi_boot: o.bool("efi_boot").unwrap_or(false),
-        }
-    }
-}
-
-/// A non-empty `boot_command` is typed over VNC, which kiln does not open.
-fn reject_boot_command(o: &mut Obj<'_>) {
-    if let Some(v) = o.raw("boot_command") {
-        let cx = o.cx();
-        let path = o.key_path("boot_command");
-        if let Some(list) = string_list_value(cx, &path, v)
-            && !list.is_empty()
-        {
-            cx.problem(
-                path,
-                "typing a boot command over VNC is not supported; remove it (cloud images boot without one)",
-            );
         }
     }
 }

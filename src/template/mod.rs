@@ -2,6 +2,7 @@
 //! strict validation; it produces the [`Plan`] the pipeline runs from.
 
 mod ansible;
+mod boot;
 mod builder;
 mod checks;
 mod decode;

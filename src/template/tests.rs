@@ -311,18 +311,18 @@ fn communicator_none_needs_no_username() {
 }
 
 #[test]
-fn remote_sources_and_boot_command_rejected() {
+fn remote_sources_and_bad_boot_keys_rejected() {
     let got = problems(json!({"builders": [qemu(json!({
         "iso_url": "https://cloud.example/img.qcow2",
-        "boot_command": ["<enter>"],
+        "boot_command": ["<entre>"],
     }))]}));
     assert_eq!(got.len(), 2);
     assert_eq!(got[0].0, "builders[0].iso_url");
     assert!(got[0].1.starts_with(
         "remote sources are not supported yet; download the image and use a local path"
     ));
-    assert_eq!(got[1].0, "builders[0].boot_command");
-    assert!(got[1].1.contains("not supported"));
+    assert_eq!(got[1].0, "builders[0].boot_command[0]");
+    assert!(got[1].1.starts_with("unknown key <entre>"));
 }
 
 #[test]

@@ -88,7 +88,7 @@ fn validate_rejects_what_is_not_supported_yet_by_name() {
         &json!({
             "builders": [
                 builder(&scratch, json!({"name": "remote", "iso_url": "https://example.com/ubuntu.img"})),
-                builder(&scratch, json!({"name": "typing", "boot_command": ["<enter>"]})),
+                builder(&scratch, json!({"name": "typing", "boot_command": ["<entre>"]})),
             ],
             "post-processors": [{"type": "vagrant"}]
         }),

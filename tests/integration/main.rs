@@ -2,6 +2,7 @@
 //! that boot the fixture image under QEMU.
 
 mod ansible;
+mod boot_command;
 mod build;
 mod build_signals;
 mod cli;

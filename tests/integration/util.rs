@@ -61,6 +61,37 @@ pub fn cloud_fixture() -> &'static Path {
     })
 }
 
+/// The installer-style fixture (`vm-fixtures/build.sh installer`): the
+/// default image, but syslinux waits at a `boot:` prompt for a minute,
+/// and the guest fetches `kiln.fetch=URL` from its kernel command line
+/// into /var/lib/kiln-fetched.
+pub fn installer_fixture() -> &'static Path {
+    static FIXTURE: OnceLock<PathBuf> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        if let Some(path) = std::env::var_os("KILN_TEST_INSTALLER_FIXTURE") {
+            return PathBuf::from(path);
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("vm-fixtures/build.sh");
+        let output = Command::new("bash")
+            .arg(&script)
+            .arg("installer")
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run vm-fixtures/build.sh installer");
+        assert!(
+            output.status.success(),
+            "vm-fixtures/build.sh installer failed"
+        );
+        let stdout = String::from_utf8(output.stdout).expect("utf-8 path");
+        let path = PathBuf::from(stdout.lines().last().expect("a path").trim());
+        assert!(
+            path.is_absolute() && path.exists(),
+            "bad fixture path {path:?}"
+        );
+        path
+    })
+}
+
 /// A directory of its own for one test, with its own TMPDIR inside so the
 /// test can check that kiln left no temporary files behind.
 pub struct Scratch {
