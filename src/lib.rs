@@ -13,6 +13,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cache;
 pub mod cleanup;
 pub mod cli;
 pub mod error;
