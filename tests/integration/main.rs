@@ -12,4 +12,5 @@ mod guest;
 mod interactive;
 mod secrets;
 mod smoke;
+mod sources;
 mod util;
