@@ -201,6 +201,13 @@ pub enum SourceError {
         /// The source's file name.
         name: String,
     },
+    /// The checksum list could not be read, and there is no cached copy
+    /// of the source whose digest is on record.
+    #[error("the checksum list {list} cannot be read and the source is not cached")]
+    ListUnavailable {
+        /// The checksum list.
+        list: String,
+    },
     /// The cache could not be used.
     #[error("the cache")]
     Cache(#[from] CacheError),
@@ -261,14 +268,39 @@ pub async fn resolve(
 ) -> Result<PathBuf, SourceError> {
     let client = download::client();
     let list = match request.checksum {
-        Checksum::File(location) => Some((location, read_list(&client, location).await?)),
+        Checksum::File(location) => match read_list(&client, location).await {
+            Ok(text) => Some((location, Some(text))),
+            // Offline, a source downloaded before can still be checked
+            // against the digest the list gave it then.
+            Err(err @ SourceError::Download { .. }) => {
+                if !request
+                    .candidates
+                    .iter()
+                    .any(|c| recorded_digest(cache, c).is_some())
+                {
+                    return Err(err);
+                }
+                let cause = crate::error::error_chain(&err);
+                tracing::warn!(list = %location, error = %cause, "checksum list unavailable; using the digests recorded in the cache");
+                events.say(&format!(
+                    "The checksum list cannot be read ({cause}); checking the cached source against the digest recorded when it was downloaded"
+                ));
+                Some((location, None))
+            }
+            Err(err) => return Err(err),
+        },
         _ => None,
     };
     let mut failures = Vec::new();
     for candidate in request.candidates {
         let digest = match (&list, known_digest(request.checksum)) {
             (_, Some(digest)) => Ok(digest),
-            (Some((location, text)), None) => listed_digest(text, location, candidate),
+            (Some((location, Some(text))), None) => listed_digest(text, location, candidate),
+            (Some((location, None)), None) => {
+                recorded_digest(cache, candidate).ok_or_else(|| SourceError::ListUnavailable {
+                    list: location.to_string(),
+                })
+            }
             (None, None) => Ok(Digest::None),
         };
         let result = match digest {
@@ -300,6 +332,18 @@ pub async fn resolve(
         None if failures.len() == 1 => Err(failures.remove(0).1),
         None => Err(SourceError::AllFailed { failures }),
     }
+}
+
+/// The digest the cache recorded for the entry downloaded from `candidate`.
+fn recorded_digest(cache: &Cache, candidate: &Location) -> Option<Digest> {
+    let Location::Url(url) = candidate else {
+        return None;
+    };
+    let entries = cache.list().ok()?;
+    entries
+        .iter()
+        .filter(|e| e.kind == Kind::Source && e.origin.as_deref() == Some(url.as_str()))
+        .find_map(|e| Digest::parse(&cache.entry(e.kind, &e.key).read_meta()?.digest))
 }
 
 async fn read_list(client: &reqwest::Client, location: &Location) -> Result<String, SourceError> {

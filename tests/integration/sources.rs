@@ -330,6 +330,41 @@ async fn checksum_lists_by_url_and_by_path_name_the_digest() {
     );
     // The image was downloaded once: the other fetches used the cache.
     assert_eq!(server.requests_for("/releases/disk.img").len(), 1);
+
+    // Offline, the cached copy is checked against the digest the list gave.
+    let base_url = server.base_url.clone();
+    drop(server);
+    let by_url = Checksum::File(Location::Url(url::Url::parse(&list_url).unwrap()));
+    let events = Recorded::default();
+    assert_eq!(
+        fetch(&url, by_url.clone(), &cache, &events).await.unwrap(),
+        path
+    );
+    assert!(
+        events
+            .said()
+            .iter()
+            .any(|m| m.starts_with("The checksum list cannot be read")),
+        "{:?}",
+        events.said()
+    );
+    std::fs::write(&path, b"damaged").unwrap();
+    let err = fetch(&url, by_url.clone(), &cache, &Recorded::default())
+        .await
+        .unwrap_err();
+    assert!(
+        kiln::error::error_chain(&err).starts_with(&format!("downloading {url}: cannot connect")),
+        "{err}"
+    );
+    let uncached = format!("{base_url}/releases/other.img");
+    let err = fetch(&uncached, by_url, &cache, &Recorded::default())
+        .await
+        .unwrap_err();
+    assert!(
+        kiln::error::error_chain(&err)
+            .starts_with(&format!("downloading {list_url}: cannot connect")),
+        "{err}"
+    );
 }
 
 #[test]
