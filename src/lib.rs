@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod bootcmd;
+pub mod cache;
 pub mod cleanup;
 pub mod cli;
 pub mod error;

@@ -39,8 +39,21 @@ const BUILD_HELP: &str = concat!(
     common_env!(),
     "\n  \
      SOURCE_DATE_EPOCH       the dates written into seed and CD images\n  \
+     KILN_CACHE_DIR          where downloaded sources are kept (see `kiln cache --help`)\n  \
      GOOGLE_APPLICATION_CREDENTIALS, STORAGE_EMULATOR_HOST, KILN_COMPUTE_ENDPOINT\n                          \
      for googlecompute-import (see `kiln export --help`)"
+);
+
+const CACHE_HELP: &str = concat!(
+    "Examples:\n  \
+     kiln cache list\n  \
+     kiln cache prune -older-than 30d\n  \
+     kiln cache prune -max-size 20G\n  \
+     kiln cache prune -all\n\n\
+     Environment:\n",
+    common_env!(),
+    "\n  \
+     KILN_CACHE_DIR  the cache directory (default $XDG_CACHE_HOME/kiln, or ~/.cache/kiln)"
 );
 
 const TEST_HELP: &str = concat!(
@@ -103,6 +116,10 @@ pub enum Command {
     /// Engine image (--bucket, --image-name).
     #[command(after_help = EXPORT_HELP)]
     Export(ExportArgs),
+    /// List or prune kiln's cache of downloaded source images
+    /// (`KILN_CACHE_DIR`, default `~/.cache/kiln`).
+    #[command(after_help = CACHE_HELP)]
+    Cache(CacheArgs),
     /// Print the version.
     Version,
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -171,6 +188,34 @@ impl Cli {
         }
         Ok(cli)
     }
+}
+
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    #[command(subcommand)]
+    pub command: CacheCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// List the entries: kind, size, time since last use, origin.
+    List,
+    /// Remove entries not used for a while, or the least recently used
+    /// beyond a size, or all of them.
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Remove entries not used for this long (`30d`, `12h`, `1w`).
+    #[arg(long = "older-than", value_name = "DURATION")]
+    pub older_than: Option<String>,
+    /// Then remove the least recently used until the rest fit (`10G`).
+    #[arg(long = "max-size", value_name = "SIZE")]
+    pub max_size: Option<String>,
+    /// Remove every entry.
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Args)]
@@ -390,6 +435,9 @@ const LONG_FLAGS: &[&str] = &[
     "version",
     "color",
     "syntax-only",
+    "older-than",
+    "max-size",
+    "all",
 ];
 
 /// Rewrites `-flag` and `-flag=value` to `--flag...` for the flags above;

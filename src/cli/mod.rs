@@ -2,6 +2,7 @@
 
 mod args;
 mod build;
+mod cache;
 mod exit;
 mod export;
 mod inspect;
@@ -70,6 +71,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Build(args) => build::run(args, machine_readable).await,
         Command::Test(args) => test::run(args, machine_readable).await,
         Command::Export(args) => export::run(args, machine_readable).await,
+        Command::Cache(args) => cache::run(&args, machine_readable),
         Command::Version => version::run(machine_readable),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();

@@ -194,7 +194,7 @@ mod tests {
         let machine = &request.machine;
         assert_eq!(machine.accelerator, Some(Accelerator::Tcg));
         assert_eq!((machine.memory_mib, machine.cpus), (2048, 2));
-        assert!(machine.iso_urls[0].is_absolute());
+        assert!(matches!(&machine.iso_urls[0], crate::plan::Location::Path(p) if p.is_absolute()));
         let Communicator::Ssh(ssh) = &machine.communicator else {
             panic!("no SSH")
         };

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::BuildContext;
 use super::traces::{self, BuildKey};
 use crate::plan::render_late;
-use crate::plan::{Accelerator, Checksum, Communicator, KeyPairType, QemuConfig, SshOptions};
+use crate::plan::{Accelerator, Communicator, KeyPairType, QemuConfig, SshOptions};
 use crate::qemu::{self, Accel, LaunchSpec, QemuProcess, Qmp};
 use crate::ssh::Guest;
 use crate::ssh::{Auth, Session, SshConfig, SshError};
@@ -210,19 +210,6 @@ fn serial_tail(path: &Path, lines: usize) -> String {
         .map(|l| format!("    | {l}"))
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// The digest `source` checks the downloaded installer or disk against, from
-/// the template's iso_checksum.
-pub fn source_digest(checksum: &Checksum) -> crate::source::Digest {
-    use crate::source::Digest;
-    match checksum {
-        Checksum::None => Digest::None,
-        Checksum::Sha256(hex) => Digest::Sha256(hex.clone()),
-        Checksum::Sha512(hex) => Digest::Sha512(hex.clone()),
-        Checksum::Sha1(hex) => Digest::Sha1(hex.clone()),
-        Checksum::Md5(hex) => Digest::Md5(hex.clone()),
-    }
 }
 
 /// The build's QEMU virtual machine, from its launch settings to its exit.

@@ -389,7 +389,7 @@ async fn pipeline(
     let config = &spec.qemu;
 
     steps.begin(ctx, Stage::Source).await;
-    let source = resolve_source(config).await?;
+    let source = resolve_source(config, ctx).await?;
 
     steps.begin(ctx, Stage::Disk).await;
     let disk_path = prepare_output(config, options.force, undo)?;
@@ -629,16 +629,44 @@ pub(crate) async fn against_machine<T>(
     }
 }
 
-async fn resolve_source(config: &QemuConfig) -> Result<PathBuf, BuildError> {
-    let urls = config.iso_urls.clone();
-    let digest = machine::source_digest(&config.iso_checksum);
-    tokio::task::spawn_blocking(move || crate::source::resolve(&urls, &digest))
+async fn resolve_source(config: &QemuConfig, ctx: &BuildContext) -> Result<PathBuf, BuildError> {
+    let cache = crate::cache::Cache::from_env()
+        .map_err(|err| BuildError::Source(crate::source::SourceError::Cache(err)))?;
+    let request = crate::source::Request {
+        candidates: &config.iso_urls,
+        checksum: &config.iso_checksum,
+        target_path: config.iso_target_path.as_deref(),
+    };
+    let events = SourceEvents {
+        ctx,
+        meter: report::ProgressMeter::new("Downloading"),
+    };
+    crate::source::resolve(request, &cache, &events)
         .await
-        .map_err(|err| BuildError::Io {
-            path: PathBuf::new(),
-            source: std::io::Error::other(err.to_string()),
-        })?
         .map_err(BuildError::Source)
+}
+
+/// A download's messages and progress on the build's status line.
+struct SourceEvents<'a> {
+    ctx: &'a BuildContext,
+    meter: report::ProgressMeter,
+}
+
+impl crate::source::Events for SourceEvents<'_> {
+    fn say(&self, message: &str) {
+        self.ctx.say(message);
+    }
+
+    fn progress(&self, progress: Option<(u64, Option<u64>)>) {
+        match progress {
+            Some((bytes, total)) => {
+                let total = total.unwrap_or(0);
+                self.ctx
+                    .progress(Some(&self.meter.progress(bytes, bytes, total)));
+            }
+            None => self.ctx.progress(None),
+        }
+    }
 }
 
 /// Creates the output directory (or replaces it with `-force`) and returns

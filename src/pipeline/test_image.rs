@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::report::{Reporter, Stage};
 use super::{BuildContext, BuildError, scratch_dir, test_boot};
 use crate::export::FormatPolicy;
-use crate::plan::{CheckSpec, Checksum, Communicator, QemuConfig, SshOptions};
+use crate::plan::{CheckSpec, Checksum, Communicator, Location, QemuConfig, SshOptions};
 
 /// The name the test instance goes by (its hostname is `kiln-test`).
 const VM_NAME: &str = "kiln";
@@ -37,7 +37,7 @@ impl TestRequest {
     /// logged into over SSH with `ssh`.
     pub fn new(image: PathBuf, ssh: SshOptions, checks: Vec<CheckSpec>) -> TestRequest {
         let machine = QemuConfig {
-            iso_urls: vec![image.clone()],
+            iso_urls: vec![Location::Path(image.clone())],
             iso_checksum: Checksum::None,
             disk_image: true,
             headless: true,
@@ -119,7 +119,10 @@ mod tests {
         };
         let request = TestRequest::new(PathBuf::from("/images/base.qcow2"), ssh, Vec::new());
         let machine = &request.machine;
-        assert_eq!(machine.iso_urls, vec![PathBuf::from("/images/base.qcow2")]);
+        assert_eq!(
+            machine.iso_urls,
+            vec![Location::Path(PathBuf::from("/images/base.qcow2"))]
+        );
         assert!(machine.disk_image && machine.headless);
         assert_eq!(machine.vm_name, "kiln");
         assert_eq!(machine.iso_checksum, Checksum::None);

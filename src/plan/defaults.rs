@@ -100,6 +100,7 @@ impl QemuConfig {
         QemuConfig {
             iso_urls: Vec::new(),
             iso_checksum: Checksum::None,
+            iso_target_path: None,
             disk_image: false,
             use_backing_file: false,
             skip_resize_disk: false,

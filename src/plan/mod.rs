@@ -156,15 +156,40 @@ pub enum Checksum {
     Sha1(String),
     /// An MD5 digest, as lowercase hex.
     Md5(String),
+    /// `file:URL` or `file:PATH`: a checksum list (`SHA256SUMS` style) that
+    /// names the source's digest beside its file name.
+    File(Location),
+}
+
+/// Where a source image or a checksum list is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A local file (a path or a `file:` URL), absolute; used in place.
+    Path(PathBuf),
+    /// An `http` or `https` URL, downloaded into the cache.
+    Url(url::Url),
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Path(path) => write!(f, "{}", path.display()),
+            Location::Url(url) => write!(f, "{url}"),
+        }
+    }
 }
 
 /// The qemu builder's options, with Packer's defaults applied.
 #[derive(Debug, Clone)]
 pub struct QemuConfig {
-    /// `iso_url` followed by `iso_urls`: local paths (absolute) to try in order.
-    pub iso_urls: Vec<PathBuf>,
+    /// `iso_url` or `iso_urls`: the places to get the source from, tried
+    /// in order.
+    pub iso_urls: Vec<Location>,
     /// The digest the source must have.
     pub iso_checksum: Checksum,
+    /// `iso_target_path`: where a downloaded source is kept instead of the
+    /// cache (a directory when it has no extension), absolute.
+    pub iso_target_path: Option<PathBuf>,
     /// `disk_image`: the source is a bootable disk (cloud image), not an ISO.
     pub disk_image: bool,
     /// `use_backing_file`: the disk is a qcow2 overlay on the source

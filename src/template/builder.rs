@@ -11,7 +11,7 @@ use super::decode::{Obj, string_list_value};
 use super::paths;
 use crate::plan::defaults;
 use crate::plan::{
-    Accelerator, Checksum, Communicator, DiskFormat, KeyPairType, QemuConfig, SshOptions,
+    Accelerator, Checksum, Communicator, DiskFormat, KeyPairType, Location, QemuConfig, SshOptions,
 };
 
 /// Packer qemu options kiln knows about but does not implement.
@@ -24,7 +24,6 @@ const UNSUPPORTED: &[&str] = &[
     "efi_firmware_vars",
     "iso_skip_cache",
     "iso_target_extension",
-    "iso_target_path",
     "net_bridge",
     "qemu_img_args",
     "qmp_enable",
@@ -73,7 +72,10 @@ pub(super) fn decode(mut o: Obj<'_>, build_name: &str, cwd: &Path) -> Option<Qem
     let vnc = super::boot::vnc(&mut o);
     let http = super::boot::http(&mut o, cwd);
     let iso_urls = iso_urls(&mut o, cwd);
-    let iso_checksum = iso_checksum(&mut o);
+    let iso_checksum = iso_checksum(&mut o, cwd);
+    let iso_target_path = o
+        .non_empty_string("iso_target_path")
+        .map(|p| paths::resolve(cwd, &p));
     let mut disk = Disk::decode(&mut o);
     let machine = Machine::decode(&mut o, cwd);
     let cd_files = cd_files(&mut o, cwd);
@@ -102,6 +104,7 @@ pub(super) fn decode(mut o: Obj<'_>, build_name: &str, cwd: &Path) -> Option<Qem
     Some(QemuConfig {
         iso_urls: iso_urls?,
         iso_checksum: iso_checksum?,
+        iso_target_path,
         disk_image: disk.image,
         use_backing_file: disk.use_backing_file,
         skip_resize_disk: disk.skip_resize,
@@ -155,9 +158,9 @@ fn reject_unsupported(o: &mut Obj<'_>) {
     o.allow(UNSUPPORTED);
 }
 
-fn iso_checksum(o: &mut Obj<'_>) -> Option<Checksum> {
+fn iso_checksum(o: &mut Obj<'_>, cwd: &Path) -> Option<Checksum> {
     match o.string("iso_checksum") {
-        Some(s) => parse_checksum(&s)
+        Some(s) => parse_checksum(&s, cwd)
             .map_err(|e| o.cx().problem(o.key_path("iso_checksum"), e))
             .ok(),
         None => {
@@ -337,7 +340,7 @@ fn host_ports(o: &mut Obj<'_>) -> (u16, u16) {
     (min, max)
 }
 
-fn iso_urls(o: &mut Obj<'_>, cwd: &Path) -> Option<Vec<PathBuf>> {
+fn iso_urls(o: &mut Obj<'_>, cwd: &Path) -> Option<Vec<Location>> {
     let cx = o.cx();
     let mut entries: Vec<(String, String)> = Vec::new();
     if let Some(url) = o.string("iso_url") {
@@ -365,12 +368,8 @@ fn iso_urls(o: &mut Obj<'_>, cwd: &Path) -> Option<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut ok = true;
     for (path, url) in entries {
-        match paths::local_source(&url) {
-            Ok(local) if !local.is_empty() => out.push(paths::resolve(cwd, local)),
-            Ok(_) => {
-                cx.problem(path, "must not be empty");
-                ok = false;
-            }
+        match paths::source_location(cwd, &url) {
+            Ok(location) => out.push(location),
             Err(e) => {
                 cx.problem(path, e);
                 ok = false;
@@ -382,15 +381,17 @@ fn iso_urls(o: &mut Obj<'_>, cwd: &Path) -> Option<Vec<PathBuf>> {
 
 /// `sha256:<hex>` and friends, `none`, or a bare digest whose length names the
 /// algorithm (as go-getter guesses it).
-fn parse_checksum(s: &str) -> Result<Checksum, String> {
+fn parse_checksum(s: &str, cwd: &Path) -> Result<Checksum, String> {
     let s = s.trim();
     if s.eq_ignore_ascii_case("none") {
         return Ok(Checksum::None);
     }
-    if s.starts_with("file:") || s.contains("://") {
-        return Err(format!(
-            "checksum files are not supported yet; put the digest itself, such as \"sha256:<hex>\" (got {s:?})"
-        ));
+    if let Some(list) = s.strip_prefix("file:") {
+        // The checksum list: a URL, a `file:` URL or a path (go-getter's
+        // `file:./SHA256SUMS`).
+        return paths::source_location(cwd, list)
+            .map(Checksum::File)
+            .map_err(|e| format!("checksum list: {e}"));
     }
     let (algo, hex) = match s.split_once(':') {
         Some((a, h)) => (Some(a.to_ascii_lowercase()), h),
@@ -650,41 +651,55 @@ mod tests {
     #[test]
     fn checksums() {
         let h64 = "a".repeat(64);
-        assert_eq!(parse_checksum("none"), Ok(Checksum::None));
+        let cwd = Path::new("/t");
+        assert_eq!(parse_checksum("none", cwd), Ok(Checksum::None));
         assert_eq!(
-            parse_checksum(&format!("sha256:{}", h64.to_uppercase())),
+            parse_checksum(&format!("sha256:{}", h64.to_uppercase()), cwd),
             Ok(Checksum::Sha256(h64.clone()))
         );
-        assert_eq!(parse_checksum(&h64), Ok(Checksum::Sha256(h64.clone())));
+        assert_eq!(parse_checksum(&h64, cwd), Ok(Checksum::Sha256(h64.clone())));
         assert_eq!(
-            parse_checksum(&"b".repeat(32)),
+            parse_checksum(&"b".repeat(32), cwd),
             Ok(Checksum::Md5("b".repeat(32)))
         );
         assert_eq!(
-            parse_checksum(&"c".repeat(40)),
+            parse_checksum(&"c".repeat(40), cwd),
             Ok(Checksum::Sha1("c".repeat(40)))
         );
         assert_eq!(
-            parse_checksum(&format!("sha512:{}", "d".repeat(128))),
+            parse_checksum(&format!("sha512:{}", "d".repeat(128)), cwd),
             Ok(Checksum::Sha512("d".repeat(128)))
         );
         assert_eq!(
-            parse_checksum(&format!("md5:{}", "e".repeat(32))),
+            parse_checksum(&format!("md5:{}", "e".repeat(32)), cwd),
             Ok(Checksum::Md5("e".repeat(32)))
         );
         assert!(
-            parse_checksum("sha256:abc")
+            parse_checksum("sha256:abc", cwd)
                 .unwrap_err()
                 .contains("64 hex digits")
         );
-        assert!(
-            parse_checksum("file:SHA256SUMS")
-                .unwrap_err()
-                .contains("not supported yet")
+        assert_eq!(
+            parse_checksum("file:SHA256SUMS", cwd),
+            Ok(Checksum::File(Location::Path("/t/SHA256SUMS".into())))
         );
-        assert!(parse_checksum("file:https://x/SHA256SUMS").is_err());
-        assert!(parse_checksum("abc").is_err());
-        assert!(parse_checksum("crc32:abcd").is_err());
-        assert!(parse_checksum("sha256:zz").is_err());
+        assert_eq!(
+            parse_checksum("file:./SHA256SUMS", cwd),
+            Ok(Checksum::File(Location::Path("/t/./SHA256SUMS".into())))
+        );
+        assert_eq!(
+            parse_checksum("file:https://x/SHA256SUMS", cwd),
+            Ok(Checksum::File(Location::Url(
+                url::Url::parse("https://x/SHA256SUMS").unwrap()
+            )))
+        );
+        assert!(
+            parse_checksum("file:ftp://x/SHA256SUMS", cwd)
+                .unwrap_err()
+                .starts_with("checksum list: unsupported source")
+        );
+        assert!(parse_checksum("abc", cwd).is_err());
+        assert!(parse_checksum("crc32:abcd", cwd).is_err());
+        assert!(parse_checksum("sha256:zz", cwd).is_err());
     }
 }

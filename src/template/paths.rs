@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::plan::Location;
+
 /// Resolves `s` against `cwd` unless it is absolute. A trailing `/` is kept
 /// because the file provisioner gives it meaning.
 pub fn resolve(cwd: &Path, s: &str) -> PathBuf {
@@ -17,19 +19,44 @@ pub fn resolve(cwd: &Path, s: &str) -> PathBuf {
     }
 }
 
-/// Why `s` is not a local source, if it is a URL kiln cannot fetch; otherwise
-/// the local path it names (a `file://` prefix removed).
-pub fn local_source(s: &str) -> Result<&str, String> {
-    if let Some(rest) = s.strip_prefix("file://") {
-        return Ok(rest);
+/// Where `s` (an `iso_url`, or a checksum list after `file:`) points: a
+/// local file (a path, relative to `cwd`, or a `file:` URL) or an http(s)
+/// URL; an error names any other scheme.
+pub fn source_location(cwd: &Path, s: &str) -> Result<Location, String> {
+    if s.is_empty() {
+        return Err("must not be empty".into());
     }
     let lower = s.to_ascii_lowercase();
+    if lower.starts_with("http://") || lower.starts_with("https://") {
+        return url::Url::parse(s)
+            .map(Location::Url)
+            .map_err(|e| format!("not a valid URL ({e}): {s:?}"));
+    }
+    if let Some(rest) = strip_prefix_ignore_case(s, "file:") {
+        // `file:///abs`, `file://./rel` (as go-getter reads it) and `file:rel`.
+        let rest = rest.strip_prefix("//").unwrap_or(rest);
+        let rest = if rest.starts_with("/./") || rest.starts_with("/../") {
+            &rest[1..]
+        } else {
+            rest
+        };
+        if rest.is_empty() {
+            return Err("must name a file after file:".into());
+        }
+        return Ok(Location::Path(resolve(cwd, rest)));
+    }
     if lower.contains("://") || lower.contains("::") {
         return Err(format!(
-            "remote sources are not supported yet; download the image and use a local path (got {s:?})"
+            "unsupported source {s:?}: expected a local path, a file: URL, or an http(s) URL"
         ));
     }
-    Ok(s)
+    Ok(Location::Path(resolve(cwd, s)))
+}
+
+fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
 }
 
 #[cfg(test)]
@@ -42,8 +69,32 @@ mod tests {
         assert_eq!(resolve(cwd, "a/b.img"), PathBuf::from("/work/dir/a/b.img"));
         assert_eq!(resolve(cwd, "/abs"), PathBuf::from("/abs"));
         assert_eq!(resolve(cwd, "files/"), PathBuf::from("/work/dir/files/"));
-        assert_eq!(local_source("file:///x/y.img"), Ok("/x/y.img"));
-        assert_eq!(local_source("y.img"), Ok("y.img"));
-        assert!(local_source("https://example.com/x.img").is_err());
+    }
+
+    #[test]
+    fn source_locations() {
+        let cwd = Path::new("/work/dir");
+        let path = |p: &str| Ok(Location::Path(PathBuf::from(p)));
+        assert_eq!(source_location(cwd, "file:///x/y.img"), path("/x/y.img"));
+        assert_eq!(
+            source_location(cwd, "file://./y.img"),
+            path("/work/dir/./y.img")
+        );
+        assert_eq!(source_location(cwd, "file:y.img"), path("/work/dir/y.img"));
+        assert_eq!(source_location(cwd, "y.img"), path("/work/dir/y.img"));
+        assert_eq!(
+            source_location(cwd, "https://example.com/x.img"),
+            Ok(Location::Url(
+                url::Url::parse("https://example.com/x.img").unwrap()
+            ))
+        );
+        assert!(
+            source_location(cwd, "ftp://example.com/x.img")
+                .unwrap_err()
+                .contains("unsupported source")
+        );
+        assert!(source_location(cwd, "git::https://x/y").is_err());
+        assert!(source_location(cwd, "").is_err());
+        assert!(source_location(cwd, "https://exa mple.com/").is_err());
     }
 }

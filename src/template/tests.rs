@@ -82,7 +82,10 @@ fn minimal_builder_gets_packer_defaults() {
     assert_eq!(b.name, "qemu");
     assert_eq!(b.builder_type, "qemu");
     let q = &b.qemu;
-    assert_eq!(q.iso_urls, vec![PathBuf::from("/images/base.qcow2")]);
+    assert_eq!(
+        q.iso_urls,
+        vec![Location::Path(PathBuf::from("/images/base.qcow2"))]
+    );
     assert_eq!(q.iso_checksum, Checksum::Sha256(SHA[7..].to_string()));
     assert_eq!(q.disk_size_mib, 40960);
     assert_eq!(q.format, DiskFormat::Qcow2);
@@ -257,7 +260,10 @@ fn options_are_decoded() {
     let cwd = std::env::current_dir().unwrap();
     assert_eq!(
         q.iso_urls,
-        vec![PathBuf::from("/img/a.img"), cwd.join("rel/b.img")]
+        vec![
+            Location::Path(PathBuf::from("/img/a.img")),
+            Location::Path(cwd.join("rel/b.img"))
+        ]
     );
     assert_eq!(q.iso_checksum, Checksum::None);
     assert_eq!(q.format, DiskFormat::Raw);
@@ -311,18 +317,38 @@ fn communicator_none_needs_no_username() {
 }
 
 #[test]
-fn remote_sources_and_bad_boot_keys_rejected() {
+fn unsupported_source_schemes_and_bad_boot_keys_rejected() {
     let got = problems(json!({"builders": [qemu(json!({
-        "iso_url": "https://cloud.example/img.qcow2",
+        "iso_url": "s3::https://bucket/img.qcow2",
         "boot_command": ["<entre>"],
     }))]}));
     assert_eq!(got.len(), 2);
     assert_eq!(got[0].0, "builders[0].iso_url");
-    assert!(got[0].1.starts_with(
-        "remote sources are not supported yet; download the image and use a local path"
-    ));
+    assert!(got[0].1.starts_with("unsupported source"), "{}", got[0].1);
     assert_eq!(got[1].0, "builders[0].boot_command[0]");
     assert!(got[1].1.starts_with("unknown key <entre>"));
+}
+
+#[test]
+fn remote_sources_and_target_path() {
+    let q = one_builder(json!({
+        "iso_url": "https://cloud.example/img.qcow2",
+        "iso_checksum": "file:https://cloud.example/SHA256SUMS",
+        "iso_target_path": "/cache/img.qcow2",
+    }));
+    assert_eq!(
+        q.iso_urls,
+        vec![Location::Url(
+            url::Url::parse("https://cloud.example/img.qcow2").unwrap()
+        )]
+    );
+    assert_eq!(
+        q.iso_checksum,
+        Checksum::File(Location::Url(
+            url::Url::parse("https://cloud.example/SHA256SUMS").unwrap()
+        ))
+    );
+    assert_eq!(q.iso_target_path, Some(PathBuf::from("/cache/img.qcow2")));
 }
 
 #[test]
@@ -336,9 +362,9 @@ fn iso_checksum_forms() {
         one_builder(json!({"iso_checksum": format!("sha1:{}", "a".repeat(40))})).iso_checksum,
         Checksum::Sha1("a".repeat(40))
     );
-    let got = problems(json!({"builders": [qemu(json!({"iso_checksum": "file:./SHA256SUMS"}))]}));
+    let got = problems(json!({"builders": [qemu(json!({"iso_checksum": "file:ftp://h/SUMS"}))]}));
     assert_eq!(got[0].0, "builders[0].iso_checksum");
-    assert!(got[0].1.contains("not supported yet"));
+    assert!(got[0].1.contains("unsupported source"));
     assert_eq!(
         problems(json!({"builders": [qemu(json!({"iso_urls": ["/b.img"]}))]})),
         vec![(

@@ -1,11 +1,12 @@
 //! Local stand-ins for Google Cloud that kiln's tests (`tests/`) run
 //! against: the real Cloud Storage emulators started on free ports, a TCP
-//! proxy that injects faults, a Compute API fake that validates like GCE, an
+//! proxy that injects faults, a file server for downloads, a Compute API fake that validates like GCE, an
 //! OAuth token server, and a small valid GCE image tarball.
 
 pub mod compute_fake;
 pub mod emulators;
 pub mod fault_proxy;
+pub mod file_server;
 pub mod tarball;
 pub mod token_server;
 

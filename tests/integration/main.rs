@@ -14,6 +14,7 @@ mod guest;
 mod interactive;
 mod secrets;
 mod smoke;
+mod sources;
 mod templates_corpus;
 mod util;
 mod vagrant;
