@@ -738,7 +738,7 @@ fn completions_and_the_man_page_cover_every_command() {
     for shell in ["bash", "zsh", "fish"] {
         let run = scratch.run(&["completions", shell]);
         run.assert_success();
-        for command in ["validate", "build", "test", "export"] {
+        for command in ["validate", "build", "test", "export", "cache"] {
             assert!(
                 run.stdout.contains(command),
                 "{shell}: no {command}:\n{}",

@@ -489,3 +489,34 @@ async fn kiln_cache_lists_and_prunes_entries() {
     assert!(all.stdout.contains("Removed 1 entry"), "{}", all.stdout);
     assert_eq!(files_in(&root), Vec::<String>::new());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn iso_target_path_keeps_the_download_there_instead_of_the_cache() {
+    let scratch = Scratch::new();
+    let cache = Cache::at(scratch.path().join("cache"));
+    let server = FileServer::start().await.unwrap();
+    let data = content(70_000);
+    let url = server.add("/dl/disk.img", data.clone());
+    let candidates = [Location::Url(url::Url::parse(&url).unwrap())];
+    let checksum = Checksum::Sha256(sha256(&data));
+    // No extension: a directory, with the URL's file name in it.
+    let target = scratch.path().join("images");
+    let request = source::Request {
+        candidates: &candidates,
+        checksum: &checksum,
+        target_path: Some(&target),
+    };
+    let path = source::resolve(request, &cache, &Recorded::default())
+        .await
+        .unwrap();
+    assert_eq!(path, target.join("disk.img"));
+    assert_eq!(std::fs::read(&path).unwrap(), data);
+    assert_eq!(files_in(&target), ["disk.img"]);
+    assert_eq!(files_in(cache.root()), Vec::<String>::new());
+    // Checked and used again, not downloaded.
+    let again = source::resolve(request, &cache, &Recorded::default())
+        .await
+        .unwrap();
+    assert_eq!(again, path);
+    assert_eq!(server.requests_for("/dl/disk.img").len(), 1);
+}
