@@ -15,6 +15,9 @@ pub(super) fn run(args: &TemplateArgs, machine_readable: bool) -> ExitCode {
         // Whatever stops it is in the template or the arguments.
         Err(err) => return report.usage_error(&err),
     };
+    for warning in &plan.warnings {
+        report.warn(warning);
+    }
     if machine_readable {
         for (target, fields) in records(&plan) {
             let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
@@ -82,6 +85,17 @@ fn records(plan: &Plan) -> Vec<(String, Vec<String>)> {
             }
         }
     }
+    // Packer lists every builder; the ones kiln skips have no steps.
+    for skipped in &plan.skipped {
+        out.push((
+            String::new(),
+            vec![
+                "template-builder".into(),
+                clean(&skipped.name),
+                clean(&skipped.builder_type),
+            ],
+        ));
+    }
     out
 }
 
@@ -126,6 +140,12 @@ fn render_plain(plan: &Plan) -> String {
     out.push_str("\nBuilders:\n\n");
     for build in &plan.builds {
         out.push_str(&format!("  {:<20} {}\n", build.name, build.builder_type));
+    }
+    for skipped in &plan.skipped {
+        out.push_str(&format!(
+            "  {:<20} {} (skipped: not supported by kiln)\n",
+            skipped.name, skipped.builder_type
+        ));
     }
     out.push_str("\nProvisioners:\n\n");
     for build in &plan.builds {

@@ -2,9 +2,11 @@
 //! strict validation; it produces the [`Plan`] the pipeline runs from.
 
 mod builder;
+mod builder_types;
 mod checks;
 mod decode;
 mod duration;
+mod fix;
 mod heads;
 mod json;
 mod paths;
@@ -14,13 +16,14 @@ pub(crate) mod show;
 mod variables;
 
 pub use duration::parse as parse_duration;
+pub use fix::Fix;
 
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value as Json};
 
 use crate::plan::render::funcs::FuncCtx;
-use crate::plan::{BuildSpec, CheckSpec, Plan, PostProcessorSpec, ProvisionerSpec};
+use crate::plan::{BuildSpec, CheckSpec, Plan, PostProcessorSpec, ProvisionerSpec, SkippedBuild};
 use checks::CheckHead;
 use decode::{Cx, Obj, json_type};
 use heads::{BuilderHead, ProvisionerHead, builder_heads, filter, filter_quiet, provisioner_heads};
@@ -191,7 +194,11 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Plan, TemplateError> {
 /// property tests); `path` names it in messages and locates relative paths.
 #[doc(hidden)]
 pub fn load_bytes(path: &Path, bytes: &[u8], overrides: &Overrides) -> Result<Plan, TemplateError> {
-    let (root, mut file_problems) = json::decode(bytes).map_err(|e| read_error(path, e))?;
+    let (mut root, mut file_problems) = json::decode(bytes).map_err(|e| read_error(path, e))?;
+    // Deprecated keys are read as their modern form (what `kiln fix`
+    // writes), and said so.
+    let fixes = fix::apply(&mut root);
+    let warnings = warnings(&root, &fixes);
     let mut given = Vec::new();
     for entry in &overrides.entries {
         match entry {
@@ -243,13 +250,60 @@ pub fn load_bytes(path: &Path, bytes: &[u8], overrides: &Overrides) -> Result<Pl
         });
     }
     match plan {
-        Some(plan) if problems.is_empty() => Ok(plan),
+        Some(mut plan) if problems.is_empty() => {
+            plan.warnings = warnings;
+            Ok(plan)
+        }
         _ => Err(TemplateError::Invalid {
             path: path.to_path_buf(),
             problems,
             sensitive_values,
         }),
     }
+}
+
+/// The fixes worth a warning: deprecations, outside the builders kiln
+/// skips (it never reads their options).
+fn warnings(root: &Json, fixes: &[fix::Fix]) -> Vec<String> {
+    let skipped = |index: usize| {
+        root.get("builders")
+            .and_then(|b| b.get(index))
+            .and_then(|b| b.get("type"))
+            .and_then(Json::as_str)
+            .is_some_and(|t| builder_types::kind(t) != builder_types::Kind::Buildable)
+    };
+    fixes
+        .iter()
+        .filter(|f| f.deprecated && !f.builder.is_some_and(skipped))
+        .map(ToString::to_string)
+        .collect()
+}
+
+/// `kiln fix`: the template with its deprecated keys rewritten to their
+/// modern form, as `packer fix` does, and what was rewritten. Nothing else
+/// is checked.
+pub fn fix(path: &Path) -> Result<(Json, Vec<Fix>), TemplateError> {
+    let (mut root, problems) = read_json(path)?;
+    if !root.is_object() {
+        return Err(TemplateError::Invalid {
+            path: path.to_path_buf(),
+            problems: vec![Problem {
+                path: "(file)".into(),
+                message: format!("expected a JSON object, got {}", json_type(&root)),
+            }],
+            sensitive_values: Vec::new(),
+        });
+    }
+    // A key written twice: which one to keep is the author's choice.
+    if !problems.is_empty() {
+        return Err(TemplateError::Invalid {
+            path: path.to_path_buf(),
+            problems,
+            sensitive_values: Vec::new(),
+        });
+    }
+    let fixes = fix::apply(&mut root);
+    Ok((root, fixes))
 }
 
 /// `validate -syntax-only`: the file is readable, well-formed JSON with an
@@ -389,9 +443,18 @@ fn plan(
         checks: &checks,
     };
     let mut builds = Vec::new();
+    let mut skipped = Vec::new();
     for b in &builders {
+        if let Some(reason) = &b.skipped {
+            skipped.push(SkippedBuild {
+                name: b.name.clone(),
+                builder_type: b.builder_type.clone(),
+                reason: reason.clone(),
+            });
+            continue;
+        }
         cx.funcs.build_name = Some(b.name.clone());
-        cx.funcs.build_type = Some("qemu".into());
+        cx.funcs.build_type = Some(b.builder_type.clone());
         builds.extend(build(cx, b, &sections, cwd));
     }
     cx.funcs.build_name = None;
@@ -405,6 +468,8 @@ fn plan(
         builds,
         sensitive_values: vars.sensitive_values,
         variables: vars.infos,
+        warnings: Vec::new(),
+        skipped,
     })
 }
 
@@ -495,7 +560,7 @@ fn build(
     let post_processors = build_post_processors(cx, &b.name, sections.post_processors, cwd);
     Some(BuildSpec {
         name: b.name.clone(),
-        builder_type: "qemu".into(),
+        builder_type: b.builder_type.clone(),
         qemu: qemu?,
         provisioners,
         post_processors,

@@ -358,7 +358,7 @@ fn unknown_keys_and_several_problems_at_once() {
         "_comment": "fine",
         "builders": [
             qemu(json!({"disk_sise": "10G", "accelerator": "hvf", "disk_interface": "nvme"})),
-            {"type": "virtualbox-iso"},
+            {"type": "virtualboxx-iso"},
         ],
         "provisioners": [{"type": "shell", "inline": ["true"], "inlin": []}],
     }));
@@ -376,7 +376,10 @@ fn unknown_keys_and_several_problems_at_once() {
         ]
     );
     assert_eq!(got[0].1, "unknown top-level key (did you mean builders?)");
-    assert!(got[1].1.contains("\"virtualbox-iso\" is not supported"));
+    assert_eq!(
+        got[1].1,
+        "unknown builder type \"virtualboxx-iso\" (did you mean virtualbox-iso?)"
+    );
     assert!(
         got[2].1.starts_with("expected an array of checks"),
         "{}",
