@@ -13,6 +13,7 @@ mod paths;
 mod post_processor;
 mod provisioner;
 pub(crate) mod show;
+mod unsupported;
 mod variables;
 
 pub use duration::parse as parse_duration;
@@ -698,5 +699,7 @@ pub fn load_checks(path: &Path) -> Result<Vec<CheckSpec>, TemplateError> {
 
 #[cfg(test)]
 mod prop_tests;
+#[cfg(test)]
+mod skip_tests;
 #[cfg(test)]
 mod tests;

@@ -39,12 +39,8 @@ pub fn decode(
         "file" => file(&mut o, cwd).map(ProvisionerKind::File),
         "shell-local" => shell_local(&mut o, cwd).map(ProvisionerKind::ShellLocal),
         other => {
-            o.cx().problem(
-                o.key_path("type"),
-                format!(
-                    "provisioner {other:?} is not supported: expected shell, file or shell-local"
-                ),
-            );
+            o.cx()
+                .problem(o.key_path("type"), super::unsupported::provisioner(other));
             return None;
         }
     };

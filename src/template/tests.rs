@@ -713,7 +713,7 @@ fn provisioner_problems() {
             {"type": "shell", "scripts": ["/nope/a.sh"]},
             {"type": "file", "source": "/nope/file"},
             {"type": "shell", "inline": ["a", {}], "environment_vars": ["NOEQ"]},
-            {"type": "ansible"},
+            {"type": "puppet-masterless"},
         ]
     }));
     assert_eq!(
@@ -749,7 +749,8 @@ fn provisioner_problems() {
             ),
             (
                 "provisioners[5].type".to_string(),
-                "provisioner \"ansible\" is not supported: expected shell, file or shell-local"
+                "the puppet-masterless provisioner is not supported by kiln yet: install and run \
+                 the tool from a shell provisioner (upload its files with a file provisioner)"
                     .to_string()
             ),
         ]
@@ -879,11 +880,11 @@ fn post_processor_chains_and_defaults() {
     assert_eq!(
         problems(json!({
             "builders": [qemu(json!({}))],
-            "post-processors": [["checksum", "compress"], {"type": "vagrant"}, 5, {"type": "checksum", "outptu": "x"}]
+            "post-processors": [["checksum", "compress"], {"type": "docker-push"}, 5, {"type": "checksum", "outptu": "x"}]
         })),
         vec![
             ("post-processors[2]".to_string(), "expected a post-processor type name, an object, or an array of those, got a number".to_string()),
-            ("post-processors[1].type".to_string(), "post-processor vagrant is not supported: kiln has checksum, manifest, compress and googlecompute-import".to_string()),
+            ("post-processors[1].type".to_string(), "the docker-push post-processor is not supported by kiln yet: it post-processes docker builds, which kiln skips; limit it to them with \"only\", or remove it".to_string()),
             ("post-processors[3].outptu".to_string(), "unknown key (did you mean output?)".to_string()),
         ]
     );
