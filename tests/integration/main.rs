@@ -10,6 +10,7 @@ mod disks;
 mod gce;
 mod guest;
 mod interactive;
+mod legacy_templates;
 mod secrets;
 mod smoke;
 mod util;
