@@ -106,12 +106,15 @@ pub enum TemplateError {
         message: String,
     },
     /// Every problem found, all at once.
-    #[error("{} has {} error(s):\n{}", shown(path), problems.len(), format_problems(problems))]
+    #[error("{} has {} error(s):\n{}{}", shown(path), problems.len(), format_problems(problems), format_rewritten(rewritten))]
     Invalid {
         /// The file.
         path: PathBuf,
         /// The problems, in the order found.
         problems: Vec<Problem>,
+        /// The deprecated keys read as their modern form (the warnings of
+        /// a template that loads): a problem may name the modern key.
+        rewritten: Vec<String>,
         /// The values of `sensitive-variables` known when loading stopped:
         /// a problem's message may quote one (`expected an integer, got
         /// "..."`), so whoever prints the error must mask them.
@@ -164,6 +167,19 @@ fn format_problems(problems: &[Problem]) -> String {
         ));
     }
     lines.join("\n")
+}
+
+/// The deprecations rewritten before decoding, after the problems: a
+/// problem at `builders[0].iso_checksum` may come from `iso_checksum_url`.
+fn format_rewritten(rewritten: &[String]) -> String {
+    if rewritten.is_empty() {
+        return String::new();
+    }
+    let mut out = "\nDeprecated keys were read as their modern form (see kiln fix):".to_string();
+    for line in rewritten.iter().take(SHOWN_PROBLEMS) {
+        out.push_str(&format!("\n  * {}", show::clip(line, SHOWN_MESSAGE_BYTES)));
+    }
+    out
 }
 
 /// The top-level keys of a template. Keys starting with `_` are comments, as
@@ -258,6 +274,7 @@ pub fn load_bytes(path: &Path, bytes: &[u8], overrides: &Overrides) -> Result<Pl
         _ => Err(TemplateError::Invalid {
             path: path.to_path_buf(),
             problems,
+            rewritten: warnings,
             sensitive_values,
         }),
     }
@@ -292,6 +309,7 @@ pub fn fix(path: &Path) -> Result<(Json, Vec<Fix>), TemplateError> {
                 path: "(file)".into(),
                 message: format!("expected a JSON object, got {}", json_type(&root)),
             }],
+            rewritten: Vec::new(),
             sensitive_values: Vec::new(),
         });
     }
@@ -300,6 +318,7 @@ pub fn fix(path: &Path) -> Result<(Json, Vec<Fix>), TemplateError> {
         return Err(TemplateError::Invalid {
             path: path.to_path_buf(),
             problems,
+            rewritten: Vec::new(),
             sensitive_values: Vec::new(),
         });
     }
@@ -323,6 +342,7 @@ pub fn check_syntax(path: &Path) -> Result<(), TemplateError> {
         Err(TemplateError::Invalid {
             path: path.to_path_buf(),
             problems,
+            rewritten: Vec::new(),
             sensitive_values: Vec::new(),
         })
     }
@@ -692,6 +712,7 @@ pub fn load_checks(path: &Path) -> Result<Vec<CheckSpec>, TemplateError> {
         Err(TemplateError::Invalid {
             path: path.to_path_buf(),
             problems,
+            rewritten: Vec::new(),
             sensitive_values: Vec::new(),
         })
     }

@@ -260,3 +260,25 @@ fn the_users_mistakes_are_not_worded_as_kilns_gaps() {
         "{got:?}"
     );
 }
+
+#[test]
+fn an_invalid_template_says_which_keys_were_read_in_their_modern_form() {
+    let mut builder = qemu();
+    let b = builder.as_object_mut().unwrap();
+    b.insert("iso_checksum".into(), json!("abc"));
+    b.insert("iso_checksum_type".into(), json!("sha256"));
+    let err = load_value(json!({"builders": [builder]})).unwrap_err();
+    let text = err.to_string();
+    // The problem names the key the user did not write; the note says why.
+    assert!(
+        text.contains("* builders[0].iso_checksum: a sha256 digest has 64 hex digits, got 3"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(
+            "Deprecated keys were read as their modern form (see kiln fix):\n  \
+             * builders[0]: iso_checksum_type is deprecated: write \"iso_checksum\": \"sha256:abc\""
+        ),
+        "{text}"
+    );
+}
