@@ -282,6 +282,31 @@ mod tests {
     }
 
     #[test]
+    fn skipped_builders_are_listed_as_packer_lists_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.json");
+        let template = serde_json::json!({"builders": [
+            {"type": "qemu", "iso_url": "b.qcow2", "iso_checksum": "none", "disk_image": true,
+             "ssh_username": "root"},
+            {"type": "vmware-iso", "name": "vm", "anything": ["goes"]}
+        ]});
+        std::fs::write(&path, template.to_string()).unwrap();
+        let plan = load(&path, &Overrides::default()).unwrap();
+        assert!(
+            records(&plan)
+                .iter()
+                .any(|(t, f)| t.is_empty() && f == &["template-builder", "vm", "vmware-iso"]),
+            "{:?}",
+            records(&plan)
+        );
+        let text = render(&plan);
+        assert!(
+            text.contains("  vm                   vmware-iso (skipped: not supported by kiln)\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn control_characters_from_the_template_are_escaped() {
         let out = inspected(serde_json::json!({
             "description": "title\u{1b}]0;owned\u{7}",
