@@ -5,7 +5,9 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde_json::{Map, Value as Json};
 
-use super::{Fix, builders, deprecated, put_at, rename, restyled, string_at, type_of, written};
+use super::{
+    Fix, builders, deprecated, put_at, rename, replace_key, restyled, string_at, type_of, written,
+};
 
 /// `iso_md5` → `iso_checksum: "md5:…"`.
 pub(super) fn iso_md5(root: &mut Map<String, Json>, fixes: &mut Vec<Fix>) {
@@ -247,12 +249,10 @@ pub(super) fn qemu_host_port(root: &mut Map<String, Json>, fixes: &mut Vec<Fix>)
             ("ssh_host_port_min", "host_port_min"),
             ("ssh_host_port_max", "host_port_max"),
         ] {
-            let Some(value) = b.get(old).cloned() else {
+            // As Packer's fixer: the old key's value wins.
+            let Some(message) = replace_key(b, old, new) else {
                 continue;
             };
-            // As Packer's fixer: the old key's value wins.
-            let message = format!("{old} is deprecated: write {}", written(new, &value));
-            put_at(b, old, new, value);
             fixes.push(deprecated(format!("builders[{i}]"), Some(i), message));
         }
     }

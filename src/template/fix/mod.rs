@@ -7,9 +7,12 @@
 //! One small function per fixer, run in the order of Packer 1.6's
 //! `fix.FixerOrder` (only the fixers that concern templates kiln reads:
 //! the builders' common keys, qemu, and the provisioners and
-//! post-processors kiln runs), plus kiln's own `disk-image-bool`.
+//! post-processors kiln runs, and the simple renames of builders kiln
+//! skips, so `kiln fix` writes what `packer fix` writes), plus kiln's own
+//! `disk-image-bool`.
 
 mod builders;
+mod others;
 mod steps;
 #[cfg(test)]
 mod tests;
@@ -51,10 +54,14 @@ const FIXERS: &[(&str, Fixer)] = &[
     ("iso-md5", builders::iso_md5),
     ("createtime", builders::create_time),
     ("pp-vagrant-override", steps::vagrant_override),
+    ("parallels-headless", others::parallels_headless),
+    ("parallels-deprecations", others::parallels_deprecations),
     ("sshkeypath", builders::ssh_key_path),
     ("sshdisableagent", builders::ssh_disable_agent),
     ("scaleway-access-key", builders::scaleway_access_key),
     ("manifest-filename", steps::manifest_filename),
+    ("hyperv-vmxc-typo", others::hyperv_vmxc_typo),
+    ("hyperv-cpu-and-ram", others::hyperv_cpu_and_ram),
     ("clean-image-name", builders::clean_image_name),
     ("qemu-disk-size", builders::qemu_disk_size),
     ("disk-image-bool", builders::disk_image_bool),
@@ -172,6 +179,16 @@ fn rename(
     if !keep(&value) {
         return None;
     }
+    let message = format!("{old} is deprecated: write {}", written(new, &value));
+    put_at(map, old, new, value);
+    Some(message)
+}
+
+/// Moves `old`'s value to `new` where `old` stands, replacing any `new`
+/// (Packer's fixers let the old key win). The message, or `None` without
+/// `old`.
+fn replace_key(map: &mut Map<String, Json>, old: &str, new: &str) -> Option<String> {
+    let value = map.get(old)?.clone();
     let message = format!("{old} is deprecated: write {}", written(new, &value));
     put_at(map, old, new, value);
     Some(message)

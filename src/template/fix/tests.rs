@@ -326,3 +326,24 @@ fn fixing_twice_changes_nothing_more() {
     assert!(apply(&mut template).is_empty());
     assert_eq!(template, once);
 }
+
+#[test]
+fn skipped_builders_get_packers_renames_too() {
+    let fixes = assert_fixed(
+        json!({"builders": [
+            {"type": "hyperv-iso", "cpu": 2, "ram_size": 1024, "memory": 1},
+            {"type": "hyperv-vmcx", "clone_from_vmxc_path": "p"},
+            {"type": "parallels-iso", "headless": true, "guest_os_distribution": "ubuntu",
+             "parallels_tools_host_path": "x"},
+            {"type": "qemu", "cpu": 2, "headless": true}
+        ]}),
+        json!({"builders": [
+            {"type": "hyperv-iso", "cpus": 2, "memory": 1024},
+            {"type": "hyperv-vmcx", "clone_from_vmcx_path": "p"},
+            {"type": "parallels-iso", "guest_os_type": "ubuntu"},
+            {"type": "qemu", "cpu": 2, "headless": true}
+        ]}),
+    );
+    assert_eq!(fixes.len(), 6, "{fixes:?}");
+    assert!(fixes.iter().all(|f| f.builder.is_some_and(|i| i < 3)));
+}
