@@ -28,6 +28,14 @@ const VALIDATE_HELP: &str = concat!(
     common_env!()
 );
 
+const FIX_HELP: &str = concat!(
+    "Examples:\n  \
+     kiln fix old.json > new.json\n  \
+     kiln fix template.json 2>&1 >/dev/null   (only list what would change)\n\n\
+     Environment:\n",
+    common_env!()
+);
+
 const BUILD_HELP: &str = concat!(
     "Examples:\n  \
      kiln build template.json\n  \
@@ -104,6 +112,10 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Show the variables, builders, provisioners and post-processors of a template.
     Inspect(TemplateArgs),
+    /// Print a template with its deprecated keys rewritten to the form
+    /// Packer 1.6 and kiln read (as `packer fix`); what changed goes to stderr.
+    #[command(after_help = FIX_HELP)]
+    Fix(FixArgs),
     /// Build the images a template describes.
     #[command(after_help = BUILD_HELP)]
     Build(BuildArgs),
@@ -216,6 +228,12 @@ pub struct PruneArgs {
     /// Remove every entry.
     #[arg(long)]
     pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FixArgs {
+    /// The template (Packer's JSON format).
+    pub template: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use super::args::BuildArgs;
 use super::session::Session;
 use super::ui::Ui;
-use super::{exit, first_line, load_plan, redact};
+use super::{exit, first_line, load_plan, redact, warnings};
 use crate::pipeline::{self, BuildOptions};
 
 /// `kiln build`: loads the plan, runs its builds, prints the summary.
@@ -15,18 +15,21 @@ pub(super) async fn run(args: BuildArgs, machine_readable: bool) -> ExitCode {
     let prepared = (|| {
         let plan = load_plan(&args.template)?;
         let selection = pipeline::Selection::new(&args.template.only, &args.template.except);
-        selection.check(&plan)?;
+        let warnings = warnings(&plan, &selection.check(&plan)?);
         if let Some(path) = &args.test_report {
             crate::smoke::report::check_path(path)?;
         }
-        anyhow::Ok((plan, selection))
+        anyhow::Ok((plan, selection, warnings))
     })();
-    let (plan, selection) = match prepared {
+    let (plan, selection, warnings) = match prepared {
         Ok(ready) => ready,
         // Nothing was started: the template or the arguments are wrong.
         Err(err) => return session.usage_error(err.as_ref()),
     };
     session.ui().set_redactor(redact::known());
+    for warning in &warnings {
+        session.ui().warn_global(warning);
+    }
     if args.debug {
         session
             .ui()

@@ -15,6 +15,9 @@ pub(super) fn run(args: &TemplateArgs, machine_readable: bool) -> ExitCode {
         // Whatever stops it is in the template or the arguments.
         Err(err) => return report.usage_error(&err),
     };
+    for warning in &plan.warnings {
+        report.warn(warning);
+    }
     if machine_readable {
         for (target, fields) in records(&plan) {
             let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
@@ -82,6 +85,17 @@ fn records(plan: &Plan) -> Vec<(String, Vec<String>)> {
             }
         }
     }
+    // Packer lists every builder; the ones kiln skips have no steps.
+    for skipped in &plan.skipped {
+        out.push((
+            String::new(),
+            vec![
+                "template-builder".into(),
+                clean(&skipped.name),
+                clean(&skipped.builder_type),
+            ],
+        ));
+    }
     out
 }
 
@@ -126,6 +140,12 @@ fn render_plain(plan: &Plan) -> String {
     out.push_str("\nBuilders:\n\n");
     for build in &plan.builds {
         out.push_str(&format!("  {:<20} {}\n", build.name, build.builder_type));
+    }
+    for skipped in &plan.skipped {
+        out.push_str(&format!(
+            "  {:<20} {} (skipped: not supported by kiln)\n",
+            skipped.name, skipped.builder_type
+        ));
     }
     out.push_str("\nProvisioners:\n\n");
     for build in &plan.builds {
@@ -259,6 +279,31 @@ mod tests {
             "{records:?}"
         );
         assert!(!format!("{records:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn skipped_builders_are_listed_as_packer_lists_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.json");
+        let template = serde_json::json!({"builders": [
+            {"type": "qemu", "iso_url": "b.qcow2", "iso_checksum": "none", "disk_image": true,
+             "ssh_username": "root"},
+            {"type": "vmware-iso", "name": "vm", "anything": ["goes"]}
+        ]});
+        std::fs::write(&path, template.to_string()).unwrap();
+        let plan = load(&path, &Overrides::default()).unwrap();
+        assert!(
+            records(&plan)
+                .iter()
+                .any(|(t, f)| t.is_empty() && f == &["template-builder", "vm", "vmware-iso"]),
+            "{:?}",
+            records(&plan)
+        );
+        let text = render(&plan);
+        assert!(
+            text.contains("  vm                   vmware-iso (skipped: not supported by kiln)\n"),
+            "{text}"
+        );
     }
 
     #[test]

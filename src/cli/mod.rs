@@ -5,6 +5,7 @@ mod build;
 mod cache;
 mod exit;
 mod export;
+mod fix;
 mod inspect;
 mod interrupt;
 mod redact;
@@ -68,6 +69,7 @@ async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Validate(args) => validate::run(&args, machine_readable),
         Command::Inspect(args) => inspect::run(&args, machine_readable),
+        Command::Fix(args) => fix::run(&args, machine_readable),
         Command::Build(args) => build::run(args, machine_readable).await,
         Command::Test(args) => test::run(args, machine_readable).await,
         Command::Export(args) => export::run(args, machine_readable).await,
@@ -128,6 +130,18 @@ fn load_plan(args: &TemplateArgs) -> anyhow::Result<crate::plan::Plan> {
             Err(err.into())
         }
     }
+}
+
+/// What to warn about before working on `plan`: its deprecated keys, then
+/// each selected build kiln skips, once.
+fn warnings(plan: &crate::plan::Plan, skipped: &[&crate::plan::SkippedBuild]) -> Vec<String> {
+    let mut out = plan.warnings.clone();
+    out.extend(
+        skipped
+            .iter()
+            .map(|s| format!("skipping build {:?}: {}", s.name, s.reason)),
+    );
+    out
 }
 
 /// <https://no-color.org>: set and not empty.

@@ -129,6 +129,27 @@ impl Report {
         }
     }
 
+    /// A warning (`Warning: ...`), masked: on stderr, or a `ui,say` record
+    /// with `-machine-readable`.
+    pub fn warn(&self, text: &str) {
+        match &self.ui {
+            Some(ui) => {
+                ui.set_redactor(redact::known());
+                ui.warn_global(text);
+            }
+            None => eprintln!("{}", redact::known().redact(&format!("Warning: {text}"))),
+        }
+    }
+
+    /// A line about the work, kept off stdout (which holds the result): on
+    /// stderr, or a `ui,say` record with `-machine-readable`.
+    pub fn note(&self, text: &str) {
+        match &self.ui {
+            Some(ui) => ui.say_global(text),
+            None => eprintln!("{}", crate::template::show::escape(text)),
+        }
+    }
+
     /// A record of its own type; nothing without `-machine-readable`.
     pub fn record(&self, target: &str, fields: &[&str]) {
         if let Some(ui) = &self.ui {

@@ -4,8 +4,8 @@
 use std::process::ExitCode;
 
 use super::args::ValidateArgs;
-use super::load_plan;
 use super::session::Report;
+use super::{load_plan, warnings};
 use crate::pipeline;
 use crate::template;
 
@@ -14,7 +14,10 @@ use crate::template;
 pub(super) fn run(args: &ValidateArgs, machine_readable: bool) -> ExitCode {
     let report = Report::new(machine_readable);
     match check(args) {
-        Ok(message) => {
+        Ok((message, warnings)) => {
+            for warning in &warnings {
+                report.warn(warning);
+            }
             report.say(message);
             ExitCode::SUCCESS
         }
@@ -23,14 +26,17 @@ pub(super) fn run(args: &ValidateArgs, machine_readable: bool) -> ExitCode {
     }
 }
 
-/// What to say when the template is valid.
-fn check(args: &ValidateArgs) -> anyhow::Result<&'static str> {
+/// What to say when the template is valid, and what to warn about.
+fn check(args: &ValidateArgs) -> anyhow::Result<(&'static str, Vec<String>)> {
     if args.syntax_only {
         template::check_syntax(&args.template.template)?;
-        return Ok("Syntax-only check passed. Everything looks okay.");
+        return Ok((
+            "Syntax-only check passed. Everything looks okay.",
+            Vec::new(),
+        ));
     }
     let args = &args.template;
     let plan = load_plan(args)?;
-    pipeline::Selection::new(&args.only, &args.except).check(&plan)?;
-    Ok("The configuration is valid.")
+    let skipped = pipeline::Selection::new(&args.only, &args.except).check(&plan)?;
+    Ok(("The configuration is valid.", warnings(&plan, &skipped)))
 }

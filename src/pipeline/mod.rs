@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::plan::{BuildSpec, Communicator, Plan, PostProcessorSpec, QemuConfig};
+use crate::plan::{BuildSpec, Communicator, Plan, PostProcessorSpec, QemuConfig, SkippedBuild};
 use report::{Artifact, Reporter, Stage};
 use undo::{Created, UndoStack};
 
@@ -56,13 +56,30 @@ pub struct Selection {
     except: Vec<String>,
 }
 
-/// A build named in `-only`/`-except` that the template does not have.
+/// Why `-only`/`-except` select nothing kiln can build.
 #[derive(Debug, thiserror::Error)]
-#[error("{flag} names {name:?}, but the template's builds are: {known}")]
-pub struct UnknownBuild {
-    flag: &'static str,
-    name: String,
-    known: String,
+pub enum SelectionError {
+    /// A build named in `-only`/`-except` that the template does not have.
+    #[error("{flag} names {name:?}, but the template's builds are: {known}")]
+    UnknownBuild {
+        /// `-only` or `-except`.
+        flag: &'static str,
+        /// The name given.
+        name: String,
+        /// The template's build names.
+        known: String,
+    },
+    /// Every build selected is of a builder type kiln does not run.
+    #[error("nothing to build: {}", list_skipped(.0))]
+    NothingBuildable(Vec<SkippedBuild>),
+}
+
+fn list_skipped(skipped: &[SkippedBuild]) -> String {
+    skipped
+        .iter()
+        .map(|s| format!("build {:?} is skipped: {}", s.name, s.reason))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl Selection {
@@ -74,19 +91,37 @@ impl Selection {
         }
     }
 
-    /// A name in `-only`/`-except` that matches no build is a typo.
-    pub fn check(&self, plan: &Plan) -> Result<(), UnknownBuild> {
-        let names: Vec<&str> = plan.builds.iter().map(|b| b.name.as_str()).collect();
+    /// A name in `-only`/`-except` that matches no build is a typo; a
+    /// selection of builds kiln skips and none it builds is an error. The
+    /// skipped builds selected are returned, for the caller to say so.
+    pub fn check<'p>(&self, plan: &'p Plan) -> Result<Vec<&'p SkippedBuild>, SelectionError> {
+        let names: Vec<&str> = plan
+            .builds
+            .iter()
+            .map(|b| b.name.as_str())
+            .chain(plan.skipped.iter().map(|s| s.name.as_str()))
+            .collect();
         for (flag, list) in [("-only", &self.only), ("-except", &self.except)] {
             if let Some(name) = list.iter().find(|n| !names.contains(&n.as_str())) {
-                return Err(UnknownBuild {
+                return Err(SelectionError::UnknownBuild {
                     flag,
                     name: name.clone(),
                     known: names.join(", "),
                 });
             }
         }
-        Ok(())
+        let skipped: Vec<&SkippedBuild> = plan
+            .skipped
+            .iter()
+            .filter(|s| self.includes(&s.name))
+            .collect();
+        let buildable = plan.builds.iter().any(|b| self.includes(&b.name));
+        if !buildable && !skipped.is_empty() {
+            return Err(SelectionError::NothingBuildable(
+                skipped.into_iter().cloned().collect(),
+            ));
+        }
+        Ok(skipped)
     }
 
     fn includes(&self, name: &str) -> bool {

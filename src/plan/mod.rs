@@ -41,6 +41,25 @@ pub struct Plan {
     /// The variables as finally resolved (for `kiln inspect`), with sensitive
     /// ones flagged.
     pub variables: Vec<VariableInfo>,
+    /// What is worth telling about a template that loads: the deprecated
+    /// keys it carries (read as their modern form, which `kiln fix`
+    /// writes), one line each, with its place (`builders[0]: ...`).
+    pub warnings: Vec<String>,
+    /// The builds of builder types kiln does not run, in template order.
+    pub skipped: Vec<SkippedBuild>,
+}
+
+/// A build of a builder type kiln recognises but does not run: it is
+/// named (`-only`, `only`/`except` may refer to it) and never built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedBuild {
+    /// Its name.
+    pub name: String,
+    /// Its builder type (`virtualbox-iso`).
+    pub builder_type: String,
+    /// Why it is skipped (`builder type virtualbox-iso is not supported by
+    /// kiln (it builds qemu)`).
+    pub reason: String,
 }
 
 /// One variable of the template, as `kiln inspect` shows it.
@@ -63,11 +82,13 @@ const MASK: &str = "<sensitive>";
 impl fmt::Debug for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inner = format!(
-            "Plan {{ description: {:?}, builds: {:?}, sensitive_values: [{} hidden], variables: {:?} }}",
+            "Plan {{ description: {:?}, builds: {:?}, sensitive_values: [{} hidden], variables: {:?}, warnings: {:?}, skipped: {:?} }}",
             self.description,
             self.builds,
             self.sensitive_values.len(),
-            self.variables
+            self.variables,
+            self.warnings,
+            self.skipped
         );
         let mut masked = inner;
         for value in &self.sensitive_values {

@@ -149,10 +149,8 @@ pub(super) fn decode(mut o: Obj<'_>, build_name: &str, cwd: &Path) -> Option<Qem
 fn reject_unsupported(o: &mut Obj<'_>) {
     for key in UNSUPPORTED {
         if o.has(key) {
-            o.cx().problem(
-                o.key_path(key),
-                "is a Packer qemu option kiln does not support; remove it",
-            );
+            o.cx()
+                .problem(o.key_path(key), super::unsupported::builder_option(key));
         }
     }
     o.allow(UNSUPPORTED);
@@ -553,7 +551,7 @@ fn communicator(o: &mut Obj<'_>, cwd: &Path) -> Option<Communicator> {
         "winrm" => {
             cx.problem(
                 o.key_path("communicator"),
-                "the winrm communicator is not supported; use ssh or none",
+                "the winrm communicator is not supported by kiln yet: use ssh (or none)",
             );
             o.allow(ssh_keys);
             return None;

@@ -5,6 +5,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use serde_json::{Map, Value as Json};
 
+use super::builder_types::{self, Kind};
 use super::decode::{Cx, json_type};
 
 /// The most builders one template may have. Every provisioner and
@@ -12,15 +13,20 @@ use super::decode::{Cx, json_type};
 /// product; real templates have a handful of builders.
 const MAX_BUILDERS: usize = 100;
 
-/// One builder's name, and its object when its type is `qemu`.
+/// One builder's name and type, and its object when kiln builds its type.
 pub struct BuilderHead<'a> {
     /// Its place in the template (`builders[0]`).
     pub path: String,
     /// Its `name`, or its `type` when it has none.
     pub name: String,
-    /// `None` when its `type` is wrong (already reported): the build is
-    /// named, so steps may refer to it, but not decoded.
+    /// Its `type` (empty when that is wrong, already reported).
+    pub builder_type: String,
+    /// Its object when kiln builds its type. `None` when the type is
+    /// wrong (already reported) or skipped: the build is named, so steps
+    /// may refer to it, but not decoded.
     pub map: Option<&'a Map<String, Json>>,
+    /// Why kiln skips it, for a Packer builder type kiln does not run.
+    pub skipped: Option<String>,
 }
 
 /// Reads the `builders` section: names, types, duplicates; at least one
@@ -58,27 +64,35 @@ pub fn builder_heads<'a>(cx: &Cx, section: Option<&'a Json>) -> Vec<BuilderHead<
             cx.problem(path, format!("expected an object, got {}", json_type(item)));
             continue;
         };
-        let type_ok = match map.get("type") {
-            Some(Json::String(t)) if t == "qemu" => true,
+        let mut skipped = None;
+        let builder_type = match map.get("type") {
             Some(Json::String(t)) => {
-                cx.problem(
-                    format!("{path}.type"),
-                    format!("builder type {t:?} is not supported: kiln only builds with qemu"),
-                );
-                false
+                match builder_types::kind(t) {
+                    Kind::Buildable => {}
+                    Kind::Skipped(reason) => skipped = Some(reason),
+                    Kind::Unknown(suggestion) => {
+                        let mut message = format!("unknown builder type {t:?}");
+                        if let Some(best) = suggestion {
+                            message.push_str(&format!(" (did you mean {best}?)"));
+                        }
+                        cx.problem(format!("{path}.type"), message);
+                    }
+                }
+                t.as_str()
             }
             Some(other) => {
                 cx.problem(
                     format!("{path}.type"),
                     format!("expected a string, got {}", json_type(other)),
                 );
-                false
+                ""
             }
             None => {
                 cx.problem(format!("{path}.type"), "is required");
-                false
+                ""
             }
         };
+        let built = builder_types::kind(builder_type) == Kind::Buildable;
         let name = match map.get("name") {
             // Packer names a build after its builder type by default.
             None | Some(Json::Null) => map
@@ -107,7 +121,9 @@ pub fn builder_heads<'a>(cx: &Cx, section: Option<&'a Json>) -> Vec<BuilderHead<
         out.push(BuilderHead {
             path,
             name,
-            map: type_ok.then_some(map),
+            builder_type: builder_type.to_string(),
+            map: built.then_some(map),
+            skipped,
         });
     }
     out

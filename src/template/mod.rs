@@ -4,9 +4,11 @@
 mod ansible;
 mod boot;
 mod builder;
+mod builder_types;
 mod checks;
 mod decode;
 mod duration;
+mod fix;
 mod floppy;
 mod heads;
 mod json;
@@ -14,17 +16,19 @@ mod paths;
 mod post_processor;
 mod provisioner;
 pub(crate) mod show;
+mod unsupported;
 mod vagrant;
 mod variables;
 
 pub use duration::parse as parse_duration;
+pub use fix::Fix;
 
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value as Json};
 
 use crate::plan::render::funcs::FuncCtx;
-use crate::plan::{BuildSpec, CheckSpec, Plan, PostProcessorSpec, ProvisionerSpec};
+use crate::plan::{BuildSpec, CheckSpec, Plan, PostProcessorSpec, ProvisionerSpec, SkippedBuild};
 use checks::CheckHead;
 use decode::{Cx, Obj, json_type};
 use heads::{BuilderHead, ProvisionerHead, builder_heads, filter, filter_quiet, provisioner_heads};
@@ -106,12 +110,15 @@ pub enum TemplateError {
         message: String,
     },
     /// Every problem found, all at once.
-    #[error("{} has {} error(s):\n{}", shown(path), problems.len(), format_problems(problems))]
+    #[error("{} has {} error(s):\n{}{}", shown(path), problems.len(), format_problems(problems), format_rewritten(rewritten))]
     Invalid {
         /// The file.
         path: PathBuf,
         /// The problems, in the order found.
         problems: Vec<Problem>,
+        /// The deprecated keys read as their modern form (the warnings of
+        /// a template that loads): a problem may name the modern key.
+        rewritten: Vec<String>,
         /// The values of `sensitive-variables` known when loading stopped:
         /// a problem's message may quote one (`expected an integer, got
         /// "..."`), so whoever prints the error must mask them.
@@ -166,6 +173,19 @@ fn format_problems(problems: &[Problem]) -> String {
     lines.join("\n")
 }
 
+/// The deprecations rewritten before decoding, after the problems: a
+/// problem at `builders[0].iso_checksum` may come from `iso_checksum_url`.
+fn format_rewritten(rewritten: &[String]) -> String {
+    if rewritten.is_empty() {
+        return String::new();
+    }
+    let mut out = "\nDeprecated keys were read as their modern form (see kiln fix):".to_string();
+    for line in rewritten.iter().take(SHOWN_PROBLEMS) {
+        out.push_str(&format!("\n  * {}", show::clip(line, SHOWN_MESSAGE_BYTES)));
+    }
+    out
+}
+
 /// The top-level keys of a template. Keys starting with `_` are comments, as
 /// in Packer.
 const TOP_LEVEL: &[&str] = &[
@@ -195,7 +215,11 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Plan, TemplateError> {
 /// property tests); `path` names it in messages and locates relative paths.
 #[doc(hidden)]
 pub fn load_bytes(path: &Path, bytes: &[u8], overrides: &Overrides) -> Result<Plan, TemplateError> {
-    let (root, mut file_problems) = json::decode(bytes).map_err(|e| read_error(path, e))?;
+    let (mut root, mut file_problems) = json::decode(bytes).map_err(|e| read_error(path, e))?;
+    // Deprecated keys are read as their modern form (what `kiln fix`
+    // writes), and said so.
+    let fixes = fix::apply(&mut root);
+    let warnings = warnings(&root, &fixes);
     let mut given = Vec::new();
     for entry in &overrides.entries {
         match entry {
@@ -247,13 +271,63 @@ pub fn load_bytes(path: &Path, bytes: &[u8], overrides: &Overrides) -> Result<Pl
         });
     }
     match plan {
-        Some(plan) if problems.is_empty() => Ok(plan),
+        Some(mut plan) if problems.is_empty() => {
+            plan.warnings = warnings;
+            Ok(plan)
+        }
         _ => Err(TemplateError::Invalid {
             path: path.to_path_buf(),
             problems,
+            rewritten: warnings,
             sensitive_values,
         }),
     }
+}
+
+/// The fixes worth a warning: deprecations, outside the builders kiln
+/// skips (it never reads their options).
+fn warnings(root: &Json, fixes: &[fix::Fix]) -> Vec<String> {
+    let skipped = |index: usize| {
+        root.get("builders")
+            .and_then(|b| b.get(index))
+            .and_then(|b| b.get("type"))
+            .and_then(Json::as_str)
+            .is_some_and(|t| builder_types::kind(t) != builder_types::Kind::Buildable)
+    };
+    fixes
+        .iter()
+        .filter(|f| f.deprecated && !f.builder.is_some_and(skipped))
+        .map(ToString::to_string)
+        .collect()
+}
+
+/// `kiln fix`: the template with its deprecated keys rewritten to their
+/// modern form, as `packer fix` does, and what was rewritten. Nothing else
+/// is checked.
+pub fn fix(path: &Path) -> Result<(Json, Vec<Fix>), TemplateError> {
+    let (mut root, problems) = read_json(path)?;
+    if !root.is_object() {
+        return Err(TemplateError::Invalid {
+            path: path.to_path_buf(),
+            problems: vec![Problem {
+                path: "(file)".into(),
+                message: format!("expected a JSON object, got {}", json_type(&root)),
+            }],
+            rewritten: Vec::new(),
+            sensitive_values: Vec::new(),
+        });
+    }
+    // A key written twice: which one to keep is the author's choice.
+    if !problems.is_empty() {
+        return Err(TemplateError::Invalid {
+            path: path.to_path_buf(),
+            problems,
+            rewritten: Vec::new(),
+            sensitive_values: Vec::new(),
+        });
+    }
+    let fixes = fix::apply(&mut root);
+    Ok((root, fixes))
 }
 
 /// `validate -syntax-only`: the file is readable, well-formed JSON with an
@@ -272,6 +346,7 @@ pub fn check_syntax(path: &Path) -> Result<(), TemplateError> {
         Err(TemplateError::Invalid {
             path: path.to_path_buf(),
             problems,
+            rewritten: Vec::new(),
             sensitive_values: Vec::new(),
         })
     }
@@ -393,9 +468,18 @@ fn plan(
         checks: &checks,
     };
     let mut builds = Vec::new();
+    let mut skipped = Vec::new();
     for b in &builders {
+        if let Some(reason) = &b.skipped {
+            skipped.push(SkippedBuild {
+                name: b.name.clone(),
+                builder_type: b.builder_type.clone(),
+                reason: reason.clone(),
+            });
+            continue;
+        }
         cx.funcs.build_name = Some(b.name.clone());
-        cx.funcs.build_type = Some("qemu".into());
+        cx.funcs.build_type = Some(b.builder_type.clone());
         builds.extend(build(cx, b, &sections, cwd));
     }
     cx.funcs.build_name = None;
@@ -409,6 +493,8 @@ fn plan(
         builds,
         sensitive_values: vars.sensitive_values,
         variables: vars.infos,
+        warnings: Vec::new(),
+        skipped,
     })
 }
 
@@ -499,7 +585,7 @@ fn build(
     let post_processors = build_post_processors(cx, &b.name, sections.post_processors, cwd);
     Some(BuildSpec {
         name: b.name.clone(),
-        builder_type: "qemu".into(),
+        builder_type: b.builder_type.clone(),
         qemu: qemu?,
         provisioners,
         post_processors,
@@ -630,6 +716,7 @@ pub fn load_checks(path: &Path) -> Result<Vec<CheckSpec>, TemplateError> {
         Err(TemplateError::Invalid {
             path: path.to_path_buf(),
             problems,
+            rewritten: Vec::new(),
             sensitive_values: Vec::new(),
         })
     }
@@ -637,5 +724,7 @@ pub fn load_checks(path: &Path) -> Result<Vec<CheckSpec>, TemplateError> {
 
 #[cfg(test)]
 mod prop_tests;
+#[cfg(test)]
+mod skip_tests;
 #[cfg(test)]
 mod tests;

@@ -108,9 +108,7 @@ pub fn decode(mut o: Obj<'_>, type_name: &str, cwd: &Path) -> Option<PostProcess
         other => {
             o.cx().problem(
                 o.key_path("type"),
-                format!(
-                    "post-processor {other} is not supported: kiln has checksum, manifest, compress, googlecompute-import, vagrant and shell-local"
-                ),
+                super::unsupported::post_processor(other),
             );
             return None;
         }

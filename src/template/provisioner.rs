@@ -44,12 +44,8 @@ pub fn decode(
         "ansible-local" => super::ansible::ansible_local(&mut o, cwd)
             .map(|config| ProvisionerKind::AnsibleLocal(Box::new(config))),
         other => {
-            o.cx().problem(
-                o.key_path("type"),
-                format!(
-                    "provisioner {other:?} is not supported: expected shell, file, shell-local, ansible or ansible-local"
-                ),
-            );
+            o.cx()
+                .problem(o.key_path("type"), super::unsupported::provisioner(other));
             return None;
         }
     };

@@ -12,6 +12,7 @@ mod disks;
 mod gce;
 mod guest;
 mod interactive;
+mod legacy_templates;
 mod secrets;
 mod smoke;
 mod sources;

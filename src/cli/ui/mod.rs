@@ -190,6 +190,12 @@ impl Ui {
 
     /// A line for people; `kind` is Packer's ui type (say, message, error).
     fn line(&self, kind: &str, text: &str) {
+        self.line_to(kind, text, kind == "error");
+    }
+
+    /// [`Ui::line`], to stderr in the text modes when `to_err`; errors are
+    /// also coloured.
+    fn line_to(&self, kind: &str, text: &str, to_err: bool) {
         // Masked whole before being split into lines: a secret spanning
         // lines is seen whole.
         let text = self.redact(text);
@@ -220,7 +226,7 @@ impl Ui {
                             }
                             let _ = to.flush();
                         };
-                        if error {
+                        if to_err {
                             write_to(err.as_mut());
                         } else {
                             with_out(out, |out| write_to(out));
@@ -245,6 +251,13 @@ impl Ui {
     /// An error that belongs to no build.
     pub fn error_global(&self, text: &str) {
         self.line("error", text);
+    }
+
+    /// A warning that belongs to no build (`Warning: ...`): on stderr in
+    /// the text modes, a `ui,say` record in machine-readable mode (Packer
+    /// says its warnings).
+    pub fn warn_global(&self, text: &str) {
+        self.line_to("say", &format!("Warning: {text}"), true);
     }
 
     /// A raw machine-readable record (ignored in the other modes).
