@@ -381,7 +381,10 @@ fn iso_urls(o: &mut Obj<'_>, cwd: &Path) -> Option<Vec<Location>> {
 /// algorithm (as go-getter guesses it).
 fn parse_checksum(s: &str, cwd: &Path) -> Result<Checksum, String> {
     let s = s.trim();
-    if s.eq_ignore_ascii_case("none") {
+    // `none:<digest>` is what the deprecated `iso_checksum_type` becomes
+    // when its value is only known once variables are rendered.
+    if s.eq_ignore_ascii_case("none") || s.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("none:"))
+    {
         return Ok(Checksum::None);
     }
     if let Some(list) = s.strip_prefix("file:") {

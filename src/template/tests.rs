@@ -354,6 +354,13 @@ fn remote_sources_and_target_path() {
 #[test]
 fn iso_checksum_forms() {
     let md5 = "d41d8cd98f00b204e9800998ecf8427e";
+    // A rendered `iso_checksum_type` of "none" leaves its digest behind.
+    let plan = load_json(json!({
+        "variables": {"sum_type": "none"},
+        "builders": [qemu(json!({"iso_checksum_type": "{{user `sum_type`}}", "iso_checksum": md5}))]
+    }))
+    .unwrap();
+    assert_eq!(plan.builds[0].qemu.iso_checksum, Checksum::None);
     assert_eq!(
         one_builder(json!({"iso_checksum": md5})).iso_checksum,
         Checksum::Md5(md5.into())
