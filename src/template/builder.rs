@@ -22,8 +22,6 @@ const UNSUPPORTED: &[&str] = &[
     "efi_drop_efivars",
     "efi_firmware_code",
     "efi_firmware_vars",
-    "iso_skip_cache",
-    "iso_target_extension",
     "net_bridge",
     "qemu_img_args",
     "qmp_enable",
@@ -73,6 +71,11 @@ pub(super) fn decode(mut o: Obj<'_>, build_name: &str, cwd: &Path) -> Option<Qem
     let http = super::boot::http(&mut o, cwd);
     let iso_urls = iso_urls(&mut o, cwd);
     let iso_checksum = iso_checksum(&mut o, cwd);
+    // The cache names entries by digest and checks them on every use, so
+    // a chosen extension or a skipped cache changes nothing it could get
+    // wrong: both are read for their type and otherwise not applied.
+    let _ = o.string("iso_target_extension");
+    let _ = o.bool("iso_skip_cache");
     let iso_target_path = o
         .non_empty_string("iso_target_path")
         .map(|p| paths::resolve(cwd, &p));
@@ -490,7 +493,21 @@ fn accelerator(o: &mut Obj<'_>) -> Option<Option<Accelerator>> {
     }
 }
 
+/// `qemuargs`, then `-cpu <cpu_model>` unless they already choose a CPU:
+/// Packer's qemu builder treats `cpu_model` as a default `-cpu`.
 fn qemuargs(o: &mut Obj<'_>) -> Vec<Vec<String>> {
+    let mut args = explicit_qemuargs(o);
+    if let Some(model) = o.non_empty_string("cpu_model")
+        && !args
+            .iter()
+            .any(|group| group.first().is_some_and(|f| f == "-cpu"))
+    {
+        args.push(vec!["-cpu".to_string(), model]);
+    }
+    args
+}
+
+fn explicit_qemuargs(o: &mut Obj<'_>) -> Vec<Vec<String>> {
     let Some(v) = o.raw("qemuargs") else {
         return Vec::new();
     };

@@ -402,6 +402,11 @@ pub fn int_value(cx: &Cx, path: &str, v: &Json, min: i64, max: i64) -> Option<i6
 
 /// A value that must be an array of strings; every bad entry is reported.
 pub fn string_list_value(cx: &Cx, path: &str, v: &Json) -> Option<Vec<String>> {
+    // Packer decodes options with mapstructure's weak typing, which turns
+    // a single value into a one-item list: `"boot_command": "<enter>"`.
+    if let Json::String(_) | Json::Number(_) | Json::Bool(_) = v {
+        return string_value(cx, path, v).map(|s| vec![s]);
+    }
     let Json::Array(items) = v else {
         cx.problem(
             path,

@@ -645,7 +645,8 @@ fn build_post_processors(
                 continue;
             }
             let mut o = Obj::new(cx, pp.path.clone(), map);
-            o.allow(&["only", "except"]);
+            // Packer 1.6 takes a post-processor's `name` (it only labels it).
+            o.allow(&["only", "except", "name"]);
             if let Some(spec) = post_processor::decode(o, &pp.type_name, cwd) {
                 specs.push(spec);
             }

@@ -1374,3 +1374,37 @@ fn go_template_mistakes_and_offline_functions_name_their_place() {
         "wrong number of args for printf: want at least 1 got 0",
     );
 }
+
+#[test]
+fn options_packer_reads_loosely_are_read_the_same_way() {
+    // A single string where Packer wants a list is a one-item list, as
+    // mapstructure's weak typing makes it.
+    let plan = load_json(json!({
+        "builders": [qemu(json!({
+            "boot_command": "<enter>",
+            "cpu_model": "qemu64",
+            "iso_skip_cache": true,
+            "iso_target_extension": "iso",
+        }))],
+        "post-processors": [{"type": "checksum", "name": "sums"}]
+    }))
+    .unwrap();
+    let q = &plan.builds[0].qemu;
+    assert_eq!(
+        q.qemuargs,
+        vec![vec!["-cpu".to_string(), "qemu64".to_string()]]
+    );
+    // qemuargs that choose a CPU win over cpu_model.
+    let q = one_builder(json!({"cpu_model": "qemu64", "qemuargs": [["-cpu", "max"]]}));
+    assert_eq!(
+        q.qemuargs,
+        vec![vec!["-cpu".to_string(), "max".to_string()]]
+    );
+    let got = problems(json!({"builders": [qemu(json!({"boot_command": {}}))]}));
+    assert_eq!(got[0].0, "builders[0].boot_command");
+    assert!(
+        got[0].1.contains("expected an array of strings"),
+        "{}",
+        got[0].1
+    );
+}

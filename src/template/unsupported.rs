@@ -179,8 +179,8 @@ mod tests {
              ([\"-drive\", \"file=extra.qcow2,if=virtio,format=qcow2\"])"
         );
         assert_eq!(
-            builder_option("iso_skip_cache"),
-            "iso_skip_cache is not supported by kiln yet: remove it"
+            builder_option("boot_steps"),
+            "boot_steps is not supported by kiln yet: remove it"
         );
         for message in [
             builder_option("vtpm"),
