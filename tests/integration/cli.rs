@@ -53,7 +53,7 @@ fn validate_reports_every_problem_with_its_path() {
                 "ssh_timeout": "5 minutes",
             }))],
             "provisioners": [
-                {"type": "shell", "inline": "echo not-a-list"},
+                {"type": "shell", "inline": {"echo": "not a list"}},
                 {"type": "file", "source": "missing.txt", "destination": "/tmp/x"}
             ]
         }),
@@ -87,19 +87,38 @@ fn validate_rejects_what_is_not_supported_yet_by_name() {
         "t.json",
         &json!({
             "builders": [
-                builder(&scratch, json!({"name": "remote", "iso_url": "https://example.com/ubuntu.img"})),
+                builder(&scratch, json!({"name": "disks", "disk_additional_size": ["10G"]})),
                 builder(&scratch, json!({"name": "typing", "boot_command": ["<entre>"]})),
             ],
-            "post-processors": [{"type": "vagrant"}]
+            "provisioners": [{"type": "puppet-masterless"}],
+            "post-processors": [{"type": "docker-push"}]
         }),
     );
     let run = scratch.run(&["validate", template.to_str().expect("utf-8")]);
     run.assert_usage_error();
     let err = &run.stderr;
-    assert!(err.contains("builders[0].iso_url"), "{err}");
-    assert!(err.contains("builders[1].boot_command"), "{err}");
-    assert!(err.contains("post-processors[0]"), "{err}");
-    assert!(err.contains("vagrant"), "{err}");
+    // kiln's gaps name the feature and the way round it...
+    assert!(
+        err.contains("builders[0].disk_additional_size: extra disks (disk_additional_size) is not supported by kiln yet: "),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "provisioners[0].type: the puppet-masterless provisioner is not supported by kiln yet: "
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "post-processors[0].type: the docker-push post-processor is not supported by kiln yet: "
+        ),
+        "{err}"
+    );
+    // ...and the user's own mistake is worded as one.
+    assert!(
+        err.contains("builders[1].boot_command[0]: unknown key <entre>"),
+        "{err}"
+    );
 }
 
 #[test]
