@@ -135,26 +135,11 @@ fn missing_or_read(path: &Path, source: std::io::Error) -> SeedError {
     }
 }
 
-/// A `cd_content` key as path components, refusing keys that would leave
-/// the CD root (Packer joins them under a scratch directory).
+/// A content key as path components, or the error naming the key.
 fn content_path(key: &str) -> Result<Vec<String>, SeedError> {
-    let bad = || SeedError::ContentPath {
+    super::content_path(key).ok_or_else(|| SeedError::ContentPath {
         path: key.to_string(),
-    };
-    let mut parts: Vec<String> = Vec::new();
-    for part in key.split(['/', '\\']) {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop().ok_or_else(bad)?;
-            }
-            p => parts.push(p.to_string()),
-        }
-    }
-    if parts.is_empty() {
-        return Err(bad());
-    }
-    Ok(parts)
+    })
 }
 
 // ---------------------------------------------------------------------------

@@ -387,26 +387,11 @@ fn file_name(path: &Path) -> String {
     }
 }
 
-/// A `floppy_content` key as path components, refusing keys that would
-/// leave the floppy's root.
+/// A content key as path components, or the error naming the key.
 fn content_path(key: &str) -> Result<Vec<String>, FloppyError> {
-    let bad = || FloppyError::ContentPath {
+    super::content_path(key).ok_or_else(|| FloppyError::ContentPath {
         path: key.to_string(),
-    };
-    let mut parts: Vec<String> = Vec::new();
-    for part in key.split(['/', '\\']) {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop().ok_or_else(bad)?;
-            }
-            p => parts.push(p.to_string()),
-        }
-    }
-    if parts.is_empty() {
-        return Err(bad());
-    }
-    Ok(parts)
+    })
 }
 
 #[cfg(test)]

@@ -104,5 +104,22 @@ fn image_timestamp() -> i64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| chrono::Utc::now().timestamp())
 }
+/// A `cd_content`/`floppy_content` key as path components on the image,
+/// or `None` for a key that would leave the image's root (Packer joins
+/// them under a scratch directory).
+fn content_path(key: &str) -> Option<Vec<String>> {
+    let mut parts: Vec<String> = Vec::new();
+    for part in key.split(['/', '\\']) {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            p => parts.push(p.to_string()),
+        }
+    }
+    (!parts.is_empty()).then_some(parts)
+}
+
 #[cfg(test)]
 mod tests;
