@@ -550,7 +550,26 @@ impl Machine {
                 "QEMU is not running",
             )));
         }
-        ctx.say(&format!("Waiting for SSH on 127.0.0.1:{}...", ssh.port));
+        let (pause, not_applied) = match &self.config.communicator {
+            Communicator::Ssh(options) => (
+                options.pause_before_connecting,
+                options.not_applied.join(", "),
+            ),
+            Communicator::None => (Duration::ZERO, String::new()),
+        };
+        if !not_applied.is_empty() {
+            ctx.say(&format!(
+                "SSH options accepted but not applied: {not_applied}"
+            ));
+        }
+        if !pause.is_zero() {
+            ctx.say(&format!("Pausing {pause:?} before connecting..."));
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                lost = self.lost(DURING_SSH_WAIT) => return Err(lost),
+            }
+        }
+        ctx.say(&format!("Waiting for SSH on {}:{}...", ssh.host, ssh.port));
         let started = Instant::now();
         let result = tokio::select! {
             session = Session::connect(&ssh) => session,
@@ -819,10 +838,14 @@ fn ssh_auth(
 }
 
 /// The SSH login to the guest; the port is filled in at launch, once a
-/// free host port is forwarded to the guest's.
+/// free host port is forwarded to the guest's. `ssh_host` replaces the
+/// address, as in Packer's qemu builder.
 fn ssh_config(options: &SshOptions, auth: Auth) -> SshConfig {
     SshConfig {
-        host: "127.0.0.1".to_string(),
+        host: options
+            .host
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1".to_string()),
         port: 0,
         username: options.username.clone(),
         auth,

@@ -156,11 +156,14 @@ impl Default for SshOptions {
             username: String::new(),
             password: None,
             private_key_file: None,
+            host: None,
             timeout: SSH_TIMEOUT,
+            pause_before_connecting: Duration::ZERO,
             port: SSH_PORT,
             handshake_attempts: SSH_HANDSHAKE_ATTEMPTS,
             pty: false,
             temporary_key_pair_type: KeyPairType::Ed25519,
+            not_applied: Vec::new(),
         }
     }
 }

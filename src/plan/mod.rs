@@ -347,8 +347,14 @@ pub struct SshOptions {
     /// `ssh_private_key_file`: a key to log in with instead of a temporary
     /// one.
     pub private_key_file: Option<PathBuf>,
+    /// `ssh_host`: the address to connect to instead of 127.0.0.1, where
+    /// QEMU forwards the guest's SSH port.
+    pub host: Option<String>,
     /// How long to keep trying to connect. Default 5m.
     pub timeout: Duration,
+    /// `pause_before_connecting`: a wait after boot before the first
+    /// connection attempt. Default none.
+    pub pause_before_connecting: Duration,
     /// The guest's port. Default 22.
     pub port: u16,
     /// SSH handshakes tried before giving up. Default 10.
@@ -357,6 +363,9 @@ pub struct SshOptions {
     pub pty: bool,
     /// The type of the temporary key pair.
     pub temporary_key_pair_type: KeyPairType,
+    /// Packer SSH options the template sets that kiln accepts but does not
+    /// apply (bastions, proxies, agents, ...), said once per build.
+    pub not_applied: Vec<String>,
 }
 
 /// Without the password.
@@ -366,11 +375,14 @@ impl fmt::Debug for SshOptions {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| MASK))
             .field("private_key_file", &self.private_key_file)
+            .field("host", &self.host)
             .field("timeout", &self.timeout)
+            .field("pause_before_connecting", &self.pause_before_connecting)
             .field("port", &self.port)
             .field("handshake_attempts", &self.handshake_attempts)
             .field("pty", &self.pty)
             .field("temporary_key_pair_type", &self.temporary_key_pair_type)
+            .field("not_applied", &self.not_applied)
             .finish()
     }
 }

@@ -10,9 +10,7 @@ use std::path::{Path, PathBuf};
 use super::decode::{Obj, string_list_value};
 use super::paths;
 use crate::plan::defaults;
-use crate::plan::{
-    Accelerator, Checksum, Communicator, DiskFormat, KeyPairType, Location, QemuConfig, SshOptions,
-};
+use crate::plan::{Accelerator, Checksum, DiskFormat, Location, QemuConfig};
 
 /// Packer qemu options kiln knows about but does not implement.
 const UNSUPPORTED: &[&str] = &[
@@ -28,8 +26,6 @@ const UNSUPPORTED: &[&str] = &[
     "qmp_socket_path",
     "tpm_device_type",
     "vtpm",
-    "winrm_username",
-    "winrm_password",
 ];
 
 const DISK_INTERFACES: &[&str] = &["ide", "sata", "scsi", "virtio", "virtio-scsi"];
@@ -100,7 +96,7 @@ pub(super) fn decode(mut o: Obj<'_>, build_name: &str, cwd: &Path) -> Option<Qem
     let boot_wait = o.duration("boot_wait").unwrap_or(defaults::BOOT_WAIT);
     let boot = super::boot::boot(&mut o, &vm_name);
     let (host_port_min, host_port_max) = host_ports(&mut o);
-    let communicator = communicator(&mut o, cwd);
+    let communicator = super::communicator::decode(&mut o, cwd);
     disk.apply_format_rules(&o);
     o.finish();
 
@@ -546,99 +542,6 @@ fn cd_files(o: &mut Obj<'_>, cwd: &Path) -> Vec<PathBuf> {
 fn port(o: &mut Obj<'_>, key: &'static str, alias: &'static str, default: u16) -> u16 {
     let value = o.int(key, 1, 65535).or_else(|| o.int(alias, 1, 65535));
     value.and_then(|n| u16::try_from(n).ok()).unwrap_or(default)
-}
-
-fn communicator(o: &mut Obj<'_>, cwd: &Path) -> Option<Communicator> {
-    let cx = o.cx();
-    let kind = o.string("communicator").unwrap_or_default();
-    let ssh_keys: &[&'static str] = &[
-        "ssh_username",
-        "ssh_password",
-        "ssh_private_key_file",
-        "ssh_timeout",
-        "ssh_wait_timeout",
-        "ssh_port",
-        "ssh_handshake_attempts",
-        "ssh_pty",
-        "temporary_key_pair_type",
-    ];
-    match kind.as_str() {
-        "" | "ssh" => {}
-        "none" => {
-            o.allow(ssh_keys);
-            return Some(Communicator::None);
-        }
-        "winrm" => {
-            cx.problem(
-                o.key_path("communicator"),
-                "the winrm communicator is not supported by kiln yet: use ssh (or none)",
-            );
-            o.allow(ssh_keys);
-            return None;
-        }
-        other => {
-            cx.problem(
-                o.key_path("communicator"),
-                format!("expected ssh or none, got {other:?}"),
-            );
-            o.allow(ssh_keys);
-            return None;
-        }
-    }
-    let username = o.non_empty_string("ssh_username");
-    if username.is_none() {
-        o.missing("ssh_username", "the user to connect as over SSH");
-    }
-    let password = o.string("ssh_password").filter(|s| !s.is_empty());
-    let private_key_file = o.non_empty_string("ssh_private_key_file").and_then(|s| {
-        let p = paths::resolve(cwd, &s);
-        if p.is_file() {
-            Some(p)
-        } else {
-            cx.problem(
-                o.key_path("ssh_private_key_file"),
-                format!("file not found: {}", p.display()),
-            );
-            None
-        }
-    });
-    let timeout = o.duration("ssh_timeout");
-    // Packer: ssh_wait_timeout is the older name and wins when set.
-    let timeout = o
-        .duration("ssh_wait_timeout")
-        .or(timeout)
-        .unwrap_or(defaults::SSH_TIMEOUT);
-    let port = o
-        .int("ssh_port", 1, 65535)
-        .and_then(|n| u16::try_from(n).ok())
-        .unwrap_or(defaults::SSH_PORT);
-    let handshake_attempts = o
-        .int("ssh_handshake_attempts", 0, i64::from(u32::MAX))
-        .and_then(|n| u32::try_from(n).ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(defaults::SSH_HANDSHAKE_ATTEMPTS);
-    let pty = o.bool("ssh_pty").unwrap_or(false);
-    let key_type = match o.string("temporary_key_pair_type").as_deref() {
-        None | Some("") | Some("ed25519") => Some(KeyPairType::Ed25519),
-        Some("rsa") => Some(KeyPairType::Rsa),
-        Some(other) => {
-            cx.problem(
-                o.key_path("temporary_key_pair_type"),
-                format!("expected ed25519 or rsa, got {other:?}"),
-            );
-            None
-        }
-    };
-    Some(Communicator::Ssh(SshOptions {
-        username: username?,
-        password,
-        private_key_file,
-        timeout,
-        port,
-        handshake_attempts,
-        pty,
-        temporary_key_pair_type: key_type?,
-    }))
 }
 
 #[cfg(test)]

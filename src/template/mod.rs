@@ -6,6 +6,7 @@ mod boot;
 mod builder;
 mod builder_types;
 mod checks;
+mod communicator;
 mod decode;
 mod duration;
 mod fix;
@@ -381,7 +382,8 @@ fn read_error(path: &Path, e: json::ReadError) -> TemplateError {
 }
 
 /// A `-var-file`: a JSON object of strings (numbers and bools are taken as
-/// their text, as Packer's weak decoding does).
+/// their text). A `null` sets the variable to the empty string, as Go's JSON
+/// decoding into Packer's string map does: it satisfies a required variable.
 fn read_var_file(
     file: &Path,
     problems: &mut Vec<Problem>,
@@ -408,6 +410,7 @@ fn read_var_file(
             Json::String(s) => out.push((k, s)),
             Json::Number(n) => out.push((k, n.to_string())),
             Json::Bool(b) => out.push((k, b.to_string())),
+            Json::Null => out.push((k, String::new())),
             other => problems.push(Problem {
                 path: format!("{where_}: {k}"),
                 message: format!("expected a string, got {}", json_type(&other)),

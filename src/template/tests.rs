@@ -1121,13 +1121,11 @@ fn variable_cycles_and_unknown_references() {
             ),
         ]
     );
-    assert_eq!(
-        problems(json!({"builders": [qemu(json!({"vm_name": "{{user `nope`}}"}))]})),
-        vec![(
-            "builders[0].vm_name".to_string(),
-            "variable \"nope\" is not declared".to_string()
-        )]
-    );
+    // Outside the variables section, Packer renders an unknown variable as
+    // the empty string.
+    let plan =
+        load_json(json!({"builders": [qemu(json!({"vm_name": "a{{user `nope`}}b"}))]})).unwrap();
+    assert_eq!(plan.builds[0].qemu.vm_name, "ab");
 }
 
 #[test]
@@ -1159,6 +1157,26 @@ fn var_file_errors() {
         ),
         other => panic!("unexpected {other:?}"),
     }
+}
+
+#[test]
+fn var_file_null_sets_the_empty_string() {
+    let dir = tempfile::tempdir().unwrap();
+    let tpl = write(
+        dir.path(),
+        "t.json",
+        &json!({
+            "variables": {"required": null, "d": "default"},
+            "builders": [qemu(json!({"vm_name": "x{{user `required`}}{{user `d`}}y"}))]
+        }),
+    );
+    let nulls = write(
+        dir.path(),
+        "nulls.json",
+        &json!({"required": null, "d": null, "undeclared": null}),
+    );
+    let plan = load(&tpl, &var_overrides(vec![], vec![nulls])).unwrap();
+    assert_eq!(plan.builds[0].qemu.vm_name, "xy");
 }
 
 #[test]

@@ -192,6 +192,9 @@ impl FuncCtx {
                 match self.vars.get(&k) {
                     Some(v) => s(v.clone()),
                     None if self.failed_vars.contains(&k) => Err(EvalError::AlreadyReported),
+                    // Packer renders an unknown variable as "" everywhere
+                    // but in the variables section, where it is an error.
+                    None if !self.env_allowed => s(String::new()),
                     None => Err(EvalError::UnknownVariable(k)),
                 }
             }
@@ -580,8 +583,11 @@ mod tests {
     #[test]
     fn simple_functions() {
         assert_eq!(r("{{user `mem`}}").unwrap(), "1024");
+        assert_eq!(r("{{user `nope`}}").unwrap(), "");
+        let mut in_variables = ctx();
+        in_variables.env_allowed = true;
         assert_eq!(
-            r("{{user `nope`}}").unwrap_err(),
+            render("{{user `nope`}}", &in_variables).unwrap_err(),
             EvalError::UnknownVariable("nope".into())
         );
         assert_eq!(r("{{user `bad`}}").unwrap_err(), EvalError::AlreadyReported);
