@@ -320,7 +320,7 @@ mod tests {
                 "ssh_agent_auth": "maybe",
                 "ssh_keep_alive_interval": "often",
                 "ssh_bastion_port": 70000,
-                "ssh_local_tunnels": "8080:localhost:80",
+                "ssh_local_tunnels": {"8080": "localhost:80"},
                 "ssh_file_transfer_method": "rsync",
                 "winrm_port": "x"
             }))
