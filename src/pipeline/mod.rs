@@ -964,6 +964,7 @@ mod tests {
             name: "demo".into(),
             builder_type: "qemu".into(),
             qemu: QemuConfig::default(),
+            gce: None,
             provisioners: Vec::new(),
             post_processors: vec![
                 vec![PostProcessorSpec::Checksum(ChecksumPostConfig {

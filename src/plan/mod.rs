@@ -12,6 +12,7 @@ mod ansible;
 pub mod boot;
 mod compression;
 pub mod defaults;
+mod gce;
 pub(crate) mod render;
 
 pub use ansible::{
@@ -20,6 +21,7 @@ pub use ansible::{
 };
 pub use boot::{BootConfig, HttpConfig, VncConfig};
 pub use compression::{CompressionLevel, InvalidCompressionLevel};
+pub use gce::{GceBuild, GceImage, GceInstance};
 pub use render::render_late;
 
 use std::collections::BTreeMap;
@@ -121,10 +123,13 @@ impl fmt::Debug for VariableInfo {
 pub struct BuildSpec {
     /// The builder's `name`, or its `type` when it has none.
     pub name: String,
-    /// Always `qemu` for now.
+    /// `qemu` or `googlecompute`.
     pub builder_type: String,
-    /// The builder's settings.
+    /// The builder's settings: a `googlecompute` builder's too, mapped
+    /// onto the QEMU machine that emulates its instance.
     pub qemu: QemuConfig,
+    /// A `googlecompute` builder's instance and image; `None` for `qemu`.
+    pub gce: Option<GceBuild>,
     /// The provisioners, in template order.
     pub provisioners: Vec<ProvisionerSpec>,
     /// Post-processor sequences: each inner list runs as one chain, each chain

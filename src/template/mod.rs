@@ -590,6 +590,7 @@ fn build(
         name: b.name.clone(),
         builder_type: b.builder_type.clone(),
         qemu: qemu?,
+        gce: None,
         provisioners,
         post_processors,
         tests: sections
