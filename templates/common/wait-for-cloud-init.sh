@@ -10,10 +10,12 @@ fi
 
 status=0
 cloud-init status --wait >/dev/null || status=$?
-# Exit 2 (cloud-init 23.4 and later) means it finished with recoverable
-# errors: the instance is usable, so the build goes on and shows them.
-case "$status" in
-  0) echo "cloud-init finished" ;;
-  2) echo "cloud-init finished with recoverable errors:"; cloud-init status --long || true ;;
-  *) echo "cloud-init failed (exit $status):"; cloud-init status --long || true; exit "$status" ;;
-esac
+# What matters here is that it is done. Its errors on the build instance
+# are shown, not fatal: the image's smoke tests check that cloud-init
+# completes on a new instance, which is what users of the image get.
+if [ "$status" -eq 0 ]; then
+  echo "cloud-init finished"
+else
+  echo "cloud-init finished with errors (exit $status):"
+  cloud-init status --long || true
+fi
