@@ -11,7 +11,9 @@ apt_get() {
   apt-get -o DPkg::Lock::Timeout=600 -o Acquire::Retries=3 "$@"
 }
 
-apt_get update -q
+# No translated descriptions: nobody reads them on a server, and parsing
+# them is most of what an update costs on a slow instance.
+apt_get -o Acquire::Languages=none update -q
 # shellcheck disable=SC2086 # PACKAGES is a list of words.
 apt_get install -y -q --no-install-recommends \
   -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
