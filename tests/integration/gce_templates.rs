@@ -9,46 +9,13 @@
 //! its result is asserted on that one build.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
-
 use serde_json::{Value, json};
 
-use crate::util::{GuestRoot, Run, Scratch, assert_nothing_left, path_str};
+use crate::util::{GuestRoot, Run, Scratch, assert_nothing_left, path_str, realistic_fixture};
 
 /// The repository's `templates/` directory.
 fn templates() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("templates")
-}
-
-/// The realistic fixture (`vm-fixtures/build-realistic.sh`: Debian 12 with
-/// systemd, cloud-init, OpenSSH and sudo, default user `ubuntu`), which
-/// prints its path last; `KILN_TEST_REALISTIC_FIXTURE` names one built
-/// elsewhere.
-fn realistic_fixture() -> &'static Path {
-    static FIXTURE: OnceLock<PathBuf> = OnceLock::new();
-    FIXTURE.get_or_init(|| {
-        if let Some(path) = std::env::var_os("KILN_TEST_REALISTIC_FIXTURE") {
-            return PathBuf::from(path);
-        }
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("vm-fixtures/build-realistic.sh");
-        let output = Command::new("bash")
-            .arg(&script)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run vm-fixtures/build-realistic.sh");
-        assert!(
-            output.status.success(),
-            "vm-fixtures/build-realistic.sh failed"
-        );
-        let stdout = String::from_utf8(output.stdout).expect("utf-8 path");
-        let path = PathBuf::from(stdout.lines().last().expect("a path").trim());
-        assert!(
-            path.is_absolute() && path.exists(),
-            "bad fixture path {path:?}"
-        );
-        path
-    })
 }
 
 /// An image map in `scratch` that makes `ubuntu-2204-lts` the realistic
