@@ -736,6 +736,7 @@ async fn make_disk(config: &QemuConfig, source: &Path, disk_path: &Path) -> Resu
             size_mib: config.disk_size_mib,
             use_backing_file: config.use_backing_file,
             skip_resize: config.skip_resize_disk,
+            source_format: crate::source::known_format(&config.iso_urls),
         })
         .await?;
     } else {
