@@ -900,6 +900,7 @@ fn launch_spec(
             .display
             .clone()
             .filter(|d| d != "none" && !config.vnc.use_default_display),
+        gce: None,
     }
 }
 
