@@ -158,6 +158,11 @@ pub struct TemplateArgs {
     /// Read variables from a JSON file; may be repeated.
     #[arg(long = "var-file", value_name = "FILE")]
     pub var_file: Vec<PathBuf>,
+    /// The local disk for a googlecompute build's source image or family
+    /// (NAME=URL: a path, file:, https: or gs:// URL); may be repeated.
+    /// Wins over the KILN_IMAGE_MAP file and the built-in map.
+    #[arg(long = "source-image", value_name = "NAME=URL")]
+    pub source_image: Vec<String>,
     /// Only the builds with these names (comma-separated).
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     pub only: Vec<String>,
@@ -433,6 +438,7 @@ fn parse_format(text: &str) -> Result<crate::export::ImageFormat, String> {
 const LONG_FLAGS: &[&str] = &[
     "var",
     "var-file",
+    "source-image",
     "only",
     "except",
     "force",

@@ -246,6 +246,7 @@ mod tests {
         std::fs::write(&path, template.to_string()).unwrap();
         let overrides = Overrides {
             entries: vec![crate::template::Override::Var("size".into(), "1".into())],
+            ..Default::default()
         };
         let plan = load(&path, &overrides).unwrap();
         let records = records(&plan);

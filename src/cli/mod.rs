@@ -110,8 +110,19 @@ fn overrides(args: &TemplateArgs) -> anyhow::Result<Overrides> {
         entries.push((position, Override::File(file.clone())));
     }
     entries.sort_by_key(|(position, _)| *position);
+    let mut source_images = Vec::new();
+    for assignment in &args.source_image {
+        let (name, url) = assignment
+            .split_once('=')
+            .with_context(|| format!("-source-image {assignment:?}: expected NAME=URL"))?;
+        source_images.push((name.to_string(), url.to_string()));
+    }
     Ok(Overrides {
         entries: entries.into_iter().map(|(_, entry)| entry).collect(),
+        source_images,
+        image_map: std::env::var_os("KILN_IMAGE_MAP")
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from),
     })
 }
 

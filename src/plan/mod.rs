@@ -60,7 +60,7 @@ pub struct SkippedBuild {
     /// Its builder type (`virtualbox-iso`).
     pub builder_type: String,
     /// Why it is skipped (`builder type virtualbox-iso is not supported by
-    /// kiln (it builds qemu)`).
+    /// kiln (it builds qemu and googlecompute)`).
     pub reason: String,
 }
 

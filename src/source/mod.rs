@@ -7,6 +7,7 @@
 //! digest each time it is used, and fetched again when it does not match.
 
 mod download;
+pub mod image_map;
 mod sums;
 
 use std::fs::File;

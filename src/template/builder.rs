@@ -378,7 +378,7 @@ fn iso_urls(o: &mut Obj<'_>, cwd: &Path) -> Option<Vec<Location>> {
 
 /// `sha256:<hex>` and friends, `none`, or a bare digest whose length names the
 /// algorithm (as go-getter guesses it).
-fn parse_checksum(s: &str, cwd: &Path) -> Result<Checksum, String> {
+pub(super) fn parse_checksum(s: &str, cwd: &Path) -> Result<Checksum, String> {
     let s = s.trim();
     // `none:<digest>` is what the deprecated `iso_checksum_type` becomes
     // when its value is only known once variables are rendered.

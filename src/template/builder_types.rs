@@ -2,7 +2,7 @@
 //! recognises but skips. The one place a new buildable type is added.
 
 /// The builder types kiln builds.
-pub const BUILDABLE: &[&str] = &["qemu"];
+pub const BUILDABLE: &[&str] = &["qemu", "googlecompute"];
 
 /// Packer 1.6.6's builder types (`command/plugin.go`). A template may
 /// carry any of these beside its qemu builds; kiln skips them with a
@@ -98,10 +98,12 @@ mod tests {
     #[test]
     fn types_are_sorted_into_built_skipped_and_mistaken() {
         assert_eq!(kind("qemu"), Kind::Buildable);
+        assert_eq!(kind("googlecompute"), Kind::Buildable);
         assert_eq!(
             kind("virtualbox-iso"),
             Kind::Skipped(
-                "builder type virtualbox-iso is not supported by kiln (it builds qemu)".into()
+                "builder type virtualbox-iso is not supported by kiln (it builds qemu and googlecompute)"
+                    .into()
             )
         );
         assert_eq!(kind("qemuu"), Kind::Unknown(Some("qemu")));

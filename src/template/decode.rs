@@ -26,6 +26,8 @@ pub struct Cx {
     /// The context `{{ }}` functions see while strings are rendered.
     pub funcs: FuncCtx,
     problems: RefCell<Problems>,
+    /// Lines worth telling about a template that loads.
+    warnings: RefCell<Vec<String>>,
 }
 
 #[derive(Default)]
@@ -41,7 +43,22 @@ impl Cx {
         Cx {
             funcs,
             problems: RefCell::new(Problems::default()),
+            warnings: RefCell::new(Vec::new()),
         }
+    }
+
+    /// Records a warning, once.
+    pub fn warn(&self, line: impl Into<String>) {
+        let line = line.into();
+        let mut warnings = self.warnings.borrow_mut();
+        if !warnings.contains(&line) {
+            warnings.push(line);
+        }
+    }
+
+    /// The warnings recorded, in order; the list is left empty.
+    pub fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.borrow_mut())
     }
 
     /// Records a problem at `path`, once: per-build decoding can meet it

@@ -11,6 +11,8 @@ mod decode;
 mod duration;
 mod fix;
 mod floppy;
+mod gce_shapes;
+mod googlecompute;
 mod heads;
 mod json;
 mod paths;
@@ -29,7 +31,10 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value as Json};
 
 use crate::plan::render::funcs::FuncCtx;
-use crate::plan::{BuildSpec, CheckSpec, Plan, PostProcessorSpec, ProvisionerSpec, SkippedBuild};
+use crate::plan::{
+    BuildSpec, CheckSpec, Location, Plan, PostProcessorSpec, ProvisionerSpec, SkippedBuild,
+};
+use crate::source::image_map::{ImageMap, ImageMapError};
 use checks::CheckHead;
 use decode::{Cx, Obj, json_type};
 use heads::{BuilderHead, ProvisionerHead, builder_heads, filter, filter_quiet, provisioner_heads};
@@ -60,6 +65,11 @@ impl std::fmt::Debug for Override {
 pub struct Overrides {
     /// The overrides, in command-line order.
     pub entries: Vec<Override>,
+    /// `-source-image NAME=URL`: the local disk for a `googlecompute`
+    /// build's source image or family.
+    pub source_images: Vec<(String, String)>,
+    /// The image map file (`KILN_IMAGE_MAP`).
+    pub image_map: Option<PathBuf>,
 }
 
 /// One thing wrong with a template, at a JSON path such as
@@ -254,7 +264,7 @@ pub fn load_bytes(path: &Path, bytes: &[u8], overrides: &Overrides) -> Result<Pl
 
     let mut sensitive_values = Vec::new();
     let plan = match &root {
-        Json::Object(map) => plan(&mut cx, map, &given, &cwd, &mut sensitive_values),
+        Json::Object(map) => plan(&mut cx, map, &given, overrides, &cwd, &mut sensitive_values),
         other => {
             cx.problem(
                 "(template)",
@@ -274,6 +284,7 @@ pub fn load_bytes(path: &Path, bytes: &[u8], overrides: &Overrides) -> Result<Pl
     match plan {
         Some(mut plan) if problems.is_empty() => {
             plan.warnings = warnings;
+            plan.warnings.extend(cx.take_warnings());
             Ok(plan)
         }
         _ => Err(TemplateError::Invalid {
@@ -426,6 +437,7 @@ fn plan(
     cx: &mut Cx,
     root: &Map<String, Json>,
     given: &[(String, String)],
+    overrides: &Overrides,
     cwd: &Path,
     sensitive_values: &mut Vec<String>,
 ) -> Option<Plan> {
@@ -465,10 +477,15 @@ fn plan(
         let _ = filter(cx, &format!("tests[{index}]"), check.map, &names);
     }
 
+    let gce = builders
+        .iter()
+        .any(|b| b.skipped.is_none() && b.builder_type == "googlecompute")
+        .then(|| GceContext::new(cx, overrides, cwd));
     let sections = Sections {
         provisioners: &provisioners,
         post_processors: &pp_chains,
         checks: &checks,
+        gce: gce.as_ref(),
     };
     let mut builds = Vec::new();
     let mut skipped = Vec::new();
@@ -570,6 +587,43 @@ struct Sections<'s, 'a> {
     provisioners: &'s [ProvisionerHead<'a>],
     post_processors: &'s [Vec<RawPp<'a>>],
     checks: &'s [CheckHead<'a>],
+    /// What `googlecompute` builds need; `None` when there are none.
+    gce: Option<&'s GceContext>,
+}
+
+/// The image map and the host a `googlecompute` build's machine is sized
+/// for.
+struct GceContext {
+    /// `None` when the map file or a `-source-image` is wrong (reported).
+    images: Option<ImageMap>,
+    host: gce_shapes::Host,
+}
+
+impl GceContext {
+    fn new(cx: &Cx, overrides: &Overrides, cwd: &Path) -> GceContext {
+        let location =
+            |dir: &Path, s: &str| -> Result<Location, String> { paths::source_location(dir, s) };
+        let checksum = |dir: &Path, s: &str| builder::parse_checksum(s, dir);
+        let images = ImageMap::load(
+            &overrides.source_images,
+            overrides.image_map.as_deref(),
+            cwd,
+            &location,
+            &checksum,
+        )
+        .map_err(|e| {
+            let place = match &e {
+                ImageMapError::Argument { .. } => "-source-image",
+                _ => "KILN_IMAGE_MAP",
+            };
+            cx.problem(place, e.to_string());
+        })
+        .ok();
+        GceContext {
+            images,
+            host: gce_shapes::Host::current(),
+        }
+    }
 }
 
 /// One builder with the provisioners, post-processors and checks that apply
@@ -581,16 +635,32 @@ fn build(
     sections: &Sections<'_, '_>,
     cwd: &Path,
 ) -> Option<BuildSpec> {
-    let qemu = b
-        .map
-        .and_then(|map| builder::decode(Obj::new(cx, b.path.clone(), map), &b.name, cwd));
+    let (qemu, gce) = match (b.map, b.builder_type.as_str(), sections.gce) {
+        (None, ..) => (None, None),
+        (Some(map), "googlecompute", Some(context)) => {
+            let o = Obj::new(cx, b.path.clone(), map);
+            match googlecompute::decode(o, &b.name, cwd, context.images.as_ref(), context.host) {
+                Some(decoded) => {
+                    for line in decoded.warnings {
+                        cx.warn(line);
+                    }
+                    (Some(decoded.qemu), Some(decoded.gce))
+                }
+                None => (None, None),
+            }
+        }
+        (Some(map), ..) => (
+            builder::decode(Obj::new(cx, b.path.clone(), map), &b.name, cwd),
+            None,
+        ),
+    };
     let provisioners = build_provisioners(cx, &b.name, sections.provisioners, cwd);
     let post_processors = build_post_processors(cx, &b.name, sections.post_processors, cwd);
     Some(BuildSpec {
         name: b.name.clone(),
         builder_type: b.builder_type.clone(),
         qemu: qemu?,
-        gce: None,
+        gce,
         provisioners,
         post_processors,
         tests: sections

@@ -71,7 +71,7 @@ fn other_builders_are_named_and_skipped_without_reading_their_options() {
         [crate::plan::SkippedBuild {
             name: "virtualbox-iso".into(),
             builder_type: "virtualbox-iso".into(),
-            reason: "builder type virtualbox-iso is not supported by kiln (it builds qemu)".into(),
+            reason: "builder type virtualbox-iso is not supported by kiln (it builds qemu and googlecompute)".into(),
         }]
     );
     // Steps limited to the skipped build stay valid and are left out.
@@ -129,7 +129,7 @@ fn the_selection_decides_what_is_skipped_and_whether_anything_is_built() {
         assert_eq!(
             err.to_string(),
             "nothing to build: build \"virtualbox-iso\" is skipped: builder type \
-             virtualbox-iso is not supported by kiln (it builds qemu)"
+             virtualbox-iso is not supported by kiln (it builds qemu and googlecompute)"
         );
     }
     assert!(matches!(

@@ -32,6 +32,7 @@ fn var_overrides(vars: Vec<(String, String)>, var_files: Vec<PathBuf>) -> Overri
     let vars = vars.into_iter().map(|(k, v)| Override::Var(k, v));
     Overrides {
         entries: files.chain(vars).collect(),
+        ..Default::default()
     }
 }
 
@@ -461,9 +462,16 @@ fn var_and_var_file_apply_in_command_line_order() {
     });
     let var = |v: &str| Override::Var("a".into(), v.into());
     let vm_name = |entries: Vec<Override>| {
-        load_in(dir.path(), template.clone(), &Overrides { entries })
-            .unwrap()
-            .builds[0]
+        load_in(
+            dir.path(),
+            template.clone(),
+            &Overrides {
+                entries,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .builds[0]
             .qemu
             .vm_name
             .clone()

@@ -6,7 +6,7 @@ use serde_json::json;
 use crate::util::{GuestRoot, Scratch, assert_nothing_left, fixture_builder, path_str};
 
 const SKIP_LINE: &str = "skipping build \"virtualbox-iso\": builder type virtualbox-iso is not \
-                         supported by kiln (it builds qemu)";
+                         supported by kiln (it builds qemu and googlecompute)";
 
 /// A bento-style template: one box for VirtualBox and QEMU, the qemu
 /// builder on `qemu` and written with deprecated keys.
@@ -78,7 +78,7 @@ fn validate_passes_beside_other_builders_and_says_what_it_skips() {
         run.assert_usage_error();
         run.assert_error_on_stderr(
             "nothing to build: build \"virtualbox-iso\" is skipped: builder type \
-             virtualbox-iso is not supported by kiln (it builds qemu)",
+             virtualbox-iso is not supported by kiln (it builds qemu and googlecompute)",
         );
     }
 }
