@@ -15,6 +15,7 @@ mod machine;
 mod package;
 mod post;
 mod post_shell_local;
+mod publish;
 pub mod report;
 mod test_boot;
 mod test_image;
@@ -36,6 +37,7 @@ pub use gce::{GceError, PublishRequest, PublishedImage, publish_disk};
 pub use machine::MachineError;
 pub use package::{PackageRequest, PackagedFile, package_disk};
 pub use post::PostError;
+pub use publish::{BUCKET_ENV, PublishSetupError, check_publishing};
 pub use test_image::{TestRequest, test_image};
 
 /// `-on-error`.
@@ -152,6 +154,12 @@ pub struct BuildOptions {
     /// Set by [`build`] from the plan: masked in the files the build
     /// writes from guest output (the test reports).
     pub redactor: crate::redact::Redactor,
+    /// `-publish`: a googlecompute build publishes its image once its
+    /// tests pass; `false` keeps the disk in its output directory.
+    pub publish: bool,
+    /// `-gce-bucket` (or `KILN_GCE_BUCKET`): where a googlecompute build's
+    /// disk is staged on its way to Compute Engine.
+    pub gce_bucket: Option<String>,
 }
 
 /// Why a build failed.
@@ -227,6 +235,12 @@ pub enum BuildError {
     /// The `googlecompute-import` post-processor failed.
     #[error("googlecompute-import")]
     Gce(#[source] Box<gce::GceError>),
+    /// A googlecompute build cannot publish as asked.
+    #[error(transparent)]
+    PublishSetup(#[from] PublishSetupError),
+    /// Publishing a googlecompute build's image failed.
+    #[error("publishing the image")]
+    Publish(#[source] Box<gce::GceError>),
     /// A disk kiln may not read as it stands.
     #[error(transparent)]
     Image(#[from] crate::export::ImageError),
@@ -426,16 +440,25 @@ async fn pipeline(
     steps: &interactive::Interactive,
 ) -> Result<Vec<Artifact>, BuildError> {
     let config = &spec.qemu;
+    // Known before anything starts: a build that cannot publish boots
+    // nothing.
+    let publishing = publish::target(spec, options)?;
 
     steps.begin(ctx, Stage::Source).await;
     let source = resolve_source(config, ctx).await?;
 
     steps.begin(ctx, Stage::Disk).await;
-    let disk_path = prepare_output(config, options.force, undo)?;
-    make_disk(config, &source, &disk_path).await?;
-
     let scratch = scratch_dir("kiln-")?.keep();
     undo.push(Created::TempDir(scratch.clone()));
+    // A disk on its way to Compute Engine is working data, as the
+    // instance's disk is to Packer's googlecompute: it lives with the
+    // build's scratch files and goes with them, so the next build needs
+    // no -force.
+    let disk_path = match publishing {
+        Some(_) => scratch.join(&config.vm_name),
+        None => prepare_output(config, options.force, undo)?,
+    };
+    make_disk(config, &source, &disk_path).await?;
 
     let serial_log = serial_log_path(config);
     let mut vm = machine::Machine::prepare(
@@ -501,8 +524,36 @@ async fn pipeline(
         smoke_test(spec, options, ctx, &disk_path).await?;
     }
 
+    if let Some(target) = publishing {
+        steps.begin(ctx, Stage::Publish).await;
+        // No compaction first: the tarball carries only the disk's data.
+        let image = publish::publish(
+            ctx,
+            spec,
+            target,
+            &disk_path,
+            disk_format(spec),
+            options.force,
+        )
+        .await?;
+        let artifacts = if spec.post_processors.is_empty() {
+            vec![image]
+        } else {
+            steps.begin(ctx, Stage::Post).await;
+            run_post_processors(spec, image, ctx, undo, run_uuid).await?
+        };
+        steps.end(ctx).await;
+        return Ok(artifacts);
+    }
+
     steps.begin(ctx, Stage::Finalize).await;
     compact(config, ctx, &disk_path).await?;
+    if spec.gce.is_some() {
+        ctx.say(&format!(
+            "-publish=false: the image is not published; the disk stays in {}",
+            config.output_directory_shown.display()
+        ));
+    }
 
     // Shown as the template wrote it, as Packer shows it: kiln never
     // changes its working directory, so the relative path stays good.
@@ -510,6 +561,7 @@ async fn pipeline(
         build_name: spec.name.clone(),
         builder_type: spec.builder_type.clone(),
         builder_id: report::QEMU_BUILDER_ID.to_string(),
+        id: None,
         description: format!(
             "VM files in directory: {}",
             config.output_directory_shown.display()
@@ -1009,6 +1061,7 @@ mod tests {
             build_name: "demo".into(),
             builder_type: "qemu".into(),
             builder_id: report::QEMU_BUILDER_ID.into(),
+            id: None,
             files: vec![disk.clone()],
             description: "VM files in directory: out".into(),
         };
