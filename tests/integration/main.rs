@@ -10,6 +10,8 @@ mod container;
 mod dead_machine;
 mod disks;
 mod gce;
+mod gce_publish;
+mod gce_sources;
 mod gce_templates;
 mod guest;
 mod interactive;

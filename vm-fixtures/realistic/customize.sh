@@ -73,8 +73,9 @@ rm -f "$root/var/lib/dbus/machine-id"
 [ ! -d "$root/var/lib/dbus" ] || ln -s /etc/machine-id "$root/var/lib/dbus/machine-id"
 
 # --- size -------------------------------------------------------------------------
-rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/debconf/*-old \
-  "$root"/var/log/*.log "$root"/var/log/apt/* "$root"/tmp/* "$root"/var/tmp/*
+# (apt's lists and caches and /tmp are mmdebstrap's to clean: it still
+# uses them after this hook.)
+rm -rf "$root"/var/cache/debconf/*-old "$root"/var/log/*.log "$root"/var/log/apt/* "$root"/var/tmp/*
 find "$root/usr/share/doc" -mindepth 1 ! -name copyright ! -type d -delete 2>/dev/null || true
 find "$root/usr/share/doc" -mindepth 1 -type d -empty -delete 2>/dev/null || true
 rm -rf "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/usr/share/locale/* "$root"/usr/share/lintian
