@@ -8,8 +8,11 @@
 //! which takes minutes: each template is built once, and everything about
 //! its result is asserted on that one build.
 
-use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+
+use kiln_test_support::compute_fake::ComputeFake;
+use kiln_test_support::emulators::StorageEmulator;
 
 use crate::util::{GuestRoot, Run, Scratch, assert_nothing_left, path_str, realistic_fixture};
 
@@ -115,55 +118,76 @@ fn both_templates_validate_and_name_their_googlecompute_build() {
     }
 }
 
-#[test]
-fn base_image_builds_hardened_and_leaves_no_instance_identity() {
+const PROJECT: &str = "demo-project";
+const BUCKET: &str = "staging";
+
+/// The base image, built, smoke-tested and published as Packer would
+/// publish it: through a Cloud Storage emulator and the Compute API fake.
+#[tokio::test(flavor = "multi_thread")]
+async fn base_image_is_hardened_tested_and_published_to_its_family() {
+    let emulator = StorageEmulator::fake_gcs_server(BUCKET)
+        .await
+        .expect("fake-gcs-server");
+    let compute = ComputeFake::start(&emulator.base_url)
+        .await
+        .expect("compute fake");
     let scratch = Scratch::new();
-    let run = build_unpublished(&scratch, "base-image.json");
+    let map = image_map(&scratch);
+    let template = templates().join("base-image.json");
+    let mut command = scratch.kiln(&[
+        "build",
+        "-gce-bucket",
+        BUCKET,
+        "-var",
+        &format!("project_id={PROJECT}"),
+        "-test-report",
+        "report.json",
+        path_str(&template),
+    ]);
+    command
+        .env("KILN_IMAGE_MAP", &map)
+        .env("STORAGE_EMULATOR_HOST", &emulator.base_url)
+        .env("KILN_COMPUTE_ENDPOINT", &compute.base_url);
+    let run = tokio::task::spawn_blocking(move || Run::from(command.output().expect("run kiln")))
+        .await
+        .expect("join");
     run.assert_success();
+
     let report = read_json(&scratch.path().join("report.json"));
     let names = assert_all_passed(&report);
     for expected in [
         "cloud-init finished on the new instance",
+        "cloud-init ran as a new instance",
         "machine-id made anew",
+        "SSH host keys made anew",
         "sysctl kernel.kptr_restrict",
+        "sysctl rp_filter",
+        "sysctl accept_redirects",
+        "sysctl tcp_syncookies",
         "sshd PermitRootLogin",
+        "sshd PasswordAuthentication",
         "unattended-upgrades installed",
+        "auto-upgrades in effect",
         "tools on PATH",
         "apt cache empty",
     ] {
         assert!(names.iter().any(|n| n == expected), "{expected}: {names:?}");
     }
 
-    // The image itself, read without booting it: the hardening is in
-    // place, and nothing that makes an instance unique was kept.
-    let root = GuestRoot::open(&output_disk(&scratch, "base-image"));
-    let sysctl = root
-        .read("/etc/sysctl.d/90-hardening.conf")
-        .expect("sysctl file");
-    assert!(sysctl.contains("net.ipv4.tcp_syncookies = 1"), "{sysctl}");
-    let sshd = root
-        .read("/etc/ssh/sshd_config.d/10-hardening.conf")
-        .expect("sshd drop-in");
-    assert!(sshd.contains("PermitRootLogin no"), "{sshd}");
-    assert_eq!(root.read("/etc/machine-id").as_deref(), Some(""));
-    let ssh = root.list("/etc/ssh").expect("/etc/ssh");
-    assert!(
-        !ssh.iter().any(|name| name.starts_with("ssh_host_")),
-        "host keys kept: {ssh:?}"
-    );
-    let archives = root
-        .list("/var/cache/apt/archives")
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|name| name.ends_with(".deb"))
-        .collect::<Vec<_>>();
-    assert!(archives.is_empty(), "packages left: {archives:?}");
-    assert!(
-        root.list("/var/lib/cloud/instances")
-            .unwrap_or_default()
-            .is_empty(),
-        "cloud-init state kept"
-    );
+    // Published under the template's name, family and labels.
+    let name = run
+        .stdout
+        .lines()
+        .find_map(|l| l.split("A disk image was created: ").nth(1))
+        .unwrap_or_else(|| panic!("no image created:\n{}", run.stdout))
+        .trim()
+        .to_string();
+    assert!(name.starts_with("base-ubuntu-2204-"), "{name}");
+    let image = compute.image(PROJECT, &name).expect("image in the fake");
+    assert_eq!(image["family"], "base-ubuntu-2204");
+    assert_eq!(image["labels"]["role"], "base");
+    assert_eq!(image["labels"]["os"], "ubuntu-2204");
+    assert_eq!(image["description"], "Hardened Ubuntu 22.04 LTS base image");
     assert_nothing_left(&scratch);
 }
 
