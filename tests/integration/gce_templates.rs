@@ -179,11 +179,14 @@ async fn base_image_is_hardened_tested_and_published_to_its_family() {
         .stdout
         .lines()
         .find_map(|l| l.split("A disk image was created: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
         .unwrap_or_else(|| panic!("no image created:\n{}", run.stdout))
-        .trim()
+        .trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
         .to_string();
     assert!(name.starts_with("base-ubuntu-2204-"), "{name}");
-    let image = compute.image(PROJECT, &name).expect("image in the fake");
+    let image = compute
+        .image(PROJECT, &name)
+        .unwrap_or_else(|| panic!("no image {name:?} in {PROJECT}:\n{}", run.stdout));
     assert_eq!(image["family"], "base-ubuntu-2204");
     assert_eq!(image["labels"]["role"], "base");
     assert_eq!(image["labels"]["os"], "ubuntu-2204");
