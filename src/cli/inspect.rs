@@ -140,6 +140,14 @@ fn render_plain(plan: &Plan) -> String {
     out.push_str("\nBuilders:\n\n");
     for build in &plan.builds {
         out.push_str(&format!("  {:<20} {}\n", build.name, build.builder_type));
+        // Which local disk stands in for a googlecompute source image: the
+        // image map's answer, worth seeing before a build downloads it.
+        if let (Some(gce), Some(source)) = (&build.gce, build.qemu.iso_urls.first()) {
+            out.push_str(&format!(
+                "  {:<20} source {} = {}\n",
+                "", gce.instance.image, source
+            ));
+        }
     }
     for skipped in &plan.skipped {
         out.push_str(&format!(

@@ -58,6 +58,9 @@ pub struct DiskPlan<'a> {
     pub size_mib: u64,
     pub use_backing_file: bool,
     pub skip_resize: bool,
+    /// The source's format when its origin says it (see
+    /// `source::known_format`); `None`: read from its header.
+    pub source_format: Option<crate::export::ImageFormat>,
 }
 
 /// Makes the build disk from a bootable source image (`disk_image: true`).
@@ -65,14 +68,15 @@ pub async fn from_image(plan: &DiskPlan<'_>) -> Result<(), DiskError> {
     // The format is read from the header once and then told to qemu-img;
     // a backing chain must be sound (no loop, every format recorded).
     let source_path_owned = plan.source.to_path_buf();
-    let source = tokio::task::spawn_blocking(move || {
-        crate::export::check_image(
-            &source_path_owned,
-            crate::export::FormatPolicy::DetectTrusted,
-        )
-    })
-    .await
-    .map_err(DiskError::Check)??;
+    let policy = plan
+        .source_format
+        .map_or(crate::export::FormatPolicy::DetectTrusted, |f| {
+            crate::export::FormatPolicy::Known(f)
+        });
+    let source =
+        tokio::task::spawn_blocking(move || crate::export::check_image(&source_path_owned, policy))
+            .await
+            .map_err(DiskError::Check)??;
     let source_format = source.format.as_str();
     let target = plan.target.as_os_str();
     if plan.use_backing_file {
@@ -282,6 +286,7 @@ mod tests {
             size_mib: 128,
             use_backing_file: false,
             skip_resize: false,
+            source_format: None,
         }
     }
 

@@ -9,6 +9,7 @@
 
 mod disk;
 mod gce;
+mod gce_guest;
 mod interactive;
 mod machine;
 mod package;
@@ -191,6 +192,9 @@ pub enum BuildError {
     /// The build's HTTP server could not start.
     #[error("HTTP server")]
     Http(#[source] crate::httpd::HttpdError),
+    /// The `googlecompute` startup script failed.
+    #[error(transparent)]
+    StartupScript(gce_guest::GceGuestError),
     /// A provisioner failed.
     #[error("provisioner {} ({kind})", index + 1)]
     Provision {
@@ -464,7 +468,13 @@ async fn pipeline(
         &disk_path,
         &scratch,
         &serial_log,
-        &config.vm_name,
+        &machine::Identity {
+            hostname: spec
+                .gce
+                .as_ref()
+                .map_or(config.vm_name.as_str(), |gce| gce.instance.name.as_str()),
+            gce: spec.gce.as_ref().map(|gce| &gce.instance),
+        },
     )
     .await?;
     // Stopped when dropped: at the end of this function, on success or
@@ -484,6 +494,17 @@ async fn pipeline(
         }
         Communicator::None => None,
     };
+    if let (Some(gce), Some(guest)) = (&spec.gce, guest.as_mut()) {
+        vm.resolve_metadata_name(ctx, guest).await?;
+        if let Some(script) = &gce.startup_script {
+            let running = async {
+                gce_guest::run_startup_script(ctx, guest, script, gce.state_timeout)
+                    .await
+                    .map_err(BuildError::StartupScript)
+            };
+            against_machine(&mut vm, machine::DURING_STARTUP_SCRIPT, running).await?;
+        }
+    }
 
     steps.begin(ctx, Stage::Provision).await;
     let provisioning = provision(spec, ctx, guest.as_mut(), steps);
@@ -646,6 +667,7 @@ async fn smoke_test(
         config.format.as_str(),
         &log_beside(config, "test.serial.log"),
         &spec.tests,
+        spec.gce.as_ref().map(|gce| &gce.instance),
     )
     .await?;
     // A check's output is the guest's: it may print a secret.
@@ -788,6 +810,7 @@ async fn make_disk(config: &QemuConfig, source: &Path, disk_path: &Path) -> Resu
             size_mib: config.disk_size_mib,
             use_backing_file: config.use_backing_file,
             skip_resize: config.skip_resize_disk,
+            source_format: crate::source::known_format(&config.iso_urls),
         })
         .await?;
     } else {

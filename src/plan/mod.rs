@@ -194,6 +194,15 @@ pub enum Location {
     Path(PathBuf),
     /// An `http` or `https` URL, downloaded into the cache.
     Url(url::Url),
+    /// `gs://bucket/object`: a Compute Engine image exported to Cloud
+    /// Storage (a tar.gz holding `disk.raw`), downloaded into the cache and
+    /// unpacked there; the disk is raw.
+    Gcs {
+        /// The bucket.
+        bucket: String,
+        /// The object's name.
+        object: String,
+    },
 }
 
 impl std::fmt::Display for Location {
@@ -201,6 +210,7 @@ impl std::fmt::Display for Location {
         match self {
             Location::Path(path) => write!(f, "{}", path.display()),
             Location::Url(url) => write!(f, "{url}"),
+            Location::Gcs { bucket, object } => write!(f, "gs://{bucket}/{object}"),
         }
     }
 }

@@ -7,6 +7,7 @@
 //! digest each time it is used, and fetched again when it does not match.
 
 mod download;
+mod gcs;
 pub mod image_map;
 mod sums;
 
@@ -218,6 +219,15 @@ pub enum SourceError {
         /// Each candidate and why it failed.
         failures: Vec<(String, SourceError)>,
     },
+    /// A `gs://` source could not be downloaded or unpacked.
+    #[error("{url}")]
+    Gcs {
+        /// The object.
+        url: String,
+        /// Why.
+        #[source]
+        source: Box<gcs::GcsError>,
+    },
     /// A background task (hashing, locking) went away.
     #[error("a background task failed: {0}")]
     Task(String),
@@ -257,6 +267,16 @@ pub struct Request<'a> {
     pub checksum: &'a Checksum,
     /// `iso_target_path`: where a download goes instead of the cache.
     pub target_path: Option<&'a Path>,
+}
+
+/// The format of the disk [`resolve`] gives for `candidates`, when the
+/// source says it rather than the disk's header: an exported Compute
+/// Engine image's `disk.raw` is raw, whatever its first bytes look like.
+pub fn known_format(candidates: &[Location]) -> Option<crate::export::ImageFormat> {
+    match candidates {
+        [Location::Gcs { .. }] => Some(crate::export::ImageFormat::Raw),
+        _ => None,
+    }
 }
 
 /// Finds the first candidate that can be used, downloading it into `cache`
@@ -310,6 +330,9 @@ pub async fn resolve(
                 Location::Url(url) => {
                     fetch(&client, url, &digest, request.target_path, cache, events).await
                 }
+                Location::Gcs { bucket, object } => {
+                    gcs::fetch(bucket, object, &digest, cache, events).await
+                }
             },
             Err(err) => Err(err),
         };
@@ -350,6 +373,12 @@ fn recorded_digest(cache: &Cache, candidate: &Location) -> Option<Digest> {
 async fn read_list(client: &reqwest::Client, location: &Location) -> Result<String, SourceError> {
     let bytes = match location {
         Location::Path(path) => std::fs::read(path).map_err(FileError::read(path))?,
+        Location::Gcs { .. } => {
+            return Err(SourceError::NotListed {
+                list: location.to_string(),
+                name: "(a checksum list in Cloud Storage is not read: give the digest)".into(),
+            });
+        }
         Location::Url(url) => {
             download::to_memory(client, url)
                 .await
@@ -368,6 +397,7 @@ fn listed_digest(text: &str, list: &Location, candidate: &Location) -> Result<Di
         Location::Url(url) => percent_encoding::percent_decode_str(url.path())
             .decode_utf8_lossy()
             .into_owned(),
+        Location::Gcs { object, .. } => format!("/{object}"),
     };
     let source_path = path_of(candidate);
     sums::find(text, &source_path, &path_of(list)).ok_or_else(|| SourceError::NotListed {
@@ -422,11 +452,16 @@ async fn blocking<T: Send + 'static>(
 
 /// The cache key of a download: its digest, or its URL's when there is none.
 fn entry_key(url: &url::Url, digest: &Digest) -> String {
+    entry_key_text(url.as_str(), digest)
+}
+
+/// [`entry_key`] for a URL as text (a `gs://` one too).
+fn entry_key_text(url: &str, digest: &Digest) -> String {
     match digest.expected() {
         Some((algorithm, hex)) => format!("{algorithm}-{}", hex.to_ascii_lowercase()),
         None => {
             use sha2::Digest as _;
-            format!("url-{}", hex::encode(sha2::Sha256::digest(url.as_str())))
+            format!("url-{}", hex::encode(sha2::Sha256::digest(url)))
         }
     }
 }

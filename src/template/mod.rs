@@ -602,7 +602,7 @@ struct GceContext {
 impl GceContext {
     fn new(cx: &Cx, overrides: &Overrides, cwd: &Path) -> GceContext {
         let location =
-            |dir: &Path, s: &str| -> Result<Location, String> { paths::source_location(dir, s) };
+            |dir: &Path, s: &str| -> Result<Location, String> { paths::image_location(dir, s) };
         let checksum = |dir: &Path, s: &str| builder::parse_checksum(s, dir);
         let images = ImageMap::load(
             &overrides.source_images,

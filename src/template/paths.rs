@@ -53,6 +53,30 @@ pub fn source_location(cwd: &Path, s: &str) -> Result<Location, String> {
     Ok(Location::Path(resolve(cwd, s)))
 }
 
+/// An image map `url` (or a `-source-image` one): what
+/// [`source_location`] takes, or `gs://bucket/object`, an exported Compute
+/// Engine image.
+pub fn image_location(cwd: &Path, s: &str) -> Result<Location, String> {
+    let Some(rest) = strip_prefix_ignore_case(s, "gs://") else {
+        return source_location(cwd, s).map_err(|e| {
+            if e.starts_with("unsupported source") {
+                format!("{e}, or gs://bucket/object")
+            } else {
+                e
+            }
+        });
+    };
+    match rest.split_once('/') {
+        Some((bucket, object)) if !bucket.is_empty() && !object.is_empty() => Ok(Location::Gcs {
+            bucket: bucket.to_string(),
+            object: object.to_string(),
+        }),
+        _ => Err(format!(
+            "expected gs://bucket/object (an exported image tarball), got {s:?}"
+        )),
+    }
+}
+
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
     head.eq_ignore_ascii_case(prefix)
@@ -96,5 +120,31 @@ mod tests {
         assert!(source_location(cwd, "git::https://x/y").is_err());
         assert!(source_location(cwd, "").is_err());
         assert!(source_location(cwd, "https://exa mple.com/").is_err());
+    }
+
+    #[test]
+    fn image_locations() {
+        let cwd = Path::new("/work/dir");
+        assert_eq!(
+            image_location(cwd, "gs://images/golden/v3.tar.gz"),
+            Ok(Location::Gcs {
+                bucket: "images".into(),
+                object: "golden/v3.tar.gz".into()
+            })
+        );
+        assert_eq!(
+            image_location(cwd, "g.qcow2"),
+            Ok(Location::Path("/work/dir/g.qcow2".into()))
+        );
+        assert!(image_location(cwd, "gs://bucket").is_err());
+        assert!(image_location(cwd, "gs:///object").is_err());
+        assert_eq!(
+            image_location(cwd, "ftp://x/y"),
+            Err(
+                "unsupported source \"ftp://x/y\": expected a local path, a file: URL, or an \
+                 http(s) URL, or gs://bucket/object"
+                    .into()
+            )
+        );
     }
 }

@@ -11,6 +11,7 @@ mod dead_machine;
 mod disks;
 mod gce;
 mod gce_publish;
+mod gce_sources;
 mod guest;
 mod interactive;
 mod legacy_templates;
