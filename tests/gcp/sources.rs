@@ -2,8 +2,6 @@
 //! the source cache against the storage emulator: downloaded once, its
 //! `disk.raw` unpacked once, then served from the cache.
 
-use std::sync::Mutex;
-
 use kiln::cache::Cache;
 use kiln::plan::{Checksum, Location};
 use kiln::source::{Quiet, Request, SourceError, resolve};
@@ -12,13 +10,8 @@ use kiln_test_support::tarball::make_test_tarball;
 
 const BUCKET: &str = "kiln-sources";
 
-/// `STORAGE_EMULATOR_HOST` is process-wide: the tests that set it take
-/// turns.
-static ENV: Mutex<()> = Mutex::new(());
-
 #[tokio::test]
 async fn an_exported_image_is_downloaded_unpacked_and_cached() {
-    let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
     let emulator = StorageEmulator::gcp_storage_emulator(BUCKET)
         .await
         .expect("emulator");
@@ -44,7 +37,8 @@ async fn an_exported_image_is_downloaded_unpacked_and_cached() {
         )
         .await
         .expect("upload");
-    // SAFETY: the tests of this binary that read the variable hold ENV.
+    // SAFETY: no other test of this binary reads or sets the variable (the
+    // others give the emulator's URL to their clients directly).
     unsafe { std::env::set_var("STORAGE_EMULATOR_HOST", &emulator.base_url) };
 
     let cache = Cache::at(dir.path().join("cache"));
