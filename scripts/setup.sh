@@ -101,9 +101,11 @@ fi
 
 # QEMU and its tools.
 QEMU_PKGS=(qemu-system-x86 qemu-utils)
-# What vm-fixtures/build.sh builds the fixture image from.
+# What vm-fixtures/build.sh and build-realistic.sh build the fixture images from.
 FIXTURE_PKGS=(busybox-static dropbear-bin openssh-sftp-server syslinux syslinux-common
-              mtools fdisk e2fsprogs cpio kmod dosfstools)
+              mtools fdisk e2fsprogs cpio kmod dosfstools
+              # vm-fixtures/build-realistic.sh: mmdebstrap (uidmap for its unshare mode), tar
+              mmdebstrap uidmap tar)
 # What the tests use to check kiln's output with independent tools (ovmf: UEFI boots), and the
 # reference for the benchmark; python3 runs the Cloud Storage emulators; podman, runc and
 # debootstrap build and run the container image (packaging/Containerfile) from a local base;

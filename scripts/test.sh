@@ -23,6 +23,9 @@ scripts/setup.sh
 at "vm-fixtures/build.sh (building the VM fixture image)" \
   "read the fixture's message above; KILN_FIXTURE_REBUILD=1 vm-fixtures/build.sh builds it again"
 vm-fixtures/build.sh >/dev/null
+at "vm-fixtures/build-realistic.sh (building the realistic VM fixture image)" \
+  "read the fixture's message above; KILN_FIXTURE_REBUILD=1 vm-fixtures/build-realistic.sh builds it again"
+vm-fixtures/build-realistic.sh >/dev/null
 command -v cargo >/dev/null || {
   echo "test: error: cargo is not on PATH" >&2
   echo "test: to fix: install Rust with rustup (https://rustup.rs), then run scripts/test.sh again" >&2

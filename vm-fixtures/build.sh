@@ -269,6 +269,7 @@ install -m 755 "$files/power-button" "$root/etc/acpi/PWRF/00000080"
 mkdir -p "$root/usr/lib/fixture" "$root/usr/lib/fixture-sudo" "$root/etc/cloud" "$root/var/lib/cloud"
 install -m 755 "$files/cloud-init" "$root/usr/lib/fixture/cloud-init"
 install -m 644 "$files/yaml-flat" "$root/usr/lib/fixture/yaml-flat"
+install -m 755 "$files/udhcpc" "$root/usr/lib/fixture/udhcpc"
 install -m 755 "$files/sudo" "$root/usr/bin/sudo"
 # The setuid busybox behind sudo: mode and group are set in the ext4
 # below (4750 root:sudo); only start-stop-daemon may keep root.

@@ -42,14 +42,17 @@ const BUILD_HELP: &str = concat!(
      kiln build -var-file=prod.json -only=base -on-error=abort template.json\n  \
      kiln build -machine-readable -test-report=report.xml template.json\n  \
      kiln build -on-error=ask template.json   (clean up, abort, or retry a failed provisioner)\n  \
-     kiln build -debug template.json          (pause after each step)\n\n\
+     kiln build -debug template.json          (pause after each step)\n  \
+     kiln build -gce-bucket=staging gce.json  (build a googlecompute template, publish the image)\n  \
+     kiln build -publish=false gce.json       (build and test it, keep the disk locally)\n\n\
      Environment:\n",
     common_env!(),
     "\n  \
+     KILN_GCE_BUCKET         the staging bucket of googlecompute builds (as -gce-bucket)\n  \
      SOURCE_DATE_EPOCH       the dates written into seed and CD images\n  \
      KILN_CACHE_DIR          where downloaded sources are kept (see `kiln cache --help`)\n  \
      GOOGLE_APPLICATION_CREDENTIALS, STORAGE_EMULATOR_HOST, KILN_COMPUTE_ENDPOINT\n                          \
-     for googlecompute-import (see `kiln export --help`)"
+     for publishing (googlecompute builds, googlecompute-import; see `kiln export --help`)"
 );
 
 const CACHE_HELP: &str = concat!(
@@ -275,6 +278,23 @@ pub struct BuildArgs {
     /// Write the smoke-test report here (.xml: JUnit, .json).
     #[arg(long = "test-report", value_name = "FILE")]
     pub test_report: Option<PathBuf>,
+    /// Publish googlecompute builds as Compute Engine images once their
+    /// tests pass; `-publish=false` keeps the disk in the build's output
+    /// directory and calls no Google API.
+    #[arg(
+        long,
+        value_name = "BOOL",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub publish: bool,
+    /// The Cloud Storage bucket a googlecompute build's disk is uploaded to
+    /// on its way to Compute Engine (default: KILN_GCE_BUCKET).
+    #[arg(long = "gce-bucket", value_name = "BUCKET")]
+    pub gce_bucket: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -428,6 +448,8 @@ const LONG_FLAGS: &[&str] = &[
     "machine-readable",
     "parallel-builds",
     "test-report",
+    "publish",
+    "gce-bucket",
     "tests",
     "ssh-username",
     "ssh-private-key-file",
@@ -674,6 +696,44 @@ mod tests {
             };
             assert_eq!(t.disk_format, Some(crate::export::ImageFormat::Raw));
         }
+    }
+
+    fn build(args: &[&str]) -> BuildArgs {
+        let mut argv = vec!["kiln", "build"];
+        argv.extend_from_slice(args);
+        argv.push("t.json");
+        match parse(&argv).command {
+            Command::Build(build) => build,
+            other => panic!("not a build: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn publish_is_on_unless_turned_off_as_packer_spells_bools() {
+        assert!(build(&[]).publish);
+        assert!(build(&["-publish"]).publish);
+        assert!(build(&["-publish=true"]).publish);
+        assert!(!build(&["-publish=false"]).publish);
+        assert!(!build(&["--publish=false"]).publish);
+        // Go's flag package reads `-publish false` as `-publish` and a
+        // positional `false`: not silently a value here either.
+        let argv = normalize(["kiln", "build", "-publish", "false", "t.json"].map(OsString::from));
+        assert!(Cli::try_parse_from(argv).is_err());
+        let argv = normalize(["kiln", "build", "-publish=maybe", "t.json"].map(OsString::from));
+        assert!(Cli::try_parse_from(argv).is_err());
+    }
+
+    #[test]
+    fn gce_bucket_takes_both_spellings() {
+        assert_eq!(build(&[]).gce_bucket, None);
+        assert_eq!(
+            build(&["-gce-bucket", "staging"]).gce_bucket.as_deref(),
+            Some("staging")
+        );
+        assert_eq!(
+            build(&["-gce-bucket=staging"]).gce_bucket.as_deref(),
+            Some("staging")
+        );
     }
 
     #[test]

@@ -19,9 +19,28 @@ pub(super) async fn run(args: BuildArgs, machine_readable: bool) -> ExitCode {
         if let Some(path) = &args.test_report {
             crate::smoke::report::check_path(path)?;
         }
-        anyhow::Ok((plan, selection, warnings))
+        let options = BuildOptions {
+            force: args.force,
+            on_error: args.on_error,
+            debug: args.debug,
+            // One build at a time: the pauses of several would interleave.
+            parallel: if args.debug { 1 } else { args.parallel_builds },
+            selection,
+            test_report: args.test_report.clone(),
+            many_builds: false,
+            redactor: redact::Redactor::default(),
+            publish: args.publish,
+            gce_bucket: staging_bucket(
+                args.gce_bucket.as_deref(),
+                std::env::var(pipeline::BUCKET_ENV).ok().as_deref(),
+            ),
+        };
+        // Before any build starts: a build that could not publish its
+        // image would have booted for nothing.
+        pipeline::check_publishing(&plan, &options)?;
+        anyhow::Ok((plan, options, warnings))
     })();
-    let (plan, selection, warnings) = match prepared {
+    let (plan, options, warnings) = match prepared {
         Ok(ready) => ready,
         // Nothing was started: the template or the arguments are wrong.
         Err(err) => return session.usage_error(err.as_ref()),
@@ -35,17 +54,6 @@ pub(super) async fn run(args: BuildArgs, machine_readable: bool) -> ExitCode {
             .ui()
             .say_global("Debug mode enabled. Builds will not be parallelized.");
     }
-    let options = BuildOptions {
-        force: args.force,
-        on_error: args.on_error,
-        debug: args.debug,
-        // One build at a time: the pauses of several would interleave.
-        parallel: if args.debug { 1 } else { args.parallel_builds },
-        selection,
-        test_report: args.test_report.clone(),
-        many_builds: false,
-        redactor: redact::Redactor::default(),
-    };
     let outcomes = session
         .run(pipeline::build(
             &plan,
@@ -56,6 +64,14 @@ pub(super) async fn run(args: BuildArgs, machine_readable: bool) -> ExitCode {
         .await;
     let code = summarize(session.ui(), &outcomes);
     session.exit(code)
+}
+
+/// `-gce-bucket`, else `KILN_GCE_BUCKET`; an empty value is none.
+fn staging_bucket(flag: Option<&str>, env: Option<&str>) -> Option<String> {
+    flag.or(env)
+        .map(str::trim)
+        .filter(|b| !b.is_empty())
+        .map(str::to_string)
 }
 
 fn summarize(ui: &Ui, outcomes: &[pipeline::Outcome]) -> ExitCode {
@@ -108,5 +124,22 @@ fn summarize(ui: &Ui, outcomes: &[pipeline::Outcome]) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         exit::code(exit::FAILURE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::staging_bucket;
+
+    #[test]
+    fn the_flag_wins_over_the_environment() {
+        assert_eq!(
+            staging_bucket(Some("flag"), Some("env")).as_deref(),
+            Some("flag")
+        );
+        assert_eq!(staging_bucket(None, Some("env")).as_deref(), Some("env"));
+        assert_eq!(staging_bucket(None, None), None);
+        // An empty KILN_GCE_BUCKET is no bucket.
+        assert_eq!(staging_bucket(None, Some("")), None);
     }
 }

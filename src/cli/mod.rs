@@ -29,6 +29,9 @@ use ui::Mode;
 /// The `kiln` binary: parses the arguments, runs the command, and returns
 /// its exit status (see `exit`).
 pub fn main() -> ExitCode {
+    if let Some(code) = internal_command() {
+        return code;
+    }
     let argv = args::normalize(std::env::args_os());
     let cli = match Cli::parse_with_positions(argv) {
         Ok(cli) => cli,
@@ -62,6 +65,31 @@ pub fn main() -> ExitCode {
     // running in the background (a ticker) can go.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     code
+}
+
+/// The metadata server command QEMU runs once per guest connection of a
+/// `googlecompute` build (`guestfwd=...-cmd:`): not a command for people,
+/// so it is not in the help.
+const GCE_METADATA_COMMAND: &str = "__gce-metadata";
+
+/// Runs kiln's internal commands, which bypass the command line parser.
+fn internal_command() -> Option<ExitCode> {
+    let mut args = std::env::args_os().skip(1);
+    if args.next()? != GCE_METADATA_COMMAND {
+        return None;
+    }
+    let Some(doc) = args.next() else {
+        eprintln!("usage: kiln {GCE_METADATA_COMMAND} DOCUMENT");
+        return Some(exit::code(exit::USAGE));
+    };
+    match crate::gcp::metadata_http::serve_stdio(std::path::Path::new(&doc)) {
+        Ok(()) => Some(ExitCode::SUCCESS),
+        Err(err) => {
+            // QEMU shows the command's stderr in its own.
+            eprintln!("kiln metadata server: {err}");
+            Some(exit::code(exit::FAILURE))
+        }
+    }
 }
 
 async fn run(cli: Cli) -> ExitCode {

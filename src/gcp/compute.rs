@@ -100,6 +100,8 @@ pub struct ImageRequest {
     pub labels: BTreeMap<String, String>,
     /// e.g. `UEFI_COMPATIBLE`, `VIRTIO_SCSI_MULTIQUEUE`, `GVNIC`.
     pub guest_os_features: Vec<String>,
+    /// License URLs, or `projects/<project>/global/licenses/<name>`.
+    pub licenses: Vec<String>,
     /// Where the image is stored (`us`, `eu`, ...); GCE picks when empty.
     pub storage_locations: Vec<String>,
     /// `X86_64` or `ARM64`.
@@ -120,6 +122,7 @@ impl ImageRequest {
             description: None,
             labels: BTreeMap::new(),
             guest_os_features: Vec::new(),
+            licenses: Vec::new(),
             storage_locations: Vec::new(),
             architecture: None,
             bucket: bucket.to_string(),
@@ -152,6 +155,9 @@ impl ImageRequest {
                     .collect();
                 map.insert("guestOsFeatures".into(), features.into());
             }
+            if !self.licenses.is_empty() {
+                map.insert("licenses".into(), serde_json::json!(self.licenses));
+            }
             if !self.storage_locations.is_empty() {
                 map.insert(
                     "storageLocations".into(),
@@ -177,6 +183,8 @@ impl From<&crate::plan::GceImportConfig> for ImageRequest {
             description: config.image_description.clone(),
             labels: config.image_labels.clone(),
             guest_os_features: config.image_guest_os_features.clone(),
+            // Packer's googlecompute-import takes no licenses.
+            licenses: Vec::new(),
             storage_locations: config.image_storage_locations.clone(),
             architecture: config.image_architecture.clone(),
             bucket: config.bucket.clone(),
@@ -509,6 +517,7 @@ mod tests {
         req.labels.insert("k".into(), "v".into());
         req.guest_os_features = vec!["UEFI_COMPATIBLE".into()];
         req.storage_locations = vec!["eu".into()];
+        req.licenses = vec!["projects/p/global/licenses/l".into()];
         req.architecture = Some("X86_64".into());
         let body = req.body();
         assert_eq!(
@@ -519,6 +528,7 @@ mod tests {
                 "labels": {"k": "v"},
                 "guestOsFeatures": [{"type": "UEFI_COMPATIBLE"}],
                 "storageLocations": ["eu"],
+                "licenses": ["projects/p/global/licenses/l"],
                 "architecture": "X86_64",
                 "rawDisk": {"source": "https://storage.googleapis.com/bkt/dir/disk.tar.gz"},
             })

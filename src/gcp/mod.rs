@@ -11,6 +11,8 @@ mod auth;
 mod compute;
 mod credentials;
 mod http;
+pub mod metadata;
+pub mod metadata_http;
 mod progress;
 mod project;
 mod retry;

@@ -51,6 +51,68 @@ fn is_valid_label_value(value: &str) -> bool {
     value.len() <= 63 && value.chars().all(is_label_char)
 }
 
+/// A project id as GCE takes it in a resource path: a name, an optional
+/// `domain:` prefix (`example.com:my-project`), or a project number.
+fn is_valid_project_in_path(project: &str) -> bool {
+    let name = match project.rsplit_once(':') {
+        Some((domain, name)) => {
+            let domain_ok = !domain.is_empty()
+                && domain.split('.').all(|part| {
+                    !part.is_empty()
+                        && part.len() <= 63
+                        && part
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                });
+            if !domain_ok {
+                return false;
+            }
+            name
+        }
+        None => project,
+    };
+    let number = !name.is_empty() && name.len() <= 19 && name.bytes().all(|b| b.is_ascii_digit());
+    let bytes = name.as_bytes();
+    let named = matches!(bytes.first(), Some(b) if b.is_ascii_lowercase() || b.is_ascii_digit())
+        && matches!(bytes.last(), Some(b) if b.is_ascii_lowercase() || b.is_ascii_digit())
+        && bytes.len() <= 63
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
+    number || named
+}
+
+/// The API roots GCE accepts in a full resource URL.
+const COMPUTE_URL_ROOTS: &[&str] = &[
+    "https://www.googleapis.com/compute/",
+    "https://compute.googleapis.com/compute/",
+];
+
+/// A license as `images.insert` takes it: its full URL
+/// (`https://www.googleapis.com/compute/v1/projects/<p>/global/licenses/<name>`)
+/// or the partial `projects/<p>/global/licenses/<name>`.
+fn is_valid_license(license: &str) -> bool {
+    let path = COMPUTE_URL_ROOTS
+        .iter()
+        .find_map(|root| license.strip_prefix(root))
+        .map(|rest| match rest.split_once('/') {
+            Some(("v1" | "beta" | "alpha", path)) => Some(path),
+            _ => None,
+        })
+        .unwrap_or(Some(license));
+    let Some(path) = path else {
+        return false;
+    };
+    match path.split('/').collect::<Vec<_>>().as_slice() {
+        ["projects", project, "global", "licenses", name] => {
+            is_valid_project_in_path(project) && is_valid_resource_name(name)
+        }
+        _ => false,
+    }
+}
+
+const LICENSE_RULE: &str = "a license is its URL (https://www.googleapis.com/compute/v1/projects/PROJECT/global/licenses/NAME) or projects/PROJECT/global/licenses/NAME";
+
 const NAME_RULE: &str = "1-63 characters: lowercase letters, digits and dashes, starting with a letter and not ending with a dash";
 
 /// Checks an image request against Compute Engine's rules.
@@ -86,6 +148,11 @@ pub fn validate_image_request(request: &ImageRequest) -> Result<(), ValidationEr
             problems.push(format!(
                 "label {key:?} has invalid value {value:?}: at most 63 characters of lowercase letters, digits, '_' and '-'"
             ));
+        }
+    }
+    for license in &request.licenses {
+        if !is_valid_license(license) {
+            problems.push(format!("license {license:?} is invalid: {LICENSE_RULE}"));
         }
     }
     if request.bucket.trim().is_empty() || request.object.trim().is_empty() {
@@ -166,6 +233,46 @@ mod tests {
         assert!(text.contains("\"fam-\""), "{text}");
         assert!(text.contains("\"Key\""), "{text}");
         assert!(text.contains("\"UPPER\""), "{text}");
+    }
+
+    #[test]
+    fn licenses_are_urls_or_project_paths() {
+        for ok in [
+            "projects/debian-cloud/global/licenses/debian-12-bookworm",
+            "https://www.googleapis.com/compute/v1/projects/vm-options/global/licenses/enable-vmx",
+            "https://compute.googleapis.com/compute/beta/projects/p/global/licenses/l1",
+            "projects/example.com:team-x/global/licenses/internal",
+            "projects/123456789/global/licenses/l",
+        ] {
+            assert!(is_valid_license(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "enable-vmx",
+            "global/licenses/enable-vmx",
+            "projects/p/global/images/i",
+            "projects/p/global/licenses/Bad_Name",
+            "projects/P/global/licenses/l",
+            "projects/p/global/licenses/l/extra",
+            "https://www.googleapis.com/compute/v9/projects/p/global/licenses/l",
+            "https://example.com/compute/v1/projects/p/global/licenses/l",
+            "http://www.googleapis.com/compute/v1/projects/p/global/licenses/l",
+        ] {
+            assert!(!is_valid_license(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_bad_license_is_reported_with_the_rule() {
+        let mut req = request();
+        req.licenses = vec!["projects/p/global/licenses/ok".into(), "enable-vmx".into()];
+        let err = validate_image_request(&req).unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert!(err.problems[0].contains("\"enable-vmx\""), "{err}");
+        assert!(
+            err.problems[0].contains("projects/PROJECT/global/licenses/NAME"),
+            "{err}"
+        );
     }
 
     #[test]

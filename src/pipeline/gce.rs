@@ -156,7 +156,10 @@ pub async fn publish_disk(
 }
 
 /// [`publish_disk`] for a stage that has its build's context.
-async fn publish(ctx: &BuildContext, request: &PublishRequest) -> Result<PublishedImage, GceError> {
+pub(super) async fn publish(
+    ctx: &BuildContext,
+    request: &PublishRequest,
+) -> Result<PublishedImage, GceError> {
     request.check()?;
     let image = &request.image;
     let disk = request.disk.as_path();
@@ -440,6 +443,7 @@ pub async fn import(
         build_name: input.build_name.clone(),
         builder_type: input.builder_type.clone(),
         builder_id: "packer.post-processor.googlecompute-import".to_string(),
+        id: None,
         description: format!("A disk image was created: {}", config.image_name),
         files: vec![PathBuf::from(image.self_link)],
     })

@@ -71,6 +71,9 @@ pub enum MachineError {
         /// The last lines of the guest's serial console, indented.
         serial_tail: String,
     },
+    /// The emulated GCE instance could not be set up or cleaned up.
+    #[error(transparent)]
+    Gce(#[from] super::gce_guest::GceGuestError),
     /// The guest's SSH server did not let kiln in within ssh_timeout.
     #[error(
         "timed out after {timeout:?} waiting for SSH{}{}",
@@ -228,6 +231,18 @@ pub struct Machine {
     network_boot: bool,
     /// The build's HTTP server's port (`{{ .HTTPPort }}`), when it has one.
     http_port: Option<u16>,
+    /// A `googlecompute` build: the guest is on GCE's network.
+    gce: bool,
+    /// kiln added its `metadata.google.internal` line to /etc/hosts.
+    hosts_line: bool,
+}
+
+/// Who the guest is: its hostname, and the GCE instance it emulates.
+pub struct Identity<'a> {
+    /// The guest's hostname (the seed's `local-hostname`).
+    pub hostname: &'a str,
+    /// A `googlecompute` build's instance.
+    pub gce: Option<&'a crate::plan::GceInstance>,
 }
 
 // What each stage after launch says when the machine goes away.
@@ -235,6 +250,8 @@ pub struct Machine {
 const DURING_SSH_WAIT: &str = "while kiln waited for SSH";
 /// Names the boot command's typing in [`MachineError::QemuExited`].
 const DURING_BOOT_COMMAND: &str = "while kiln typed the boot command";
+/// Names the startup script's run in [`MachineError::QemuExited`].
+pub const DURING_STARTUP_SCRIPT: &str = "while the startup script ran";
 /// Names the provisioners' run in [`MachineError::QemuExited`].
 pub const DURING_PROVISIONING: &str = "while the provisioners ran";
 /// Names the guest's power-off in [`MachineError::QemuExited`].
@@ -252,8 +269,9 @@ impl Machine {
         disk: &Path,
         scratch: &Path,
         serial_log: &Path,
-        hostname: &str,
+        identity: &Identity<'_>,
     ) -> Result<Machine, MachineError> {
+        let hostname = identity.hostname;
         let accel = choose_accel(ctx, config);
         ctx.stage(super::report::Stage::Seed);
         // The CD drives in order: the installer, kiln's seed, the template's
@@ -262,10 +280,11 @@ impl Machine {
         if !config.disk_image {
             cdroms.push(source.to_path_buf());
         }
+        let key_user = identity.gce.map(|gce| gce.ssh_username.as_str());
         let (ssh, build_key) = match &config.communicator {
             Communicator::None => (None, None),
             Communicator::Ssh(options) => {
-                let (auth, seed) = ssh_auth(ctx, config, options, scratch, hostname)?;
+                let (auth, seed) = ssh_auth(ctx, config, options, scratch, hostname, key_user)?;
                 let build_key = seed.map(|seed| {
                     cdroms.push(seed.image);
                     seed.key
@@ -285,6 +304,11 @@ impl Machine {
             cdroms.push(cd_path);
         }
         let mut spec = launch_spec(config, accel, disk, cdroms, scratch, serial_log);
+        if let Some(instance) = identity.gce {
+            let public_key = build_key.as_ref().map(|key| key.public_key.as_str());
+            let instance = super::gce_guest::with_ssh_key(instance, public_key);
+            spec.gce = Some(super::gce_guest::prepare(&instance, scratch)?);
+        }
         if !config.floppy.is_empty() {
             let image = scratch.join("floppy.img");
             ctx.say("Creating floppy disk...");
@@ -301,6 +325,8 @@ impl Machine {
             build_key,
             network_boot: false,
             http_port: None,
+            gce: identity.gce.is_some(),
+            hosts_line: false,
         })
     }
 
@@ -344,6 +370,29 @@ impl Machine {
         Ok(Some((arg, password)))
     }
 
+    /// The host's address as the guest sees it.
+    pub fn host_ip(&self) -> &'static str {
+        if self.gce {
+            crate::gcp::metadata::GATEWAY_IP
+        } else {
+            crate::plan::boot::HTTP_IP
+        }
+    }
+
+    /// A `googlecompute` build, once logged in: makes
+    /// `metadata.google.internal` resolve in the guest, until
+    /// [`Machine::remove_build_key`] takes the line out again.
+    pub async fn resolve_metadata_name(
+        &mut self,
+        ctx: &BuildContext,
+        guest: &mut Guest,
+    ) -> Result<(), MachineError> {
+        if self.gce {
+            self.hosts_line = super::gce_guest::add_hosts_line(ctx, guest).await?;
+        }
+        Ok(())
+    }
+
     /// The values of the late references in `qemuargs` and
     /// `boot_command`, as Packer names them.
     fn late_values(&self, ssh_host_port: Option<u16>) -> Vec<(&'static str, String)> {
@@ -357,7 +406,7 @@ impl Machine {
                 "OutputDir",
                 self.config.output_directory.display().to_string(),
             ),
-            ("HTTPIP", crate::plan::boot::HTTP_IP.to_string()),
+            ("HTTPIP", self.host_ip().to_string()),
             // Packer's value when no server runs.
             ("HTTPPort", self.http_port.unwrap_or(0).to_string()),
         ]
@@ -627,13 +676,17 @@ impl Machine {
 
     /// Takes out of the guest what kiln's seed put in (the build key, in
     /// every file cloud-init wrote it to, and cloud-init's copy of the
-    /// seed), so the image holds only what the provisioners made. Nothing
-    /// to do when the template brought its own key or seed.
+    /// seed), and kiln's `/etc/hosts` line of a `googlecompute` build, so
+    /// the image holds only what the provisioners made. Nothing to do when
+    /// the template brought its own key or seed.
     pub async fn remove_build_key(
         &self,
         ctx: &BuildContext,
         guest: &mut Guest,
     ) -> Result<(), MachineError> {
+        if self.hosts_line {
+            super::gce_guest::remove_hosts_line(ctx, guest).await?;
+        }
         match &self.build_key {
             Some(key) => traces::remove(ctx, guest, key).await,
             None => Ok(()),
@@ -799,6 +852,7 @@ fn ssh_auth(
     options: &SshOptions,
     scratch: &Path,
     hostname: &str,
+    key_user: Option<&str>,
 ) -> Result<(Auth, Option<Seed>), MachineError> {
     if let Some(password) = &options.password {
         return Ok((Auth::Password(password.clone()), None));
@@ -823,6 +877,7 @@ fn ssh_auth(
                 instance_id: &instance_id,
                 hostname,
                 public_key: &key.public_key_openssh,
+                key_user,
             },
         )
         .map_err(MachineError::Seed)?;
@@ -900,6 +955,7 @@ fn launch_spec(
             .display
             .clone()
             .filter(|d| d != "none" && !config.vnc.use_default_display),
+        gce: None,
     }
 }
 

@@ -9,11 +9,13 @@
 
 mod disk;
 mod gce;
+mod gce_guest;
 mod interactive;
 mod machine;
 mod package;
 mod post;
 mod post_shell_local;
+mod publish;
 pub mod report;
 mod test_boot;
 mod test_image;
@@ -35,6 +37,7 @@ pub use gce::{GceError, PublishRequest, PublishedImage, publish_disk};
 pub use machine::MachineError;
 pub use package::{PackageRequest, PackagedFile, package_disk};
 pub use post::PostError;
+pub use publish::{BUCKET_ENV, PublishSetupError, check_publishing};
 pub use test_image::{TestRequest, test_image};
 
 /// `-on-error`.
@@ -151,6 +154,12 @@ pub struct BuildOptions {
     /// Set by [`build`] from the plan: masked in the files the build
     /// writes from guest output (the test reports).
     pub redactor: crate::redact::Redactor,
+    /// `-publish`: a googlecompute build publishes its image once its
+    /// tests pass; `false` keeps the disk in its output directory.
+    pub publish: bool,
+    /// `-gce-bucket` (or `KILN_GCE_BUCKET`): where a googlecompute build's
+    /// disk is staged on its way to Compute Engine.
+    pub gce_bucket: Option<String>,
 }
 
 /// Why a build failed.
@@ -183,6 +192,9 @@ pub enum BuildError {
     /// The build's HTTP server could not start.
     #[error("HTTP server")]
     Http(#[source] crate::httpd::HttpdError),
+    /// The `googlecompute` startup script failed.
+    #[error(transparent)]
+    StartupScript(gce_guest::GceGuestError),
     /// A provisioner failed.
     #[error("provisioner {} ({kind})", index + 1)]
     Provision {
@@ -223,6 +235,12 @@ pub enum BuildError {
     /// The `googlecompute-import` post-processor failed.
     #[error("googlecompute-import")]
     Gce(#[source] Box<gce::GceError>),
+    /// A googlecompute build cannot publish as asked.
+    #[error(transparent)]
+    PublishSetup(#[from] PublishSetupError),
+    /// Publishing a googlecompute build's image failed.
+    #[error("publishing the image")]
+    Publish(#[source] Box<gce::GceError>),
     /// A disk kiln may not read as it stands.
     #[error(transparent)]
     Image(#[from] crate::export::ImageError),
@@ -422,16 +440,25 @@ async fn pipeline(
     steps: &interactive::Interactive,
 ) -> Result<Vec<Artifact>, BuildError> {
     let config = &spec.qemu;
+    // Known before anything starts: a build that cannot publish boots
+    // nothing.
+    let publishing = publish::target(spec, options)?;
 
     steps.begin(ctx, Stage::Source).await;
     let source = resolve_source(config, ctx).await?;
 
     steps.begin(ctx, Stage::Disk).await;
-    let disk_path = prepare_output(config, options.force, undo)?;
-    make_disk(config, &source, &disk_path).await?;
-
     let scratch = scratch_dir("kiln-")?.keep();
     undo.push(Created::TempDir(scratch.clone()));
+    // A disk on its way to Compute Engine is working data, as the
+    // instance's disk is to Packer's googlecompute: it lives with the
+    // build's scratch files and goes with them, so the next build needs
+    // no -force.
+    let disk_path = match publishing {
+        Some(_) => scratch.join(&config.vm_name),
+        None => prepare_output(config, options.force, undo)?,
+    };
+    make_disk(config, &source, &disk_path).await?;
 
     let serial_log = serial_log_path(config);
     let mut vm = machine::Machine::prepare(
@@ -441,7 +468,13 @@ async fn pipeline(
         &disk_path,
         &scratch,
         &serial_log,
-        &config.vm_name,
+        &machine::Identity {
+            hostname: spec
+                .gce
+                .as_ref()
+                .map_or(config.vm_name.as_str(), |gce| gce.instance.name.as_str()),
+            gce: spec.gce.as_ref().map(|gce| &gce.instance),
+        },
     )
     .await?;
     // Stopped when dropped: at the end of this function, on success or
@@ -461,6 +494,17 @@ async fn pipeline(
         }
         Communicator::None => None,
     };
+    if let (Some(gce), Some(guest)) = (&spec.gce, guest.as_mut()) {
+        vm.resolve_metadata_name(ctx, guest).await?;
+        if let Some(script) = &gce.startup_script {
+            let running = async {
+                gce_guest::run_startup_script(ctx, guest, script, gce.state_timeout)
+                    .await
+                    .map_err(BuildError::StartupScript)
+            };
+            against_machine(&mut vm, machine::DURING_STARTUP_SCRIPT, running).await?;
+        }
+    }
 
     steps.begin(ctx, Stage::Provision).await;
     let provisioning = provision(spec, ctx, guest.as_mut(), steps);
@@ -480,8 +524,36 @@ async fn pipeline(
         smoke_test(spec, options, ctx, &disk_path).await?;
     }
 
+    if let Some(target) = publishing {
+        steps.begin(ctx, Stage::Publish).await;
+        // No compaction first: the tarball carries only the disk's data.
+        let image = publish::publish(
+            ctx,
+            spec,
+            target,
+            &disk_path,
+            disk_format(spec),
+            options.force,
+        )
+        .await?;
+        let artifacts = if spec.post_processors.is_empty() {
+            vec![image]
+        } else {
+            steps.begin(ctx, Stage::Post).await;
+            run_post_processors(spec, image, ctx, undo, run_uuid).await?
+        };
+        steps.end(ctx).await;
+        return Ok(artifacts);
+    }
+
     steps.begin(ctx, Stage::Finalize).await;
     compact(config, ctx, &disk_path).await?;
+    if spec.gce.is_some() {
+        ctx.say(&format!(
+            "-publish=false: the image is not published; the disk stays in {}",
+            config.output_directory_shown.display()
+        ));
+    }
 
     // Shown as the template wrote it, as Packer shows it: kiln never
     // changes its working directory, so the relative path stays good.
@@ -489,6 +561,7 @@ async fn pipeline(
         build_name: spec.name.clone(),
         builder_type: spec.builder_type.clone(),
         builder_id: report::QEMU_BUILDER_ID.to_string(),
+        id: None,
         description: format!(
             "VM files in directory: {}",
             config.output_directory_shown.display()
@@ -594,6 +667,7 @@ async fn smoke_test(
         config.format.as_str(),
         &log_beside(config, "test.serial.log"),
         &spec.tests,
+        spec.gce.as_ref().map(|gce| &gce.instance),
     )
     .await?;
     // A check's output is the guest's: it may print a secret.
@@ -987,6 +1061,7 @@ mod tests {
             build_name: "demo".into(),
             builder_type: "qemu".into(),
             builder_id: report::QEMU_BUILDER_ID.into(),
+            id: None,
             files: vec![disk.clone()],
             description: "VM files in directory: out".into(),
         };

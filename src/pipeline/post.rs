@@ -97,6 +97,7 @@ pub fn checksum(config: &ChecksumPostConfig, input: &Artifact) -> Result<Artifac
         build_name: input.build_name.clone(),
         builder_type: input.builder_type.clone(),
         builder_id: "packer.post-processor.checksum".to_string(),
+        id: None,
         description: format!(
             "Created artifact from files: {}",
             outputs
@@ -151,12 +152,19 @@ pub fn manifest(
     } else {
         chrono::Utc::now().timestamp()
     };
+    // An artifact of no files (a published image) has `null` files, as
+    // Packer's manifest writes its empty list.
+    let files = if files.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::Value::Array(files)
+    };
     let mut entry = serde_json::json!({
         "name": input.build_name,
         "builder_type": input.builder_type,
         "build_time": build_time,
         "files": files,
-        "artifact_id": "VM",
+        "artifact_id": input.id.as_deref().unwrap_or("VM"),
         "packer_run_uuid": run_uuid,
     });
     if !config.custom_data.is_empty() {
@@ -181,14 +189,19 @@ pub fn manifest(
 /// The disk an artifact carries: the builder's own artifact, not what an
 /// earlier post-processor (checksum files, a tarball) made of it.
 pub fn disk_of(post: &'static str, artifact: &Artifact) -> Result<PathBuf, PostError> {
+    // An artifact of no files (a published image) is told by what it is.
     let not_a_disk = || PostError::NotADisk {
         post,
-        files: artifact
-            .files
-            .iter()
-            .map(|f| f.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
+        files: if artifact.files.is_empty() {
+            artifact.description.clone()
+        } else {
+            artifact
+                .files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
     };
     if artifact.builder_id != super::report::QEMU_BUILDER_ID {
         return Err(not_a_disk());
@@ -233,6 +246,7 @@ pub async fn compress(
         build_name: input.build_name.clone(),
         builder_type: input.builder_type.clone(),
         builder_id: "packer.post-processor.compress".to_string(),
+        id: None,
         description: format!("compressed artifacts in: {}", output.display()),
         files: vec![output],
     })
@@ -250,6 +264,7 @@ mod tests {
             build_name: "demo".into(),
             builder_type: "qemu".into(),
             builder_id: crate::pipeline::report::QEMU_BUILDER_ID.into(),
+            id: None,
             files,
             description: String::new(),
         }
@@ -299,6 +314,43 @@ mod tests {
         assert_eq!(doc["builds"][0]["files"][0]["name"], "disk.img");
         assert_eq!(doc["builds"][0]["files"][0]["size"], 5);
         assert_eq!(doc["builds"][1]["custom_data"]["team"], "infra");
+    }
+
+    /// A published image is recorded as Packer records its googlecompute
+    /// artifact: the image's name as the id, no files.
+    #[test]
+    fn manifest_records_a_published_image_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ManifestConfig {
+            output: dir.path().join("manifest.json"),
+            strip_path: false,
+            strip_time: true,
+            custom_data: Default::default(),
+            keep_input_artifact: true,
+        };
+        let image = Artifact {
+            build_name: "base".into(),
+            builder_type: "googlecompute".into(),
+            builder_id: crate::pipeline::report::GCE_BUILDER_ID.into(),
+            id: Some("base-20260101".into()),
+            files: Vec::new(),
+            description: "A disk image was created: base-20260101".into(),
+        };
+        let out = manifest(&config, &image, "run-1").unwrap();
+        assert_eq!(out.id(), "base-20260101");
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&config.output).unwrap()).unwrap();
+        let build = &doc["builds"][0];
+        assert_eq!(build["artifact_id"], "base-20260101");
+        assert_eq!(build["builder_type"], "googlecompute");
+        assert_eq!(build["files"], serde_json::Value::Null);
+        // A disk-needing post-processor after it says what it got.
+        let err = disk_of("compress", &image).unwrap_err().to_string();
+        assert!(err.contains("compress needs a disk image"), "{err}");
+        assert!(
+            err.contains("A disk image was created: base-20260101"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -436,6 +488,7 @@ mod tests {
         );
         let sums = Artifact {
             builder_id: "packer.post-processor.checksum".into(),
+            id: None,
             ..artifact(vec![PathBuf::from("out/disk.sha256")])
         };
         let err = disk_of("compress", &sums).unwrap_err();

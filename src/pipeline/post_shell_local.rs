@@ -70,6 +70,7 @@ mod tests {
             build_name: "web".into(),
             builder_type: "qemu".into(),
             builder_id: crate::pipeline::report::QEMU_BUILDER_ID.into(),
+            id: None,
             files: vec!["out/disk.qcow2".into()],
             description: "VM files in directory: out".into(),
         }

@@ -25,6 +25,8 @@ pub enum Stage {
     Test,
     /// Compacting the disk.
     Finalize,
+    /// Uploading the disk and creating the Compute Engine image.
+    Publish,
     /// Running the post-processors.
     Post,
     /// Removing temporary files (or all of a failed build's).
@@ -44,6 +46,7 @@ impl Stage {
             Stage::Shutdown => "shutdown",
             Stage::Test => "test",
             Stage::Finalize => "finalize",
+            Stage::Publish => "publish",
             Stage::Post => "post",
             Stage::Cleanup => "cleanup",
         }
@@ -52,6 +55,9 @@ impl Stage {
 
 /// The qemu builder's artifact id, as Packer's qemu builder reports it.
 pub(super) const QEMU_BUILDER_ID: &str = "transcend.qemu";
+
+/// Packer's googlecompute builder id: the artifact of a published image.
+pub(super) const GCE_BUILDER_ID: &str = "packer.googlecompute";
 
 /// What a finished build produced.
 #[derive(Debug, Clone)]
@@ -62,6 +68,9 @@ pub struct Artifact {
     pub builder_type: String,
     /// Packer's builder id, kept for manifest and machine-readable output.
     pub builder_id: String,
+    /// Packer's artifact id when the artifact names something of its own
+    /// (a published image's name); `None`: the id its kind always has.
+    pub id: Option<String>,
     /// The files it consists of.
     pub files: Vec<PathBuf>,
     /// One line that says what it is, for people.
@@ -69,10 +78,13 @@ pub struct Artifact {
 }
 
 impl Artifact {
-    /// Packer's artifact id: `VM` for the qemu builder's, empty for the
+    /// Packer's artifact id: the one it carries (a published image's
+    /// name), else `VM` for the qemu builder's, empty for the
     /// post-processors kiln has (their Packer counterparts report none).
-    pub fn id(&self) -> &'static str {
-        if self.builder_id == QEMU_BUILDER_ID {
+    pub fn id(&self) -> &str {
+        if let Some(id) = &self.id {
+            id
+        } else if self.builder_id == QEMU_BUILDER_ID {
             "VM"
         } else {
             ""

@@ -8,7 +8,7 @@ use std::path::Path;
 use super::machine::{DURING_TESTS, Machine};
 use super::report::Stage;
 use super::{BuildContext, BuildError, disk};
-use crate::plan::{CheckSpec, Communicator, DiskFormat, QemuConfig};
+use crate::plan::{CheckSpec, Communicator, DiskFormat, GceInstance, QemuConfig};
 use crate::smoke::{self, CheckResult};
 
 /// Boots `disk` (in `format`) under an overlay and runs `checks` on it.
@@ -19,6 +19,7 @@ pub async fn run(
     format: &str,
     serial_log: &Path,
     checks: &[CheckSpec],
+    gce: Option<&GceInstance>,
 ) -> Result<Vec<CheckResult>, BuildError> {
     if matches!(config.communicator, Communicator::None) {
         return Err(BuildError::TestsNeedSsh);
@@ -38,7 +39,18 @@ pub async fn run(
     boot_config.cd_files.clear();
     boot_config.cd_content.clear();
     boot_config.cd_label = None;
-    let hostname = format!("{}-test", config.vm_name.replace('.', "-"));
+    // A googlecompute image boots as a new instance of the same project,
+    // without the build's key (the seed gives the test boot its own).
+    let test_instance = gce.map(|instance| {
+        let mut instance = instance.clone();
+        instance.name = format!("{}-test", instance.name);
+        instance.attributes.remove("ssh-keys");
+        instance
+    });
+    let hostname = match &test_instance {
+        Some(instance) => instance.name.clone(),
+        None => format!("{}-test", config.vm_name.replace('.', "-")),
+    };
     ctx.say(&format!(
         "Booting a fresh instance of the result for {} check(s)...",
         checks.len()
@@ -50,11 +62,16 @@ pub async fn run(
         &overlay,
         scratch.path(),
         serial_log,
-        &hostname,
+        &super::machine::Identity {
+            hostname: &hostname,
+            gce: test_instance.as_ref(),
+        },
     )
     .await?;
     vm.launch(ctx).await?;
     let mut guest = vm.connect(ctx).await?;
+    // The overlay is thrown away: the hosts line need not be removed.
+    vm.resolve_metadata_name(ctx, &mut guest).await?;
     let report = |result: &CheckResult| {
         if result.passed {
             ctx.say(&format!("check {}: pass", result.name));

@@ -96,6 +96,7 @@ pub async fn test_image(
             format,
             &serial_log,
             &request.checks,
+            None,
         )
         .await
     };

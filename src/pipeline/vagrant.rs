@@ -149,6 +149,7 @@ pub async fn vagrant(
         build_name: input.build_name.clone(),
         builder_type: input.builder_type.clone(),
         builder_id: BUILDER_ID.to_string(),
+        id: None,
         description: format!("'{PROVIDER}' provider box: {}", output.display()),
         files: vec![output],
     })
@@ -369,6 +370,7 @@ mod tests {
             build_name: "demo".into(),
             builder_type: "qemu".into(),
             builder_id: crate::pipeline::report::QEMU_BUILDER_ID.into(),
+            id: None,
             files: vec![disk.to_path_buf()],
             description: String::new(),
         }

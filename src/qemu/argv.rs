@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Accel, Disk, LaunchSpec, QemuError};
+use super::{Accel, Disk, GcePlatform, LaunchSpec, QemuError};
 
 /// Where OVMF looks for its code when the template names no firmware.
 const DEFAULT_OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
@@ -137,12 +137,18 @@ fn default_args(spec: &LaunchSpec) -> Vec<(String, Vec<String>)> {
     push("-device", devices);
 
     let mut netdev = "user,id=user.0".to_string();
+    if let Some(gce) = &spec.gce {
+        netdev.push_str(&gce_network(gce));
+    }
     if let Some((host, guest)) = spec.ssh_forward {
         // Bound to loopback only: the guest's SSH (often with a known
         // password) must not be reachable from the network.
         netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
     }
     push("-netdev", vec![netdev]);
+    if let Some(gce) = &spec.gce {
+        push("-smbios", gce_smbios(gce));
+    }
     if !spec.efi_boot
         && let Some(firmware) = &spec.firmware
     {
@@ -168,6 +174,34 @@ fn default_args(spec: &LaunchSpec) -> Vec<(String, Vec<String>)> {
         push("-display", vec![display.clone()]);
     }
     args
+}
+
+/// The user network of a `googlecompute` build's guest: GCE's link-local
+/// range, so that QEMU forwards the metadata address to kiln's metadata
+/// server (QEMU refuses a `guestfwd` outside the guest's network). The
+/// guest gets its address by DHCP, as on GCE.
+fn gce_network(gce: &GcePlatform) -> String {
+    use crate::gcp::metadata::{DNS_IP, GATEWAY_IP, GUEST_IP, GUEST_NET, METADATA_IP};
+    // QEMU reads the command up to the next `,`: a comma in it (a path)
+    // is doubled.
+    format!(
+        ",net={GUEST_NET},host={GATEWAY_IP},dns={DNS_IP},dhcpstart={GUEST_IP},guestfwd=tcp:{METADATA_IP}:80-cmd:{}",
+        gce.metadata_command.replace(',', ",,")
+    )
+}
+
+/// SMBIOS tables that say "Google Compute Engine", where cloud-init and
+/// Google's guest software look to decide they run on GCE.
+fn gce_smbios(gce: &GcePlatform) -> Vec<String> {
+    vec![
+        "type=0,vendor=Google".to_string(),
+        format!(
+            "type=1,manufacturer=Google,product=Google Compute Engine,serial={}",
+            gce.serial.replace(',', ",,")
+        ),
+        "type=2,manufacturer=Google,product=Google Compute Engine".to_string(),
+        "type=3,manufacturer=Google".to_string(),
+    ]
 }
 
 /// The `-drive` values (disks, CDs, EFI firmware) and the `-device`
@@ -376,6 +410,77 @@ mod tests {
                 "-display",
                 "none",
             ])
+        );
+    }
+
+    fn gce_spec() -> LaunchSpec {
+        LaunchSpec {
+            gce: Some(GcePlatform {
+                metadata_command: "'/opt/k,iln/kiln' __gce-metadata '/tmp/s/metadata.json'".into(),
+                serial: "GoogleCloud-0123ABCD".into(),
+            }),
+            ..spec()
+        }
+    }
+
+    #[test]
+    fn a_gce_guest_gets_gce_network_and_smbios() {
+        let argv = argv(&gce_spec());
+        assert_eq!(
+            values(&argv, "-netdev"),
+            strings(&[concat!(
+                "user,id=user.0,net=169.254.169.0/24,host=169.254.169.1,dns=169.254.169.253,",
+                "dhcpstart=169.254.169.15,guestfwd=tcp:169.254.169.254:80-cmd:",
+                "'/opt/k,,iln/kiln' __gce-metadata '/tmp/s/metadata.json',",
+                "hostfwd=tcp:127.0.0.1:3022-:22"
+            )])
+        );
+        assert_eq!(
+            values(&argv, "-smbios"),
+            strings(&[
+                "type=0,vendor=Google",
+                "type=1,manufacturer=Google,product=Google Compute Engine,serial=GoogleCloud-0123ABCD",
+                "type=2,manufacturer=Google,product=Google Compute Engine",
+                "type=3,manufacturer=Google",
+            ])
+        );
+        // Everything else is the qemu builder's.
+        let plain = super::argv(&spec());
+        let strip = |argv: &[String]| -> Vec<String> {
+            let mut out = Vec::new();
+            let mut skip = false;
+            for arg in argv {
+                if skip {
+                    skip = false;
+                } else if arg == "-netdev" || arg == "-smbios" {
+                    skip = true;
+                } else {
+                    out.push(arg.clone());
+                }
+            }
+            out
+        };
+        assert_eq!(strip(&argv), strip(&plain));
+        assert!(values(&plain, "-smbios").is_empty());
+    }
+
+    #[test]
+    fn a_templates_netdev_replaces_the_gce_network_too() {
+        let mut spec = gce_spec();
+        spec.extra_args = vec![strings(&[
+            "-netdev",
+            "user,id=user.0,hostfwd=tcp::2222-:22",
+        ])];
+        assert_eq!(
+            values(&argv(&spec), "-netdev"),
+            strings(&["user,id=user.0,hostfwd=tcp::2222-:22"])
+        );
+        // The same override on a qemu build: as before.
+        let mut plain = super::tests::spec();
+        plain.extra_args = spec.extra_args.clone();
+        assert_eq!(
+            values(&argv(&plain), "-netdev"),
+            strings(&["user,id=user.0,hostfwd=tcp::2222-:22"])
         );
     }
 

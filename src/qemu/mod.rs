@@ -100,6 +100,19 @@ pub struct LaunchSpec {
     /// `-display`'s value for a window (the template's `display`); `None`
     /// leaves the choice to QEMU. Not used when `headless`.
     pub display: Option<String>,
+    /// A `googlecompute` build: the guest is made to look like a GCE
+    /// instance (its network, metadata server and SMBIOS).
+    pub gce: Option<GcePlatform>,
+}
+
+/// What makes a guest look like a GCE instance from inside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcePlatform {
+    /// The shell command QEMU runs for each guest connection to
+    /// `169.254.169.254:80`, with the connection on its stdin and stdout.
+    pub metadata_command: String,
+    /// The SMBIOS system serial number (`GoogleCloud-<hex>`).
+    pub serial: String,
 }
 
 /// What kiln says when a guest under KVM fails: on this kind of host the
@@ -376,5 +389,42 @@ mod tests {
             .unwrap_or_else(|| panic!("no floppy0 in:\n{blocks}"));
         assert!(line.contains(&floppy.display().to_string()), "{line}");
         assert!(line.contains("raw"), "{line}");
+    }
+
+    /// QEMU takes the GCE guest's network (with the metadata forward) and
+    /// SMBIOS tables, and the guest's system serial reads back as given.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn qemu_accepts_the_gce_platform() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("disk.qcow2");
+        let made = std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&disk)
+            .arg("64M")
+            .status()
+            .expect("qemu-img is needed for this test");
+        assert!(made.success());
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let spec = LaunchSpec {
+            ssh_forward: Some((port, 22)),
+            gce: Some(GcePlatform {
+                metadata_command: "'/bin/cat' '/dev/null'".into(),
+                serial: "GoogleCloud-0123ABCD".into(),
+            }),
+            ..LaunchSpec::for_tests(disk, "qcow2", dir.path())
+        };
+        let mut process = QemuProcess::spawn("qemu-system-x86_64", &argv(&spec))
+            .await
+            .unwrap();
+        let qmp = Qmp::connect(&spec.qmp_socket, std::time::Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|err| panic!("{err}: {}", process.stderr_tail()));
+        let network = qmp.human_command("info usernet").await.unwrap();
+        process.kill();
+        assert!(network.contains(&port.to_string()), "{network}");
     }
 }

@@ -51,6 +51,7 @@ impl super::LaunchSpec {
             extra_args: vec![],
             vnc: None,
             display: None,
+            gce: None,
         }
     }
 }

@@ -76,6 +76,10 @@ pub struct NoCloud<'a> {
     pub hostname: &'a str,
     /// One OpenSSH public key line.
     pub public_key: &'a str,
+    /// A user that gets the key and password-less sudo, as GCE's
+    /// `ssh-keys` metadata gives them (a `googlecompute` build's
+    /// `ssh_username`); `None`: the key goes to the image's default user.
+    pub key_user: Option<&'a str>,
 }
 
 /// Writes a NoCloud seed ISO (label `cidata`) to `out`.

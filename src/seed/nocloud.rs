@@ -25,11 +25,21 @@ pub fn meta_data(seed: &NoCloud<'_>) -> String {
 ///
 /// The key sits on its own `- <key>` line: the busybox test fixture
 /// reads it from there.
+///
+/// With a `key_user` (a `googlecompute` build) the key goes to that user
+/// alone, created with password-less sudo the way GCE's guest agent
+/// creates a user of the `ssh-keys` metadata: the user stays in the image,
+/// as it does after a build on GCE.
 pub fn user_data(seed: &NoCloud<'_>) -> String {
-    format!(
-        "#cloud-config\nssh_authorized_keys:\n  - {}\n",
-        yaml_scalar(seed.public_key.trim())
-    )
+    let key = yaml_scalar(seed.public_key.trim());
+    match seed.key_user {
+        // cloud-init gives root the top-level keys.
+        Some(user) if user != "root" => format!(
+            "#cloud-config\nusers:\n  - default\n  - name: {}\n    sudo: \"ALL=(ALL) NOPASSWD:ALL\"\n    groups: adm\n    shell: /bin/bash\n    lock_passwd: true\n    ssh_authorized_keys:\n      - {key}\n",
+            yaml_scalar(user)
+        ),
+        _ => format!("#cloud-config\nssh_authorized_keys:\n  - {key}\n"),
+    }
 }
 
 /// Writes the seed ISO, volume label `cidata`, dated `timestamp`.
@@ -100,7 +110,32 @@ mod tests {
             instance_id: "kiln-1234",
             hostname: "web",
             public_key: KEY,
+            key_user: None,
         }
+    }
+
+    #[test]
+    fn a_key_user_gets_the_key_and_sudo() {
+        let packer = NoCloud {
+            key_user: Some("packer"),
+            ..seed()
+        };
+        assert_eq!(
+            user_data(&packer),
+            format!(
+                "#cloud-config\nusers:\n  - default\n  - name: packer\n    sudo: \"ALL=(ALL) NOPASSWD:ALL\"\n    groups: adm\n    shell: /bin/bash\n    lock_passwd: true\n    ssh_authorized_keys:\n      - {KEY}\n"
+            )
+        );
+        let root = NoCloud {
+            key_user: Some("root"),
+            ..seed()
+        };
+        assert_eq!(user_data(&root), user_data(&seed()));
+        let odd = NoCloud {
+            key_user: Some("yes"),
+            ..seed()
+        };
+        assert!(user_data(&odd).contains("  - name: \"yes\"\n"));
     }
 
     #[test]

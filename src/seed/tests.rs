@@ -82,6 +82,7 @@ fn seed() -> NoCloud<'static> {
         instance_id: "kiln-0001",
         hostname: "web-1",
         public_key: KEY,
+        key_user: None,
     }
 }
 

@@ -4,7 +4,7 @@
 //!
 //! Images carry what GCE gives them: a numeric `id` (as a string of
 //! digits) and a `selfLink`, returned by `images.get`.
-//! It checks names, families and labels like GCE (HTTP 400), refuses an
+//! It checks names, families, labels and licenses like GCE (HTTP 400), refuses an
 //! existing name (HTTP 409), honours `requestId` (a repeated ID returns the
 //! first operation), fetches `rawDisk.source` from the storage emulator and
 //! checks it is a valid GCE tarball. Operations move PENDING → RUNNING →
@@ -198,6 +198,16 @@ const NAME_REGEX: &str = "(?:[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?)";
 const LABEL_KEY_REGEX: &str = "[a-z][-_a-z0-9]{0,62}";
 const LABEL_VALUE_REGEX: &str = "[-_a-z0-9]{0,63}";
 
+/// A license reference GCE resolves: its URL under either API root, or
+/// the partial `projects/<project>/global/licenses/<name>`, where the
+/// project may be domain-scoped or a number.
+const LICENSE_REGEX: &str = concat!(
+    "(?:https://(?:www|compute)\\.googleapis\\.com/compute/(?:v1|beta|alpha)/)?",
+    "projects/(?:(?:[-a-z0-9]{1,63}\\.)*[-a-z0-9]{1,63}:)?",
+    "(?:[0-9]{1,19}|[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?)",
+    "/global/licenses/(?:[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?)"
+);
+
 fn matches_whole(pattern: &str, text: &str) -> bool {
     regex::Regex::new(&format!("^{pattern}$")).is_ok_and(|re| re.is_match(text))
 }
@@ -227,6 +237,16 @@ fn check_fields(body: &Value) -> Result<(), String> {
         return Err(format!(
             "Invalid value for field 'resource.family': '{family}'. Must be a match of regex '{NAME_REGEX}'"
         ));
+    }
+    if let Some(licenses) = body.get("licenses").and_then(Value::as_array) {
+        for (i, license) in licenses.iter().enumerate() {
+            let license = license.as_str().unwrap_or("");
+            if !matches_whole(LICENSE_REGEX, license) {
+                return Err(format!(
+                    "Invalid value for field 'resource.licenses[{i}]': '{license}'. The URL is malformed."
+                ));
+            }
+        }
     }
     if let Some(labels) = body.get("labels").and_then(Value::as_object) {
         if labels.len() > 64 {
@@ -487,4 +507,30 @@ async fn get_operation(
         }
     }
     axum::Json(op.json.clone()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn licenses_are_checked_like_gce() {
+        let with = |license: &str| json!({"name": "img", "licenses": [license]});
+        for ok in [
+            "projects/debian-cloud/global/licenses/debian-12-bookworm",
+            "https://www.googleapis.com/compute/v1/projects/vm-options/global/licenses/enable-vmx",
+            "https://compute.googleapis.com/compute/beta/projects/p/global/licenses/l",
+            "projects/example.com:team-x/global/licenses/internal",
+        ] {
+            assert_eq!(check_fields(&with(ok)), Ok(()), "{ok}");
+        }
+        for bad in [
+            "enable-vmx",
+            "projects/p/global/licenses/Bad",
+            "projects/p/global/images/i",
+        ] {
+            let err = check_fields(&with(bad)).unwrap_err();
+            assert!(err.contains("resource.licenses[0]"), "{err}");
+        }
+    }
 }

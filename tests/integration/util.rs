@@ -92,6 +92,37 @@ pub fn installer_fixture() -> &'static Path {
     })
 }
 
+/// The realistic fixture (`vm-fixtures/build-realistic.sh`): Debian 12
+/// with systemd, real cloud-init (NoCloud and GCE datasources) and
+/// OpenSSH, set up like an Ubuntu cloud image (default user `ubuntu` with
+/// password-less sudo, root refused, the root partition grown to the disk).
+/// Slow to boot under TCG (minutes on a busy machine).
+pub fn realistic_fixture() -> &'static Path {
+    static FIXTURE: OnceLock<PathBuf> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        if let Some(path) = std::env::var_os("KILN_TEST_REALISTIC_FIXTURE") {
+            return PathBuf::from(path);
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("vm-fixtures/build-realistic.sh");
+        let output = Command::new("bash")
+            .arg(&script)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run vm-fixtures/build-realistic.sh");
+        assert!(
+            output.status.success(),
+            "vm-fixtures/build-realistic.sh failed"
+        );
+        let stdout = String::from_utf8(output.stdout).expect("utf-8 path");
+        let path = PathBuf::from(stdout.lines().last().expect("a path").trim());
+        assert!(
+            path.is_absolute() && path.exists(),
+            "bad fixture path {path:?}"
+        );
+        path
+    })
+}
+
 /// A directory of its own for one test, with its own TMPDIR inside so the
 /// test can check that kiln left no temporary files behind.
 pub struct Scratch {
