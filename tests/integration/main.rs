@@ -10,6 +10,7 @@ mod container;
 mod dead_machine;
 mod disks;
 mod gce;
+mod gce_guest;
 mod guest;
 mod interactive;
 mod legacy_templates;
