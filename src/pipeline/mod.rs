@@ -548,9 +548,14 @@ async fn pipeline(
 
     steps.begin(ctx, Stage::Finalize).await;
     compact(config, ctx, &disk_path).await?;
-    if spec.gce.is_some() {
+    if let Some(gce) = &spec.gce {
+        let why = if gce.skip_create_image {
+            "skip_create_image"
+        } else {
+            "-publish=false"
+        };
         ctx.say(&format!(
-            "-publish=false: the image is not published; the disk stays in {}",
+            "{why}: the image is not published; the disk stays in {}",
             config.output_directory_shown.display()
         ));
     }
