@@ -13,6 +13,7 @@ mod gce;
 mod gce_guest;
 mod gce_publish;
 mod gce_sources;
+mod gce_unchanged;
 mod guest;
 mod interactive;
 mod legacy_templates;
