@@ -94,7 +94,8 @@ stop() {
 # --- 1: the checks, on a disk grown by 1 GiB -------------------------------------
 seed 1 iid-realistic-1
 qemu-img create -q -f qcow2 -b "$image" -F qcow2 "$t/disk-1.qcow2"
-virtual=$(qemu-img info --output=json "$image" | sed -n 's/.*"virtual-size": *\([0-9]*\).*/\1/p' | head -n 1)
+virtual=$(qemu-img info "$image" | sed -n 's/^virtual size: .*(\([0-9]*\) bytes).*/\1/p')
+[ -n "$virtual" ] || fail "cannot read the virtual size of $image"
 qemu-img resize -q "$t/disk-1.qcow2" +1G
 boot 1 ""
 gssh 'cloud-init status --wait' >"$t/status" 2>&1 || fail "cloud-init status --wait: $(cat "$t/status")"

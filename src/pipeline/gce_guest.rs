@@ -98,10 +98,11 @@ pub fn prepare(instance: &GceInstance, scratch: &Path) -> Result<GcePlatform, Gc
     })
 }
 
-/// The command QEMU's shell runs per connection.
+/// The command QEMU runs per connection: split into words with shell
+/// quoting rules (libslirp's `g_shell_parse_argv`), run without a shell.
 fn metadata_command(exe: &Path, doc: &Path) -> String {
     format!(
-        "exec {} {METADATA_COMMAND} {}",
+        "{} {METADATA_COMMAND} {}",
         shell_quote(&exe.display().to_string()),
         shell_quote(&doc.display().to_string())
     )
@@ -268,7 +269,7 @@ mod tests {
     fn the_metadata_command_quotes_its_paths() {
         assert_eq!(
             metadata_command(Path::new("/opt/it's/kiln"), Path::new("/tmp/a b/doc.json")),
-            r#"exec '/opt/it'"'"'s/kiln' __gce-metadata '/tmp/a b/doc.json'"#
+            r#"'/opt/it'"'"'s/kiln' __gce-metadata '/tmp/a b/doc.json'"#
         );
     }
 

@@ -479,7 +479,7 @@ async fn pipeline(
     .await?;
     // Stopped when dropped: at the end of this function, on success or
     // failure, after the guest is off.
-    let http_server = start_http_server(config, ctx).await?;
+    let http_server = start_http_server(config, spec.gce.is_some(), ctx).await?;
     if let Some(server) = &http_server {
         vm.set_http_port(server.port());
     }
@@ -548,9 +548,14 @@ async fn pipeline(
 
     steps.begin(ctx, Stage::Finalize).await;
     compact(config, ctx, &disk_path).await?;
-    if spec.gce.is_some() {
+    if let Some(gce) = &spec.gce {
+        let why = if gce.skip_create_image {
+            "skip_create_image"
+        } else {
+            "-publish=false"
+        };
         ctx.say(&format!(
-            "-publish=false: the image is not published; the disk stays in {}",
+            "{why}: the image is not published; the disk stays in {}",
             config.output_directory_shown.display()
         ));
     }
@@ -584,6 +589,7 @@ async fn pipeline(
 /// the build.
 async fn start_http_server(
     config: &QemuConfig,
+    gce: bool,
     ctx: &BuildContext,
 ) -> Result<Option<crate::httpd::HttpServer>, BuildError> {
     use crate::httpd::{Content, HttpServer, Logger, RequestLog};
@@ -607,7 +613,12 @@ async fn start_http_server(
     ctx.say(&format!(
         "Starting HTTP server on {}; the guest reaches it at http://{}:{}/",
         server.address(),
-        crate::plan::boot::HTTP_IP,
+        // A googlecompute guest's network is GCE's link-local range.
+        if gce {
+            crate::gcp::metadata::GATEWAY_IP
+        } else {
+            crate::plan::boot::HTTP_IP
+        },
         server.port()
     ));
     Ok(Some(server))

@@ -58,7 +58,11 @@ pub(super) fn target<'a>(
     spec: &'a BuildSpec,
     options: &'a BuildOptions,
 ) -> Result<Option<Target<'a>>, PublishSetupError> {
-    let Some(gce) = spec.gce.as_ref().filter(|_| options.publish) else {
+    let Some(gce) = spec
+        .gce
+        .as_ref()
+        .filter(|gce| options.publish && !gce.skip_create_image)
+    else {
         return Ok(None);
     };
     let bucket = options
@@ -199,6 +203,7 @@ mod tests {
                 startup_script: None,
                 state_timeout: Duration::from_secs(300),
                 not_applied: Vec::new(),
+                skip_create_image: false,
             }),
             provisioners: Vec::new(),
             post_processors: Vec::new(),
@@ -268,6 +273,13 @@ mod tests {
         except.selection = Selection::new(&[], &["gce-base".to_string()]);
         check_publishing(&gce, &except).unwrap();
         check_publishing(&gce, &options(true, Some("staging"))).unwrap();
+        // skip_create_image publishes nothing either, as in Packer.
+        let mut skip = gce_spec("gce-base");
+        if let Some(gce) = skip.gce.as_mut() {
+            gce.skip_create_image = true;
+        }
+        let skip = plan(vec![skip]);
+        check_publishing(&skip, &options(true, None)).unwrap();
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub struct GceBuild {
     /// (`network`, `tags`, `preemptible`, ...): the option names, reported
     /// once as "not applied locally".
     pub not_applied: Vec<String>,
+    /// `skip_create_image`: build and test, publish nothing (as
+    /// `-publish=false` does).
+    pub skip_create_image: bool,
 }
 
 /// The emulated instance: what its metadata server answers.

@@ -108,8 +108,9 @@ pub struct LaunchSpec {
 /// What makes a guest look like a GCE instance from inside.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GcePlatform {
-    /// The shell command QEMU runs for each guest connection to
-    /// `169.254.169.254:80`, with the connection on its stdin and stdout.
+    /// The command QEMU runs for each guest connection to
+    /// `169.254.169.254:80`, with the connection on its stdin and stdout:
+    /// words in shell quoting, run without a shell.
     pub metadata_command: String,
     /// The SMBIOS system serial number (`GoogleCloud-<hex>`).
     pub serial: String,

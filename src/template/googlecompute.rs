@@ -79,7 +79,6 @@ const NOT_APPLIED: &[(&str, Kind)] = &[
     ("vault_gcp_oauth_engine", Kind::Str),
     ("wait_to_add_ssh_keys", Kind::Duration),
     ("wrap_startup_script", Kind::Str),
-    ("skip_create_image", Kind::Bool),
 ];
 
 /// What decoding a `googlecompute` builder gives beside its problems.
@@ -188,6 +187,7 @@ pub(super) fn decode(
             "You cannot enable Integrity Monitoring when vTPM is disabled.",
         );
     }
+    let skip_create_image = o.bool("skip_create_image").unwrap_or(false);
     if o.has("image_encryption_key") {
         image_encryption_key(&mut o);
         not_applied.push("image_encryption_key".to_string());
@@ -269,6 +269,7 @@ pub(super) fn decode(
             startup_script,
             state_timeout,
             not_applied,
+            skip_create_image,
         },
         warnings,
     })

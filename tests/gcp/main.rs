@@ -4,4 +4,5 @@
 
 mod auth;
 mod compute;
+mod sources;
 mod storage;

@@ -131,7 +131,7 @@ async fn a_googlecompute_build_is_tested_then_published_as_its_image() {
     );
 
     let out = &run.stdout;
-    assert!(out.contains("All 1 check(s) passed"), "{out}");
+    assert!(out.contains("1 check(s), 1 passed, 0 failed"), "{out}");
     assert!(
         out.contains("A disk image was created: kiln-published-1"),
         "{out}"

@@ -575,3 +575,15 @@ fn relative_files_resolve_against_the_working_directory() {
         "{message}"
     );
 }
+
+#[test]
+fn skip_create_image_is_applied_not_just_checked() {
+    let plan = load(json!({"skip_create_image": true})).unwrap();
+    let gce = plan.builds[0].gce.as_ref().unwrap();
+    assert!(gce.skip_create_image);
+    assert!(!gce.not_applied.iter().any(|o| o == "skip_create_image"));
+    let plan = load(json!({})).unwrap();
+    assert!(!plan.builds[0].gce.as_ref().unwrap().skip_create_image);
+    let (path, message) = problem(json!({"skip_create_image": "yes"}));
+    assert_eq!(path, "builders[0].skip_create_image", "{message}");
+}
