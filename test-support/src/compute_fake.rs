@@ -27,6 +27,8 @@ use super::tarball::validate_gce_tarball;
 #[derive(Default)]
 struct FakeState {
     images: BTreeMap<(String, String), Value>,
+    /// Each image's disk, as GCE keeps it: the tarball it was made from.
+    disks: BTreeMap<(String, String), Arc<Vec<u8>>>,
     operations: HashMap<String, FakeOperation>,
     request_ids: HashMap<String, String>,
     insert_request_ids: Vec<Option<String>>,
@@ -45,9 +47,17 @@ struct FakeOperation {
 }
 
 enum Effect {
-    Create { key: (String, String), image: Value },
-    Delete { key: (String, String) },
-    Fail { errors: Vec<Value> },
+    Create {
+        key: (String, String),
+        image: Value,
+        disk: Arc<Vec<u8>>,
+    },
+    Delete {
+        key: (String, String),
+    },
+    Fail {
+        errors: Vec<Value>,
+    },
 }
 
 type Shared = Arc<Mutex<FakeState>>;
@@ -136,6 +146,12 @@ impl ComputeFake {
     /// The image resource, if it exists.
     pub fn image(&self, project: &str, name: &str) -> Option<Value> {
         self.with_state(|s| s.images.get(&(project.into(), name.into())).cloned())
+    }
+
+    /// The GCE tarball an image was created from, as an instance made from
+    /// the image would boot it.
+    pub fn image_disk(&self, project: &str, name: &str) -> Option<Arc<Vec<u8>>> {
+        self.with_state(|s| s.disks.get(&(project.into(), name.into())).cloned())
     }
 
     /// Makes an image exist, as if created earlier.
@@ -295,8 +311,9 @@ fn new_operation(
     json
 }
 
-/// Reads `rawDisk.source` from the storage emulator and checks it.
-async fn check_source(app: &App, source: &str) -> Result<(), Value> {
+/// Reads `rawDisk.source` from the storage emulator and checks it; the
+/// tarball, when it is one GCE takes.
+async fn check_source(app: &App, source: &str) -> Result<Vec<u8>, Value> {
     let fail = |code: &str, message: String| json!({ "code": code, "message": message });
     let Some(path) = source.strip_prefix("https://storage.googleapis.com/") else {
         return Err(fail(
@@ -332,12 +349,14 @@ async fn check_source(app: &App, source: &str) -> Result<(), Value> {
         .bytes()
         .await
         .map_err(|e| fail("RESOURCE_NOT_FOUND", format!("cannot read {source}: {e}")))?;
-    validate_gce_tarball(&data).map(|_| ()).map_err(|message| {
-        fail(
-            "INVALID_IMAGE_FILE",
-            format!("Invalid image file {source}: {message}"),
-        )
-    })
+    validate_gce_tarball(&data)
+        .map(|_| data.to_vec())
+        .map_err(|message| {
+            fail(
+                "INVALID_IMAGE_FILE",
+                format!("Invalid image file {source}: {message}"),
+            )
+        })
 }
 
 async fn insert_image(
@@ -392,7 +411,7 @@ async fn insert_image(
         );
     }
     let effect = match checked {
-        Ok(()) => {
+        Ok(disk) => {
             let mut image = body.clone();
             if let Some(map) = image.as_object_mut() {
                 map.insert("kind".into(), "compute#image".into());
@@ -404,7 +423,11 @@ async fn insert_image(
                     image_link(&app.base_url, &project, &name).into(),
                 );
             }
-            Effect::Create { key, image }
+            Effect::Create {
+                key,
+                image,
+                disk: Arc::new(disk),
+            }
         }
         Err(error) => Effect::Fail {
             errors: vec![error],
@@ -492,11 +515,13 @@ async fn get_operation(
             op.json["status"] = "DONE".into();
             op.json["progress"] = 100.into();
             match &op.effect {
-                Effect::Create { key, image } => {
+                Effect::Create { key, image, disk } => {
                     state.images.insert(key.clone(), image.clone());
+                    state.disks.insert(key.clone(), disk.clone());
                 }
                 Effect::Delete { key } => {
                     state.images.remove(key);
+                    state.disks.remove(key);
                 }
                 Effect::Fail { errors } => {
                     op.json["error"] = json!({ "errors": errors });

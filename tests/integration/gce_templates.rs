@@ -33,22 +33,6 @@ fn image_map(scratch: &Scratch) -> PathBuf {
     )
 }
 
-/// `kiln build -publish=false` of one of the repository's templates, from
-/// `scratch` (so `output-<build>/` lands there), with a JSON test report.
-fn build_unpublished(scratch: &Scratch, template: &str) -> Run {
-    let map = image_map(scratch);
-    let template = templates().join(template);
-    let mut command = scratch.kiln(&[
-        "build",
-        "-publish=false",
-        "-test-report",
-        "report.json",
-        path_str(&template),
-    ]);
-    command.env("KILN_IMAGE_MAP", &map);
-    Run::from(command.output().expect("run kiln"))
-}
-
 fn read_json(path: &Path) -> Value {
     let text = std::fs::read_to_string(path)
         .unwrap_or_else(|err| panic!("read {}: {err}", path.display()));
@@ -79,21 +63,6 @@ fn check_output<'a>(report: &'a Value, name: &str) -> &'a str {
         .find(|c| c["name"] == name)
         .and_then(|c| c["output"].as_str())
         .unwrap_or_else(|| panic!("no check {name:?} in {report:#}"))
-}
-
-/// The disk a `-publish=false` build keeps in `output-<build>/`.
-fn output_disk(scratch: &Scratch, build: &str) -> PathBuf {
-    let dir = scratch.path().join(format!("output-{build}"));
-    let disks: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|err| panic!("read {}: {err}", dir.display()))
-        .map(|e| e.expect("entry").path())
-        .filter(|p| {
-            p.extension()
-                .is_some_and(|ext| ext == "qcow2" || ext == "raw" || ext == "img")
-        })
-        .collect();
-    assert_eq!(disks.len(), 1, "one disk in {}: {disks:?}", dir.display());
-    disks.into_iter().next().expect("disk")
 }
 
 #[test]
@@ -175,14 +144,7 @@ async fn base_image_is_hardened_tested_and_published_to_its_family() {
     }
 
     // Published under the template's name, family and labels.
-    let name = run
-        .stdout
-        .lines()
-        .find_map(|l| l.split("A disk image was created: ").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no image created:\n{}", run.stdout))
-        .trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
-        .to_string();
+    let name = published_name(&run);
     assert!(name.starts_with("base-ubuntu-2204-"), "{name}");
     let image = compute
         .image(PROJECT, &name)
@@ -194,6 +156,17 @@ async fn base_image_is_hardened_tested_and_published_to_its_family() {
     assert_nothing_left(&scratch);
 }
 
+/// The image a publishing build says it created.
+fn published_name(run: &Run) -> String {
+    run.stdout
+        .lines()
+        .find_map(|l| l.split("A disk image was created: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no image created:\n{}", run.stdout))
+        .trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string()
+}
+
 /// The checks `kiln test` runs on a second instance of the OpenVPN image.
 const OPENVPN_CHECKS: &str = r#"{"tests": [
     {"name": "server running", "service": "openvpn-server@server", "active": true, "retry_for": "3m"},
@@ -202,10 +175,35 @@ const OPENVPN_CHECKS: &str = r#"{"tests": [
     {"name": "server key fingerprint", "command": "sudo openssl pkey -in /etc/openvpn/server/server.key -pubout | sha256sum", "expect_stdout": "^[0-9a-f]{64}"}
 ]}"#;
 
-#[test]
-fn openvpn_instances_of_one_image_make_their_own_keys() {
+#[tokio::test(flavor = "multi_thread")]
+async fn openvpn_is_published_and_its_instances_make_their_own_keys() {
+    // The other Cloud Storage emulator than the base image's test.
+    let emulator = StorageEmulator::gcp_storage_emulator(BUCKET)
+        .await
+        .expect("gcp-storage-emulator");
+    let compute = ComputeFake::start(&emulator.base_url)
+        .await
+        .expect("compute fake");
     let scratch = Scratch::new();
-    let run = build_unpublished(&scratch, "openvpn.json");
+    let map = image_map(&scratch);
+    let template = templates().join("openvpn.json");
+    let mut command = scratch.kiln(&[
+        "build",
+        "-gce-bucket",
+        BUCKET,
+        "-var",
+        &format!("project_id={PROJECT}"),
+        "-test-report",
+        "report.json",
+        path_str(&template),
+    ]);
+    command
+        .env("KILN_IMAGE_MAP", &map)
+        .env("STORAGE_EMULATOR_HOST", &emulator.base_url)
+        .env("KILN_COMPUTE_ENDPOINT", &compute.base_url);
+    let run = tokio::task::spawn_blocking(move || Run::from(command.output().expect("run kiln")))
+        .await
+        .expect("join");
     run.assert_success();
     let first = read_json(&scratch.path().join("report.json"));
     let names = assert_all_passed(&first);
@@ -223,16 +221,41 @@ fn openvpn_instances_of_one_image_make_their_own_keys() {
         run.stdout
     );
 
-    // No key material in the image: only the configuration.
-    let disk = output_disk(&scratch, "openvpn");
-    let root = GuestRoot::open(&disk);
-    let server = root.list("/etc/openvpn/server").expect("server dir");
-    assert_eq!(server, vec!["server.conf".to_string()]);
-    assert!(root.list("/etc/openvpn/easy-rsa/pki").is_none());
+    // The published image, as an instance made from it boots it.
+    let name = published_name(&run);
+    assert!(name.starts_with("openvpn-ubuntu-2204-"), "{name}");
+    let image = compute
+        .image(PROJECT, &name)
+        .unwrap_or_else(|| panic!("no image {name:?} in {PROJECT}:\n{}", run.stdout));
+    assert_eq!(image["family"], "openvpn-ubuntu-2204", "{image:#}");
+    let tarball = scratch.path().join("published.tar.gz");
+    let disk = compute
+        .image_disk(PROJECT, &name)
+        .expect("the image's disk");
+    std::fs::write(&tarball, disk.as_slice()).expect("write the image's tarball");
 
-    // A second instance of the same image.
+    // No key material in the image: only the configuration.
+    let raw = scratch.path().join("disk.raw");
+    let status = std::process::Command::new("tar")
+        .arg("-xzf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(scratch.path())
+        .arg("disk.raw")
+        .status()
+        .expect("tar");
+    assert!(status.success(), "tar -x of the published image");
+    {
+        let root = GuestRoot::open(&raw);
+        let server = root.list("/etc/openvpn/server").expect("server dir");
+        assert_eq!(server, vec!["server.conf".to_string()]);
+        assert!(root.list("/etc/openvpn/easy-rsa/pki").is_none());
+    }
+    std::fs::remove_file(&raw).expect("remove disk.raw");
+
+    // A second instance of the published image.
     let checks = scratch.write("checks.json", OPENVPN_CHECKS);
-    let second = scratch.run(&[
+    let mut second = scratch.kiln(&[
         "test",
         "--tests",
         path_str(&checks),
@@ -242,8 +265,11 @@ fn openvpn_instances_of_one_image_make_their_own_keys() {
         "1024",
         "-test-report",
         "second.json",
-        path_str(&disk),
+        path_str(&tarball),
     ]);
+    let second = tokio::task::spawn_blocking(move || Run::from(second.output().expect("run kiln")))
+        .await
+        .expect("join");
     second.assert_success();
     let second = read_json(&scratch.path().join("second.json"));
     assert_all_passed(&second);
@@ -259,5 +285,6 @@ fn openvpn_instances_of_one_image_make_their_own_keys() {
         fingerprint(&second),
         "two instances share a CA"
     );
+    std::fs::remove_file(&tarball).expect("remove the tarball");
     assert_nothing_left(&scratch);
 }
