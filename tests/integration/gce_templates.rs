@@ -261,6 +261,10 @@ async fn openvpn_is_published_and_its_instances_make_their_own_keys() {
         path_str(&checks),
         "--ssh-username",
         "ubuntu",
+        // As the template's own ssh_timeout: the image's first boot runs
+        // cloud-init, minutes under TCG on a busy machine.
+        "--ssh-timeout",
+        "20m",
         "--memory",
         "1024",
         "-test-report",
