@@ -90,19 +90,17 @@ fn both_templates_validate_and_name_their_googlecompute_build() {
 const PROJECT: &str = "demo-project";
 const BUCKET: &str = "staging";
 
-/// The base image, built, smoke-tested and published as Packer would
-/// publish it: through a Cloud Storage emulator and the Compute API fake.
-#[tokio::test(flavor = "multi_thread")]
-async fn base_image_is_hardened_tested_and_published_to_its_family() {
-    let emulator = StorageEmulator::fake_gcs_server(BUCKET)
-        .await
-        .expect("fake-gcs-server");
-    let compute = ComputeFake::start(&emulator.base_url)
-        .await
-        .expect("compute fake");
-    let scratch = Scratch::new();
-    let map = image_map(&scratch);
-    let template = templates().join("base-image.json");
+/// `kiln build` of one of the repository's templates, from `scratch`, with
+/// a JSON test report, published through `emulator` and `compute`; it
+/// succeeded.
+async fn build_published(
+    scratch: &Scratch,
+    emulator: &StorageEmulator,
+    compute: &ComputeFake,
+    template: &str,
+) -> Run {
+    let map = image_map(scratch);
+    let template = templates().join(template);
     let mut command = scratch.kiln(&[
         "build",
         "-gce-bucket",
@@ -121,6 +119,21 @@ async fn base_image_is_hardened_tested_and_published_to_its_family() {
         .await
         .expect("join");
     run.assert_success();
+    run
+}
+
+/// The base image, built, smoke-tested and published as Packer would
+/// publish it: through a Cloud Storage emulator and the Compute API fake.
+#[tokio::test(flavor = "multi_thread")]
+async fn base_image_is_hardened_tested_and_published_to_its_family() {
+    let emulator = StorageEmulator::fake_gcs_server(BUCKET)
+        .await
+        .expect("fake-gcs-server");
+    let compute = ComputeFake::start(&emulator.base_url)
+        .await
+        .expect("compute fake");
+    let scratch = Scratch::new();
+    let run = build_published(&scratch, &emulator, &compute, "base-image.json").await;
 
     let report = read_json(&scratch.path().join("report.json"));
     let names = assert_all_passed(&report);
@@ -185,26 +198,7 @@ async fn openvpn_is_published_and_its_instances_make_their_own_keys() {
         .await
         .expect("compute fake");
     let scratch = Scratch::new();
-    let map = image_map(&scratch);
-    let template = templates().join("openvpn.json");
-    let mut command = scratch.kiln(&[
-        "build",
-        "-gce-bucket",
-        BUCKET,
-        "-var",
-        &format!("project_id={PROJECT}"),
-        "-test-report",
-        "report.json",
-        path_str(&template),
-    ]);
-    command
-        .env("KILN_IMAGE_MAP", &map)
-        .env("STORAGE_EMULATOR_HOST", &emulator.base_url)
-        .env("KILN_COMPUTE_ENDPOINT", &compute.base_url);
-    let run = tokio::task::spawn_blocking(move || Run::from(command.output().expect("run kiln")))
-        .await
-        .expect("join");
-    run.assert_success();
+    let run = build_published(&scratch, &emulator, &compute, "openvpn.json").await;
     let first = read_json(&scratch.path().join("report.json"));
     let names = assert_all_passed(&first);
     for expected in [
