@@ -296,14 +296,7 @@ mod tests {
     async fn qemu_accepts_the_command_lines_kiln_builds() {
         let qemu = "qemu-system-x86_64";
         let dir = tempfile::tempdir().unwrap();
-        let disk = dir.path().join("disk.qcow2");
-        let made = std::process::Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2"])
-            .arg(&disk)
-            .arg("64M")
-            .status()
-            .expect("qemu-img is needed for this test");
-        assert!(made.success());
+        let disk = blank_disk(dir.path());
         let iso = dir.path().join("a,b.iso");
         std::fs::write(&iso, vec![0u8; 2048]).unwrap();
         let seed = dir.path().join("seed.iso");
@@ -350,12 +343,9 @@ mod tests {
         }
     }
 
-    /// The floppy kiln writes is attached where Packer's `-fda` puts it,
-    /// read as raw, and QEMU starts with it.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn qemu_attaches_the_floppy_as_the_first_floppy_drive() {
-        let dir = tempfile::tempdir().unwrap();
-        let disk = dir.path().join("disk.qcow2");
+    /// An empty 64M qcow2 disk in `dir`.
+    fn blank_disk(dir: &std::path::Path) -> std::path::PathBuf {
+        let disk = dir.join("disk.qcow2");
         let made = std::process::Command::new("qemu-img")
             .args(["create", "-q", "-f", "qcow2"])
             .arg(&disk)
@@ -363,6 +353,15 @@ mod tests {
             .status()
             .expect("qemu-img is needed for this test");
         assert!(made.success());
+        disk
+    }
+
+    /// The floppy kiln writes is attached where Packer's `-fda` puts it,
+    /// read as raw, and QEMU starts with it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn qemu_attaches_the_floppy_as_the_first_floppy_drive() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = blank_disk(dir.path());
         let floppy = dir.path().join("floppy.img");
         crate::seed::floppy::write(
             &crate::plan::FloppyConfig {
@@ -397,14 +396,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn qemu_accepts_the_gce_platform() {
         let dir = tempfile::tempdir().unwrap();
-        let disk = dir.path().join("disk.qcow2");
-        let made = std::process::Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2"])
-            .arg(&disk)
-            .arg("64M")
-            .status()
-            .expect("qemu-img is needed for this test");
-        assert!(made.success());
+        let disk = blank_disk(dir.path());
         let port = std::net::TcpListener::bind(("127.0.0.1", 0))
             .unwrap()
             .local_addr()
