@@ -26,6 +26,11 @@ pub fn argv(spec: &LaunchSpec) -> Vec<String> {
             format!("isa-debugcon,iobase={SEABIOS_DEBUG_PORT:#x},chardev=kiln-firmware"),
         ]);
     }
+    // Last, and beyond the reach of qemuargs: everything before it must be
+    // the machine the saved state was taken from.
+    if spec.incoming {
+        argv.extend(["-incoming".to_string(), "defer".to_string()]);
+    }
     argv
 }
 
