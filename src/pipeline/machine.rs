@@ -313,6 +313,7 @@ impl Machine {
         )
         .await?;
         machine.spec.disks[0].format = "qcow2".to_string();
+        machine.hosts_line = kept.is_some_and(|kept| kept.hosts_line);
         Ok(machine)
     }
 

@@ -149,7 +149,7 @@ impl Probe {
         std::fs::copy(&kept.private_key, &path)?;
         Ok(Some(KeptKey {
             private_key: path,
-            instance_id: kept.instance_id,
+            ..kept
         }))
     }
 

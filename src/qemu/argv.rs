@@ -418,6 +418,17 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_restore_waits_for_its_state_last_and_changes_nothing_else() {
+        let cold = argv(&spec());
+        let warm = argv(&LaunchSpec {
+            incoming: true,
+            ..spec()
+        });
+        assert_eq!(warm[..cold.len()], cold[..]);
+        assert_eq!(warm[cold.len()..], strings(&["-incoming", "defer"]));
+    }
+
     fn gce_spec() -> LaunchSpec {
         LaunchSpec {
             gce: Some(GcePlatform {

@@ -135,3 +135,67 @@ async fn a_checkpointed_machine_restores_with_its_disk_key_and_the_hosts_clock()
     assert!(err.to_string().contains("QEMU said"), "{err}");
     assert!(qemu_processes_with(&marker).is_empty());
 }
+
+/// The realistic fixture (systemd, cloud-init, OpenSSH, sudo): a restore
+/// logs in as the default user and sets the clock through sudo. Slow (a
+/// cold boot under TCG takes minutes): run with `--ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "boots the realistic fixture cold: minutes under TCG"]
+async fn the_realistic_fixture_restores_as_its_default_user() {
+    let scratch = Scratch::new();
+    let template = scratch.write_json(
+        "t.json",
+        &json!({ "builders": [{
+            "type": "qemu",
+            "iso_url": crate::util::realistic_fixture().display().to_string(),
+            "iso_checksum": "none",
+            "disk_image": true,
+            "disk_size": "4G",
+            "memory": 1024,
+            "accelerator": "tcg",
+            "headless": true,
+            "ssh_username": "ubuntu",
+            "ssh_timeout": "20m",
+            "shutdown_command": "sudo -n poweroff",
+            "shutdown_timeout": "3m",
+        }]}),
+    );
+    let first = scratch.path().join("first");
+    let second = scratch.path().join("second");
+    std::fs::create_dir(&first).unwrap();
+    std::fs::create_dir(&second).unwrap();
+    let disk = scratch.path().join("disk.qcow2");
+    let state = scratch.path().join("state");
+    let next = scratch.path().join("next.qcow2");
+    let started = std::time::Instant::now();
+    let mut probe = Probe::boot(&template, &disk, &first).await.unwrap();
+    eprintln!("figures: cold boot to SSH {:?}", started.elapsed());
+    let started = std::time::Instant::now();
+    probe.checkpoint(&state, &next).await.unwrap();
+    eprintln!(
+        "figures: checkpoint {:?}, state {} bytes",
+        started.elapsed(),
+        std::fs::metadata(&state).unwrap().len()
+    );
+    let kept = probe.keep_key(scratch.path()).unwrap();
+    probe.shutdown().await.unwrap();
+
+    let restored_disk = second.join("disk.qcow2");
+    overlay(&disk, &restored_disk);
+    let started = std::time::Instant::now();
+    let mut probe = Probe::restore(&template, &restored_disk, &second, kept.as_ref(), &state)
+        .await
+        .unwrap();
+    eprintln!("figures: restore to SSH and fixed {:?}", started.elapsed());
+    let host = now();
+    let (code, clock) = probe.run("sudo -n date -u +%s").await.unwrap();
+    assert_eq!(code, 0);
+    let clock: i64 = clock.trim().parse().unwrap();
+    assert!((clock - host).abs() <= 3, "guest {clock}, host {host}");
+    let (_, net) = probe
+        .run("ip -4 addr show scope global; systemctl is-active systemd-networkd; ls /run/dhclient* /var/lib/dhcp 2>&1")
+        .await
+        .unwrap();
+    eprintln!("figures: network after restore:\n{net}");
+    probe.shutdown().await.unwrap();
+}
