@@ -73,6 +73,16 @@ async fn a_checkpointed_machine_restores_with_its_disk_key_and_the_hosts_clock()
         .await
         .unwrap();
     assert_eq!(code, 0);
+    // A checkpoint that cannot write its state fails with QEMU's reason,
+    // and the machine runs on, on its disk as before.
+    let nowhere = scratch.path().join("missing").join("state");
+    let err = probe
+        .checkpoint(&nowhere, &scratch.path().join("unused.qcow2"))
+        .await
+        .unwrap_err();
+    assert!(format!("{:?}", err).contains("No such file"), "{err:?}");
+    let (code, out) = probe.run("cat /root/before.txt").await.unwrap();
+    assert_eq!((code, out.trim()), (0, "before"));
     probe.checkpoint(&state, &next).await.unwrap();
     let kept = probe.keep_key(&entry).unwrap().expect("kiln's own key");
     // The frozen image, as the cache entry keeps it.

@@ -61,6 +61,8 @@ impl Machine {
     /// as the frozen image's path, as given), and runs on as before.
     /// The frozen image and `state_path` together are the machine at that
     /// instant, for [`Machine::restore`].
+    /// On error the guest runs on (on its disk as before, or already on
+    /// `next_overlay`), and neither file is a usable checkpoint.
     pub async fn checkpoint(
         &mut self,
         ctx: &BuildContext,
