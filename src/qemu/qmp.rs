@@ -219,19 +219,20 @@ impl Qmp {
         })
     }
 
-    /// Opens `path`, a qcow2 image, as node `node_name`, without opening
-    /// its backing file: [`Qmp::snapshot`] gives it the running disk as
-    /// backing instead.
-    pub async fn add_overlay(&self, node_name: &str, path: &Path) -> Result<(), QemuError> {
+    /// Opens `path`, a qcow2 image, as node `node_name` with the disk
+    /// options of `disk` (cache, discard, detect-zeroes: what `-drive` set
+    /// on the image it goes on), without opening its backing file:
+    /// [`Qmp::snapshot`] gives it the running disk as backing instead.
+    pub async fn add_overlay(
+        &self,
+        node_name: &str,
+        path: &Path,
+        disk: &super::Disk,
+    ) -> Result<(), QemuError> {
         let filename = path_str(path)?;
         self.execute(
             "blockdev-add",
-            Some(json!({
-                "driver": "qcow2",
-                "node-name": node_name,
-                "file": { "driver": "file", "filename": filename },
-                "backing": null,
-            })),
+            Some(overlay_options(node_name, filename, disk)),
         )
         .await
         .map(drop)
@@ -345,6 +346,32 @@ impl Drop for Qmp {
     fn drop(&mut self) {
         self.reader.abort();
     }
+}
+
+/// `blockdev-add`'s arguments for a qcow2 overlay with `-drive`'s
+/// cache, discard and detect-zeroes options of `disk`.
+fn overlay_options(node_name: &str, filename: &str, disk: &super::Disk) -> Value {
+    let cache = json!({
+        "direct": matches!(disk.cache.as_str(), "none" | "directsync"),
+        "no-flush": disk.cache == "unsafe",
+    });
+    let discard = if disk.discard == "unmap" || disk.discard == "on" {
+        "unmap"
+    } else {
+        "ignore"
+    };
+    let mut options = json!({
+        "driver": "qcow2",
+        "node-name": node_name,
+        "cache": cache,
+        "discard": discard,
+        "file": { "driver": "file", "filename": filename, "cache": cache, "discard": discard },
+        "backing": null,
+    });
+    if matches!(disk.detect_zeroes.as_str(), "on" | "unmap") {
+        options["detect-zeroes"] = json!(disk.detect_zeroes);
+    }
+    options
 }
 
 /// A migration channel to or from a whole file (no URI: a path may hold
@@ -552,6 +579,35 @@ mod tests {
             })
         );
         assert_eq!(top_image_in(&blocks, Path::new("/o/other")), None);
+    }
+
+    #[test]
+    fn an_overlay_keeps_the_disks_options() {
+        let disk = crate::qemu::Disk {
+            path: "/o/disk".into(),
+            format: "qcow2".into(),
+            interface: "virtio".into(),
+            cache: "unsafe".into(),
+            discard: "unmap".into(),
+            detect_zeroes: "unmap".into(),
+            read_only: false,
+        };
+        let options = overlay_options("kiln-top-1", "/c/next.qcow2", &disk);
+        assert_eq!(options["backing"], Value::Null);
+        assert_eq!(options["discard"], "unmap");
+        assert_eq!(options["detect-zeroes"], "unmap");
+        assert_eq!(options["cache"]["no-flush"], true);
+        assert_eq!(options["file"]["filename"], "/c/next.qcow2");
+        let plain = crate::qemu::Disk {
+            cache: "writeback".into(),
+            discard: "ignore".into(),
+            detect_zeroes: "off".into(),
+            ..disk
+        };
+        let options = overlay_options("n", "/f", &plain);
+        assert_eq!(options["discard"], "ignore");
+        assert!(options.get("detect-zeroes").is_none());
+        assert_eq!(options["cache"]["direct"], false);
     }
 
     #[test]

@@ -57,7 +57,13 @@ async fn a_checkpointed_machine_restores_with_its_disk_key_and_the_hosts_clock()
     let marker = scratch.path().display().to_string();
     let template = scratch.write_json(
         "t.json",
-        &json!({ "builders": [fixture_builder(json!({ "vm_name": "disk.qcow2" }))] }),
+        // The overlay a checkpoint adds takes the disk's options.
+        &json!({ "builders": [fixture_builder(json!({
+            "vm_name": "disk.qcow2",
+            "disk_cache": "unsafe",
+            "disk_discard": "unmap",
+            "disk_detect_zeroes": "unmap",
+        }))] }),
     );
     let entry = scratch.path().join("entry");
     std::fs::create_dir(&entry).unwrap();

@@ -74,7 +74,8 @@ impl Machine {
                 "QEMU is not running",
             )));
         };
-        let top_path = self.spec.disks[0].path.clone();
+        let disk = self.spec.disks[0].clone();
+        let top_path = disk.path.clone();
         let started = Instant::now();
         let top = qmp.top_image(&top_path).await.map_err(MachineError::Qemu)?;
         make_overlay(&top_path, &top.format, top.virtual_size, next_overlay).await?;
@@ -85,7 +86,7 @@ impl Machine {
         qmp.stop().await.map_err(MachineError::Qemu)?;
         let saved = async {
             qmp.migrate_to_file(state_path, MIGRATION_BOUND).await?;
-            qmp.add_overlay(&node, next_overlay).await?;
+            qmp.add_overlay(&node, next_overlay, &disk).await?;
             qmp.snapshot(&top.node, &node).await
         }
         .await;
@@ -93,9 +94,9 @@ impl Machine {
         let resumed = qmp.cont().await;
         saved.map_err(MachineError::Qemu)?;
         resumed.map_err(MachineError::Qemu)?;
-        let disk = &mut self.spec.disks[0];
-        disk.path = next_overlay.to_path_buf();
-        disk.format = "qcow2".to_string();
+        let top = &mut self.spec.disks[0];
+        top.path = next_overlay.to_path_buf();
+        top.format = "qcow2".to_string();
         let size = std::fs::metadata(state_path).map(|m| m.len()).unwrap_or(0);
         ctx.say(&format!(
             "Saved the machine in {:.1}s ({}), the disk frozen at {}",
