@@ -22,6 +22,8 @@ mod test_image;
 mod traces;
 mod undo;
 mod vagrant;
+#[doc(hidden)]
+pub mod warm_probe;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,7 +36,7 @@ use report::{Artifact, Reporter, Stage};
 use undo::{Created, UndoStack};
 
 pub use gce::{GceError, PublishRequest, PublishedImage, publish_disk};
-pub use machine::MachineError;
+pub use machine::{KeptKey, MachineError};
 pub use package::{PackageRequest, PackagedFile, package_disk};
 pub use post::PostError;
 pub use publish::{BUCKET_ENV, PublishSetupError, check_publishing};
