@@ -10,6 +10,7 @@ mod container;
 mod dead_machine;
 mod disks;
 mod gce;
+mod gce_cache;
 mod gce_guest;
 mod gce_publish;
 mod gce_sources;
