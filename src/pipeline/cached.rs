@@ -637,7 +637,7 @@ async fn finish(
 }
 
 async fn copy(from: &Path, to: &Path) -> Result<(), BuildError> {
-    disk::copy(from, to).await.map_err(BuildError::from)
+    disk::link_or_copy(from, to).await.map_err(BuildError::from)
 }
 
 /// The boot disk: an overlay on the source image, resized (or a blank

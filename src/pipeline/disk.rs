@@ -228,6 +228,18 @@ pub async fn flatten(
     Ok(())
 }
 
+/// Puts the disk `from` (a finished step-cache entry) at `to`: a hard
+/// link where both are on one file system, a copy otherwise. A write
+/// through the link changes the entry's times, so the cache sees it and
+/// makes the entry again rather than use it.
+pub async fn link_or_copy(from: &Path, to: &Path) -> Result<(), DiskError> {
+    let _ = std::fs::remove_file(to);
+    match std::fs::hard_link(from, to) {
+        Ok(()) => Ok(()),
+        Err(_) => copy(from, to).await,
+    }
+}
+
 /// Copies a disk keeping its holes (a reflink where the file system
 /// offers one).
 pub async fn copy(from: &Path, to: &Path) -> Result<(), DiskError> {
