@@ -751,4 +751,43 @@ mod tests {
         assert!(disk.exists(), "checksum keeps its input");
         undo.succeed();
     }
+
+    fn qemu_io(disk: &Path, command: &str) {
+        let ok = std::process::Command::new("qemu-io")
+            .args(["-f", "qcow2", "-c", command])
+            .arg(disk)
+            .output()
+            .expect("qemu-io is needed for this test")
+            .status
+            .success();
+        assert!(ok, "qemu-io {command}");
+    }
+
+    /// A disk that is all data is left alone; once the guest freed most of
+    /// it, it is rewritten; without discards reaching the image, or with
+    /// compression asked for, it always is.
+    #[tokio::test]
+    async fn compaction_runs_only_when_it_pays() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("disk.qcow2");
+        let created = std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&disk)
+            .arg("1G")
+            .status()
+            .unwrap();
+        assert!(created.success());
+        qemu_io(&disk, "write -P 7 0 100M");
+        let ctx = BuildContext::standalone("demo", Arc::new(Quiet), CancellationToken::new());
+        let mut config = QemuConfig::default();
+        assert_eq!(plan_compaction(&config, &ctx, &disk).await, None);
+        qemu_io(&disk, "discard 0 90M");
+        assert_eq!(plan_compaction(&config, &ctx, &disk).await, Some(false));
+        config.disk_discard = Some("ignore".into());
+        assert_eq!(plan_compaction(&config, &ctx, &disk).await, Some(false));
+        config.disk_compression = true;
+        assert_eq!(plan_compaction(&config, &ctx, &disk).await, Some(true));
+        config.use_backing_file = true;
+        assert_eq!(plan_compaction(&config, &ctx, &disk).await, None);
+    }
 }

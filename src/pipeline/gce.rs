@@ -412,7 +412,10 @@ async fn upload(
     let cancel = ctx.cancel.child_token();
     let _stop_when_dropped = cancel.clone().drop_guard();
     let pending = crate::cleanup::Pending::start();
-    let (reader, writer) = tokio::io::simplex(PIPE_BYTES);
+    // A duplex pipe, not a simplex one: when the upload fails or is dropped,
+    // its end goes and the packager's next write fails instead of waiting
+    // forever on a full pipe that nobody reads.
+    let (reader, writer) = tokio::io::duplex(PIPE_BYTES);
     let finished = Arc::new(AtomicBool::new(false));
     // How far the packaging is through the disk's data: the upload's ETA.
     let packaged_bytes = Arc::new(AtomicU64::new(0));
@@ -441,8 +444,7 @@ async fn upload(
                 // Only now may the end of the stream mean the end of the data.
                 finished.store(true, Ordering::SeqCst);
             }
-            // The halves of a simplex pipe share one buffer: dropping the
-            // writer does not end the stream, shutting it down does.
+            // The end of the stream, said explicitly.
             let closed = bridge.shutdown();
             let summary = packaged?;
             closed.map_err(|source| crate::export::ExportError::Write {
@@ -477,7 +479,15 @@ async fn upload(
     let packaged = packager
         .await
         .map_err(|err| GceError::Thread(err.to_string()))?;
-    // A packaging failure explains an upload failure, so it comes first.
+    // A packaging failure explains an upload failure, so it comes first;
+    // unless the packaging only stopped because the upload went away.
+    if let (Err(_), Err(err)) = (&uploaded, &packaged)
+        && closed_pipe(err)
+    {
+        return uploaded
+            .map(drop)
+            .map_err(|source| upload_error(image, source));
+    }
     let summary = packaged.map_err(|source| GceError::Package {
         disk: disk.to_path_buf(),
         source,
@@ -490,6 +500,21 @@ async fn upload(
         started.elapsed().as_secs_f64()
     ));
     Ok(())
+}
+
+/// Whether `err` comes from writing into a pipe whose reader is gone.
+fn closed_pipe(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(err) = cause {
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
 }
 
 /// The pipe's reading end, which turns an end of stream into an error
