@@ -596,7 +596,11 @@ async fn smoke_test(
     disk_path: &Path,
 ) -> Result<(), BuildError> {
     let config = &spec.qemu;
-    let results = super::test_boot::run(
+    // Kept with the artifact under -on-error=abort, to say why it must
+    // not be used. Not written when the test boot is stopped because the
+    // packaging beside it failed: the tests did not fail.
+    let marker = config.output_directory.join("TESTS-FAILED.json");
+    let results = match super::test_boot::run(
         ctx,
         config,
         disk_path,
@@ -605,7 +609,18 @@ async fn smoke_test(
         &spec.tests,
         spec.gce.as_ref().map(|gce| &gce.instance),
     )
-    .await?;
+    .await
+    {
+        Ok(results) => results,
+        Err(err) => {
+            let why = options.redactor.redact(&crate::error::error_chain(&err));
+            let _ = std::fs::write(
+                &marker,
+                crate::smoke::report::not_run(&spec.name, spec.tests.len(), &why),
+            );
+            return Err(err);
+        }
+    };
     // A check's output is the guest's: it may print a secret.
     let results = mask_results(results, &options.redactor);
     let report = match &options.test_report {
@@ -618,9 +633,6 @@ async fn smoke_test(
     };
     let failed = results.iter().filter(|r| !r.passed).count();
     if failed > 0 {
-        // Kept with the artifact under -on-error=abort, to say why it
-        // must not be used.
-        let marker = config.output_directory.join("TESTS-FAILED.json");
         let _ = std::fs::write(&marker, crate::smoke::report::json(&spec.name, &results));
         return Err(BuildError::TestsFailed {
             failed,

@@ -24,6 +24,8 @@ mod traces;
 mod trim;
 mod undo;
 mod vagrant;
+#[doc(hidden)]
+pub mod warm_probe;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,7 +38,7 @@ use report::{Artifact, Reporter, Stage};
 use undo::{Created, UndoStack};
 
 pub use gce::{GceError, PublishRequest, PublishedImage, publish_disk};
-pub use machine::MachineError;
+pub use machine::{KeptKey, MachineError};
 pub use package::{PackageRequest, PackagedFile, package_disk};
 pub use post::PostError;
 pub use publish::{BUCKET_ENV, PublishSetupError, check_publishing};
