@@ -215,3 +215,66 @@ fn fstrim_keeps_a_deleted_file_out_of_the_output() {
     );
     assert_nothing_left(&scratch);
 }
+
+/// `-parallel-builds 1`: the second build fetches its source while the
+/// first one's machine runs, not after it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_waiting_build_downloads_its_source_while_the_first_runs() {
+    use kiln_test_support::file_server::FileServer;
+    let scratch = Scratch::new();
+    let cache = scratch.path().join("cache");
+    let server = FileServer::start().await.expect("file server");
+    let url = server.add(
+        "/images/second.qcow2",
+        std::fs::read(crate::util::fixture()).expect("fixture"),
+    );
+    let template = scratch.write_json(
+        "t.json",
+        &json!({
+            "builders": [
+                fixture_builder(json!({
+                    "name": "first",
+                    "output_directory": "out-first",
+                    "vm_name": "kiln-prefetch-first.qcow2",
+                })),
+                fixture_builder(json!({
+                    "name": "second",
+                    "output_directory": "out-second",
+                    "vm_name": "kiln-prefetch-second.qcow2",
+                    "iso_url": url,
+                }))
+            ]
+        }),
+    );
+    let mut command = scratch.kiln(&["build", "-parallel-builds", "1", path_str(&template)]);
+    command.env("KILN_CACHE_DIR", &cache);
+    let done = Arc::new(AtomicBool::new(false));
+    let building = {
+        let done = done.clone();
+        tokio::task::spawn_blocking(move || {
+            let run = crate::util::Run::from(command.output().expect("run kiln"));
+            done.store(true, Ordering::SeqCst);
+            run
+        })
+    };
+    // The first build's QEMU running, the second's not yet, and the
+    // second's image already asked for.
+    let (first_marker, second_marker) = ("kiln-prefetch-first.qcow2", "kiln-prefetch-second.qcow2");
+    let mut seen = false;
+    while !done.load(Ordering::SeqCst) {
+        let first_running = !qemu_processes_with(first_marker).is_empty();
+        let fetched = !server.requests_for("/images/second.qcow2").is_empty();
+        let second_running = !qemu_processes_with(second_marker).is_empty();
+        let first_still = !qemu_processes_with(first_marker).is_empty();
+        seen |= first_running && fetched && !second_running && first_still;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let run = building.await.expect("join");
+    run.assert_success();
+    assert!(
+        seen,
+        "the second build's source was not fetched while the first ran: {}",
+        run.all()
+    );
+    assert_eq!(server.requests_for("/images/second.qcow2").len(), 1);
+}
