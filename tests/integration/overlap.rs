@@ -66,9 +66,14 @@ async fn build_watched(
     build: &str,
     object: &str,
     bucket: &str,
+    sequential: bool,
 ) -> (crate::util::Run, bool, bool) {
     let map = image_map(scratch);
     let env = [
+        (
+            "KILN_SEQUENTIAL_STAGES",
+            if sequential { "1" } else { "" }.to_string(),
+        ),
         ("STORAGE_EMULATOR_HOST", gcp.emulator.base_url.clone()),
         ("KILN_COMPUTE_ENDPOINT", gcp.compute.base_url.clone()),
         ("KILN_IMAGE_MAP", path_str(&map).to_string()),
@@ -100,8 +105,16 @@ async fn the_upload_runs_beside_the_test_boot_and_the_image_waits_for_the_checks
     let tests = json!([{"name": "provisioned", "file": "/etc/published", "contains": "published"}]);
     let template = template(&scratch, "overlap-pass", "kiln-overlap-pass", tests);
     let object = "kiln-kiln-overlap-pass.tar.gz";
-    let (run, together, _) =
-        build_watched(&scratch, &gcp, &template, "overlap-pass", object, BUCKET).await;
+    let (run, together, _) = build_watched(
+        &scratch,
+        &gcp,
+        &template,
+        "overlap-pass",
+        object,
+        BUCKET,
+        false,
+    )
+    .await;
     run.assert_success();
     assert!(
         together,
@@ -132,8 +145,16 @@ async fn a_failed_check_deletes_the_upload_made_beside_it() {
     let tests = json!([{"name": "never there", "file": "/etc/never-there"}]);
     let template = template(&scratch, "overlap-fail", "kiln-overlap-fail", tests);
     let object = "kiln-kiln-overlap-fail.tar.gz";
-    let (run, _, seen) =
-        build_watched(&scratch, &gcp, &template, "overlap-fail", object, BUCKET).await;
+    let (run, _, seen) = build_watched(
+        &scratch,
+        &gcp,
+        &template,
+        "overlap-fail",
+        object,
+        BUCKET,
+        false,
+    )
+    .await;
     run.assert_failure();
     run.assert_error_on_stderr("check(s) failed");
     assert!(seen, "the object was never uploaded: {}", run.all());
@@ -168,6 +189,7 @@ async fn a_failed_upload_stops_the_test_boot() {
         "overlap-noup",
         object,
         "no-such-bucket",
+        false,
     )
     .await;
     run.assert_failure();
@@ -277,4 +299,34 @@ async fn a_waiting_build_downloads_its_source_while_the_first_runs() {
         run.all()
     );
     assert_eq!(server.requests_for("/images/second.qcow2").len(), 1);
+}
+
+/// `KILN_SEQUENTIAL_STAGES=1` (the benchmark's switch): the upload waits
+/// for the test boot to end, and the image is still made once.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sequential_switch_uploads_after_the_test_boot() {
+    let gcp = gcp().await;
+    let scratch = Scratch::new();
+    let tests = json!([{"name": "provisioned", "file": "/etc/published", "contains": "published"}]);
+    let template = template(&scratch, "overlap-seq", "kiln-overlap-seq", tests);
+    let object = "kiln-kiln-overlap-seq.tar.gz";
+    let (run, together, seen) = build_watched(
+        &scratch,
+        &gcp,
+        &template,
+        "overlap-seq",
+        object,
+        BUCKET,
+        true,
+    )
+    .await;
+    run.assert_success();
+    assert!(seen, "the object was never uploaded: {}", run.all());
+    assert!(
+        !together,
+        "the upload ran beside the test boot: {}",
+        run.all()
+    );
+    assert_eq!(gcp.compute.insert_request_ids().len(), 1, "{}", run.all());
+    assert_nothing_left(&scratch);
 }
