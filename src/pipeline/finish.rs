@@ -134,12 +134,23 @@ impl Finish<'_> {
     /// after.
     async fn keep(&self, overlap: bool, undo: &mut UndoStack) -> Result<Vec<Artifact>, BuildError> {
         let (spec, ctx, config) = (self.spec, self.ctx, &self.spec.qemu);
-        let compaction = plan_compaction(config, ctx, self.disk).await;
+        let mut compaction = plan_compaction(config, ctx, self.disk).await;
         // The test boot keeps reading the disk as it was while the
         // compacted copy takes its name.
-        let snapshot = match (overlap, compaction, spec.tests.is_empty()) {
-            (true, Some(_), false) => Some(Snapshot::link(self.disk)?),
-            _ => None,
+        let needs_snapshot = overlap && compaction.is_some() && !spec.tests.is_empty();
+        let snapshot = match needs_snapshot.then(|| Snapshot::link(self.disk)) {
+            Some(Ok(snapshot)) => Some(snapshot),
+            Some(Err(err)) => {
+                // A filesystem without hard links: compaction first, and
+                // the tests read the compacted disk.
+                tracing::debug!(error = %err, "no hard link of the disk; compacting first");
+                if let Some(compress) = compaction.take() {
+                    ctx.say("Compacting the disk...");
+                    disk::compact(self.disk, config.format, compress).await?;
+                }
+                None
+            }
+            None => None,
         };
         let test_disk = snapshot.as_ref().map_or(self.disk, |s| s.path.as_path());
         // Shown as the template wrote it, as Packer shows it: kiln never
@@ -309,15 +320,12 @@ struct Snapshot {
 }
 
 impl Snapshot {
-    fn link(disk: &Path) -> Result<Snapshot, BuildError> {
+    fn link(disk: &Path) -> std::io::Result<Snapshot> {
         let mut name = disk.file_name().unwrap_or_default().to_os_string();
         name.push(".testing");
         let path = disk.with_file_name(name);
         let _ = std::fs::remove_file(&path);
-        std::fs::hard_link(disk, &path).map_err(|source| BuildError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        std::fs::hard_link(disk, &path)?;
         Ok(Snapshot { path })
     }
 }
