@@ -25,8 +25,8 @@ use super::post::{self, Digests};
 use super::report::{self, Artifact, Stage};
 use super::undo::{Created, UndoStack};
 use super::{
-    BuildContext, BuildError, BuildOptions, disk, disk_format, gce, post_shell_local, publish,
-    vagrant,
+    BuildContext, BuildError, BuildOptions, cached, disk, disk_format, gce, post_shell_local,
+    publish, vagrant,
 };
 use crate::plan::{BuildSpec, PostProcessorSpec, QemuConfig};
 
@@ -50,11 +50,14 @@ pub(super) struct Finish<'a> {
     pub disk: &'a Path,
     /// Where the image goes, for a publishing googlecompute build.
     pub publishing: Option<publish::Target<'a>>,
+    /// With `-cache`: the build's step cache, which keeps the finished disk
+    /// once its tests passed (and wrote it compacted already).
+    pub cached: Option<&'a mut cached::Cached>,
 }
 
 impl Finish<'_> {
     /// Tests, packaging and publishing; returns the build's artifacts.
-    pub async fn run(self, undo: &mut UndoStack) -> Result<Vec<Artifact>, BuildError> {
+    pub async fn run(mut self, undo: &mut UndoStack) -> Result<Vec<Artifact>, BuildError> {
         let overlap = !self.options.debug && !sequential_from_env();
         tracing::debug!(build = %self.ctx.name, overlap, "finishing");
         match self.publishing {
@@ -65,7 +68,7 @@ impl Finish<'_> {
 
     /// A googlecompute build: the upload beside the tests, the image after.
     async fn publish(
-        &self,
+        &mut self,
         target: publish::Target<'_>,
         overlap: bool,
         undo: &mut UndoStack,
@@ -89,7 +92,10 @@ impl Finish<'_> {
             publisher.refuse_existing().await.map_err(publish_error)?;
             publisher.upload(ctx).await.map_err(publish_error)
         };
-        let staged = side_by_side(overlap, self.tests(self.disk), uploading).await;
+        let staged = match side_by_side(overlap, self.tests(self.disk), uploading).await {
+            Ok(()) => self.tested().await,
+            Err(err) => Err(err),
+        };
         if let Err(err) = staged {
             publisher.discard(ctx).await;
             if let Some(guard) = guard {
@@ -132,9 +138,17 @@ impl Finish<'_> {
     /// The disk stays in the output directory: compaction and the
     /// post-processors' reading of the disk beside the tests, the rest
     /// after.
-    async fn keep(&self, overlap: bool, undo: &mut UndoStack) -> Result<Vec<Artifact>, BuildError> {
+    async fn keep(
+        &mut self,
+        overlap: bool,
+        undo: &mut UndoStack,
+    ) -> Result<Vec<Artifact>, BuildError> {
         let (spec, ctx, config) = (self.spec, self.ctx, &self.spec.qemu);
-        let mut compaction = plan_compaction(config, ctx, self.disk).await;
+        // The step cache wrote the finished disk compacted already.
+        let mut compaction = match self.cached {
+            Some(_) => None,
+            None => plan_compaction(config, ctx, self.disk).await,
+        };
         // The test boot keeps reading the disk as it was while the
         // compacted copy takes its name.
         let needs_snapshot = overlap && compaction.is_some() && !spec.tests.is_empty();
@@ -190,6 +204,10 @@ impl Finish<'_> {
         };
         let packaged = side_by_side(overlap, self.tests(test_disk), packaging).await;
         drop(snapshot);
+        let packaged = match packaged {
+            Ok(early) => self.tested().await.map(|()| early),
+            Err(err) => Err(err),
+        };
         let result = match packaged {
             Ok(early) => self.commit(artifact, early, &imports, undo).await,
             Err(err) => Err(err),
@@ -236,14 +254,41 @@ impl Finish<'_> {
         Ok(artifacts)
     }
 
-    /// The smoke tests of `disk`, when the template has any.
+    /// The smoke tests of `disk`, when the template has any and the step
+    /// cache has not seen them pass on this very disk.
     async fn tests(&self, disk: &Path) -> Result<(), BuildError> {
         if self.spec.tests.is_empty() {
+            return Ok(());
+        }
+        if self
+            .cached
+            .as_deref()
+            .is_some_and(|c| c.tests_already_passed(&cached::tests_hash(self.spec)))
+        {
+            self.ctx
+                .say("step cache: these checks passed on this very disk before; not run again");
             return Ok(());
         }
         // test_boot announces its stage itself.
         self.steps.next(self.ctx, Stage::Test).await;
         smoke_test(self.spec, self.options, self.ctx, disk).await
+    }
+}
+
+impl Finish<'_> {
+    /// The tests passed (or there are none): the step cache keeps the
+    /// finished disk, with the checks that passed on it.
+    async fn tested(&mut self) -> Result<(), BuildError> {
+        let Some(cached) = self.cached.as_deref_mut() else {
+            return Ok(());
+        };
+        if self.spec.tests.is_empty() {
+            cached.keep_untested().await?;
+        } else {
+            cached.tests_passed(&cached::tests_hash(self.spec)).await?;
+        }
+        self.ctx.say(&cached.summary());
+        Ok(())
     }
 }
 

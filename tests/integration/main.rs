@@ -22,6 +22,7 @@ mod overlap;
 mod secrets;
 mod smoke;
 mod sources;
+mod step_cache;
 mod templates_corpus;
 mod util;
 mod vagrant;
