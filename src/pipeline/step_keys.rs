@@ -114,8 +114,8 @@ fn launch_lines(config: &QemuConfig, named_by_vm_name: bool) -> Vec<String> {
             "disk {} cache {} discard {} detect zeroes {}",
             config.disk_interface,
             config.disk_cache,
-            config.disk_discard,
-            config.disk_detect_zeroes
+            config.discard(),
+            config.detect_zeroes()
         ),
         format!("accelerator {:?}", config.accelerator),
         format!(

@@ -19,6 +19,7 @@ mod gce_unchanged;
 mod guest;
 mod interactive;
 mod legacy_templates;
+mod overlap;
 mod secrets;
 mod smoke;
 mod sources;
