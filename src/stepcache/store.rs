@@ -651,7 +651,8 @@ impl PendingEntry {
     fn record(&self, info: CommitInfo) -> Result<Meta, StepCacheError> {
         let kind = self.info.kind;
         let has = |name: &str| self.dir.join(name).is_file();
-        if !has(DISK) && !(kind == EntryKind::Final && has(RAW_DISK)) {
+        let has_disk = has(DISK) || (kind == EntryKind::Final && has(RAW_DISK));
+        if !has_disk {
             return Err(StepCacheError::Missing {
                 path: self.dir.join(DISK),
             });
