@@ -279,7 +279,8 @@ mod tests {
         assert_eq!(keys(&listed), [a.to_string()]);
         let e = &listed[0];
         assert_eq!(e.kind, Kind::Step);
-        assert_eq!(e.size, 1024 + 100);
+        let record = std::fs::metadata(f.store.dir(&a).join(META)).unwrap().len();
+        assert_eq!(e.size, 1024 + 100 + record);
         assert_eq!(e.origin.as_deref(), Some("entry 0"));
         let age = SystemTime::now().duration_since(e.used).unwrap();
         assert!(age >= 2 * HOUR, "{age:?}");
@@ -312,9 +313,12 @@ mod tests {
         let a = entry(&f, 0, None, 1000, 3 * HOUR);
         let b = entry(&f, 1, None, 1000, 2 * HOUR);
         let c = entry(&f, 2, None, 1000, HOUR);
+        // Room for all but the least recently used one.
+        let sizes: Vec<u64> = f.cache.list().unwrap().iter().map(|e| e.size).collect();
+        let room = sizes[0] + sizes[1];
         let removed = f
             .cache
-            .prune(&rule(None, Some(5000), false), SystemTime::now())
+            .prune(&rule(None, Some(room), false), SystemTime::now())
             .unwrap();
         assert_eq!(keys(&removed), [a.to_string()]);
         assert_eq!(

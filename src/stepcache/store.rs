@@ -259,13 +259,36 @@ impl StepStore {
     /// is ready ([`Began::New`]).
     pub fn begin(&self, key: &StepKey, info: EntryInfo) -> Result<Began, StepCacheError> {
         let lock_path = self.lock_path(key);
-        let Some(mut lock) = EntryLock::take(&lock_path, Mode::Exclusive, true)? else {
+        if let Some(lock) = EntryLock::take(&lock_path, Mode::Exclusive, false)? {
+            return self.begin_locked(key, info, lock);
+        }
+        // Someone holds it: a builder (exclusive) or users (shared). Not
+        // waiting for the exclusive lock: users hold theirs for a whole
+        // build. A shared lock comes as soon as a builder commits.
+        if let Some(shared) = EntryLock::take(&lock_path, Mode::Shared, true)?
+            && self.dir(key).join(META).exists()
+            && let Ok(meta) = self.validate(key)
+        {
+            return Ok(Began::Exists(self.used(key, meta, shared)));
+        }
+        // The builder gave up, or the entry is corrupt: build it.
+        let Some(lock) = EntryLock::take(&lock_path, Mode::Exclusive, true)? else {
             // A waiting take always gets the lock.
             return Err(StepCacheError::Lock {
                 path: lock_path,
                 source: io::Error::from(io::ErrorKind::WouldBlock),
             });
         };
+        self.begin_locked(key, info, lock)
+    }
+
+    /// [`StepStore::begin`] once the exclusive lock is held.
+    fn begin_locked(
+        &self,
+        key: &StepKey,
+        info: EntryInfo,
+        mut lock: EntryLock,
+    ) -> Result<Began, StepCacheError> {
         let dir = self.dir(key);
         if dir.join(META).exists() {
             match self.validate(key) {
@@ -657,7 +680,8 @@ impl PendingEntry {
     fn record(&self, info: CommitInfo) -> Result<Meta, StepCacheError> {
         let kind = self.info.kind;
         let has = |name: &str| self.dir.join(name).is_file();
-        if !(has(DISK) || kind == EntryKind::Final && has(RAW_DISK)) {
+        let has_disk = has(DISK) || (kind == EntryKind::Final && has(RAW_DISK));
+        if !has_disk {
             return Err(StepCacheError::Missing {
                 path: self.dir.join(DISK),
             });

@@ -161,6 +161,7 @@ fn a_second_builder_of_a_key_waits_then_uses_the_first_ones_entry() {
     fill(&first, Some(&f.source), "state");
     let committed = first.commit(CommitInfo::default()).unwrap();
     match second.join().unwrap() {
+        // While the first build still uses the entry.
         Began::Exists(used) => assert_eq!(used.meta(), committed.meta()),
         Began::New(_) => panic!("the second builder rebuilt the entry"),
     }
@@ -170,14 +171,30 @@ fn a_second_builder_of_a_key_waits_then_uses_the_first_ones_entry() {
 fn a_half_written_entry_is_rebuilt() {
     let f = fixture();
     let k = key(0);
-    let pending = new(f.store.begin(&k, boot_info(&f.source)).unwrap());
-    fill(&pending, Some(&f.source), "state");
-    let dir = pending.dir().to_path_buf();
     // A killed build leaves its files and no record.
-    std::mem::forget(pending);
+    let dir = f.store.dir(&k);
+    std::fs::create_dir_all(&dir).unwrap();
+    fake_qcow2(&dir.join(DISK), Some(&f.source), 4096);
+    std::fs::write(dir.join(STATE), "half").unwrap();
     assert!(f.store.lookup(&k).unwrap().is_none());
     let pending = new(f.store.begin(&k, boot_info(&f.source)).unwrap());
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+    fill(&pending, Some(&f.source), "state");
+    pending.commit(CommitInfo::default()).unwrap();
+    assert!(f.store.lookup(&k).unwrap().is_some());
+}
+
+#[test]
+fn a_builder_that_gives_up_leaves_the_key_to_the_next() {
+    let f = fixture();
+    let k = key(0);
+    let first = new(f.store.begin(&k, boot_info(&f.source)).unwrap());
+    let store = f.store.clone();
+    let source = f.source.clone();
+    let second = std::thread::spawn(move || store.begin(&k, boot_info(&source)).unwrap());
+    wait_for_blocked_lock(&f.store.lock_path(&k));
+    drop(first);
+    let pending = new(second.join().unwrap());
     fill(&pending, Some(&f.source), "state");
     pending.commit(CommitInfo::default()).unwrap();
 }
