@@ -230,8 +230,8 @@ BASELINE_SH = r"""#!/bin/sh
 # makes) and audit rules for every policy file: the slow step.
 set -eu
 mkdir -p /var/lib/hardening
-find /bin /sbin /lib /usr/bin /usr/sbin /usr/lib -xdev -type f 2>/dev/null | sort |
-  xargs sha256sum >/var/lib/hardening/baseline.sha256
+find /bin /sbin /lib /usr/bin /usr/sbin /usr/lib -xdev -type f -exec sha256sum {} + 2>/dev/null |
+  sort -k 2 >/var/lib/hardening/baseline.sha256
 i=0
 while [ "$i" -lt 3000 ]; do
   echo "-w /etc/hardening/policy-$((i % 200)).conf -p wa -k policy$((i % 7))"
@@ -375,6 +375,11 @@ def timed(argv, env, cwd):
     result = subprocess.run(argv, env=env, cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, errors="replace")
     elapsed = time.monotonic() - start
+    # Every run's output stays in the scratch directory (see --keep).
+    logs = Path(cwd) / "logs"
+    logs.mkdir(exist_ok=True)
+    name = f"{len(list(logs.iterdir())):03d}-{Path(argv[0]).name}-{argv[1]}.log"
+    (logs / name).write_text(result.stdout)
     if result.returncode != 0:
         log(result.stdout[-6000:])
         raise Failed(f"{' '.join(str(a) for a in argv[:3])} ... failed with exit code {result.returncode}")
@@ -447,8 +452,8 @@ class Series:
 
     def row(self):
         if not self.times:
-            return f"  {self.name:28s} {'-':>8s}"
-        line = (f"  {self.name:28s} {self.median:7.2f}s  (min {min(self.times):.2f}, "
+            return f"  {self.name:34s} {'-':>8s}"
+        line = (f"  {self.name:34s} {self.median:7.2f}s  (min {min(self.times):.2f}, "
                 f"max {max(self.times):.2f}; runs {' '.join(f'{t:.2f}' for t in self.times)})")
         if self.hits:
             line += "  cache " + " ".join(f"{h}h/{m}m" for h, m in self.hits)
@@ -597,8 +602,8 @@ def main():
         header.append(f"note: kiln does not read {SEQUENTIAL_ENV}: both kiln contenders of the "
                       "cold scenario run kiln's one order")
     report = list(header)
-    for line in header:
-        log(line)
+    failed = False
+    print("\n".join(header), flush=True)
 
     for fixture in chosen:
         tmp = tempfile.mkdtemp(prefix=f"kiln-iterate-{fixture.name}-")
@@ -613,14 +618,20 @@ def main():
 
             lines = [f"== {fixture.name} fixture: {fixture.image} (user {fixture.user}, "
                      f"{fixture.memory} MiB, 1 CPU, TCG)"]
-            try:
-                if scenarios & {"edit", "unchanged"}:
+            # A failed run ends its scenario, not the benchmark.
+            if scenarios & {"edit", "unchanged"}:
+                try:
                     lines += scenario_edit_and_unchanged(bench, fixture, scripts, keys, args.runs,
                                                          scenarios, say)
-                if "cold" in scenarios:
+                except Failed as err:
+                    failed = True
+                    lines.append(f"edit/unchanged FAILED: {err}")
+            if "cold" in scenarios:
+                try:
                     lines += scenario_cold(bench, fixture, scripts, keys, args.runs, say)
-            except Failed as err:
-                lines.append(f"  FAILED: {err}")
+                except Failed as err:
+                    failed = True
+                    lines.append(f"cold FAILED: {err}")
             report += lines
             print("\n".join(lines), flush=True)
         finally:
@@ -632,6 +643,8 @@ def main():
     if len(chosen) > 1:
         print("\n=== summary ===")
         print("\n".join(report))
+    if failed:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":
