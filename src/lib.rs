@@ -31,5 +31,6 @@ pub mod seed;
 pub mod smoke;
 pub mod source;
 pub mod ssh;
+pub mod stepcache;
 pub mod template;
 pub mod tmp;

@@ -1,6 +1,7 @@
 //! kiln's cache directory: entries kept between builds, one subdirectory
-//! per kind (`sources/` for downloaded source images), each entry a file
-//! named by its key with a `.json` record beside it.
+//! per kind: `sources/` for downloaded source images, each entry a file
+//! named by its key with a `.json` record beside it, and `steps/` for the
+//! step cache ([`crate::stepcache`], which lists and removes its own).
 //!
 //! An entry is only ever created by renaming a complete, verified file into
 //! place while holding the entry's lock (`<key>.lock`), so readers never
@@ -29,6 +30,9 @@ pub enum CacheError {
     /// Reading or writing the cache failed.
     #[error(transparent)]
     File(#[from] FileError),
+    /// Locking or removing a step entry failed.
+    #[error(transparent)]
+    Step(Box<crate::stepcache::StepCacheError>),
 }
 
 /// The kinds of entries, each in its own subdirectory.
@@ -36,22 +40,26 @@ pub enum CacheError {
 pub enum Kind {
     /// Downloaded source images (`iso_url`).
     Source,
+    /// Step cache entries (`kiln build -cache`): a directory each.
+    Step,
 }
 
 impl Kind {
     /// Every kind, in listing order.
-    pub const ALL: &'static [Kind] = &[Kind::Source];
+    pub const ALL: &'static [Kind] = &[Kind::Source, Kind::Step];
 
     /// The kind's name in listings.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Source => "source",
+            Kind::Step => "step",
         }
     }
 
     fn dir_name(self) -> &'static str {
         match self {
             Kind::Source => "sources",
+            Kind::Step => "steps",
         }
     }
 }
@@ -256,7 +264,8 @@ impl Cache {
     /// Every complete entry, most recently used first.
     pub fn list(&self) -> Result<Vec<Entry>, CacheError> {
         let mut entries = Vec::new();
-        for &kind in Kind::ALL {
+        // Step entries are directories: the step cache lists its own.
+        for kind in [Kind::Source] {
             let dir = self.root.join(kind.dir_name());
             let read = match std::fs::read_dir(&dir) {
                 Ok(read) => read,
@@ -285,18 +294,31 @@ impl Cache {
                 });
             }
         }
+        entries.extend(
+            crate::stepcache::prune::list(self)?
+                .into_iter()
+                .map(|f| f.entry),
+        );
         entries.sort_by(|a, b| b.used.cmp(&a.used).then_with(|| a.key.cmp(&b.key)));
         Ok(entries)
     }
 
     /// Removes what `rule` says, skipping entries in use (locked), and
-    /// returns what was removed. Partial downloads nobody is writing go too.
+    /// returns what was removed. Step entries built on a removed entry go
+    /// with it (they cannot be used without it). Partial downloads and
+    /// half-written step entries nobody is writing go too.
     pub fn prune(&self, rule: &PruneRule, now: SystemTime) -> Result<Vec<Entry>, CacheError> {
         let entries = self.list()?;
-        let mut removed = Vec::new();
+        let mut removed: Vec<Entry> = Vec::new();
         let mut kept_size: u64 = entries.iter().map(|e| e.size).sum();
         // Oldest first, so a size limit removes the least recently used.
         for entry in entries.iter().rev() {
+            if removed
+                .iter()
+                .any(|r| r.kind == entry.kind && r.key == entry.key)
+            {
+                continue;
+            }
             let too_old = rule.older_than.is_some_and(|age| {
                 now.duration_since(entry.used)
                     .is_ok_and(|elapsed| elapsed > age)
@@ -306,12 +328,24 @@ impl Cache {
                 continue;
             }
             let paths = self.entry(entry.kind, &entry.key);
-            if self.remove_unlocked(&paths)? {
-                kept_size -= entry.size;
+            let (gone, data) = match entry.kind {
+                Kind::Source => (self.remove_unlocked(&paths)?, paths.data.clone()),
+                Kind::Step => (
+                    crate::stepcache::prune::remove(self, &entry.key)?,
+                    paths.data.join(crate::stepcache::store::DISK),
+                ),
+            };
+            if gone {
+                kept_size = kept_size.saturating_sub(entry.size);
                 removed.push(entry.clone());
+                for dependent in crate::stepcache::prune::remove_dependents(self, &data)? {
+                    kept_size = kept_size.saturating_sub(dependent.size);
+                    removed.push(dependent);
+                }
             }
         }
         self.remove_stale_parts()?;
+        removed.extend(crate::stepcache::prune::sweep(self, now)?);
         Ok(removed)
     }
 
@@ -345,7 +379,8 @@ impl Cache {
     /// Partial downloads left by builds that were killed, when nobody is
     /// resuming them.
     fn remove_stale_parts(&self) -> Result<(), CacheError> {
-        for &kind in Kind::ALL {
+        // Step entries are directories: the step cache lists its own.
+        for kind in [Kind::Source] {
             let dir = self.root.join(kind.dir_name());
             let Ok(read) = std::fs::read_dir(&dir) else {
                 continue;

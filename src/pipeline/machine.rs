@@ -13,6 +13,9 @@ use crate::qemu::{self, Accel, LaunchSpec, QemuProcess, Qmp};
 use crate::ssh::Guest;
 use crate::ssh::{Auth, Session, SshConfig, SshError};
 
+mod warm;
+pub use warm::KeptKey;
+
 /// Why the build's virtual machine could not be prepared, started, reached
 /// or shut down.
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +131,14 @@ pub enum MachineError {
         /// What the cleanup command printed.
         said: String,
     },
+    /// The saved machine could not be started (QEMU refused the saved
+    /// state, the guest did not answer SSH in time, or could not be set
+    /// right); QEMU is gone. The build can boot cold instead.
+    #[error("the saved machine could not be restored: {why}")]
+    RestoreFailed {
+        /// What went wrong, QEMU's or the guest's words included.
+        why: String,
+    },
     /// The guest was still running when shutdown_timeout ran out.
     #[error("the guest did not power off within shutdown_timeout ({0:?}); QEMU was killed")]
     ShutdownTimeout(Duration),
@@ -235,6 +246,8 @@ pub struct Machine {
     gce: bool,
     /// kiln added its `metadata.google.internal` line to /etc/hosts.
     hosts_line: bool,
+    /// Checkpoints taken so far (they name the overlays' QEMU nodes).
+    checkpoints: u32,
 }
 
 /// Who the guest is: its hostname, and the GCE instance it emulates.
@@ -271,6 +284,50 @@ impl Machine {
         serial_log: &Path,
         identity: &Identity<'_>,
     ) -> Result<Machine, MachineError> {
+        Self::prepare_with(
+            ctx, config, source, disk, scratch, serial_log, identity, None,
+        )
+        .await
+    }
+
+    /// [`Machine::prepare`] for [`Machine::restore`]: `disk` is a new qcow2
+    /// overlay on the image a checkpoint froze, and the guest is logged in
+    /// to with the key it was booted with (`kept`, from
+    /// [`Machine::kept_key`]; `None` when the template brings its own
+    /// credentials). Everything else must be as for the cold boot the
+    /// checkpoint was taken in: QEMU loads the state only into the same
+    /// machine.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn prepare_warm(
+        ctx: &BuildContext,
+        config: &QemuConfig,
+        source: &Path,
+        disk: &Path,
+        scratch: &Path,
+        serial_log: &Path,
+        identity: &Identity<'_>,
+        kept: Option<&KeptKey>,
+    ) -> Result<Machine, MachineError> {
+        let mut machine = Self::prepare_with(
+            ctx, config, source, disk, scratch, serial_log, identity, kept,
+        )
+        .await?;
+        machine.spec.disks[0].format = "qcow2".to_string();
+        machine.hosts_line = kept.is_some_and(|kept| kept.hosts_line);
+        Ok(machine)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn prepare_with(
+        ctx: &BuildContext,
+        config: &QemuConfig,
+        source: &Path,
+        disk: &Path,
+        scratch: &Path,
+        serial_log: &Path,
+        identity: &Identity<'_>,
+        kept: Option<&KeptKey>,
+    ) -> Result<Machine, MachineError> {
         let hostname = identity.hostname;
         let accel = choose_accel(ctx, config);
         ctx.stage(super::report::Stage::Seed);
@@ -284,7 +341,8 @@ impl Machine {
         let (ssh, build_key) = match &config.communicator {
             Communicator::None => (None, None),
             Communicator::Ssh(options) => {
-                let (auth, seed) = ssh_auth(ctx, config, options, scratch, hostname, key_user)?;
+                let (auth, seed) =
+                    ssh_auth(ctx, config, options, scratch, hostname, key_user, kept)?;
                 let build_key = seed.map(|seed| {
                     cdroms.push(seed.image);
                     seed.key
@@ -327,6 +385,7 @@ impl Machine {
             http_port: None,
             gce: identity.gce.is_some(),
             hosts_line: false,
+            checkpoints: 0,
         })
     }
 
@@ -463,6 +522,12 @@ impl Machine {
     /// Starts QEMU with the SSH port forwarded from a free host port, and
     /// connects to its QMP socket.
     pub async fn launch(&mut self, ctx: &BuildContext) -> Result<(), MachineError> {
+        self.launch_as(ctx, false).await
+    }
+
+    /// [`Machine::launch`], or with `incoming` a QEMU that waits for a
+    /// saved state instead of booting.
+    async fn launch_as(&mut self, ctx: &BuildContext, incoming: bool) -> Result<(), MachineError> {
         let vnc = self.vnc(ctx)?;
         let guest_port = match &self.config.communicator {
             Communicator::Ssh(options) => Some(options.port),
@@ -481,6 +546,7 @@ impl Machine {
             };
             let mut spec = self.spec.clone();
             spec.ssh_forward = host_port.zip(guest_port);
+            spec.incoming = incoming;
             spec.vnc = vnc.as_ref().map(|(arg, _)| arg.clone());
             let late = self.late_values(host_port);
             let late: Vec<(&str, &str)> = late.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -853,6 +919,7 @@ fn ssh_auth(
     scratch: &Path,
     hostname: &str,
     key_user: Option<&str>,
+    kept: Option<&KeptKey>,
 ) -> Result<(Auth, Option<Seed>), MachineError> {
     if let Some(password) = &options.password {
         return Ok((Auth::Password(password.clone()), None));
@@ -860,9 +927,19 @@ fn ssh_auth(
     if let Some(key) = &options.private_key_file {
         return Ok((Auth::KeyFile(key.clone()), None));
     }
-    let key =
-        crate::ssh::generate_key(scratch, options.temporary_key_pair_type == KeyPairType::Rsa)
-            .map_err(MachineError::Key)?;
+    let key = match kept {
+        // A restored guest knows only the key it was booted with; its seed
+        // is made again the same, as the CD drive must hold one.
+        Some(kept) => crate::ssh::GeneratedKey {
+            public_key_openssh: crate::ssh::public_key_of(&kept.private_key)
+                .map_err(MachineError::Key)?,
+            private_key_path: kept.private_key.clone(),
+        },
+        None => {
+            crate::ssh::generate_key(scratch, options.temporary_key_pair_type == KeyPairType::Rsa)
+                .map_err(MachineError::Key)?
+        }
+    };
     let seed = if user_cd_is_seed(config) {
         ctx.say(
             "cd_label is cidata: the template's own seed is used, without kiln's generated key",
@@ -870,7 +947,10 @@ fn ssh_auth(
         None
     } else {
         let image = scratch.join("seed.iso");
-        let instance_id = format!("kiln-{}", uuid::Uuid::new_v4());
+        let instance_id = match kept {
+            Some(kept) => kept.instance_id.clone(),
+            None => format!("kiln-{}", uuid::Uuid::new_v4()),
+        };
         crate::seed::nocloud_seed(
             &image,
             &crate::seed::NoCloud {
@@ -956,6 +1036,7 @@ fn launch_spec(
             .clone()
             .filter(|d| d != "none" && !config.vnc.use_default_display),
         gce: None,
+        incoming: false,
     }
 }
 

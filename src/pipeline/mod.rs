@@ -22,6 +22,8 @@ mod test_image;
 mod traces;
 mod undo;
 mod vagrant;
+#[doc(hidden)]
+pub mod warm_probe;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,7 +36,7 @@ use report::{Artifact, Reporter, Stage};
 use undo::{Created, UndoStack};
 
 pub use gce::{GceError, PublishRequest, PublishedImage, publish_disk};
-pub use machine::MachineError;
+pub use machine::{KeptKey, MachineError};
 pub use package::{PackageRequest, PackagedFile, package_disk};
 pub use post::PostError;
 pub use publish::{BUCKET_ENV, PublishSetupError, check_publishing};
@@ -671,7 +673,10 @@ async fn smoke_test(
     disk_path: &Path,
 ) -> Result<(), BuildError> {
     let config = &spec.qemu;
-    let results = test_boot::run(
+    // Kept with the artifact under -on-error=abort, to say why it must
+    // not be used.
+    let marker = config.output_directory.join("TESTS-FAILED.json");
+    let results = match test_boot::run(
         ctx,
         config,
         disk_path,
@@ -680,7 +685,18 @@ async fn smoke_test(
         &spec.tests,
         spec.gce.as_ref().map(|gce| &gce.instance),
     )
-    .await?;
+    .await
+    {
+        Ok(results) => results,
+        Err(err) => {
+            let why = options.redactor.redact(&crate::error::error_chain(&err));
+            let _ = std::fs::write(
+                &marker,
+                crate::smoke::report::not_run(&spec.name, spec.tests.len(), &why),
+            );
+            return Err(err);
+        }
+    };
     // A check's output is the guest's: it may print a secret.
     let results = mask_results(results, &options.redactor);
     let report = match &options.test_report {
@@ -693,9 +709,6 @@ async fn smoke_test(
     };
     let failed = results.iter().filter(|r| !r.passed).count();
     if failed > 0 {
-        // Kept with the artifact under -on-error=abort, to say why it
-        // must not be used.
-        let marker = config.output_directory.join("TESTS-FAILED.json");
         let _ = std::fs::write(&marker, crate::smoke::report::json(&spec.name, &results));
         return Err(BuildError::TestsFailed {
             failed,

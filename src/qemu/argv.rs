@@ -26,6 +26,11 @@ pub fn argv(spec: &LaunchSpec) -> Vec<String> {
             format!("isa-debugcon,iobase={SEABIOS_DEBUG_PORT:#x},chardev=kiln-firmware"),
         ]);
     }
+    // Last, and beyond the reach of qemuargs: everything before it must be
+    // the machine the saved state was taken from.
+    if spec.incoming {
+        argv.extend(["-incoming".to_string(), "defer".to_string()]);
+    }
     argv
 }
 
@@ -411,6 +416,17 @@ mod tests {
                 "none",
             ])
         );
+    }
+
+    #[test]
+    fn a_restore_waits_for_its_state_last_and_changes_nothing_else() {
+        let cold = argv(&spec());
+        let warm = argv(&LaunchSpec {
+            incoming: true,
+            ..spec()
+        });
+        assert_eq!(warm[..cold.len()], cold[..]);
+        assert_eq!(warm[cold.len()..], strings(&["-incoming", "defer"]));
     }
 
     fn gce_spec() -> LaunchSpec {

@@ -17,7 +17,7 @@ use accel::cpu_has_virtualization;
 pub use accel::detect_accel;
 pub use argv::{argv, display_available, prepare_efi_vars};
 pub use process::{QemuExit, QemuProcess};
-pub use qmp::Qmp;
+pub use qmp::{Qmp, TopImage};
 pub use watch::{Watch, printable, watch_guest};
 
 /// The accelerator QEMU runs the guest with (`-machine accel=`).
@@ -103,6 +103,9 @@ pub struct LaunchSpec {
     /// A `googlecompute` build: the guest is made to look like a GCE
     /// instance (its network, metadata server and SMBIOS).
     pub gce: Option<GcePlatform>,
+    /// `-incoming defer`: QEMU starts with no guest running and waits for
+    /// a saved machine state to load over QMP (a warm boot).
+    pub incoming: bool,
 }
 
 /// What makes a guest look like a GCE instance from inside.

@@ -32,6 +32,17 @@ struct PendingState {
     closed: Option<String>,
 }
 
+/// The top image of one of the guest's disks, as QEMU has it open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopImage {
+    /// Its node name, for block commands.
+    pub node: String,
+    /// Its format driver (`qcow2`, `raw`).
+    pub format: String,
+    /// The disk's size as the guest sees it, in bytes.
+    pub virtual_size: u64,
+}
+
 /// A QMP connection over a unix socket (kiln's own small transport: events are
 /// kept as JSON, never a reason to drop the connection).
 pub struct Qmp {
@@ -184,6 +195,106 @@ impl Qmp {
             .map(drop)
     }
 
+    /// Pauses the guest's vCPUs; QEMU drains and flushes the disks' I/O
+    /// before it answers.
+    pub async fn stop(&self) -> Result<(), QemuError> {
+        self.execute("stop", None).await.map(drop)
+    }
+
+    /// Resumes the guest's vCPUs (after `stop`, a migration, or an
+    /// incoming migration that left the guest paused).
+    pub async fn cont(&self) -> Result<(), QemuError> {
+        self.execute("cont", None).await.map(drop)
+    }
+
+    /// The image at the top of the disk whose top image file is `path`
+    /// (QEMU names the nodes of `-drive` disks itself).
+    pub async fn top_image(&self, path: &Path) -> Result<TopImage, QemuError> {
+        let blocks = self.execute("query-block", None).await?;
+        top_image_in(&blocks, path).ok_or_else(|| {
+            QemuError::other(format!(
+                "QEMU has no disk whose top image is {}",
+                path.display()
+            ))
+        })
+    }
+
+    /// Opens `path`, a qcow2 image, as node `node_name` with the disk
+    /// options of `disk` (cache, discard, detect-zeroes: what `-drive` set
+    /// on the image it goes on), without opening its backing file:
+    /// [`Qmp::snapshot`] gives it the running disk as backing instead.
+    pub async fn add_overlay(
+        &self,
+        node_name: &str,
+        path: &Path,
+        disk: &super::Disk,
+    ) -> Result<(), QemuError> {
+        let filename = path_str(path)?;
+        self.execute(
+            "blockdev-add",
+            Some(overlay_options(node_name, filename, disk)),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Puts `overlay` on top of `node`: the guest writes to the overlay
+    /// from now on and `node` is its backing, no longer written to. QEMU
+    /// leaves the backing file name recorded in the overlay's header as it
+    /// was written.
+    pub async fn snapshot(&self, node: &str, overlay: &str) -> Result<(), QemuError> {
+        self.execute(
+            "blockdev-snapshot",
+            Some(json!({ "node": node, "overlay": overlay })),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Saves the machine's memory and device state to `path` (a new file)
+    /// and waits until QEMU says the migration is over. Best with the
+    /// guest stopped: the file then matches the disks exactly.
+    pub async fn migrate_to_file(&self, path: &Path, timeout: Duration) -> Result<(), QemuError> {
+        self.execute(
+            "migrate",
+            Some(json!({ "channels": [file_channel(path)?] })),
+        )
+        .await?;
+        self.wait_migration(timeout).await
+    }
+
+    /// Loads the machine's state from `path`, a file written by
+    /// [`Qmp::migrate_to_file`], into a QEMU started with `-incoming defer`,
+    /// and waits until it is loaded. QEMU exits when the stream is bad.
+    pub async fn migrate_from_file(&self, path: &Path, timeout: Duration) -> Result<(), QemuError> {
+        self.execute(
+            "migrate-incoming",
+            Some(json!({ "channels": [file_channel(path)?] })),
+        )
+        .await?;
+        self.wait_migration(timeout).await
+    }
+
+    /// Polls `query-migrate` until the migration completed or failed.
+    async fn wait_migration(&self, timeout: Duration) -> Result<(), QemuError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let info = self.execute("query-migrate", None).await?;
+            match migration_outcome(&info) {
+                Some(Ok(())) => return Ok(()),
+                Some(Err(why)) => return Err(QemuError::other(format!("migration failed: {why}"))),
+                None if tokio::time::Instant::now() >= deadline => {
+                    return Err(QemuError::other(format!(
+                        "migration not over after {}s (status {})",
+                        timeout.as_secs(),
+                        info.get("status").and_then(Value::as_str).unwrap_or("none")
+                    )));
+                }
+                None => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
     /// The run state (`running`, `internal-error`, `shutdown`, ...).
     pub(crate) async fn run_state(&self) -> Result<String, QemuError> {
         let status = self.execute("query-status", None).await?;
@@ -234,6 +345,74 @@ impl Qmp {
 impl Drop for Qmp {
     fn drop(&mut self) {
         self.reader.abort();
+    }
+}
+
+/// `blockdev-add`'s arguments for a qcow2 overlay with `-drive`'s
+/// cache, discard and detect-zeroes options of `disk`.
+fn overlay_options(node_name: &str, filename: &str, disk: &super::Disk) -> Value {
+    let cache = json!({
+        "direct": matches!(disk.cache.as_str(), "none" | "directsync"),
+        "no-flush": disk.cache == "unsafe",
+    });
+    let discard = if disk.discard == "unmap" || disk.discard == "on" {
+        "unmap"
+    } else {
+        "ignore"
+    };
+    let mut options = json!({
+        "driver": "qcow2",
+        "node-name": node_name,
+        "cache": cache,
+        "discard": discard,
+        "file": { "driver": "file", "filename": filename, "cache": cache, "discard": discard },
+        "backing": null,
+    });
+    if matches!(disk.detect_zeroes.as_str(), "on" | "unmap") {
+        options["detect-zeroes"] = json!(disk.detect_zeroes);
+    }
+    options
+}
+
+/// A migration channel to or from a whole file (no URI: a path may hold
+/// any character).
+fn file_channel(path: &Path) -> Result<Value, QemuError> {
+    Ok(json!({
+        "channel-type": "main",
+        "addr": { "transport": "file", "filename": path_str(path)?, "offset": 0 },
+    }))
+}
+
+fn path_str(path: &Path) -> Result<&str, QemuError> {
+    path.to_str()
+        .ok_or_else(|| QemuError::other(format!("{} is not UTF-8", path.display())))
+}
+
+/// `query-block`'s top image of the disk whose top image file is `path`.
+fn top_image_in(blocks: &Value, path: &Path) -> Option<TopImage> {
+    let wanted = path.to_str()?;
+    let inserted = blocks.as_array()?.iter().find_map(|block| {
+        let inserted = block.get("inserted")?;
+        (inserted.get("file")?.as_str()? == wanted).then_some(inserted)
+    })?;
+    Some(TopImage {
+        node: inserted.get("node-name")?.as_str()?.to_string(),
+        format: inserted.get("drv")?.as_str()?.to_string(),
+        virtual_size: inserted.get("image")?.get("virtual-size")?.as_u64()?,
+    })
+}
+
+/// `None` while `query-migrate` says the migration is under way (or has
+/// not started), else how it ended, with QEMU's reason for a failure.
+fn migration_outcome(info: &Value) -> Option<Result<(), String>> {
+    match info.get("status").and_then(Value::as_str)? {
+        "completed" => Some(Ok(())),
+        "failed" | "cancelled" => Some(Err(info
+            .get("error-desc")
+            .and_then(Value::as_str)
+            .unwrap_or("QEMU gave no reason")
+            .to_string())),
+        _ => None,
     }
 }
 
@@ -382,6 +561,67 @@ mod tests {
             }
             _ => json!({"return": {}}),
         }
+    }
+
+    #[test]
+    fn finds_the_top_image_of_a_disk_by_its_file() {
+        let blocks = json!([
+            {"device": "ide1-cd0", "inserted": {"file": "/s/seed.iso", "node-name": "#block1", "drv": "raw", "image": {"virtual-size": 2048}}},
+            {"device": "virtio0", "inserted": {"file": "/o/disk", "node-name": "#block3", "drv": "qcow2", "image": {"virtual-size": 1073741824_u64}}},
+            {"device": "floppy0"},
+        ]);
+        assert_eq!(
+            top_image_in(&blocks, Path::new("/o/disk")),
+            Some(TopImage {
+                node: "#block3".into(),
+                format: "qcow2".into(),
+                virtual_size: 1 << 30
+            })
+        );
+        assert_eq!(top_image_in(&blocks, Path::new("/o/other")), None);
+    }
+
+    #[test]
+    fn an_overlay_keeps_the_disks_options() {
+        let disk = crate::qemu::Disk {
+            path: "/o/disk".into(),
+            format: "qcow2".into(),
+            interface: "virtio".into(),
+            cache: "unsafe".into(),
+            discard: "unmap".into(),
+            detect_zeroes: "unmap".into(),
+            read_only: false,
+        };
+        let options = overlay_options("kiln-top-1", "/c/next.qcow2", &disk);
+        assert_eq!(options["backing"], Value::Null);
+        assert_eq!(options["discard"], "unmap");
+        assert_eq!(options["detect-zeroes"], "unmap");
+        assert_eq!(options["cache"]["no-flush"], true);
+        assert_eq!(options["file"]["filename"], "/c/next.qcow2");
+        let plain = crate::qemu::Disk {
+            cache: "writeback".into(),
+            discard: "ignore".into(),
+            detect_zeroes: "off".into(),
+            ..disk
+        };
+        let options = overlay_options("n", "/f", &plain);
+        assert_eq!(options["discard"], "ignore");
+        assert!(options.get("detect-zeroes").is_none());
+        assert_eq!(options["cache"]["direct"], false);
+    }
+
+    #[test]
+    fn migration_outcome_carries_qemus_reason() {
+        assert_eq!(migration_outcome(&json!({})), None);
+        assert_eq!(migration_outcome(&json!({"status": "active"})), None);
+        assert_eq!(
+            migration_outcome(&json!({"status": "completed"})),
+            Some(Ok(()))
+        );
+        assert_eq!(
+            migration_outcome(&json!({"status": "failed", "error-desc": "No space left"})),
+            Some(Err("No space left".to_string()))
+        );
     }
 
     #[tokio::test]

@@ -52,6 +52,7 @@ impl super::LaunchSpec {
             vnc: None,
             display: None,
             gce: None,
+            incoming: false,
         }
     }
 }

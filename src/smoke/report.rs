@@ -148,6 +148,21 @@ pub fn json(suite: &str, results: &[CheckResult]) -> String {
     text
 }
 
+/// The JSON report of checks that could not run: the test boot failed
+/// (`why`), so every check counts as failed.
+pub fn not_run(suite: &str, checks: usize, why: &str) -> String {
+    let report = serde_json::json!({
+        "suite": suite,
+        "tests": checks,
+        "failures": checks,
+        "error": why,
+        "checks": [],
+    });
+    let mut text = serde_json::to_string_pretty(&report).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
 /// XML text and attribute escaping; characters XML 1.0 cannot hold at all
 /// are dropped.
 fn escape(text: &str) -> String {
@@ -171,6 +186,16 @@ fn escape(text: &str) -> String {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn checks_that_could_not_run_all_count_as_failed_with_the_reason() {
+        let report: serde_json::Value =
+            serde_json::from_str(&not_run("web", 3, "ssh: timed out")).expect("json");
+        assert_eq!(report["tests"], 3);
+        assert_eq!(report["failures"], 3);
+        assert_eq!(report["error"], "ssh: timed out");
+        assert_eq!(report["suite"], "web");
+    }
 
     fn results() -> Vec<CheckResult> {
         vec![

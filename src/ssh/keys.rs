@@ -74,6 +74,17 @@ fn write_private(path: &Path, contents: &[u8]) -> Result<(), SshError> {
         .map_err(|err| SshError::local(path, err))
 }
 
+/// The public half of an OpenSSH private key file, as one
+/// `authorized_keys` line (no newline).
+pub fn public_key_of(path: &Path) -> Result<String, SshError> {
+    let key = load_private(path)?;
+    let public = key
+        .public_key()
+        .to_openssh()
+        .map_err(|err| key_error(path, err))?;
+    Ok(public.trim_end().to_string())
+}
+
 /// Reads an unencrypted OpenSSH private key.
 pub(super) fn load_private(path: &Path) -> Result<PrivateKey, SshError> {
     let text = std::fs::read_to_string(path).map_err(|err| key_error(path, err))?;

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use guest::Guest;
-pub use keys::{GeneratedKey, generate_key};
+pub use keys::{GeneratedKey, generate_key, public_key_of};
 pub use quote::shell_quote;
 
 /// How kiln proves who it is to the guest's SSH server.

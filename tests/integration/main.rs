@@ -24,3 +24,4 @@ mod sources;
 mod templates_corpus;
 mod util;
 mod vagrant;
+mod warm_boot;

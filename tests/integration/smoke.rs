@@ -123,8 +123,11 @@ fn with_on_error_abort_the_failed_artifact_stays_marked() {
         "{}",
         run.all()
     );
-    let marker = report(&scratch.path().join("out/TESTS-FAILED.json"));
-    assert_eq!(marker["failures"], 1);
+    let marker = std::fs::read_to_string(scratch.path().join("out/TESTS-FAILED.json"))
+        .unwrap_or_else(|err| panic!("no TESTS-FAILED.json ({err}):\n{}", run.all()));
+    let marker: serde_json::Value = serde_json::from_str(&marker).expect("json marker");
+    assert_eq!(marker["failures"], 1, "{marker}\n{}", run.all());
+    assert_eq!(marker["checks"][0]["name"], "fails", "{marker}");
 }
 
 const PASSING: &str = r#"{"tests": [
