@@ -44,13 +44,14 @@ const BUILD_HELP: &str = concat!(
      kiln build -on-error=ask template.json   (clean up, abort, or retry a failed provisioner)\n  \
      kiln build -debug template.json          (pause after each step)\n  \
      kiln build -gce-bucket=staging gce.json  (build a googlecompute template, publish the image)\n  \
-     kiln build -publish=false gce.json       (build and test it, keep the disk locally)\n\n\
+     kiln build -publish=false gce.json       (build and test it, keep the disk locally)\n  \
+     kiln build -cache template.json          (rerun only what changed since the last build)\n\n\
      Environment:\n",
     common_env!(),
     "\n  \
      KILN_GCE_BUCKET         the staging bucket of googlecompute builds (as -gce-bucket)\n  \
      SOURCE_DATE_EPOCH       the dates written into seed and CD images\n  \
-     KILN_CACHE_DIR          where downloaded sources are kept (see `kiln cache --help`)\n  \
+     KILN_CACHE_DIR          where downloaded sources and -cache's steps are kept (see `kiln cache --help`)\n  \
      GOOGLE_APPLICATION_CREDENTIALS, STORAGE_EMULATOR_HOST, KILN_COMPUTE_ENDPOINT\n                          \
      for publishing (googlecompute builds, googlecompute-import; see `kiln export --help`)"
 );
@@ -295,6 +296,11 @@ pub struct BuildArgs {
     /// on its way to Compute Engine (default: KILN_GCE_BUCKET).
     #[arg(long = "gce-bucket", value_name = "BUCKET")]
     pub gce_bucket: Option<String>,
+    /// Keep the machine after the boot and after each provisioner in the
+    /// step cache, and start from the last unchanged one: a rebuild runs
+    /// only what changed (see `kiln cache --help`).
+    #[arg(long)]
+    pub cache: bool,
 }
 
 #[derive(Debug, Args)]
@@ -450,6 +456,7 @@ const LONG_FLAGS: &[&str] = &[
     "test-report",
     "publish",
     "gce-bucket",
+    "cache",
     "tests",
     "ssh-username",
     "ssh-private-key-file",

@@ -30,6 +30,7 @@ pub(super) async fn run(args: BuildArgs, machine_readable: bool) -> ExitCode {
             many_builds: false,
             redactor: redact::Redactor::default(),
             publish: args.publish,
+            cache: args.cache,
             gce_bucket: staging_bucket(
                 args.gce_bucket.as_deref(),
                 std::env::var(pipeline::BUCKET_ENV).ok().as_deref(),

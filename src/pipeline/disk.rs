@@ -199,6 +199,60 @@ pub async fn compact(path: &Path, format: DiskFormat, compress: bool) -> Result<
 
 /// Copies a file, keeping its holes (SEEK_DATA/SEEK_HOLE), so a sparse
 /// image stays sparse.
+/// Writes the image `top` (with its backing chain) as one standalone
+/// disk in `format`: the build's compaction when the step cache keeps the
+/// machine as a chain of overlays.
+pub async fn flatten(
+    top: &Path,
+    target: &Path,
+    format: DiskFormat,
+    compress: bool,
+) -> Result<(), DiskError> {
+    let mut args = vec![
+        os("convert"),
+        os("-q"),
+        os("-f"),
+        os("qcow2"),
+        os("-O"),
+        os(format.as_str()),
+    ];
+    if compress && format == DiskFormat::Qcow2 {
+        args.push(os("-c"));
+    }
+    args.push(top.as_os_str());
+    args.push(target.as_os_str());
+    if let Err(err) = qemu_img(&args).await {
+        let _ = std::fs::remove_file(target);
+        return Err(err);
+    }
+    Ok(())
+}
+
+/// Puts the disk `from` (a finished step-cache entry) at `to`: a hard
+/// link where both are on one file system, a copy otherwise. A write
+/// through the link changes the entry's times, so the cache sees it and
+/// makes the entry again rather than use it.
+pub async fn link_or_copy(from: &Path, to: &Path) -> Result<(), DiskError> {
+    let _ = std::fs::remove_file(to);
+    match std::fs::hard_link(from, to) {
+        Ok(()) => Ok(()),
+        Err(_) => copy(from, to).await,
+    }
+}
+
+/// Copies a disk keeping its holes (a reflink where the file system
+/// offers one).
+pub async fn copy(from: &Path, to: &Path) -> Result<(), DiskError> {
+    let (from_owned, to_owned) = (from.to_path_buf(), to.to_path_buf());
+    tokio::task::spawn_blocking(move || copy_sparse(&from_owned, &to_owned))
+        .await
+        .map_err(|err| DiskError::Copy {
+            from: from.to_path_buf(),
+            to: to.to_path_buf(),
+            source: std::io::Error::other(err),
+        })?
+}
+
 fn copy_sparse(from: &Path, to: &Path) -> Result<(), DiskError> {
     use std::os::unix::io::AsRawFd;
     let err = |source| DiskError::Copy {

@@ -7,6 +7,7 @@
 //! [`publish_disk`] as a Compute Engine image. The post-processors call
 //! the same code as `kiln export`.
 
+mod cached;
 mod disk;
 mod gce;
 mod gce_guest;
@@ -17,6 +18,7 @@ mod post;
 mod post_shell_local;
 mod publish;
 pub mod report;
+mod step_keys;
 mod test_boot;
 mod test_image;
 mod traces;
@@ -162,6 +164,9 @@ pub struct BuildOptions {
     /// `-gce-bucket` (or `KILN_GCE_BUCKET`): where a googlecompute build's
     /// disk is staged on its way to Compute Engine.
     pub gce_bucket: Option<String>,
+    /// `-cache`: the machine is kept after the boot and each provisioner,
+    /// and a rebuild starts from the last unchanged one.
+    pub cache: bool,
 }
 
 /// Why a build failed.
@@ -215,6 +220,13 @@ pub enum BuildError {
     /// The `shell-local` post-processor's command failed.
     #[error("post-processor shell-local")]
     PostShellLocal(#[source] crate::provision::ProvisionError),
+    /// A file whose content reaches the guest at boot could not be read
+    /// for the step cache's key.
+    #[error("step cache")]
+    StepKey(#[source] crate::stepcache::KeyError),
+    /// The step cache (`-cache`) could not be read or written.
+    #[error("step cache")]
+    StepCache(#[source] crate::stepcache::StepCacheError),
     /// Some smoke-test checks failed.
     #[error("{failed} of {total} check(s) failed{}", .report.as_ref().map(|p| format!(" (report: {})", p.display())).unwrap_or_default())]
     TestsFailed {
@@ -460,15 +472,136 @@ async fn pipeline(
         Some(_) => scratch.join(&config.vm_name),
         None => prepare_output(config, options.force, undo)?,
     };
-    make_disk(config, &source, &disk_path).await?;
+    let mut cached = match (options.cache, cached::not_cacheable(spec)) {
+        (false, _) => None,
+        (true, Some(why)) => {
+            ctx.say(&format!("step cache: not used: {why}"));
+            None
+        }
+        (true, None) => Some(cached::Cached::open(spec, ctx, &source).await?),
+    };
+    match cached.as_mut() {
+        Some(cached) => {
+            let http_server = start_http_server(config, spec.gce.is_some(), ctx).await?;
+            let run = cached::Run {
+                spec,
+                ctx,
+                steps,
+                source: &source,
+                scratch: &scratch,
+                serial_log: &serial_log_path(config),
+                http_port: http_server.as_ref().map(|server| server.port()),
+            };
+            cached::build_disk(cached, &run, &disk_path).await?;
+        }
+        None => build_disk(spec, ctx, steps, &source, &scratch, &disk_path).await?,
+    }
+
+    if !spec.tests.is_empty() {
+        let tests_hash = cached::tests_hash(spec);
+        match cached.as_mut() {
+            Some(cached) if cached.tests_already_passed(&tests_hash) => {
+                ctx.say("step cache: these checks passed on this very disk before; not run again")
+            }
+            _ => {
+                // test_boot announces its stage itself.
+                steps.next(ctx, Stage::Test).await;
+                smoke_test(spec, options, ctx, &disk_path).await?;
+            }
+        }
+        if let Some(cached) = cached.as_mut() {
+            cached.tests_passed(&tests_hash).await?;
+        }
+    } else if let Some(cached) = cached.as_mut() {
+        cached.keep_untested().await?;
+    }
+    if let Some(cached) = &cached {
+        ctx.say(&cached.summary());
+    }
+
+    if let Some(target) = publishing {
+        steps.begin(ctx, Stage::Publish).await;
+        // No compaction first: the tarball carries only the disk's data.
+        let image = publish::publish(
+            ctx,
+            spec,
+            target,
+            &disk_path,
+            disk_format(spec),
+            options.force,
+        )
+        .await?;
+        let artifacts = if spec.post_processors.is_empty() {
+            vec![image]
+        } else {
+            steps.begin(ctx, Stage::Post).await;
+            run_post_processors(spec, image, ctx, undo, run_uuid).await?
+        };
+        steps.end(ctx).await;
+        return Ok(artifacts);
+    }
+
+    steps.begin(ctx, Stage::Finalize).await;
+    // The step cache wrote the finished disk compacted already.
+    if cached.is_none() {
+        compact(config, ctx, &disk_path).await?;
+    }
+    if let Some(gce) = &spec.gce {
+        let why = if gce.skip_create_image {
+            "skip_create_image"
+        } else {
+            "-publish=false"
+        };
+        ctx.say(&format!(
+            "{why}: the image is not published; the disk stays in {}",
+            config.output_directory_shown.display()
+        ));
+    }
+
+    // Shown as the template wrote it, as Packer shows it: kiln never
+    // changes its working directory, so the relative path stays good.
+    let artifact = Artifact {
+        build_name: spec.name.clone(),
+        builder_type: spec.builder_type.clone(),
+        builder_id: report::QEMU_BUILDER_ID.to_string(),
+        id: None,
+        description: format!(
+            "VM files in directory: {}",
+            config.output_directory_shown.display()
+        ),
+        files: vec![config.output_directory_shown.join(&config.vm_name)],
+    };
+
+    let artifacts = if spec.post_processors.is_empty() {
+        vec![artifact]
+    } else {
+        steps.begin(ctx, Stage::Post).await;
+        run_post_processors(spec, artifact, ctx, undo, run_uuid).await?
+    };
+    steps.end(ctx).await;
+    Ok(artifacts)
+}
+
+/// The build's disk without the step cache: made from the source, booted,
+/// provisioned and shut down.
+async fn build_disk(
+    spec: &BuildSpec,
+    ctx: &BuildContext,
+    steps: &interactive::Interactive,
+    source: &Path,
+    scratch: &Path,
+    disk_path: &Path,
+) -> Result<(), BuildError> {
+    let config = &spec.qemu;
+    make_disk(config, source, disk_path).await?;
 
     let serial_log = serial_log_path(config);
     let mut vm = machine::Machine::prepare(
         ctx,
         config,
-        &source,
-        &disk_path,
-        &scratch,
+        source,
+        disk_path,
+        scratch,
         &serial_log,
         &machine::Identity {
             hostname: spec
@@ -520,70 +653,7 @@ async fn pipeline(
     drop(vm);
     drop(http_server);
 
-    if !spec.tests.is_empty() {
-        // test_boot announces its stage itself.
-        steps.next(ctx, Stage::Test).await;
-        smoke_test(spec, options, ctx, &disk_path).await?;
-    }
-
-    if let Some(target) = publishing {
-        steps.begin(ctx, Stage::Publish).await;
-        // No compaction first: the tarball carries only the disk's data.
-        let image = publish::publish(
-            ctx,
-            spec,
-            target,
-            &disk_path,
-            disk_format(spec),
-            options.force,
-        )
-        .await?;
-        let artifacts = if spec.post_processors.is_empty() {
-            vec![image]
-        } else {
-            steps.begin(ctx, Stage::Post).await;
-            run_post_processors(spec, image, ctx, undo, run_uuid).await?
-        };
-        steps.end(ctx).await;
-        return Ok(artifacts);
-    }
-
-    steps.begin(ctx, Stage::Finalize).await;
-    compact(config, ctx, &disk_path).await?;
-    if let Some(gce) = &spec.gce {
-        let why = if gce.skip_create_image {
-            "skip_create_image"
-        } else {
-            "-publish=false"
-        };
-        ctx.say(&format!(
-            "{why}: the image is not published; the disk stays in {}",
-            config.output_directory_shown.display()
-        ));
-    }
-
-    // Shown as the template wrote it, as Packer shows it: kiln never
-    // changes its working directory, so the relative path stays good.
-    let artifact = Artifact {
-        build_name: spec.name.clone(),
-        builder_type: spec.builder_type.clone(),
-        builder_id: report::QEMU_BUILDER_ID.to_string(),
-        id: None,
-        description: format!(
-            "VM files in directory: {}",
-            config.output_directory_shown.display()
-        ),
-        files: vec![config.output_directory_shown.join(&config.vm_name)],
-    };
-
-    let artifacts = if spec.post_processors.is_empty() {
-        vec![artifact]
-    } else {
-        steps.begin(ctx, Stage::Post).await;
-        run_post_processors(spec, artifact, ctx, undo, run_uuid).await?
-    };
-    steps.end(ctx).await;
-    Ok(artifacts)
+    Ok(())
 }
 
 /// Starts the HTTP server when the template serves something
@@ -635,33 +705,45 @@ async fn provision(
     steps: &interactive::Interactive,
 ) -> Result<(), BuildError> {
     for provisioner in &spec.provisioners {
-        steps.before_provisioner(ctx).await;
-        loop {
-            let output = |line: &str| ctx.reporter.output(&ctx.name, line);
-            let say = |line: &str| ctx.reporter.say(&ctx.name, line);
-            let mut pctx = crate::provision::Context {
-                build_name: &ctx.name,
-                builder_type: &ctx.builder_type,
-                guest: guest.as_deref_mut(),
-                output: &output,
-                say: &say,
-                cancel: ctx.cancel.clone(),
-            };
-            let result = crate::provision::run(provisioner, &mut pctx)
-                .await
-                .map_err(|source| BuildError::Provision {
-                    index: provisioner.index,
-                    kind: provisioner.type_name.clone(),
-                    source,
-                });
-            match result {
-                // -on-error=ask: the person may have it run again.
-                Err(err) if steps.retry(ctx, &err).await => continue,
-                result => break result?,
-            }
-        }
+        provision_one(spec, provisioner, ctx, guest.as_deref_mut(), steps).await?;
     }
     Ok(())
+}
+
+/// Runs one provisioner; under `-on-error=ask` a failed one may run
+/// again.
+async fn provision_one(
+    _spec: &BuildSpec,
+    provisioner: &crate::plan::ProvisionerSpec,
+    ctx: &BuildContext,
+    mut guest: Option<&mut crate::ssh::Guest>,
+    steps: &interactive::Interactive,
+) -> Result<(), BuildError> {
+    steps.before_provisioner(ctx).await;
+    loop {
+        let output = |line: &str| ctx.reporter.output(&ctx.name, line);
+        let say = |line: &str| ctx.reporter.say(&ctx.name, line);
+        let mut pctx = crate::provision::Context {
+            build_name: &ctx.name,
+            builder_type: &ctx.builder_type,
+            guest: guest.as_deref_mut(),
+            output: &output,
+            say: &say,
+            cancel: ctx.cancel.clone(),
+        };
+        let result = crate::provision::run(provisioner, &mut pctx)
+            .await
+            .map_err(|source| BuildError::Provision {
+                index: provisioner.index,
+                kind: provisioner.type_name.clone(),
+                source,
+            });
+        match result {
+            // -on-error=ask: the person may have it run again.
+            Err(err) if steps.retry(ctx, &err).await => continue,
+            result => break result,
+        }
+    }
 }
 
 /// Boots the finished disk again and runs the template's checks; writes

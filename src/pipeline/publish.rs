@@ -231,6 +231,7 @@ mod tests {
             redactor: crate::redact::Redactor::default(),
             publish,
             gce_bucket: bucket.map(str::to_string),
+            cache: false,
         }
     }
 

@@ -26,7 +26,8 @@ pub mod store;
 
 pub use key::{BootInputs, KeyError, StepKey, boot_key, final_key, source_digest, step_key};
 pub use store::{
-    Began, CommitInfo, EntryInfo, EntryKind, FileRecord, Meta, PendingEntry, StepStore, UsedEntry,
+    Began, CommitInfo, EntryInfo, EntryKind, FileRecord, Found, Meta, PendingEntry, StepStore,
+    UsedEntry,
 };
 
 use std::path::PathBuf;

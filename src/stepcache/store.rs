@@ -143,6 +143,18 @@ pub struct StepStore {
     steps: PathBuf,
 }
 
+/// What [`StepStore::find`] found.
+#[derive(Debug)]
+pub enum Found {
+    /// A complete, valid entry, now in use.
+    Entry(Box<UsedEntry>),
+    /// No complete entry.
+    Missing,
+    /// An entry that must not be used, and why; removed unless another
+    /// build holds it.
+    Corrupt(String),
+}
+
 /// What [`StepStore::begin`] found once it held the entry's lock.
 #[derive(Debug)]
 pub enum Began {
@@ -194,26 +206,43 @@ impl StepStore {
     /// is building ([`StepStore::begin`]): the locks would wait on each
     /// other.
     pub fn lookup(&self, key: &StepKey) -> Result<Option<UsedEntry>, StepCacheError> {
+        Ok(match self.find(key)? {
+            Found::Entry(entry) => Some(*entry),
+            Found::Missing | Found::Corrupt(_) => None,
+        })
+    }
+
+    /// [`StepStore::lookup`], saying why an entry that is there cannot be
+    /// used.
+    pub fn find(&self, key: &StepKey) -> Result<Found, StepCacheError> {
         let dir = self.dir(key);
         if !dir.join(META).exists() {
-            return Ok(None);
+            return Ok(Found::Missing);
         }
         let Some(lock) = EntryLock::take(&self.lock_path(key), Mode::Shared, true)? else {
-            return Ok(None);
+            return Ok(Found::Missing);
         };
         if !dir.join(META).exists() {
             // Removed while this waited for the lock.
-            return Ok(None);
+            return Ok(Found::Missing);
         }
         match self.validate(key) {
-            Ok(meta) => Ok(Some(self.used(key, meta, lock))),
+            Ok(meta) => Ok(Found::Entry(Box::new(self.used(key, meta, lock)))),
             Err(why) => {
                 tracing::warn!("step cache: entry {key} is corrupt ({why}); building it again");
                 drop(lock);
                 self.remove_if_invalid(key)?;
-                Ok(None)
+                Ok(Found::Corrupt(why))
             }
         }
+    }
+
+    /// [`StepStore::find`] off the async runtime (it may hash files).
+    pub async fn find_async(&self, key: StepKey) -> Result<Found, StepCacheError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.find(&key))
+            .await
+            .map_err(StepCacheError::Task)?
     }
 
     /// [`StepStore::lookup`] off the async runtime (it may hash files).
@@ -628,7 +657,7 @@ impl PendingEntry {
     fn record(&self, info: CommitInfo) -> Result<Meta, StepCacheError> {
         let kind = self.info.kind;
         let has = |name: &str| self.dir.join(name).is_file();
-        if !has(DISK) && !(kind == EntryKind::Final && has(RAW_DISK)) {
+        if !(has(DISK) || kind == EntryKind::Final && has(RAW_DISK)) {
             return Err(StepCacheError::Missing {
                 path: self.dir.join(DISK),
             });

@@ -21,6 +21,7 @@ mod legacy_templates;
 mod secrets;
 mod smoke;
 mod sources;
+mod step_cache;
 mod templates_corpus;
 mod util;
 mod vagrant;

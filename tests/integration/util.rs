@@ -437,3 +437,69 @@ pub fn disk_format(disk: &Path) -> &'static str {
         _ => "raw",
     }
 }
+
+impl GuestRoot {
+    /// Every file of the ext4 root partition: path → type, mode and a
+    /// digest of the content (or the link's target), read with debugfs'
+    /// `rdump`; for comparing two built disks file by file.
+    pub fn files(&self) -> std::collections::BTreeMap<String, String> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let mut found = std::collections::BTreeMap::new();
+        for part in &self.partitions {
+            let out = tempfile::tempdir().expect("tmp");
+            let status = Command::new("debugfs")
+                .args(["-R", &format!("rdump / {}", out.path().display())])
+                .arg(part)
+                .output()
+                .expect("debugfs");
+            if !status.status.success()
+                || String::from_utf8_lossy(&status.stderr).contains("Bad magic")
+            {
+                continue;
+            }
+            let mut stack = vec![out.path().to_path_buf()];
+            while let Some(dir) = stack.pop() {
+                let Ok(entries) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                for entry in entries.flatten() {
+                    let path = entry.path();
+                    let rel = path
+                        .strip_prefix(out.path())
+                        .expect("inside")
+                        .display()
+                        .to_string();
+                    let meta = std::fs::symlink_metadata(&path).expect("stat");
+                    let mode = meta.permissions().mode() & 0o7777;
+                    let what = if meta.file_type().is_symlink() {
+                        format!(
+                            "link {}",
+                            std::fs::read_link(&path).expect("link").display()
+                        )
+                    } else if meta.is_dir() {
+                        stack.push(path.clone());
+                        "dir".to_string()
+                    } else if meta.is_file() {
+                        let data = std::fs::read(&path).expect("read");
+                        format!("file {} {:x}", meta.size(), md5_like(&data))
+                    } else {
+                        "special".to_string()
+                    };
+                    found.insert(format!("/{rel}"), format!("{what} {mode:o}"));
+                }
+            }
+        }
+        found
+    }
+}
+
+/// A content fingerprint good enough to tell files apart in a test.
+fn md5_like(data: &[u8]) -> u128 {
+    use std::hash::{Hash, Hasher};
+    let mut a = std::collections::hash_map::DefaultHasher::new();
+    data.hash(&mut a);
+    let mut b = std::collections::hash_map::DefaultHasher::new();
+    data.len().hash(&mut b);
+    data.iter().rev().take(4096).for_each(|x| x.hash(&mut b));
+    (u128::from(a.finish()) << 64) | u128::from(b.finish())
+}
