@@ -580,6 +580,7 @@ fn copy_key(from: &Path, to: &Path) -> Result<(), BuildError> {
 
 async fn shut_down(run: &Run<'_>, mut vm: Machine, mut guest: Guest) -> Result<(), BuildError> {
     run.steps.begin(run.ctx, Stage::Shutdown).await;
+    super::trim::run(run.ctx, &run.spec.qemu, &mut guest).await;
     vm.remove_build_key(run.ctx, &mut guest).await?;
     vm.shutdown(run.ctx, Some(guest)).await?;
     Ok(())

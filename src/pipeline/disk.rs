@@ -184,16 +184,69 @@ pub async fn compact(path: &Path, format: DiskFormat, compress: bool) -> Result<
     }
     args.push(path.as_os_str());
     args.push(scratch.as_os_str());
-    if let Err(err) = qemu_img(&args).await {
-        let _ = std::fs::remove_file(&scratch);
-        return Err(err);
-    }
-    std::fs::rename(&scratch, path).map_err(|source| {
-        let _ = std::fs::remove_file(&scratch);
-        DiskError::Rename {
-            path: path.to_path_buf(),
-            source,
+    // Also when this future is dropped (a failed test stops the build
+    // mid-way): the half-written copy goes, the disk stays as it was.
+    let mut partial = RemoveOnDrop(Some(scratch.clone()));
+    qemu_img(&args).await?;
+    std::fs::rename(&scratch, path).map_err(|source| DiskError::Rename {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    partial.0 = None;
+    Ok(())
+}
+
+/// A file removed when this is dropped holding it.
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
         }
+    }
+}
+
+/// What a qcow2 disk takes and what its rewrite would take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Footprint {
+    /// The file's length.
+    pub file_bytes: u64,
+    /// `qemu-img measure`'s size of a qcow2 copy: the clusters that hold
+    /// data, and the metadata.
+    pub compacted_bytes: u64,
+}
+
+impl Footprint {
+    /// What a rewrite would save.
+    pub fn reclaimable(&self) -> u64 {
+        self.file_bytes.saturating_sub(self.compacted_bytes)
+    }
+}
+
+/// Measures `path` (qcow2); `None` when qemu-img cannot tell.
+pub async fn footprint(path: &Path) -> Option<Footprint> {
+    let out = crate::export::qemu_img::run(&[
+        os("measure"),
+        os("--output=json"),
+        os("-f"),
+        os("qcow2"),
+        os("-O"),
+        os("qcow2"),
+        path.as_os_str(),
+    ])
+    .await
+    .map_err(|err| tracing::debug!(error = %err, "qemu-img measure failed"))
+    .ok()?;
+    #[derive(serde::Deserialize)]
+    struct Measure {
+        required: u64,
+    }
+    let measured: Measure = serde_json::from_slice(&out).ok()?;
+    let file_bytes = std::fs::metadata(path).ok()?.len();
+    Some(Footprint {
+        file_bytes,
+        compacted_bytes: measured.required,
     })
 }
 

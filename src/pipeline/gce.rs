@@ -160,52 +160,15 @@ pub(super) async fn publish(
     ctx: &BuildContext,
     request: &PublishRequest,
 ) -> Result<PublishedImage, GceError> {
-    request.check()?;
-    let image = &request.image;
-    let disk = request.disk.as_path();
-
-    let (storage_base, storage_emulated) = StorageClient::endpoint_from_env();
-    let compute_endpoint = request
-        .compute_endpoint
-        .clone()
-        .or_else(|| std::env::var("KILN_COMPUTE_ENDPOINT").ok())
-        .filter(|e| !e.is_empty());
-    // Local stand-ins take no credentials; anything real does.
-    let tokens = if storage_emulated
-        && compute_endpoint.is_some()
-        && request.account_file.is_none()
-        && request.impersonate_service_account.is_none()
-    {
-        Arc::new(TokenSource::none())
-    } else {
-        let (credentials, source) = Credentials::discover(request.account_file.as_deref())?;
-        tracing::info!(%source, "Google Cloud credentials");
-        Arc::new(match &request.impersonate_service_account {
-            Some(account) => TokenSource::impersonating(credentials, account)?,
-            None => TokenSource::new(credentials)?,
-        })
-    };
-    let compute = ComputeClient::new(compute_endpoint.as_deref(), tokens.clone())?;
-    let storage =
-        StorageClient::new(&storage_base, tokens).map_err(|source| upload_error(image, source))?;
-
+    let publisher = Publisher::new(request.clone())?;
     // Known before a byte is uploaded: an image that is already there.
-    replace_existing(ctx, &compute, request).await?;
-
-    ctx.say(&format!(
-        "Uploading {} to gs://{}/{} as a GCE tarball (level {})...",
-        disk.display(),
-        image.bucket,
-        image.object,
-        request.level
-    ));
-    let uploaded = upload(ctx, &storage, request).await;
+    publisher.replace_existing(ctx).await?;
+    let uploaded = publisher.upload(ctx).await;
     // The object may exist from here on; a cancel during the image's
     // creation must not leave it behind (unless skip_clean keeps it).
-    let object_guard =
-        (!request.skip_clean).then(|| storage.delete_on_drop(&image.bucket, &image.object));
+    let object_guard = publisher.object_guard();
     let result = match uploaded {
-        Ok(()) => create(ctx, &compute, request).await,
+        Ok(()) => publisher.create(ctx).await,
         Err(err) => Err(err),
     };
     // The object only carried the disk to GCE: it goes whether the image
@@ -213,10 +176,138 @@ pub(super) async fn publish(
     if let Some(guard) = object_guard {
         guard.disarm();
     }
-    remove_object(ctx, &storage, request).await;
-    let published = result?;
-    ctx.say(&format!("Image created: {}", published.self_link));
-    Ok(published)
+    publisher.remove_object(ctx).await;
+    result
+}
+
+/// One image's way to Compute Engine, in the steps a build may take apart:
+/// the upload can run while the disk is still being tested, the image is
+/// made only once it passed.
+pub(super) struct Publisher {
+    request: PublishRequest,
+    storage: StorageClient,
+    compute: ComputeClient,
+}
+
+impl Publisher {
+    /// Checks the request and finds the credentials; sends nothing.
+    pub fn new(request: PublishRequest) -> Result<Publisher, GceError> {
+        request.check()?;
+        let (storage_base, storage_emulated) = StorageClient::endpoint_from_env();
+        let compute_endpoint = request
+            .compute_endpoint
+            .clone()
+            .or_else(|| std::env::var("KILN_COMPUTE_ENDPOINT").ok())
+            .filter(|e| !e.is_empty());
+        // Local stand-ins take no credentials; anything real does.
+        let tokens = if storage_emulated
+            && compute_endpoint.is_some()
+            && request.account_file.is_none()
+            && request.impersonate_service_account.is_none()
+        {
+            Arc::new(TokenSource::none())
+        } else {
+            let (credentials, source) = Credentials::discover(request.account_file.as_deref())?;
+            tracing::info!(%source, "Google Cloud credentials");
+            Arc::new(match &request.impersonate_service_account {
+                Some(account) => TokenSource::impersonating(credentials, account)?,
+                None => TokenSource::new(credentials)?,
+            })
+        };
+        let compute = ComputeClient::new(compute_endpoint.as_deref(), tokens.clone())?;
+        let storage = StorageClient::new(&storage_base, tokens)
+            .map_err(|source| upload_error(&request.image, source))?;
+        Ok(Publisher {
+            request,
+            storage,
+            compute,
+        })
+    }
+
+    /// Fails when the image exists and the request may not replace it;
+    /// deletes nothing (a build whose tests fail must leave the old image).
+    pub async fn refuse_existing(&self) -> Result<(), GceError> {
+        let image = &self.request.image;
+        if !self.request.force
+            && self
+                .compute
+                .image_exists(&image.project, &image.name)
+                .await?
+        {
+            return Err(ComputeError::ImageExists {
+                project: image.project.clone(),
+                name: image.name.clone(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// An existing image of the requested name fails the request, or with
+    /// `force` is deleted.
+    pub async fn replace_existing(&self, ctx: &BuildContext) -> Result<(), GceError> {
+        replace_existing(ctx, &self.compute, &self.request).await
+    }
+
+    /// Packages the disk straight into the staging object.
+    pub async fn upload(&self, ctx: &BuildContext) -> Result<(), GceError> {
+        let image = &self.request.image;
+        ctx.say(&format!(
+            "Uploading {} to gs://{}/{} as a GCE tarball (level {})...",
+            self.request.disk.display(),
+            image.bucket,
+            image.object,
+            self.request.level
+        ));
+        upload(ctx, &self.storage, &self.request).await
+    }
+
+    /// Deletes the staging object when dropped armed (`None` with
+    /// `skip_clean`): a cancelled build leaves nothing in the bucket.
+    pub fn object_guard(&self) -> Option<crate::gcp::DeleteOnDrop> {
+        let image = &self.request.image;
+        (!self.request.skip_clean)
+            .then(|| self.storage.delete_on_drop(&image.bucket, &image.object))
+    }
+
+    /// Makes the image from the uploaded object.
+    pub async fn create(&self, ctx: &BuildContext) -> Result<PublishedImage, GceError> {
+        let published = create(ctx, &self.compute, &self.request).await?;
+        ctx.say(&format!("Image created: {}", published.self_link));
+        Ok(published)
+    }
+
+    /// Deletes the staging object unless `skip_clean`.
+    pub async fn remove_object(&self, ctx: &BuildContext) {
+        remove_object(ctx, &self.storage, &self.request).await;
+    }
+
+    /// Deletes whatever was uploaded of an image that will not be made,
+    /// `skip_clean` or not: a disk that failed its tests must not stay in
+    /// the bucket. Quiet when nothing was uploaded.
+    pub async fn discard(&self, ctx: &BuildContext) {
+        let image = &self.request.image;
+        match self
+            .storage
+            .delete_object(&image.bucket, &image.object)
+            .await
+        {
+            Ok(true) => ctx.say(&format!(
+                "Deleted gs://{}/{} (not published)",
+                image.bucket, image.object
+            )),
+            Ok(false) => {}
+            Err(err) => ctx.reporter.error(
+                &ctx.name,
+                &format!(
+                    "could not delete gs://{}/{}: {}",
+                    image.bucket,
+                    image.object,
+                    crate::error::error_chain(&err)
+                ),
+            ),
+        }
+    }
 }
 
 /// An image of the requested name already there fails the request, or
@@ -321,7 +412,10 @@ async fn upload(
     let cancel = ctx.cancel.child_token();
     let _stop_when_dropped = cancel.clone().drop_guard();
     let pending = crate::cleanup::Pending::start();
-    let (reader, writer) = tokio::io::simplex(PIPE_BYTES);
+    // A duplex pipe, not a simplex one: when the upload fails or is dropped,
+    // its end goes and the packager's next write fails instead of waiting
+    // forever on a full pipe that nobody reads.
+    let (reader, writer) = tokio::io::duplex(PIPE_BYTES);
     let finished = Arc::new(AtomicBool::new(false));
     // How far the packaging is through the disk's data: the upload's ETA.
     let packaged_bytes = Arc::new(AtomicU64::new(0));
@@ -350,8 +444,7 @@ async fn upload(
                 // Only now may the end of the stream mean the end of the data.
                 finished.store(true, Ordering::SeqCst);
             }
-            // The halves of a simplex pipe share one buffer: dropping the
-            // writer does not end the stream, shutting it down does.
+            // The end of the stream, said explicitly.
             let closed = bridge.shutdown();
             let summary = packaged?;
             closed.map_err(|source| crate::export::ExportError::Write {
@@ -386,7 +479,15 @@ async fn upload(
     let packaged = packager
         .await
         .map_err(|err| GceError::Thread(err.to_string()))?;
-    // A packaging failure explains an upload failure, so it comes first.
+    // A packaging failure explains an upload failure, so it comes first;
+    // unless the packaging only stopped because the upload went away.
+    if let (Err(_), Err(err)) = (&uploaded, &packaged)
+        && closed_pipe(err)
+    {
+        return uploaded
+            .map(drop)
+            .map_err(|source| upload_error(image, source));
+    }
     let summary = packaged.map_err(|source| GceError::Package {
         disk: disk.to_path_buf(),
         source,
@@ -399,6 +500,21 @@ async fn upload(
         started.elapsed().as_secs_f64()
     ));
     Ok(())
+}
+
+/// Whether `err` comes from writing into a pipe whose reader is gone.
+fn closed_pipe(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(err) = cause {
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
 }
 
 /// The pipe's reading end, which turns an end of stream into an error
@@ -430,6 +546,47 @@ impl<R: AsyncRead + Unpin> AsyncRead for UntilFinished<R> {
     }
 }
 
+/// What a `googlecompute-import` post-processor asks for the disk of
+/// `input`.
+pub(super) fn import_publisher(
+    config: &GceImportConfig,
+    input: &Artifact,
+    format: ImageFormat,
+) -> Result<Publisher, super::BuildError> {
+    let disk = super::post::disk_of("googlecompute-import", input)?;
+    Ok(Publisher::new(PublishRequest::from_import(
+        config, disk, format,
+    ))?)
+}
+
+/// The `googlecompute-import` post-processor whose upload already ran
+/// (beside the smoke tests): makes the image and removes the object.
+pub(super) async fn import_uploaded(
+    ctx: &BuildContext,
+    config: &GceImportConfig,
+    input: &Artifact,
+    publisher: &Publisher,
+) -> Result<Artifact, super::BuildError> {
+    let created = match publisher.replace_existing(ctx).await {
+        Ok(()) => publisher.create(ctx).await,
+        Err(err) => Err(err),
+    };
+    publisher.remove_object(ctx).await;
+    let image = created?;
+    Ok(import_artifact(config, input, image))
+}
+
+fn import_artifact(config: &GceImportConfig, input: &Artifact, image: PublishedImage) -> Artifact {
+    Artifact {
+        build_name: input.build_name.clone(),
+        builder_type: input.builder_type.clone(),
+        builder_id: "packer.post-processor.googlecompute-import".to_string(),
+        id: None,
+        description: format!("A disk image was created: {}", config.image_name),
+        files: vec![PathBuf::from(image.self_link)],
+    }
+}
+
 /// The `googlecompute-import` post-processor.
 pub async fn import(
     ctx: &BuildContext,
@@ -439,14 +596,7 @@ pub async fn import(
 ) -> Result<Artifact, super::BuildError> {
     let disk = super::post::disk_of("googlecompute-import", input)?;
     let image = publish(ctx, &PublishRequest::from_import(config, disk, format)).await?;
-    Ok(Artifact {
-        build_name: input.build_name.clone(),
-        builder_type: input.builder_type.clone(),
-        builder_id: "packer.post-processor.googlecompute-import".to_string(),
-        id: None,
-        description: format!("A disk image was created: {}", config.image_name),
-        files: vec![PathBuf::from(image.self_link)],
-    })
+    Ok(import_artifact(config, input, image))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 
 mod cached;
 mod disk;
+mod finish;
 mod gce;
 mod gce_guest;
 mod interactive;
@@ -22,6 +23,7 @@ mod step_keys;
 mod test_boot;
 mod test_image;
 mod traces;
+mod trim;
 mod undo;
 mod vagrant;
 #[doc(hidden)]
@@ -33,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::plan::{BuildSpec, Communicator, Plan, PostProcessorSpec, QemuConfig, SkippedBuild};
+use crate::plan::{BuildSpec, Communicator, Plan, QemuConfig, SkippedBuild};
 use report::{Artifact, Reporter, Stage};
 use undo::{Created, UndoStack};
 
@@ -306,6 +308,10 @@ pub async fn build(
         options.parallel
     };
     let limit = Arc::new(tokio::sync::Semaphore::new(permits));
+    // A build waiting for its turn fetches its source meanwhile, one such
+    // download at a time (two fetches of one URL are safe: the source
+    // cache locks). Not under -debug, which pauses before each stage.
+    let prefetch = (!options.debug).then(|| Arc::new(tokio::sync::Semaphore::new(1)));
     let options = &BuildOptions {
         many_builds: builds.len() > 1,
         redactor: crate::redact::Redactor::new(&plan.sensitive_values),
@@ -320,11 +326,20 @@ pub async fn build(
         let cancel = cancel.clone();
         let options = options.clone();
         let run_uuid = run_uuid.clone();
+        let prefetch = prefetch.clone();
         tasks.push((
             name,
             tokio::spawn(async move {
-                let _permit = limit.acquire_owned().await;
-                run_one(spec, &options, reporter, cancel, &run_uuid).await
+                let (_permit, source) = tokio::select! {
+                    biased;
+                    permit = limit.clone().acquire_owned() => (permit, None),
+                    turn = acquire(prefetch) => {
+                        let source = prefetch_source(&spec, &reporter, &cancel).await;
+                        drop(turn);
+                        (limit.acquire_owned().await, Some(source))
+                    }
+                };
+                run_one(spec, &options, reporter, cancel, &run_uuid, source).await
             }),
         ));
     }
@@ -343,6 +358,35 @@ pub async fn build(
         }
     }
     outcomes
+}
+
+/// A permit of `semaphore`; never, without one.
+async fn acquire(
+    semaphore: Option<Arc<tokio::sync::Semaphore>>,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    match semaphore {
+        Some(semaphore) => semaphore.acquire_owned().await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// The source of a build that waits for its turn.
+async fn prefetch_source(
+    spec: &BuildSpec,
+    reporter: &Arc<dyn Reporter>,
+    cancel: &CancellationToken,
+) -> Result<PathBuf, BuildError> {
+    let ctx = BuildContext {
+        name: spec.name.clone(),
+        builder_type: spec.builder_type.clone(),
+        reporter: reporter.clone(),
+        cancel: cancel.clone(),
+    };
+    tracing::debug!(build = %spec.name, "fetching the source while waiting for a turn");
+    tokio::select! {
+        source = resolve_source(&spec.qemu, &ctx) => source,
+        () = cancel.cancelled() => Err(BuildError::Cancelled),
+    }
 }
 
 /// What one build's stages share.
@@ -392,6 +436,7 @@ async fn run_one(
     reporter: Arc<dyn Reporter>,
     cancel: CancellationToken,
     run_uuid: &str,
+    source: Option<Result<PathBuf, BuildError>>,
 ) -> Outcome {
     let started = Instant::now();
     let ctx = BuildContext {
@@ -403,7 +448,7 @@ async fn run_one(
     let mut undo = UndoStack::default();
     let steps = interactive::Interactive::new(options.on_error, options.debug);
     let result = tokio::select! {
-        result = pipeline(&spec, options, &ctx, &mut undo, run_uuid, &steps) => result,
+        result = pipeline(&spec, options, &ctx, &mut undo, run_uuid, &steps, source) => result,
         () = cancel.cancelled() => Err(BuildError::Cancelled),
     };
     // The pipeline future is gone by now, and with it the QEMU process.
@@ -452,6 +497,7 @@ async fn pipeline(
     undo: &mut UndoStack,
     run_uuid: &str,
     steps: &interactive::Interactive,
+    source: Option<Result<PathBuf, BuildError>>,
 ) -> Result<Vec<Artifact>, BuildError> {
     let config = &spec.qemu;
     // Known before anything starts: a build that cannot publish boots
@@ -459,7 +505,11 @@ async fn pipeline(
     let publishing = publish::target(spec, options)?;
 
     steps.begin(ctx, Stage::Source).await;
-    let source = resolve_source(config, ctx).await?;
+    // Fetched already when the build waited for its turn.
+    let source = match source {
+        Some(source) => source?,
+        None => resolve_source(config, ctx).await?,
+    };
 
     steps.begin(ctx, Stage::Disk).await;
     let scratch = scratch_dir("kiln-")?.keep();
@@ -497,89 +547,18 @@ async fn pipeline(
         None => build_disk(spec, ctx, steps, &source, &scratch, &disk_path).await?,
     }
 
-    if !spec.tests.is_empty() {
-        let tests_hash = cached::tests_hash(spec);
-        match cached.as_mut() {
-            Some(cached) if cached.tests_already_passed(&tests_hash) => {
-                ctx.say("step cache: these checks passed on this very disk before; not run again")
-            }
-            _ => {
-                // test_boot announces its stage itself.
-                steps.next(ctx, Stage::Test).await;
-                smoke_test(spec, options, ctx, &disk_path).await?;
-            }
-        }
-        if let Some(cached) = cached.as_mut() {
-            cached.tests_passed(&tests_hash).await?;
-        }
-    } else if let Some(cached) = cached.as_mut() {
-        cached.keep_untested().await?;
+    finish::Finish {
+        spec,
+        options,
+        ctx,
+        run_uuid,
+        steps,
+        disk: &disk_path,
+        publishing,
+        cached: cached.as_mut(),
     }
-    if let Some(cached) = &cached {
-        ctx.say(&cached.summary());
-    }
-
-    if let Some(target) = publishing {
-        steps.begin(ctx, Stage::Publish).await;
-        // No compaction first: the tarball carries only the disk's data.
-        let image = publish::publish(
-            ctx,
-            spec,
-            target,
-            &disk_path,
-            disk_format(spec),
-            options.force,
-        )
-        .await?;
-        let artifacts = if spec.post_processors.is_empty() {
-            vec![image]
-        } else {
-            steps.begin(ctx, Stage::Post).await;
-            run_post_processors(spec, image, ctx, undo, run_uuid).await?
-        };
-        steps.end(ctx).await;
-        return Ok(artifacts);
-    }
-
-    steps.begin(ctx, Stage::Finalize).await;
-    // The step cache wrote the finished disk compacted already.
-    if cached.is_none() {
-        compact(config, ctx, &disk_path).await?;
-    }
-    if let Some(gce) = &spec.gce {
-        let why = if gce.skip_create_image {
-            "skip_create_image"
-        } else {
-            "-publish=false"
-        };
-        ctx.say(&format!(
-            "{why}: the image is not published; the disk stays in {}",
-            config.output_directory_shown.display()
-        ));
-    }
-
-    // Shown as the template wrote it, as Packer shows it: kiln never
-    // changes its working directory, so the relative path stays good.
-    let artifact = Artifact {
-        build_name: spec.name.clone(),
-        builder_type: spec.builder_type.clone(),
-        builder_id: report::QEMU_BUILDER_ID.to_string(),
-        id: None,
-        description: format!(
-            "VM files in directory: {}",
-            config.output_directory_shown.display()
-        ),
-        files: vec![config.output_directory_shown.join(&config.vm_name)],
-    };
-
-    let artifacts = if spec.post_processors.is_empty() {
-        vec![artifact]
-    } else {
-        steps.begin(ctx, Stage::Post).await;
-        run_post_processors(spec, artifact, ctx, undo, run_uuid).await?
-    };
-    steps.end(ctx).await;
-    Ok(artifacts)
+    .run(undo)
+    .await
 }
 
 /// The build's disk without the step cache: made from the source, booted,
@@ -647,6 +626,7 @@ async fn build_disk(
 
     steps.begin(ctx, Stage::Shutdown).await;
     if let Some(guest) = guest.as_mut() {
+        trim::run(ctx, config, guest).await;
         vm.remove_build_key(ctx, guest).await?;
     }
     vm.shutdown(ctx, guest).await?;
@@ -744,79 +724,6 @@ async fn provision_one(
             result => break result,
         }
     }
-}
-
-/// Boots the finished disk again and runs the template's checks; writes
-/// the report when asked, and fails the build when a check failed.
-async fn smoke_test(
-    spec: &BuildSpec,
-    options: &BuildOptions,
-    ctx: &BuildContext,
-    disk_path: &Path,
-) -> Result<(), BuildError> {
-    let config = &spec.qemu;
-    // Kept with the artifact under -on-error=abort, to say why it must
-    // not be used.
-    let marker = config.output_directory.join("TESTS-FAILED.json");
-    let results = match test_boot::run(
-        ctx,
-        config,
-        disk_path,
-        config.format.as_str(),
-        &log_beside(config, "test.serial.log"),
-        &spec.tests,
-        spec.gce.as_ref().map(|gce| &gce.instance),
-    )
-    .await
-    {
-        Ok(results) => results,
-        Err(err) => {
-            let why = options.redactor.redact(&crate::error::error_chain(&err));
-            let _ = std::fs::write(
-                &marker,
-                crate::smoke::report::not_run(&spec.name, spec.tests.len(), &why),
-            );
-            return Err(err);
-        }
-    };
-    // A check's output is the guest's: it may print a secret.
-    let results = mask_results(results, &options.redactor);
-    let report = match &options.test_report {
-        Some(path) => {
-            let path = report_path(path, &spec.name, options.many_builds);
-            crate::smoke::report::write(&path, &spec.name, &results)?;
-            Some(path)
-        }
-        None => None,
-    };
-    let failed = results.iter().filter(|r| !r.passed).count();
-    if failed > 0 {
-        let _ = std::fs::write(&marker, crate::smoke::report::json(&spec.name, &results));
-        return Err(BuildError::TestsFailed {
-            failed,
-            total: results.len(),
-            report,
-        });
-    }
-    Ok(())
-}
-
-/// Compacts the finished disk unless the template skips it (a disk on a
-/// backing file is never rewritten).
-async fn compact(
-    config: &QemuConfig,
-    ctx: &BuildContext,
-    disk_path: &Path,
-) -> Result<(), BuildError> {
-    if config.skip_compaction || config.use_backing_file {
-        if config.disk_compression && !config.use_backing_file {
-            disk::compact(disk_path, config.format, true).await?;
-        }
-    } else {
-        ctx.say("Compacting the disk...");
-        disk::compact(disk_path, config.format, config.disk_compression).await?;
-    }
-    Ok(())
 }
 
 /// Runs a stage's work while watching the machine: a machine that dies
@@ -951,132 +858,6 @@ fn log_beside(config: &QemuConfig, suffix: &str) -> PathBuf {
     config.output_directory.with_file_name(name)
 }
 
-fn mask_results(
-    results: Vec<crate::smoke::CheckResult>,
-    redactor: &crate::redact::Redactor,
-) -> Vec<crate::smoke::CheckResult> {
-    results
-        .into_iter()
-        .map(|r| crate::smoke::CheckResult {
-            name: redactor.redact(&r.name),
-            reason: redactor.redact(&r.reason),
-            output: redactor.redact(&r.output),
-            ..r
-        })
-        .collect()
-}
-
-/// With several builds, each writes its own report: `report-<build>.xml`.
-fn report_path(path: &Path, build: &str, many_builds: bool) -> PathBuf {
-    if !many_builds {
-        return path.to_path_buf();
-    }
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let ext = path
-        .extension()
-        .map(|e| e.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!("{stem}-{build}.{ext}"))
-}
-
-/// Runs the chains and returns the build's artifacts as Packer's build
-/// does: the builder's first when kept, then, per chain, each kept
-/// intermediate artifact and the chain's last.
-async fn run_post_processors(
-    spec: &BuildSpec,
-    artifact: Artifact,
-    ctx: &BuildContext,
-    undo: &mut UndoStack,
-    run_uuid: &str,
-) -> Result<Vec<Artifact>, BuildError> {
-    // Packer deletes a post-processor's input unless it asks to keep it;
-    // the builder's own artifact goes only when no chain keeps it.
-    let mut builder_artifact_kept = spec.post_processors.is_empty();
-    let mut results = Vec::new();
-    for chain in &spec.post_processors {
-        let mut current = artifact.clone();
-        for (position, post) in chain.iter().enumerate() {
-            let keeps_input = keeps_input(post);
-            let output = match post {
-                PostProcessorSpec::Checksum(config) => {
-                    ctx.say("Running post-processor: checksum");
-                    let out = post::checksum(config, &current)?;
-                    for file in &out.files {
-                        undo.push(Created::File(file.clone()));
-                    }
-                    out
-                }
-                PostProcessorSpec::Manifest(config) => {
-                    ctx.say(&format!(
-                        "Running post-processor: manifest ({})",
-                        config.output.display()
-                    ));
-                    post::manifest(config, &current, run_uuid)?
-                }
-                PostProcessorSpec::Compress(config) => {
-                    ctx.say("Running post-processor: compress (GCE disk.raw tarball)");
-                    let out = post::compress(ctx, config, &current, disk_format(spec)).await?;
-                    for file in &out.files {
-                        undo.push(Created::File(file.clone()));
-                    }
-                    ctx.say(&out.description);
-                    out
-                }
-                PostProcessorSpec::GceImport(config) => {
-                    ctx.say("Running post-processor: googlecompute-import");
-                    gce::import(ctx, config, &current, disk_format(spec)).await?
-                }
-                PostProcessorSpec::Vagrant(config) => {
-                    ctx.say("Running post-processor: vagrant");
-                    let disk = post::disk_of("vagrant", &current)?;
-                    let out = vagrant::vagrant(
-                        ctx,
-                        config,
-                        &current,
-                        &disk,
-                        disk_format(spec),
-                        spec.qemu.accelerator,
-                    )
-                    .await
-                    .map_err(post::PostError::from)?;
-                    for file in &out.files {
-                        undo.push(Created::File(file.clone()));
-                    }
-                    ctx.say(&out.description);
-                    out
-                }
-                PostProcessorSpec::ShellLocal(config) => {
-                    ctx.say("Running post-processor: shell-local");
-                    post_shell_local::run(ctx, config, &current)
-                        .await
-                        .map_err(BuildError::PostShellLocal)?
-                }
-            };
-            if position == 0 {
-                builder_artifact_kept |= keeps_input;
-            } else if keeps_input {
-                results.push(current);
-            } else {
-                remove_files(ctx, &current.files);
-            }
-            current = output;
-        }
-        if !chain.is_empty() {
-            results.push(current);
-        }
-    }
-    if builder_artifact_kept {
-        results.insert(0, artifact);
-    } else {
-        ctx.say("Deleting the builder's artifact (no post-processor kept its input)");
-        remove_files(ctx, &artifact.files);
-    }
-    Ok(results)
-}
-
 /// The format the build wrote its disk in: told to every tool that reads
 /// it, never probed (the guest could have written any header into a raw
 /// disk).
@@ -1087,112 +868,8 @@ fn disk_format(spec: &BuildSpec) -> crate::export::ImageFormat {
     }
 }
 
-/// Checksum and manifest describe their input and always keep it;
-/// shell-local keeps it whatever the template says, as Packer's does.
-fn keeps_input(post: &PostProcessorSpec) -> bool {
-    match post {
-        PostProcessorSpec::Checksum(_)
-        | PostProcessorSpec::Manifest(_)
-        | PostProcessorSpec::ShellLocal(_) => true,
-        PostProcessorSpec::Compress(c) => c.keep_input_artifact,
-        PostProcessorSpec::GceImport(c) => c.keep_input_artifact,
-        PostProcessorSpec::Vagrant(c) => c.keep_input_artifact,
-    }
-}
-
-fn remove_files(ctx: &BuildContext, files: &[PathBuf]) {
-    for file in files {
-        if let Err(err) = std::fs::remove_file(file) {
-            ctx.reporter.error(
-                &ctx.name,
-                &format!("could not remove {}: {err}", file.display()),
-            );
-        }
-    }
-}
-
 impl From<gce::GceError> for BuildError {
     fn from(err: gce::GceError) -> Self {
         BuildError::Gce(Box::new(err))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::plan::{ChecksumPostConfig, ChecksumType, ManifestConfig};
-
-    struct Quiet;
-
-    impl Reporter for Quiet {
-        fn stage(&self, _: &str, _: Stage) {}
-        fn say(&self, _: &str, _: &str) {}
-        fn output(&self, _: &str, _: &str) {}
-        fn error(&self, _: &str, _: &str) {}
-        fn artifacts(&self, _: &str, _: &[Artifact]) {}
-        fn progress(&self, _: &str, _: Option<&report::Progress>) {}
-    }
-
-    /// Packer's list: the kept builder artifact first, then the last
-    /// artifact of each chain (a manifest passes its input on).
-    #[tokio::test]
-    async fn the_artifacts_are_the_builders_and_each_chains_last() {
-        let dir = tempfile::tempdir().unwrap();
-        let disk = dir.path().join("disk.qcow2");
-        std::fs::write(&disk, b"disk").unwrap();
-        let sums = dir.path().join("disk.md5").display().to_string();
-        let spec = BuildSpec {
-            name: "demo".into(),
-            builder_type: "qemu".into(),
-            qemu: QemuConfig::default(),
-            gce: None,
-            provisioners: Vec::new(),
-            post_processors: vec![
-                vec![PostProcessorSpec::Checksum(ChecksumPostConfig {
-                    checksum_types: vec![ChecksumType::Md5],
-                    output: sums.clone(),
-                    keep_input_artifact: false,
-                })],
-                vec![PostProcessorSpec::Manifest(ManifestConfig {
-                    output: dir.path().join("manifest.json"),
-                    strip_path: false,
-                    strip_time: true,
-                    custom_data: Default::default(),
-                    keep_input_artifact: false,
-                })],
-            ],
-            tests: Vec::new(),
-        };
-        let built = Artifact {
-            build_name: "demo".into(),
-            builder_type: "qemu".into(),
-            builder_id: report::QEMU_BUILDER_ID.into(),
-            id: None,
-            files: vec![disk.clone()],
-            description: "VM files in directory: out".into(),
-        };
-        let ctx = BuildContext::standalone("demo", Arc::new(Quiet), CancellationToken::new());
-        let mut undo = UndoStack::default();
-        let artifacts = run_post_processors(&spec, built, &ctx, &mut undo, "run")
-            .await
-            .unwrap();
-        let described: Vec<(&str, &str)> = artifacts
-            .iter()
-            .map(|a| (a.builder_id.as_str(), a.id()))
-            .collect();
-        assert_eq!(
-            described,
-            [
-                (report::QEMU_BUILDER_ID, "VM"),
-                ("packer.post-processor.checksum", ""),
-                (report::QEMU_BUILDER_ID, "VM"),
-            ]
-        );
-        assert_eq!(
-            artifacts[1].description,
-            format!("Created artifact from files: {sums}")
-        );
-        assert!(disk.exists(), "checksum keeps its input");
-        undo.succeed();
     }
 }

@@ -43,7 +43,12 @@ pub enum PostError {
     },
 }
 
-fn type_name(kind: ChecksumType) -> &'static str {
+/// Digests already computed, by file and checksum type name: the disk's,
+/// hashed while its smoke tests ran.
+pub type Digests = std::collections::BTreeMap<(PathBuf, &'static str), String>;
+
+/// The name Packer gives a checksum type (`{{.ChecksumType}}`).
+pub fn type_name(kind: ChecksumType) -> &'static str {
     match kind {
         ChecksumType::Md5 => "md5",
         ChecksumType::Sha1 => "sha1",
@@ -54,14 +59,19 @@ fn type_name(kind: ChecksumType) -> &'static str {
     }
 }
 
-fn hash_file(path: &Path, kind: ChecksumType) -> Result<String, PostError> {
+/// `path`'s digest of `kind`, lowercase hex.
+pub fn hash_file(path: &Path, kind: ChecksumType) -> Result<String, PostError> {
     Ok(crate::source::hash_file(path, type_name(kind)).map_err(FileError::read(path))?)
 }
 
 /// Writes one checksum file per type (`<digest>\t<file name>` lines, as
 /// Packer does, appended when the file exists) and returns an artifact made
-/// of those files.
-pub fn checksum(config: &ChecksumPostConfig, input: &Artifact) -> Result<Artifact, PostError> {
+/// of those files. A digest found in `known` is not computed again.
+pub fn checksum(
+    config: &ChecksumPostConfig,
+    input: &Artifact,
+    known: &Digests,
+) -> Result<Artifact, PostError> {
     let mut outputs = Vec::new();
     for &kind in &config.checksum_types {
         let output = PathBuf::from(render_late(
@@ -78,7 +88,10 @@ pub fn checksum(config: &ChecksumPostConfig, input: &Artifact) -> Result<Artifac
         }
         let mut lines = String::new();
         for file in &input.files {
-            let digest = hash_file(file, kind)?;
+            let digest = match known.get(&(file.clone(), type_name(kind))) {
+                Some(digest) => digest.clone(),
+                None => hash_file(file, kind)?,
+            };
             let name = file
                 .file_name()
                 .map(|n| n.to_string_lossy())
@@ -209,22 +222,27 @@ pub fn disk_of(post: &'static str, artifact: &Artifact) -> Result<PathBuf, PostE
     artifact.files.first().cloned().ok_or_else(not_a_disk)
 }
 
-/// `compress`: GCE's `disk.raw` tarball of the artifact's disk, written to
-/// `output` (relative to the working directory).
-pub async fn compress(
-    ctx: &BuildContext,
-    config: &CompressConfig,
-    input: &Artifact,
-    format: ImageFormat,
-) -> Result<Artifact, PostError> {
-    let disk = disk_of("compress", input)?;
-    let output = PathBuf::from(render_late(
+/// Where `compress` writes the tarball of `input` (relative to the
+/// working directory).
+pub fn compress_output(config: &CompressConfig, input: &Artifact) -> PathBuf {
+    PathBuf::from(render_late(
         &config.output,
         &[
             ("BuildName", input.build_name.as_str()),
             ("BuilderType", input.builder_type.as_str()),
         ],
-    ));
+    ))
+}
+
+/// Packages the artifact's disk into `output` (its directory made first).
+pub async fn package_disk_to(
+    ctx: &BuildContext,
+    config: &CompressConfig,
+    input: &Artifact,
+    format: ImageFormat,
+    output: &Path,
+) -> Result<(), PostError> {
+    let disk = disk_of("compress", input)?;
     if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(FileError::write(parent))?;
     }
@@ -235,13 +253,33 @@ pub async fn compress(
         &super::package::PackageRequest {
             disk,
             format: FormatPolicy::Known(format),
-            output: output.clone(),
+            output: output.to_path_buf(),
             level: config.level,
             force: true,
             sha256: false,
         },
     )
     .await?;
+    Ok(())
+}
+
+/// `compress`: GCE's `disk.raw` tarball of the artifact's disk, written to
+/// `output` (relative to the working directory). `packaged`: the tarball
+/// made already (beside the smoke tests), moved into place.
+pub async fn compress(
+    ctx: &BuildContext,
+    config: &CompressConfig,
+    input: &Artifact,
+    format: ImageFormat,
+    packaged: Option<&Path>,
+) -> Result<Artifact, PostError> {
+    let output = compress_output(config, input);
+    match packaged {
+        Some(packaged) => {
+            std::fs::rename(packaged, &output).map_err(FileError::write(&output))?;
+        }
+        None => package_disk_to(ctx, config, input, format, &output).await?,
+    }
     Ok(Artifact {
         build_name: input.build_name.clone(),
         builder_type: input.builder_type.clone(),
@@ -283,7 +321,7 @@ mod tests {
             ),
             keep_input_artifact: true,
         };
-        let out = checksum(&config, &artifact(vec![disk])).unwrap();
+        let out = checksum(&config, &artifact(vec![disk]), &Digests::new()).unwrap();
         assert_eq!(out.files.len(), 2);
         let md5 = std::fs::read_to_string(dir.path().join("demo_md5.sum")).unwrap();
         assert_eq!(md5, "900150983cd24fb0d6963f7d28e17f72\tdisk.img\n");

@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::gce::{self, PublishRequest, PublishedImage};
+use super::gce::{PublishRequest, PublishedImage, Publisher};
 use super::report::{Artifact, GCE_BUILDER_ID};
 use super::{BuildContext, BuildError, BuildOptions};
 use crate::export::{FormatPolicy, ImageFormat};
@@ -141,29 +141,26 @@ fn publish_request(
     }
 }
 
-/// Uploads the tested disk and creates the image; returns the image as
-/// Packer's googlecompute builder's artifact.
-pub(super) async fn publish(
+/// The way of the tested disk to `target`'s image, announced: the upload
+/// and the image's creation are the caller's to run (the upload beside the
+/// smoke tests, the image once they passed).
+pub(super) fn publisher(
     ctx: &BuildContext,
-    spec: &BuildSpec,
     target: Target<'_>,
     disk: &Path,
     format: ImageFormat,
     force: bool,
-) -> Result<Artifact, BuildError> {
+) -> Result<Publisher, BuildError> {
     let request = publish_request(target, disk, format, force);
     ctx.say(&format!(
         "Publishing image {} to project {} (staged in gs://{})...",
         request.image.name, request.image.project, request.image.bucket
     ));
-    let published = gce::publish(ctx, &request)
-        .await
-        .map_err(|err| BuildError::Publish(Box::new(err)))?;
-    Ok(image_artifact(spec, &published))
+    Publisher::new(request).map_err(|err| BuildError::Publish(Box::new(err)))
 }
 
 /// Packer's googlecompute artifact: id the image's name, no files.
-fn image_artifact(spec: &BuildSpec, image: &PublishedImage) -> Artifact {
+pub(super) fn image_artifact(spec: &BuildSpec, image: &PublishedImage) -> Artifact {
     Artifact {
         build_name: spec.name.clone(),
         builder_type: spec.builder_type.clone(),

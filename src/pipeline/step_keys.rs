@@ -34,7 +34,11 @@ pub fn compute(
     qemu_version: &str,
 ) -> Result<BuildKeys, key::KeyError> {
     let config = &spec.qemu;
-    let mut launch = launch_lines(config);
+    // A googlecompute build's VM name is its image's file name (often
+    // with a `{{timestamp}}` in it): the guest is named after the instance,
+    // hashed below, and never sees it.
+    let named_by_vm_name = spec.gce.is_none();
+    let mut launch = launch_lines(config, named_by_vm_name);
     launch.push(format!("qemu {qemu_version}"));
     if let Some(gce) = &spec.gce {
         launch.push(format!("gce instance {:?}", gce.instance));
@@ -65,7 +69,7 @@ pub fn compute(
     }
     let finished = uncached_from
         .is_none()
-        .then(|| key::final_key(&parent, &finish_description(config)));
+        .then(|| key::final_key(&parent, &finish_description(config, named_by_vm_name)));
     Ok(BuildKeys {
         boot,
         steps,
@@ -87,7 +91,7 @@ fn describe(provisioner: &ProvisionerSpec) -> String {
 /// it boots and is typed, its seed's user. Paths of the build's own
 /// scratch files and ports are left out: they change on every run and
 /// the guest does not see them.
-fn launch_lines(config: &QemuConfig) -> Vec<String> {
+fn launch_lines(config: &QemuConfig, named_by_vm_name: bool) -> Vec<String> {
     let ssh = match &config.communicator {
         Communicator::None => "communicator none".to_string(),
         Communicator::Ssh(options) => format!(
@@ -110,8 +114,8 @@ fn launch_lines(config: &QemuConfig) -> Vec<String> {
             "disk {} cache {} discard {} detect zeroes {}",
             config.disk_interface,
             config.disk_cache,
-            config.disk_discard,
-            config.disk_detect_zeroes
+            config.discard(),
+            config.detect_zeroes()
         ),
         format!("accelerator {:?}", config.accelerator),
         format!(
@@ -130,7 +134,11 @@ fn launch_lines(config: &QemuConfig) -> Vec<String> {
             config.floppy.content, config.floppy.label
         ),
         // The seed's hostname.
-        format!("vm name {}", config.vm_name),
+        if named_by_vm_name {
+            format!("vm name {}", config.vm_name)
+        } else {
+            "vm name not seen".to_string()
+        },
         format!("boot wait {:?} {:?}", config.boot_wait, config.boot),
         format!("http content {:?}", config.http.content),
         ssh,
@@ -154,13 +162,70 @@ fn boot_files(config: &QemuConfig) -> Vec<PathBuf> {
 }
 
 /// What turns the last step's machine into the output file.
-fn finish_description(config: &QemuConfig) -> String {
+fn finish_description(config: &QemuConfig, named_by_vm_name: bool) -> String {
+    let name = if named_by_vm_name {
+        config.vm_name.as_str()
+    } else {
+        ""
+    };
     format!(
-        "shutdown {:?} format {:?} compression {} skip compaction {} name {}",
-        config.shutdown_command,
-        config.format,
-        config.disk_compression,
-        config.skip_compaction,
-        config.vm_name
+        "shutdown {:?} format {:?} compression {} skip compaction {} name {name}",
+        config.shutdown_command, config.format, config.disk_compression, config.skip_compaction,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::template::{Overrides, load_bytes};
+
+    fn keys(builder: Value) -> BuildKeys {
+        let template = json!({"builders": [builder]});
+        let plan = load_bytes(
+            Path::new("/t/template.json"),
+            template.to_string().as_bytes(),
+            &Overrides::default(),
+        )
+        .unwrap();
+        compute(&plan.builds[0], "digest", "qemu 9").unwrap()
+    }
+
+    fn gce(image_name: &str) -> Value {
+        json!({
+            "type": "googlecompute",
+            "project_id": "my-project",
+            "zone": "us-central1-a",
+            "source_image_family": "ubuntu-2204-lts",
+            "ssh_username": "packer",
+            "image_name": image_name,
+        })
+    }
+
+    /// A googlecompute image's name (`{{timestamp}}` in it, often) does
+    /// not reach the guest; a qemu VM name is its hostname.
+    #[test]
+    fn a_googlecompute_image_name_is_not_in_the_keys() {
+        let (a, b) = (keys(gce("image-1")), keys(gce("image-2")));
+        assert_eq!(a.boot, b.boot);
+        assert_eq!(a.finished, b.finished);
+        let mut other_instance = gce("image-1");
+        other_instance["instance_name"] = json!("other");
+        assert_ne!(keys(other_instance).boot, a.boot);
+
+        let qemu = |name: &str| {
+            keys(json!({
+                "type": "qemu",
+                "iso_url": "/t/disk.qcow2",
+                "iso_checksum": "none",
+                "disk_image": true,
+                "ssh_username": "root",
+                "vm_name": name,
+            }))
+        };
+        assert_ne!(qemu("a").boot, qemu("b").boot);
+    }
 }

@@ -27,10 +27,16 @@ pub const MEMORY_FLOOR_MIB: u64 = 10;
 pub const DISK_INTERFACE: &str = "virtio";
 /// packer-plugin-qemu's `disk_cache`.
 pub const DISK_CACHE: &str = "writeback";
-/// packer-plugin-qemu's `disk_discard`.
-pub const DISK_DISCARD: &str = "ignore";
-/// packer-plugin-qemu's `disk_detect_zeroes`.
-pub const DISK_DETECT_ZEROES: &str = "off";
+/// packer-plugin-qemu's `disk_discard` is `ignore`; kiln's build disk
+/// takes `unmap` when the template does not say, so what the guest frees
+/// (fstrim before shutdown) becomes holes in the image instead of data
+/// that compaction and the tarball carry.
+pub const DISK_DISCARD: &str = "unmap";
+/// packer-plugin-qemu's `disk_detect_zeroes` is `off`; kiln's build disk
+/// takes `unmap` when the template sets no discard mode either: zeroes a
+/// provisioner writes (the "fill the disk with zeroes" trick) become holes,
+/// so the image's allocation tells what compaction would save.
+pub const DISK_DETECT_ZEROES: &str = "unmap";
 /// packer-plugin-qemu's `machine_type`.
 pub const MACHINE_TYPE: &str = "pc";
 /// packer-plugin-qemu's `net_device`.
@@ -108,8 +114,8 @@ impl QemuConfig {
             format: DiskFormat::Qcow2,
             disk_interface: DISK_INTERFACE.into(),
             disk_cache: DISK_CACHE.into(),
-            disk_discard: DISK_DISCARD.into(),
-            disk_detect_zeroes: DISK_DETECT_ZEROES.into(),
+            disk_discard: None,
+            disk_detect_zeroes: None,
             skip_compaction: false,
             disk_compression: false,
             accelerator: None,

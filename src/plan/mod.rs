@@ -242,10 +242,13 @@ pub struct QemuConfig {
     pub disk_interface: String,
     /// The disk's cache mode: writeback (default), writethrough, none, ...
     pub disk_cache: String,
-    /// Whether the guest's discards free space: ignore (default) or unmap.
-    pub disk_discard: String,
-    /// Whether written zeroes are detected: off (default), on or unmap.
-    pub disk_detect_zeroes: String,
+    /// Whether the guest's discards free space: ignore or unmap; `None`
+    /// when the template does not say (Packer's default is ignore; kiln's
+    /// build disk takes unmap, see [`QemuConfig::discard`]).
+    pub disk_discard: Option<String>,
+    /// Whether written zeroes are detected: off, on or unmap; `None` when
+    /// the template does not say (see [`QemuConfig::detect_zeroes`]).
+    pub disk_detect_zeroes: Option<String>,
     /// `skip_compaction`: the qcow2 disk is not rewritten after the build.
     pub skip_compaction: bool,
     /// `disk_compression`: the compacted qcow2 disk is compressed.
@@ -308,6 +311,32 @@ pub struct QemuConfig {
     pub host_port_max: u16,
     /// How kiln reaches the guest.
     pub communicator: Communicator,
+}
+
+impl QemuConfig {
+    /// The build disk's `discard=`: the template's, else
+    /// [`defaults::DISK_DISCARD`].
+    pub fn discard(&self) -> &str {
+        self.disk_discard
+            .as_deref()
+            .unwrap_or(defaults::DISK_DISCARD)
+    }
+
+    /// The build disk's `detect-zeroes=`: the template's; else unmap when
+    /// discards reach the image (QEMU allows it only then), off otherwise.
+    pub fn detect_zeroes(&self) -> &str {
+        match &self.disk_detect_zeroes {
+            Some(mode) => mode,
+            None if self.discard() == "unmap" => defaults::DISK_DETECT_ZEROES,
+            None => "off",
+        }
+    }
+
+    /// Whether every block the guest freed or zeroed became a hole in the
+    /// image, so the image's allocation is its data.
+    pub fn frees_what_the_guest_frees(&self) -> bool {
+        self.discard() == "unmap" && self.detect_zeroes() == "unmap"
+    }
 }
 
 /// The floppy a build attaches, with Packer's meaning: `files` land flat

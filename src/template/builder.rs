@@ -179,8 +179,8 @@ struct Disk {
     format: Option<DiskFormat>,
     interface: String,
     cache: String,
-    discard: String,
-    detect_zeroes: String,
+    discard: Option<String>,
+    detect_zeroes: Option<String>,
     skip_compaction: bool,
     compression: bool,
 }
@@ -225,12 +225,8 @@ impl Disk {
             cache: o
                 .choice("disk_cache", DISK_CACHES)
                 .unwrap_or_else(|| defaults::DISK_CACHE.into()),
-            discard: o
-                .choice("disk_discard", DISK_DISCARDS)
-                .unwrap_or_else(|| defaults::DISK_DISCARD.into()),
-            detect_zeroes: o
-                .choice("disk_detect_zeroes", DETECT_ZEROES)
-                .unwrap_or_else(|| defaults::DISK_DETECT_ZEROES.into()),
+            discard: o.choice("disk_discard", DISK_DISCARDS),
+            detect_zeroes: o.choice("disk_detect_zeroes", DETECT_ZEROES),
             skip_compaction: o.bool("skip_compaction").unwrap_or(false),
             compression: o.bool("disk_compression").unwrap_or(false),
         }

@@ -151,10 +151,7 @@ pub(super) fn decode(
         .duration("state_timeout")
         .filter(|d| !d.is_zero())
         .unwrap_or(STATE_TIMEOUT);
-    let instance_name = match o.non_empty_string("instance_name") {
-        Some(name) => Some(name),
-        None => cx.render(&o.key_path("instance_name"), "packer-{{uuid}}"),
-    };
+    let instance_name = o.non_empty_string("instance_name");
     let labels = o.string_map("labels").unwrap_or_default();
     let tags = o.string_list("tags").unwrap_or_default();
     let mut attributes = o.string_map("metadata").unwrap_or_default();
@@ -226,12 +223,14 @@ pub(super) fn decode(
     qemu.shutdown_command = None;
     qemu.communicator = communicator;
 
-    let instance_name = instance_name?;
+    let zone = zone?;
+    let instance_name =
+        instance_name.unwrap_or_else(|| default_instance_name(build_name, &project_id, &zone));
     let instance = GceInstance {
         numeric_project_id: numeric_id(&project_id, 100_000_000_000, 999_999_999_999),
         id: numeric_id(&instance_name, 1_000_000_000_000_000_000, u64::MAX),
         project_id: project_id.clone(),
-        zone: zone?,
+        zone,
         name: instance_name,
         machine_type: machine_type.clone(),
         image: source_image,
@@ -282,6 +281,21 @@ fn o_path(build_name: &str) -> String {
 
 /// A stable number in `low..=high` for `text`: GCE's numeric ids, derived
 /// so that the same project or instance name always gets the same one.
+/// `packer-<uuid>` as Packer names the instance, but the same for every
+/// run of the build: the name is what the guest sees (its hostname, the
+/// metadata server's `name` and `id`), so a fresh one per run would make
+/// every `-cache` rebuild boot again, and a local instance never meets
+/// another one it must not be confused with.
+fn default_instance_name(build_name: &str, project_id: &str, zone: &str) -> String {
+    let digest = Sha256::digest(format!("kiln-instance/{build_name}/{project_id}/{zone}"));
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    format!(
+        "packer-{}",
+        uuid::Builder::from_custom_bytes(bytes).into_uuid()
+    )
+}
+
 fn numeric_id(text: &str, low: u64, high: u64) -> u64 {
     let digest = Sha256::digest(text.as_bytes());
     let mut bytes = [0u8; 8];

@@ -92,8 +92,9 @@ fn minimal_builder_gets_packer_defaults() {
     assert_eq!(q.format, DiskFormat::Qcow2);
     assert_eq!(q.disk_interface, "virtio");
     assert_eq!(q.disk_cache, "writeback");
-    assert_eq!(q.disk_discard, "ignore");
-    assert_eq!(q.disk_detect_zeroes, "off");
+    // Unset: the build disk's own default applies (QemuConfig::discard).
+    assert_eq!(q.disk_discard, None);
+    assert_eq!(q.disk_detect_zeroes, None);
     assert_eq!(q.accelerator, None);
     assert_eq!(q.cpus, 1);
     assert_eq!(q.memory_mib, 512);

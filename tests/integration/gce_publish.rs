@@ -12,13 +12,13 @@ use serde_json::{Value, json};
 
 use crate::util::{Run, Scratch, assert_nothing_left, fixture, path_str};
 
-const BUCKET: &str = "staging";
-const PROJECT: &str = "demo-project";
-const FAMILY: &str = "kiln-fixture";
+pub(crate) const BUCKET: &str = "staging";
+pub(crate) const PROJECT: &str = "demo-project";
+pub(crate) const FAMILY: &str = "kiln-fixture";
 const LICENSE: &str = "projects/demo-project/global/licenses/kiln-test";
 
 /// Runs kiln off the async runtime, which keeps serving the fakes meanwhile.
-async fn kiln(scratch: &Scratch, args: &[&str], env: &[(&str, &str)]) -> Run {
+pub(crate) async fn kiln(scratch: &Scratch, args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut command = scratch.kiln(args);
     for (key, value) in env {
         command.env(key, value);
@@ -29,7 +29,7 @@ async fn kiln(scratch: &Scratch, args: &[&str], env: &[(&str, &str)]) -> Run {
 }
 
 /// The image map that makes the fixture the source image family.
-fn image_map(scratch: &Scratch) -> PathBuf {
+pub(crate) fn image_map(scratch: &Scratch) -> PathBuf {
     scratch.write_json(
         "images.json",
         &json!({FAMILY: {"url": path_str(fixture()), "checksum": "none"}}),
@@ -70,7 +70,7 @@ fn passing_tests() -> Value {
     json!([{"name": "provisioned", "file": "/etc/published", "contains": "published"}])
 }
 
-async fn object_exists(emulator: &StorageEmulator, object: &str) -> bool {
+pub(crate) async fn object_exists(emulator: &StorageEmulator, object: &str) -> bool {
     StorageClient::new(&emulator.base_url, Arc::new(TokenSource::none()))
         .expect("client")
         .object_exists(BUCKET, object)
@@ -78,12 +78,12 @@ async fn object_exists(emulator: &StorageEmulator, object: &str) -> bool {
         .expect("lookup")
 }
 
-struct Gcp {
-    emulator: StorageEmulator,
-    compute: ComputeFake,
+pub(crate) struct Gcp {
+    pub emulator: StorageEmulator,
+    pub compute: ComputeFake,
 }
 
-async fn gcp() -> Gcp {
+pub(crate) async fn gcp() -> Gcp {
     let emulator = StorageEmulator::fake_gcs_server(BUCKET)
         .await
         .expect("fake-gcs-server");

@@ -145,6 +145,27 @@ fn ids_are_stable() {
     assert_ne!(a.numeric_project_id, c.numeric_project_id);
 }
 
+/// The default instance name is the same on every run, so that a cached
+/// rebuild can restore the guest that had it; other builds get another.
+#[test]
+fn the_default_instance_name_is_the_same_on_every_run() {
+    let name = |extra: Value| {
+        load(extra).unwrap().builds[0]
+            .gce
+            .as_ref()
+            .unwrap()
+            .instance
+            .name
+            .clone()
+    };
+    let first = name(json!({}));
+    assert_eq!(first, name(json!({})));
+    assert!(first.starts_with("packer-"), "{first}");
+    assert_ne!(first, name(json!({"name": "other"})));
+    assert_ne!(first, name(json!({"project_id": "other"})));
+    assert_eq!(name(json!({"instance_name": "builder-1"})), "builder-1");
+}
+
 #[test]
 fn given_options_reach_the_plan() {
     let dir = tempfile::tempdir().unwrap();
