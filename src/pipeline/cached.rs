@@ -221,34 +221,63 @@ pub(super) async fn build_disk(
             None => break,
         }
     }
-    let result = match reusable.last() {
-        Some(last) => {
-            let done = reusable.len();
-            ctx.say(&format!(
-                "step cache: restoring the machine saved after {}",
-                describe_position(done - 1)
-            ));
-            let restored = restore(cached, run, last, done).await;
-            match restored {
-                Ok(result) => {
-                    cached.counts.hits += done;
-                    cached.used.extend(reusable);
-                    Ok(result)
-                }
-                Err(BuildError::Machine(MachineError::RestoreFailed { why })) => {
-                    ctx.say(&format!("warm boot failed ({why}); booting cold"));
-                    // Entries this build cannot restore are not taken
-                    // again by it: it builds without saving.
-                    drop(reusable);
-                    cold(cached, run, false).await
-                }
-                Err(err) => Err(err),
-            }
+    let result = if reusable.is_empty() {
+        let info = EntryInfo {
+            kind: EntryKind::Boot,
+            parent: None,
+            base: run.spec.qemu.disk_image.then(|| absolute(run.source)),
+            label: format!("{}: boot", run.spec.name),
+        };
+        match cached
+            .store
+            .begin_async(cached.keys.boot, info)
+            .await
+            .map_err(BuildError::StepCache)?
+        {
+            Began::New(boot) => cold(cached, run, Some(boot)).await,
+            // Another build booted the same machine meanwhile: use it.
+            Began::Exists(boot) => restore_or_cold(cached, run, vec![boot]).await,
         }
-        None => cold(cached, run, true).await,
+    } else {
+        restore_or_cold(cached, run, reusable).await
     };
     let top = result?;
     finish(cached, run, &top, disk_path).await
+}
+
+/// Restores the last of `reusable` (the boot and the provisioners after
+/// it, in order) and runs on from there; boots cold, saving nothing, when
+/// the saved machine does not come back.
+async fn restore_or_cold(
+    cached: &mut Cached,
+    run: &Run<'_>,
+    reusable: Vec<UsedEntry>,
+) -> Result<PathBuf, BuildError> {
+    let ctx = run.ctx;
+    let done = reusable.len();
+    let Some(last) = reusable.last() else {
+        return cold(cached, run, None).await;
+    };
+    ctx.say(&format!(
+        "step cache: restoring the machine saved after {}",
+        describe_position(done - 1)
+    ));
+    match restore(cached, run, last, done).await {
+        Ok(result) => {
+            cached.counts.hits += done;
+            cached.used.extend(reusable);
+            Ok(result)
+        }
+        Err(BuildError::Machine(MachineError::RestoreFailed { why })) => {
+            ctx.say(&format!("warm boot failed ({why}); booting cold"));
+            // Entries this build cannot restore are not taken again by
+            // it: it builds without saving.
+            drop(reusable);
+            cached.chain_whole = false;
+            cold(cached, run, None).await
+        }
+        Err(err) => Err(err),
+    }
 }
 
 /// "the boot" or "provisioner N (type)".
@@ -351,26 +380,16 @@ fn provisioner_label(spec: &BuildSpec, position: usize) -> String {
     )
 }
 
-/// Boots from the source and saves the boot (when `saving`), then runs
-/// every provisioner.
-async fn cold(cached: &mut Cached, run: &Run<'_>, saving: bool) -> Result<PathBuf, BuildError> {
+/// Boots from the source, saving the boot into `boot` when there is one,
+/// then runs every provisioner.
+async fn cold(
+    cached: &mut Cached,
+    run: &Run<'_>,
+    boot: Option<PendingEntry>,
+) -> Result<PathBuf, BuildError> {
     let (ctx, spec) = (run.ctx, run.spec);
     let config = &spec.qemu;
-    let boot = if saving {
-        begin(
-            &cached.store,
-            cached.keys.boot,
-            EntryInfo {
-                kind: EntryKind::Boot,
-                parent: None,
-                base: config.disk_image.then(|| absolute(run.source)),
-                label: format!("{}: boot", spec.name),
-            },
-        )
-        .await?
-    } else {
-        None
-    };
+    let saving = boot.is_some();
     let disk_path = match &boot {
         Some(pending) => pending.disk_path(),
         None => run.scratch.join("top-boot.qcow2"),

@@ -196,6 +196,30 @@ fn a_rebuild_runs_from_the_first_changed_step_and_an_unchanged_one_boots_nothing
     assert_eq!(restored_after(&source), None, "{}", source.all());
     assert_eq!(counts(&source), (0, 5), "{}", source.all());
     assert!(source.all().contains("RAN-ONE"), "{}", source.all());
+
+    // `kiln cache` lists the steps by build and step, and prunes them all.
+    let cache = |args: &[&str]| {
+        let mut all = vec!["cache"];
+        all.extend_from_slice(args);
+        Run::from(
+            scratch
+                .kiln(&all)
+                .env("KILN_CACHE_DIR", cache_dir(&scratch))
+                .output()
+                .expect("kiln cache"),
+        )
+    };
+    let list = cache(&["list"]);
+    list.assert_success();
+    for label in ["qemu: boot", "provisioner 3 (shell)", "qemu: finished disk"] {
+        assert!(
+            list.stdout.contains(label),
+            "{label} not listed:\n{}",
+            list.all()
+        );
+    }
+    cache(&["prune", "-all"]).assert_success();
+    assert!(entries(&scratch).is_empty(), "{:?}", entries(&scratch));
 }
 
 /// Rewrites `meta.json` of the entry in `dir` so that `name` as it is now
@@ -350,10 +374,17 @@ fn concurrent_builds_sharing_the_cache_each_get_a_whole_disk() {
     second.assert_success();
     // Each entry was made once, by one of them, and is whole.
     assert_eq!(entries(&scratch).len(), 5, "{:?}", entries(&scratch));
-    let (_, misses_first) = counts(&first);
-    let (_, misses_second) = counts(&second);
+    let (hits_first, misses_first) = counts(&first);
+    let (hits_second, misses_second) = counts(&second);
     assert!(
         misses_first + misses_second >= 5,
+        "{}\n{}",
+        first.all(),
+        second.all()
+    );
+    // The one that waited used what the other saved instead of booting.
+    assert!(
+        hits_first + hits_second >= 1,
         "{}\n{}",
         first.all(),
         second.all()
