@@ -274,11 +274,17 @@ fn flip_byte(path: &Path, offset: u64) {
     file.write_all(&[byte[0] ^ 0xff]).expect("write");
 }
 
-#[test]
-fn corrupt_and_half_written_entries_are_built_again_never_used() {
+/// A scratch directory whose cache holds every step of [`template`].
+fn built_once() -> Scratch {
     let scratch = Scratch::new();
     template(&scratch, fixture());
     build(&scratch, &[]).assert_success();
+    scratch
+}
+
+#[test]
+fn corrupt_and_half_written_entries_are_built_again_never_used() {
+    let scratch = built_once();
 
     // A flipped byte in the saved machine after the file provisioner, and
     // a finished disk whose record never got written.
@@ -313,9 +319,7 @@ fn corrupt_and_half_written_entries_are_built_again_never_used() {
 
 #[test]
 fn a_saved_machine_that_does_not_load_falls_back_to_a_cold_boot() {
-    let scratch = Scratch::new();
-    template(&scratch, fixture());
-    build(&scratch, &[]).assert_success();
+    let scratch = built_once();
 
     // Intact as far as the cache can tell, but not a machine QEMU can load.
     let step_two = entry_labelled(&scratch, "provisioner 2 (file)");
