@@ -816,6 +816,14 @@ impl Machine {
         if exit.success {
             ctx.say("The virtual machine is off.");
             Ok(())
+        } else if powered_off_before_crash(qmp.as_deref(), &exit) {
+            // The guest flushed its disk and powered off; QEMU died on
+            // its way out (seen once in many runs with QEMU 10.0 under
+            // TCG). Nothing the guest wrote is lost.
+            ctx.say(&format!(
+                "The virtual machine is off (the guest powered off; then {exit})."
+            ));
+            Ok(())
         } else {
             Err(MachineError::QemuExited {
                 exit,
@@ -823,6 +831,39 @@ impl Machine {
                 serial_tail: serial_tail(serial_log, 20),
             })
         }
+    }
+}
+
+/// Whether QEMU was killed by a signal after the guest itself had powered
+/// off (QMP's `SHUTDOWN` event from the guest).
+fn powered_off_before_crash(qmp: Option<&Qmp>, exit: &qemu::QemuExit) -> bool {
+    exit.status.starts_with("on signal")
+        && qmp.is_some_and(|qmp| guest_powered_off(&qmp.recent_events()))
+}
+
+/// Whether QMP's events say the guest powered itself off (not QEMU told
+/// to quit, not a reset).
+fn guest_powered_off(events: &[serde_json::Value]) -> bool {
+    events.iter().any(|event| {
+        event["event"] == "SHUTDOWN" && event["data"]["guest"] == serde_json::json!(true)
+    })
+}
+
+#[cfg(test)]
+mod shutdown_tests {
+    use super::guest_powered_off;
+    use serde_json::json;
+
+    #[test]
+    fn only_the_guests_own_power_off_counts() {
+        let guest =
+            json!({"event": "SHUTDOWN", "data": {"guest": true, "reason": "guest-shutdown"}});
+        let quit =
+            json!({"event": "SHUTDOWN", "data": {"guest": false, "reason": "host-qmp-quit"}});
+        let reset = json!({"event": "RESET", "data": {"guest": true}});
+        assert!(guest_powered_off(&[reset.clone(), guest]));
+        assert!(!guest_powered_off(&[quit, reset]));
+        assert!(!guest_powered_off(&[]));
     }
 }
 
