@@ -58,7 +58,9 @@ pub(super) struct Finish<'a> {
 impl Finish<'_> {
     /// Tests, packaging and publishing; returns the build's artifacts.
     pub async fn run(mut self, undo: &mut UndoStack) -> Result<Vec<Artifact>, BuildError> {
-        let overlap = !self.options.debug && !sequential_from_env();
+        // With no smoke tests there is nothing to run beside the
+        // packaging: the post-processors run as they always have.
+        let overlap = !self.options.debug && !sequential_from_env() && !self.spec.tests.is_empty();
         tracing::debug!(build = %self.ctx.name, overlap, "finishing");
         match self.publishing {
             Some(target) => self.publish(target, overlap, undo).await,
