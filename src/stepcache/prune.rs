@@ -195,36 +195,10 @@ mod tests {
 
     use super::*;
     use crate::cache::PruneRule;
-    use crate::stepcache::key::final_key;
-    use crate::stepcache::store::tests::fake_qcow2;
-    use crate::stepcache::{Began, CommitInfo, EntryInfo, EntryKind, StepStore};
+    use crate::stepcache::store::tests::{Fixture, fake_qcow2, fixture, key};
+    use crate::stepcache::{Began, CommitInfo, EntryInfo, EntryKind};
 
     const HOUR: Duration = Duration::from_secs(3600);
-
-    struct Fixture {
-        _dir: tempfile::TempDir,
-        cache: Cache,
-        store: StepStore,
-        source: PathBuf,
-    }
-
-    fn fixture() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::at(dir.path().join("cache"));
-        let store = StepStore::open(&cache).unwrap();
-        let source = dir.path().join("source.img");
-        std::fs::write(&source, "a source image").unwrap();
-        Fixture {
-            _dir: dir,
-            cache,
-            store,
-            source,
-        }
-    }
-
-    fn key(n: u8) -> StepKey {
-        final_key(&"00".repeat(32).parse().unwrap(), &n.to_string())
-    }
 
     /// Commits entry `n` (a boot entry on the source, or a step on
     /// `parent`) of `size` bytes of state, last used `age` ago.

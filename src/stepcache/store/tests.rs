@@ -19,14 +19,15 @@ pub(crate) fn fake_qcow2(path: &Path, backing: Option<&Path>, len: usize) {
     std::fs::write(path, data).unwrap();
 }
 
-struct Fixture {
+/// A cache in a temporary directory, with a source image in it.
+pub(crate) struct Fixture {
     _dir: tempfile::TempDir,
-    cache: Cache,
-    store: StepStore,
-    source: PathBuf,
+    pub(crate) cache: Cache,
+    pub(crate) store: StepStore,
+    pub(crate) source: PathBuf,
 }
 
-fn fixture() -> Fixture {
+pub(crate) fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::at(dir.path().join("cache"));
     let store = StepStore::open(&cache).unwrap();
@@ -40,7 +41,8 @@ fn fixture() -> Fixture {
     }
 }
 
-fn key(n: u8) -> StepKey {
+/// A key of its own for each `n`.
+pub(crate) fn key(n: u8) -> StepKey {
     final_key(&"00".repeat(32).parse().unwrap(), &n.to_string())
 }
 
